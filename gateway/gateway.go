@@ -1,0 +1,146 @@
+// Package gateway is jobx's HTTP API: it accepts job requests, queues
+// their root invocation and, for blocking requests, waits for the result.
+//
+//	gw, err := gateway.New(ctx, opts)
+//	go gw.Run(ctx) // serves opts.Addr until ctx is cancelled
+//	defer gw.Close()
+//
+// Routes: POST /job/<workflow>/<job>?blocking=true|false, GET
+// /request/<workflow>/<id>, GET /healthz, GET /.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jobx/jobx/internal/queue"
+	"github.com/jobx/jobx/kvmodel"
+)
+
+// Response headers (JobX's names).
+const (
+	HeaderRequestID   = "X-MR-REQUEST-ID"
+	HeaderFulfilledBy = "X-FULFILLED-BY"
+)
+
+// Gateway serves the HTTP API. It is safe for concurrent use.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	store   *kvmodel.Store
+	catalog *kvmodel.Catalog
+	pub     *queue.Publisher
+	engine  *gin.Engine
+	ln      net.Listener
+	srv     *http.Server
+
+	closeOnce sync.Once
+}
+
+// New validates opts, loads the catalog, connects the publisher and binds
+// the listen address (so Addr is known before Run).
+func New(ctx context.Context, opts *Options) (*Gateway, error) {
+	o := *opts
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{opts: o, log: o.Log.With("component", "gateway"), store: kvmodel.NewStore(o.Etcd)}
+	var err error
+	if g.pub, err = queue.NewPublisher(o.NSQDs, g.log); err != nil {
+		return nil, err
+	}
+	if g.catalog, err = kvmodel.NewCatalog(ctx, g.store, g.log); err != nil {
+		g.pub.Close()
+		return nil, err
+	}
+	g.engine = g.routes()
+	if o.Addr != "" {
+		if g.ln, err = net.Listen("tcp", o.Addr); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("gateway: listen on %s: %w", o.Addr, err)
+		}
+	}
+	return g, nil
+}
+
+// Addr returns the bound listen address.
+func (g *Gateway) Addr() string {
+	if g.ln == nil {
+		return ""
+	}
+	return g.ln.Addr().String()
+}
+
+// Handler returns the HTTP handler (for httptest or embedding).
+func (g *Gateway) Handler() http.Handler { return g.engine }
+
+// Catalog returns the gateway's view of workflow definitions.
+func (g *Gateway) Catalog() *kvmodel.Catalog { return g.catalog }
+
+// Run serves until ctx is cancelled, then shuts down gracefully (blocking
+// requests in flight get up to 10 s).
+func (g *Gateway) Run(ctx context.Context) error {
+	if g.ln == nil {
+		return errors.New("gateway: no listen address")
+	}
+	g.srv = &http.Server{Handler: g.engine, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- g.srv.Serve(g.ln) }()
+	g.log.Info("gateway listening", "addr", g.Addr())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		g.srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+// Close releases the catalog, the publisher and the listener. It is idempotent.
+func (g *Gateway) Close() {
+	g.closeOnce.Do(func() {
+		if g.ln != nil {
+			g.ln.Close()
+		}
+		if g.catalog != nil {
+			g.catalog.Close()
+		}
+		if g.pub != nil {
+			g.pub.Close()
+		}
+	})
+}
+
+func (g *Gateway) routes() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.Use(gin.Recovery(), func(c *gin.Context) {
+		c.Header(HeaderFulfilledBy, g.opts.Hostname)
+		c.Next()
+	}, respondErrors)
+	e.HandleMethodNotAllowed = true
+	e.GET("/", func(c *gin.Context) { c.String(http.StatusOK, "Map me. Reduce me.\n") })
+	e.GET("/healthz", g.healthz)
+	e.POST("/job/:workflow/:job", g.submit)
+	e.GET("/request/:workflow/:id", g.status)
+	return e
+}
+
+func (g *Gateway) healthz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := g.store.Client().Get(ctx, "/jobx/health"); err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "etcd": err.Error()})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}

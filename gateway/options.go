@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Options configure a Gateway. Start from NewOptions.
+type Options struct {
+	// Addr is the HTTP listen address (host:port; port 0 picks one).
+	Addr string
+	// Etcd is the etcd client; required. The gateway does not close it.
+	Etcd *clientv3.Client
+	// NSQDs are the nsqd TCP addresses to publish to.
+	NSQDs []string
+	// MaxBodyBytes bounds a request body; larger bodies get 413.
+	MaxBodyBytes int64
+	// BlockingTimeout bounds a blocking request's wait; past it the
+	// gateway answers 504 with the request id while the job goes on.
+	BlockingTimeout time.Duration
+	// DeliveredRetention is how long a blocking request is kept after its
+	// result was delivered (0: cleaned up at once). Requests submitted
+	// with keep=true are never cleaned up automatically.
+	DeliveredRetention time.Duration
+	// Hostname is sent as X-FULFILLED-BY.
+	Hostname string
+	Log      *slog.Logger
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	host, _ := os.Hostname()
+	return &Options{
+		Addr:            "127.0.0.1:8080",
+		MaxBodyBytes:    8 << 20,
+		BlockingTimeout: 5 * time.Minute,
+		Hostname:        host,
+	}
+}
+
+func (o *Options) validate() error {
+	if o.Etcd == nil {
+		return errors.New("gateway: no etcd client (--etcd / MR_ETCD_HOST)")
+	}
+	if len(o.NSQDs) == 0 {
+		return errors.New("gateway: no nsqd address (--nsqd / MR_NSQD_HOSTS)")
+	}
+	if o.MaxBodyBytes <= 0 {
+		return errors.New("gateway: --max-body must be positive")
+	}
+	if o.BlockingTimeout <= 0 {
+		return errors.New("gateway: --blocking-timeout must be positive")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jobx/jobx/internal/queue"
+	"github.com/jobx/jobx/kvmodel"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// submit handles POST /job/:workflow/:job.
+func (g *Gateway) submit(c *gin.Context) {
+	ctx := c.Request.Context()
+	wf, jobName := c.Param("workflow"), c.Param("job")
+	reqID := kvmodel.NewID()
+	c.Header(HeaderRequestID, reqID)
+	blocking := c.DefaultQuery("blocking", "true") == "true"
+
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, g.opts.MaxBodyBytes)
+	body, err := decodeJobBody(c.GetHeader("Content-Type"), c.Request.Body)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if c.Query("keep") == "true" {
+		body.Keep = true
+	}
+	if err := kvmodel.ValidateTopicName("workflow name", wf); err != nil {
+		c.Error(err)
+		return
+	}
+	if err := kvmodel.ValidateName("job name", jobName); err != nil {
+		c.Error(err)
+		return
+	}
+	if _, err := g.catalog.Workflow(ctx, wf); err != nil {
+		c.Error(fmt.Errorf("workflow %q: %w", wf, kvmodel.ErrNotFound))
+		return
+	}
+	job, err := g.catalog.Job(ctx, wf, jobName)
+	if err != nil {
+		c.Error(fmt.Errorf("job %q in workflow %q: %w", jobName, wf, kvmodel.ErrNotFound))
+		return
+	}
+	step, err := g.catalog.Step(ctx, wf, job.InitialStepName)
+	if err != nil {
+		c.Error(&apiError{http.StatusConflict, "definition", fmt.Sprintf("job %q names initial step %q, which does not exist", jobName, job.InitialStepName)})
+		return
+	}
+	mapper, err := g.catalog.Handler(ctx, wf, step.MapHandlerName)
+	if err != nil {
+		c.Error(&apiError{http.StatusConflict, "definition", fmt.Sprintf("step %q names map handler %q, which does not exist", step.Name, step.MapHandlerName)})
+		return
+	}
+
+	root := &kvmodel.Invocation{
+		ID: kvmodel.NewID(), WorkflowName: wf, RequestID: reqID, StepName: step.Name,
+		Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: kvmodel.Now(),
+	}
+	req := &kvmodel.Request{
+		ID: reqID, WorkflowName: wf, JobName: jobName, InvocationID: root.ID,
+		Context: map[string]any{"requester_ip": c.ClientIP()}, IsBlocking: blocking,
+		State: kvmodel.StatePending, CreatedTimestamp: kvmodel.Now(), Keep: body.Keep,
+	}
+	var args []byte
+	for _, p := range body.Arguments {
+		args = kvmodel.AppendPairItem(args, p)
+	}
+	resp, err := g.store.Commit(ctx,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(kvmodel.Key(req)), "=", 0)},
+		kvmodel.DatasetOps(wf, root.ID, kvmodel.Arguments, args),
+		[]kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)})
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if !resp.Succeeded {
+		c.Error(fmt.Errorf("request %s: %w", reqID, kvmodel.ErrExists))
+		return
+	}
+	created := resp.Header.Revision
+
+	var watch clientv3.WatchChan
+	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
+	defer cancel()
+	if blocking {
+		// Watch from the creation revision on, so a completion that lands
+		// before we start waiting is not missed.
+		watch = g.store.Client().Watch(clientv3.WithRequireLeader(wctx), kvmodel.Key(req), clientv3.WithRev(created+1))
+	}
+	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name}
+	if err := g.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(mapper.RequiredCapability)), msg.Encode()); err != nil {
+		c.Error(fmt.Errorf("queue the request: %w", err))
+		return
+	}
+	g.log.Debug("request accepted", "workflow", wf, "job", jobName, "request_id", reqID, "blocking", blocking)
+	if !blocking {
+		loc := "/request/" + wf + "/" + reqID
+		c.Header("Location", loc)
+		c.JSON(http.StatusAccepted, gin.H{"request_id": reqID, "status_url": loc, "result": nil})
+		return
+	}
+	done, err := g.waitDone(wctx, watch, req)
+	if err != nil {
+		if errors.Is(wctx.Err(), context.DeadlineExceeded) {
+			c.Error(&apiError{http.StatusGatewayTimeout, "timeout", fmt.Sprintf("request %s did not finish within %s; it goes on: GET /request/%s/%s", reqID, g.opts.BlockingTimeout, wf, reqID)})
+			return
+		}
+		c.Error(err)
+		return
+	}
+	g.respondDone(c, done, true)
+}
+
+// waitDone waits for the request to be done.
+func (g *Gateway) waitDone(ctx context.Context, watch clientv3.WatchChan, req *kvmodel.Request) (*kvmodel.Request, error) {
+	for wr := range watch {
+		if err := wr.Err(); err != nil {
+			return nil, fmt.Errorf("watch request: %w", err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return nil, fmt.Errorf("request %s was deleted while waiting", req.ID)
+			}
+			r := &kvmodel.Request{}
+			if err := kvmodel.Decode(r, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision); err != nil {
+				return nil, err
+			}
+			if r.IsDone {
+				return r, nil
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("watch ended before the request was done")
+}
+
+// respondDone answers with a done request's result or error. delivered
+// schedules the request's cleanup once the result has been sent.
+func (g *Gateway) respondDone(c *gin.Context, req *kvmodel.Request, delivered bool) {
+	if req.State == kvmodel.StateFailed {
+		c.JSON(http.StatusInternalServerError, gin.H{"error": req.Error, "request_id": req.ID, "state": req.State})
+		return
+	}
+	pairs, err := g.result(c.Request.Context(), req)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"result": gin.H{"pairs": pairs}, "request_id": req.ID, "state": req.State})
+	if delivered && !req.Keep {
+		op := kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(g.opts.DeliveredRetention))
+		if err := g.store.Apply(context.WithoutCancel(c.Request.Context()), []kvmodel.Op{op}); err != nil {
+			g.log.Warn("schedule cleanup", "request_id", req.ID, "err", err)
+		}
+	}
+}
+
+// result reads the root invocation's reduction: the request's pairs.
+func (g *Gateway) result(ctx context.Context, req *kvmodel.Request) ([]json.RawMessage, error) {
+	data, err := g.store.ReadDataset(ctx, req.WorkflowName, req.InvocationID, kvmodel.PostReduce)
+	if err != nil {
+		return nil, fmt.Errorf("result of request %s: %w", req.ID, err)
+	}
+	items, err := kvmodel.DecodePairItems(data)
+	if err != nil {
+		return nil, fmt.Errorf("result of request %s: %w", req.ID, err)
+	}
+	pairs := make([]json.RawMessage, len(items))
+	for i, p := range items {
+		pairs[i], _ = p.MarshalJSON()
+	}
+	return pairs, nil
+}

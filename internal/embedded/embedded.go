@@ -1,0 +1,165 @@
+// Package embedded starts an in-process etcd server and nsqd, for
+// `jobx up` and for tests.
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nsqio/nsq/nsqd"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// EtcdOptions configure an embedded etcd server.
+type EtcdOptions struct {
+	Dir        string // data directory; required
+	ClientAddr string // host:port for clients; "127.0.0.1:0" picks a port
+	PeerAddr   string // host:port for peers; "127.0.0.1:0" picks a port
+	Fast       bool   // fast ticks and no fsync: tests only
+	Log        io.Writer
+}
+
+// Etcd is a running embedded etcd.
+type Etcd struct {
+	e        *embed.Etcd
+	Endpoint string // http://host:port
+}
+
+// StartEtcd starts etcd and waits until it serves.
+func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = filepath.Join(o.Dir, "etcd")
+	cfg.Name = "jobx"
+	cfg.LogLevel = "error"
+	cfg.Logger = "zap"
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	client, err := listenURL(o.ClientAddr, "127.0.0.1:2379")
+	if err != nil {
+		return nil, fmt.Errorf("etcd client address: %w", err)
+	}
+	peer, err := listenURL(o.PeerAddr, "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("etcd peer address: %w", err)
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if o.Fast {
+		cfg.TickMs, cfg.ElectionMs = 10, 100
+		cfg.UnsafeNoFsync = true
+	} else {
+		cfg.TickMs, cfg.ElectionMs = 50, 500
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd in %s: %w", cfg.Dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd: %w", err)
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("etcd did not become ready within 30s")
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	return &Etcd{e: e, Endpoint: "http://" + e.Clients[0].Addr().String()}, nil
+}
+
+// Close stops etcd.
+func (e *Etcd) Close() { e.e.Close() }
+
+// listenURL turns host:port into a URL, picking a free port for port 0
+// (etcd needs a concrete port to advertise).
+func listenURL(addr, def string) (*url.URL, error) {
+	if addr == "" {
+		addr = def
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if port == "0" {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		addr = l.Addr().String()
+		l.Close()
+	}
+	return url.Parse("http://" + addr)
+}
+
+// NSQDOptions configure an in-process nsqd.
+type NSQDOptions struct {
+	Dir      string // data directory; required
+	TCPAddr  string // "127.0.0.1:0" picks a port
+	HTTPAddr string
+	MemQueue int64 // messages kept in memory per topic/channel before spilling to disk
+	Log      *slog.Logger
+}
+
+// NSQD is a running in-process nsqd.
+type NSQD struct {
+	n        *nsqd.NSQD
+	TCPAddr  string
+	HTTPAddr string
+}
+
+type nsqLogger struct{ log *slog.Logger }
+
+func (l nsqLogger) Output(_ int, s string) error {
+	l.log.Debug(s)
+	return nil
+}
+
+// StartNSQD starts nsqd and waits until it accepts connections.
+func StartNSQD(ctx context.Context, o NSQDOptions) (*NSQD, error) {
+	opts := nsqd.NewOptions()
+	opts.DataPath = filepath.Join(o.Dir, "nsqd")
+	if err := os.MkdirAll(opts.DataPath, 0o755); err != nil {
+		return nil, err
+	}
+	opts.TCPAddress = orDefault(o.TCPAddr, "127.0.0.1:4150")
+	opts.HTTPAddress = orDefault(o.HTTPAddr, "127.0.0.1:0")
+	opts.HTTPSAddress = ""
+	if o.MemQueue > 0 {
+		opts.MemQueueSize = o.MemQueue
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	opts.Logger = nsqLogger{o.Log}
+	opts.LogLevel = nsqd.LOG_WARN
+	n, err := nsqd.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start nsqd: %w", err)
+	}
+	// New binds the listeners, so the addresses are final here.
+	go n.Main()
+	return &NSQD{n: n, TCPAddr: n.RealTCPAddr().String(), HTTPAddr: n.RealHTTPAddr().String()}, nil
+}
+
+// Close stops nsqd, persisting queued messages to its data directory.
+func (n *NSQD) Close() { n.n.Exit() }
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

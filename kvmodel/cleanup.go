@@ -1,0 +1,99 @@
+package kvmodel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const cleanupRoot = JobxRoot + "cleanup/"
+
+// CleanupOp schedules request id of workflow wf for cleanup at due. The
+// queue lives in etcd, ordered by due time, so it survives restarts and any
+// runner may work it. A request may be scheduled more than once; cleanup is
+// idempotent.
+func CleanupOp(wf, id string, due time.Time) Op {
+	return Op{Key: fmt.Sprintf("%s%016d/%s/%s", cleanupRoot, due.UnixMilli(), wf, id), Value: []byte("{}")}
+}
+
+// DueCleanup is one scheduled cleanup.
+type DueCleanup struct {
+	Key      string
+	Workflow string
+	Request  string
+}
+
+// DueCleanups returns up to limit cleanups due at now, oldest first.
+func (s *Store) DueCleanups(ctx context.Context, now time.Time, limit int64) ([]DueCleanup, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	end := fmt.Sprintf("%s%016d0", cleanupRoot, now.UnixMilli())
+	resp, err := s.cli.Get(ctx, cleanupRoot, clientv3.WithRange(end), clientv3.WithLimit(limit), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("read cleanup queue: %w", err)
+	}
+	var out []DueCleanup
+	for _, kv := range resp.Kvs {
+		parts := strings.Split(strings.TrimPrefix(string(kv.Key), cleanupRoot), "/")
+		if len(parts) != 3 {
+			continue
+		}
+		out = append(out, DueCleanup{Key: string(kv.Key), Workflow: parts[1], Request: parts[2]})
+	}
+	return out, nil
+}
+
+// CompleteCleanup removes a cleanup from the queue.
+func (s *Store) CompleteCleanup(ctx context.Context, c DueCleanup) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	_, err := s.cli.Delete(ctx, c.Key)
+	return err
+}
+
+// PruneRequest deletes a request and everything it made: every invocation
+// reachable from its root (map and reduce), their datasets, relationships
+// and sessions. A request that is already gone is not an error. A request
+// marked Keep is left alone unless force is set.
+func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (invocations int, err error) {
+	req := &Request{WorkflowName: wf, ID: id}
+	if err := s.Get(ctx, req); errors.Is(err, ErrNotFound) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	if req.Keep && !force {
+		return 0, nil
+	}
+	var ops []Op
+	queue := []string{req.InvocationID}
+	for len(queue) > 0 {
+		m := queue[0]
+		queue = queue[1:]
+		children, err := s.Children(ctx, wf, m)
+		if err != nil {
+			return invocations, err
+		}
+		queue = append(queue, children...)
+		invocations++
+		ops = append(ops,
+			Op{Key: Key(&Invocation{WorkflowName: wf, ID: m}), Delete: true},
+			Op{Key: Key(&Invocation{WorkflowName: wf, ID: ReduceID(m)}), Delete: true},
+			DeletePrefixOp(QueueRoot+"dataset/"+wf+"/"+m+"/"),
+			DeletePrefixOp(RelationshipsPrefix(wf, m)),
+			DeletePrefixOp(SessionPrefix(wf, m)),
+		)
+		if len(ops) >= 4*MaxTxnOps {
+			if err := s.Apply(ctx, ops); err != nil {
+				return invocations, err
+			}
+			ops = ops[:0]
+		}
+	}
+	ops = append(ops, Op{Key: Key(req), Delete: true})
+	return invocations, s.Apply(ctx, ops)
+}
