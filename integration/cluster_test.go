@@ -1,0 +1,227 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/processors"
+	_ "github.com/jobx/jobx/processors/all"
+	"github.com/jobx/jobx/runner"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// cluster is an in-process jobx: real etcd and nsqd, one gateway, runners.
+type cluster struct {
+	t     *testing.T
+	cli   *clientv3.Client
+	store *kvmodel.Store
+	nsqd  string
+	gw    *gateway.Gateway
+	url   string
+	mu    sync.Mutex
+	n     int
+}
+
+func startCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
+	t.Helper()
+	_, cli := testenv.Etcd(t)
+	c := &cluster{t: t, cli: cli, store: kvmodel.NewStore(cli), nsqd: testenv.NSQD(t)}
+	o := gateway.NewOptions()
+	o.Addr, o.Etcd, o.NSQDs, o.Log = "127.0.0.1:0", cli, []string{c.nsqd}, testenv.Logger(t)
+	o.BlockingTimeout = 60 * time.Second
+	for _, f := range gwOpts {
+		f(o)
+	}
+	gw, err := gateway.New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); gw.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; gw.Close() })
+	c.gw, c.url = gw, "http://"+gw.Addr()
+	return c
+}
+
+// addRunner starts a runner; it is stopped when the test ends. stop stops it early.
+func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, stop func()) {
+	c.t.Helper()
+	c.mu.Lock()
+	c.n++
+	n := c.n
+	c.mu.Unlock()
+	o := runner.NewOptions()
+	o.ID = fmt.Sprintf("runner%d", n)
+	o.Etcd, o.NSQDs, o.Dir, o.Log = c.cli, []string{c.nsqd}, filepath.Join(c.t.TempDir(), o.ID), testenv.Logger(c.t)
+	o.RequeueDelay = 50 * time.Millisecond
+	o.Grace = 5 * time.Second
+	for _, f := range mods {
+		f(o)
+	}
+	r, err := runner.New(context.Background(), o)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; r.Close() }) }
+	c.t.Cleanup(stop)
+	return r, stop
+}
+
+func (c *cluster) workflow(name string) {
+	c.t.Helper()
+	if err := c.store.Create(context.Background(), &kvmodel.Workflow{Name: name, Description: "test workflow " + name}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// handler stores a handler from a source file's name and text, as handler
+// sync would.
+func (c *cluster) handler(wf, name, file, src string) *kvmodel.Handler {
+	c.t.Helper()
+	proc, ok := processors.ForFile(file, []byte(src))
+	if !ok {
+		c.t.Fatalf("no processor for %s", file)
+	}
+	if err := proc.Check(context.Background(), file, []byte(src)); err != nil {
+		c.t.Fatalf("check %s: %v", file, err)
+	}
+	meta, err := processors.ParseHeader(file, []byte(src))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h := &kvmodel.Handler{
+		Name: name, WorkflowName: wf, Description: meta.Description, SourceType: proc.Name(), SourceCode: src,
+		Version: processors.Version([]byte(src)), HandlerType: meta.HandlerType, RequiredCapability: meta.RequiredCapability,
+		Options: kvmodel.HandlerOptions{File: file, Retries: meta.Retries.Count, Network: meta.Network, MaxOutput: meta.MaxOutput, Memory: meta.Memory},
+	}
+	if meta.Timeout > 0 {
+		h.Options.Timeout = meta.Timeout.String()
+	}
+	if meta.Retries.Backoff > 0 {
+		h.Options.RetryBackoff = meta.Retries.Backoff.String()
+	}
+	existing := &kvmodel.Handler{WorkflowName: wf, Name: name}
+	if c.store.Get(context.Background(), existing) == nil {
+		h.Options.File = file
+		if err := c.store.Update(context.Background(), h); err != nil {
+			c.t.Fatal(err)
+		}
+		return h
+	}
+	if err := c.store.Create(context.Background(), h); err != nil {
+		c.t.Fatal(err)
+	}
+	return h
+}
+
+func (c *cluster) step(wf, name, mapH, combineH, reduceH string) {
+	c.t.Helper()
+	s := &kvmodel.Step{Name: name, WorkflowName: wf, Description: "step " + name, MapHandlerName: mapH, CombineHandlerName: combineH, ReduceHandlerName: reduceH}
+	if err := c.store.Create(context.Background(), s); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) job(wf, name, step string) {
+	c.t.Helper()
+	if err := c.store.Create(context.Background(), &kvmodel.Job{Name: name, WorkflowName: wf, Description: "job " + name, InitialStepName: step}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// response is a decoded gateway answer.
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (c *cluster) do(method, path, contentType, body string) response {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.url+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	json.Unmarshal(raw, &r.body)
+	return r
+}
+
+// post submits a job and returns the gateway's answer.
+func (c *cluster) post(wf, job, body, query string) response {
+	c.t.Helper()
+	path := "/job/" + wf + "/" + job
+	if query != "" {
+		path += "?" + query
+	}
+	return c.do("POST", path, "application/json", body)
+}
+
+// pairs returns a successful response's result pairs as a map from the
+// JSON of each key to the JSON of its value.
+func (r response) pairs(t *testing.T) map[string]string {
+	t.Helper()
+	if r.status != 200 {
+		t.Fatalf("want 200, got %d: %s", r.status, r.raw)
+	}
+	var body struct {
+		Result struct {
+			Pairs []json.RawMessage `json:"pairs"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &body); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range body.Result.Pairs {
+		var kv []json.RawMessage
+		json.Unmarshal(p, &kv)
+		out[string(kv[0])] = compact(kv[1])
+	}
+	return out
+}
+
+func compact(raw []byte) string {
+	var b bytes.Buffer
+	json.Compact(&b, raw)
+	return b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,614 @@
+"""jobx runtime for JobX-style Python handlers (Python 3.11, stdlib only).
+
+Usage:
+  jobx_runtime.py run <handler.py>         run one invocation (type from JOBX_HANDLER_TYPE)
+  jobx_runtime.py check <file> <type>      compile the source on stdin; report syntax errors
+  jobx_runtime.py zygote <socket path>     serve forked invocations on a unix socket
+
+A handler file is a function body. It is wrapped in
+`def _jobx_handler(arguments)` (mapper) or `def _jobx_handler(results)`
+(combiner, reducer) at the syntax-tree level, so line numbers in tracebacks
+are those of the original file.
+
+Exit codes: 0 success, 1 the handler failed, 2 the handler could not be loaded
+or the runtime was misused.
+"""
+
+import ast
+import builtins
+import collections
+import gc
+import json
+import logging
+import os
+import resource
+import random  # noqa: F401  (pre-imported so that forked children are warm)
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+
+WRAPPER = '_jobx_handler'
+SELF = globals().get('__file__', '<jobx runtime>')
+NOTIFY_PREFIX = 'JOBX-NOTIFY '
+HANDLER_TYPES = ('mapper', 'combiner', 'reducer')
+
+
+class LoadError(Exception):
+    """The handler cannot be compiled; the message names file and line."""
+
+
+# --- compilation -------------------------------------------------------------
+
+def arg_name(handler_type):
+    return 'arguments' if handler_type == 'mapper' else 'results'
+
+
+def compile_source(source, filename, handler_type):
+    """Compiles a handler body wrapped in a function; returns a code object."""
+    try:
+        tree = ast.parse(source, filename, 'exec')
+        func = ast.FunctionDef(
+            name=WRAPPER,
+            args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=arg_name(handler_type))],
+                               vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+                               defaults=[]),
+            body=tree.body or [ast.Pass()],
+            decorator_list=[], returns=None, type_comment=None, lineno=1, col_offset=0)
+        module = ast.Module(body=[func], type_ignores=[])
+        ast.fix_missing_locations(module)
+        return compile(module, filename, 'exec', dont_inherit=True)
+    except SyntaxError as e:
+        where = '%s:%s' % (e.filename or filename, e.lineno or 0)
+        text = ''
+        if e.text:
+            text = '\n    ' + e.text.rstrip('\n').strip()
+        raise LoadError('%s: syntax error: %s%s' % (where, e.msg, text)) from None
+    except (ValueError, TypeError) as e:  # e.g. NUL bytes
+        raise LoadError('%s: cannot compile: %s' % (filename, e)) from None
+
+
+def compile_file(path, handler_type):
+    try:
+        with open(path, encoding='utf-8') as f:
+            source = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LoadError('%s: cannot read handler: %s' % (path, e)) from None
+    return compile_source(source, path, handler_type)
+
+
+# --- the handler scope (JobX's injected names) --------------------------------
+
+class MrConfigure(object):
+    """A mapper's first item: where its pairs go."""
+
+
+class MrConfigureToMap(MrConfigure):
+    def __init__(self, next_step_name):
+        self.next_step_name = next_step_name
+
+    def directive(self):
+        return {'jobx': 'map', 'step': self.next_step_name}
+
+
+class MrConfigureToReturn(MrConfigure):
+    def directive(self):
+        return {'jobx': 'return'}
+
+
+class _Notify(object):
+    """NOTIFY: any method (info, warning, error, exception...) formats
+    msg % args and writes one JSON line prefixed JOBX-NOTIFY to stderr. It
+    never raises."""
+
+    def __init__(self, handler):
+        self._handler = handler
+
+    def __getattr__(self, level):
+        if level.startswith('__'):
+            raise AttributeError(level)
+
+        def notify(msg, *args, **kwargs):
+            try:
+                try:
+                    text = (msg % args) if args else str(msg)
+                except Exception:
+                    text = '%s %r' % (msg, args)
+                record = {
+                    'level': level,
+                    'message': text,
+                    'handler': self._handler,
+                    'workflow': os.environ.get('JOBX_WORKFLOW', ''),
+                    'request_id': os.environ.get('JOBX_REQUEST_ID', ''),
+                    'invocation_id': os.environ.get('JOBX_INVOCATION_ID', ''),
+                }
+                if sys.exc_info()[0] is not None and (level == 'exception' or kwargs.get('exc_info')):
+                    record['traceback'] = traceback.format_exc()
+                sys.stderr.write(NOTIFY_PREFIX + json.dumps(record, default=str) + '\n')
+                sys.stderr.flush()
+            except Exception:
+                pass
+        return notify
+
+
+class _Sessions(object):
+    """S_GET, S_SET and S_LIST. They need JOBX_SESSION_URL; the HTTP client
+    behind _request is the seam for the session service."""
+
+    def __init__(self, url):
+        self._url = url
+
+    def _request(self, op, key=None, value=None):
+        if not self._url:
+            raise RuntimeError('sessions are not available: JOBX_SESSION_URL is not set')
+        raise NotImplementedError('sessions over %s are not implemented yet' % self._url)
+
+    def get(self, key):
+        return self._request('get', key)
+
+    def set(self, key, value):
+        self._request('set', key, value)
+
+    def list(self):
+        for kv in self._request('list'):
+            yield kv
+
+
+def _print(msg=''):
+    sys.stderr.write('%s\n' % (msg,))
+    sys.stderr.flush()
+
+
+def _run(cmd, input_data=None, success_code=0, env=None):
+    """RUN: runs cmd (a string runs through the shell), logs its output to
+    stderr, raises ValueError("Command failed") when success_code is not None
+    and differs from the return code, and returns the return code."""
+    if isinstance(input_data, str):
+        input_data = input_data.encode('utf-8')
+    p = subprocess.Popen(cmd, shell=isinstance(cmd, str), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = p.communicate(input_data)
+    for data in (out, err):
+        if data:
+            _print(data.decode('utf-8', 'replace').rstrip('\n'))
+    if success_code is not None and p.returncode != success_code:
+        raise ValueError('Command failed')
+    return p.returncode
+
+
+def _join(*parts):
+    return '/'.join(parts)
+
+
+def make_logger(handler_name):
+    logger = logging.getLogger('MR_HANDLER.RAW.%s' % handler_name)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    logger.addHandler(h)
+    logger.setLevel(os.environ.get('JOBX_LOG_LEVEL', 'DEBUG').upper())
+    return logger
+
+
+def make_globals(handler_name):
+    sessions = _Sessions(os.environ.get('JOBX_SESSION_URL', ''))
+    g = {
+        '__builtins__': builtins,
+        '__name__': 'handler(%s)' % handler_name,
+        '__doc__': None,
+        '__package__': None,
+        'S_GET': sessions.get,
+        'S_SET': sessions.set,
+        'S_LIST': sessions.list,
+        'MrConfigureToMap': MrConfigureToMap,
+        'MrConfigureToReturn': MrConfigureToReturn,
+        'FS': None,
+        'SEP': '/',
+        'JOIN': _join,
+        'LOG': make_logger(handler_name),
+        'NOTIFY': _Notify(handler_name),
+        'PRINT': _print,
+        'RUN': _run,
+    }
+    for name in os.environ.get('JOBX_SCOPE_VARS', '').split(','):
+        name = name.strip()
+        if name and name in os.environ:
+            g[name] = os.environ[name]
+    return g
+
+
+# --- one invocation ------------------------------------------------------------
+
+class ProtocolError(Exception):
+    pass
+
+
+def read_input(stream, handler_type):
+    items = []
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as e:
+            raise ProtocolError('stdin line %d: bad JSON: %s' % (n, e)) from None
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError('stdin line %d: want [key, value], got %s' % (n, line.strip()[:200]))
+        if handler_type != 'mapper' and not isinstance(item[1], list):
+            raise ProtocolError('stdin line %d: want [key, [value, ...]], got %s' % (n, line.strip()[:200]))
+        items.append(item)
+    return items
+
+
+def _encode(item, n, handler_type):
+    if isinstance(item, MrConfigure):
+        raise ProtocolError('item %d: MrConfigure may only be the first item of a mapper' % n)
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise ProtocolError('item %d: want a (key, value) pair, got %r' % (n, item))
+    if handler_type == 'combiner' and not isinstance(item[1], (list, tuple)):
+        raise ProtocolError('item %d: a combiner yields (key, [value, ...]), got %r' % (n, item))
+    try:
+        return json.dumps(item, separators=(',', ':'))
+    except (TypeError, ValueError) as e:
+        raise ProtocolError('item %d: not JSON-serialisable: %s' % (n, e)) from None
+
+
+def invoke(code, handler_type, handler_name, stdin, out):
+    """Runs a compiled handler on the items of stdin, writing protocol lines to
+    out. Returns the exit code; failures are reported on stderr."""
+    try:
+        items = read_input(stdin, handler_type)
+    except ProtocolError as e:
+        sys.stderr.write('jobx: %s\n' % e)
+        return 2
+    g = make_globals(handler_name)
+    try:
+        exec(code, g)
+        fn = g.pop(WRAPPER)
+        result = fn(items)
+        if handler_type == 'mapper':
+            if not hasattr(result, '__next__') or not hasattr(result, 'send'):
+                raise ProtocolError('a mapper must be a generator: its first item is '
+                                    'MrConfigureToMap(step) or MrConfigureToReturn(), '
+                                    'then its pairs (got %s)' % type(result).__name__)
+            it = iter(result)
+            first = next(it, None)
+            if not isinstance(first, MrConfigure):
+                raise ProtocolError('a mapper\'s first item must be MrConfigureToMap(step) '
+                                    'or MrConfigureToReturn(), got %r' % (first,))
+            out.write(json.dumps(first.directive(), separators=(',', ':')) + '\n')
+        else:
+            if result is None:
+                result = ()
+            try:
+                it = iter(result)
+            except TypeError:
+                raise ProtocolError('a %s must yield or return an iterable of pairs, got %s'
+                                    % (handler_type, type(result).__name__)) from None
+        for n, item in enumerate(it, 1):
+            out.write(_encode(item, n, handler_type) + '\n')
+        out.flush()
+    except ProtocolError as e:
+        sys.stderr.write('jobx: handler %s: %s\n' % (handler_name, e))
+        return 1
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 0:
+            sys.stderr.write('jobx: handler %s called exit(0) before finishing\n' % handler_name)
+            return 1
+        return code
+    except BaseException:
+        tb = sys.exc_info()[2]
+        # Drop the runtime's own frames.
+        while tb is not None and tb.tb_frame.f_code.co_filename == SELF:
+            tb = tb.tb_next
+        etype, evalue = sys.exc_info()[:2]
+        sys.stderr.write(''.join(traceback.format_exception(etype, evalue, tb)))
+        return 1
+    return 0
+
+
+def run(path, handler_type, handler_name, code=None):
+    """The whole of `run` mode, also used by forked zygote children. Protocol
+    output goes to the original stdout; fd 1 is then pointed at stderr so that
+    print() and subprocesses cannot corrupt the protocol."""
+    try:
+        if handler_type not in HANDLER_TYPES:
+            raise LoadError('JOBX_HANDLER_TYPE must be mapper, combiner or reducer, got %r'
+                            % handler_type)
+        if isinstance(code, LoadError):
+            raise code
+        if code is None:
+            code = compile_file(path, handler_type)
+    except LoadError as e:
+        sys.stderr.write('jobx: %s\n' % e)
+        sys.stderr.flush()
+        return 2
+    out = os.fdopen(os.dup(1), 'w', encoding='utf-8', buffering=1 << 16)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    stdin = open(0, 'r', encoding='utf-8', closefd=False)
+    status = invoke(code, handler_type, handler_name, stdin, out)
+    try:
+        out.flush()
+    except BrokenPipeError:
+        status = status or 1
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    return status
+
+
+# --- zygote --------------------------------------------------------------------
+
+class Zygote(object):
+    """A single-threaded fork server. Per connection: one JSON request line
+    with three fds (stdin, stdout, stderr); reply {"pid": N} and later
+    {"exit_code": c} or {"signal": s}. A client that hangs up before its child
+    ends gets the child's process group killed."""
+
+    MAX_CODE_CACHE = 512
+
+    def __init__(self, sock_path):
+        self.sock_path = sock_path
+        self.sel = selectors.DefaultSelector()
+        self.code_cache = collections.OrderedDict()
+        self.children = {}  # pid -> (conn, pidfd)
+
+    def serve(self):
+        try:
+            os.unlink(self.sock_path)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.sock_path)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, ('accept', None))
+        # The parent keeps our stdin open; EOF means it went away.
+        self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, ('parent', None))
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # Children start with a frozen heap, so their collections do not
+        # touch (and copy) the parent's pages.
+        gc.disable()
+        while True:
+            for key, _ in self.sel.select():
+                kind, state = key.data
+                if kind == 'accept':
+                    self.accept()
+                elif kind == 'conn':
+                    self.read_request(key.fileobj, state)
+                elif kind == 'child':
+                    self.reap(state)
+                elif kind == 'parent':
+                    if not os.read(sys.stdin.fileno(), 4096):
+                        return
+
+    def accept(self):
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        self.sel.register(conn, selectors.EVENT_READ, ('conn', {'buf': b'', 'fds': [], 'pid': None}))
+
+    def close_conn(self, conn, state):
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        for fd in state['fds']:
+            _close(fd)
+        state['fds'] = []
+        conn.close()
+
+    def read_request(self, conn, state):
+        try:
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b'', []
+        state['fds'].extend(fds)
+        if state['pid'] is not None:
+            # After the request only hang-ups are expected.
+            if not data:
+                pid = state['pid']
+                _kill_group(pid)
+                entry = self.children.get(pid)
+                if entry is not None:
+                    entry[0] = None
+                self.close_conn(conn, state)
+            return
+        if not data:
+            self.close_conn(conn, state)
+            return
+        state['buf'] += data
+        if b'\n' not in state['buf']:
+            if len(state['buf']) > 1 << 24:
+                self.reply(conn, {'error': 'request too large'})
+                self.close_conn(conn, state)
+            return
+        line = state['buf'].split(b'\n', 1)[0]
+        try:
+            req = json.loads(line)
+            if len(state['fds']) != 3:
+                raise ValueError('want 3 file descriptors, got %d' % len(state['fds']))
+            if req.get('handler_type') not in HANDLER_TYPES:
+                raise ValueError('bad handler_type %r' % (req.get('handler_type'),))
+            if not req.get('handler_path'):
+                raise ValueError('no handler_path')
+        except ValueError as e:
+            self.reply(conn, {'error': 'bad request: %s' % e})
+            self.close_conn(conn, state)
+            return
+        self.spawn(conn, state, req)
+
+    def compiled(self, path, handler_type):
+        key = (path, handler_type)
+        code = self.code_cache.get(key)
+        if code is not None:
+            self.code_cache.move_to_end(key)
+            return code
+        try:
+            code = compile_file(path, handler_type)
+        except LoadError as e:
+            return e  # not cached: the file may appear later
+        self.code_cache[key] = code
+        while len(self.code_cache) > self.MAX_CODE_CACHE:
+            self.code_cache.popitem(last=False)
+        return code
+
+    def spawn(self, conn, state, req):
+        code = self.compiled(req['handler_path'], req['handler_type'])
+        fds = state['fds']
+        sys.stdout.flush()
+        sys.stderr.flush()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            self.reply(conn, {'error': 'fork: %s' % e})
+            self.close_conn(conn, state)
+            return
+        if pid == 0:
+            status = 1
+            try:
+                status = self.child(req, fds, code)
+            except BaseException:
+                try:
+                    traceback.print_exc()
+                except BaseException:
+                    pass
+            finally:
+                os._exit(status)
+        for fd in fds:
+            _close(fd)
+        state['fds'] = []
+        state['pid'] = pid
+        pidfd = os.pidfd_open(pid)
+        self.children[pid] = [conn, pidfd]
+        self.sel.register(pidfd, selectors.EVENT_READ, ('child', pid))
+        if not self.reply(conn, {'pid': pid}):
+            _kill_group(pid)
+
+    def child(self, req, fds, code):
+        os.setsid()
+        gc.enable()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for i, fd in enumerate(fds):
+            os.dup2(fd, i)
+        os.closerange(3, _max_fd())
+        sys.stdin = open(0, 'r', encoding='utf-8', closefd=False)
+        sys.stdout = open(1, 'w', encoding='utf-8', closefd=False)
+        sys.stderr = open(2, 'w', encoding='utf-8', closefd=False, buffering=1)
+        try:
+            env = req.get('env') or {}
+            os.environ.clear()
+            os.environ.update({str(k): str(v) for k, v in env.items()})
+            if req.get('cwd'):
+                os.chdir(req['cwd'])
+            apply_rlimits(req.get('rlimits') or {})
+        except (OSError, ValueError, TypeError) as e:
+            sys.stderr.write('jobx: cannot set up the invocation: %s\n' % e)
+            return 2
+        handler_type = req['handler_type']
+        return run(req['handler_path'], handler_type, os.environ.get('JOBX_HANDLER', ''), code)
+
+    def reap(self, pid):
+        conn, pidfd = self.children.pop(pid)
+        self.sel.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            msg = {'signal': os.WTERMSIG(status)}
+        else:
+            msg = {'exit_code': os.waitstatus_to_exitcode(status)}
+        if conn is not None:
+            self.reply(conn, msg)
+            try:
+                self.sel.unregister(conn)
+            except (KeyError, ValueError):
+                pass
+            conn.close()
+
+    @staticmethod
+    def reply(conn, msg):
+        data = (json.dumps(msg) + '\n').encode()
+        conn.setblocking(True)
+        conn.settimeout(5)
+        try:
+            conn.sendall(data)
+            return True
+        except OSError:
+            return False
+        finally:
+            conn.setblocking(False)
+
+
+RLIMITS = {'as': resource.RLIMIT_AS, 'cpu': resource.RLIMIT_CPU,
+           'nproc': resource.RLIMIT_NPROC, 'fsize': resource.RLIMIT_FSIZE}
+
+
+def apply_rlimits(limits):
+    for name, value in limits.items():
+        if name not in RLIMITS:
+            raise ValueError('unknown rlimit %r' % name)
+        if value:
+            resource.setrlimit(RLIMITS[name], (int(value), int(value)))
+
+
+def _kill_group(pid):
+    for target in (-pid, pid):
+        try:
+            os.kill(target, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            continue
+        except OSError:
+            return
+
+
+def _close(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _max_fd():
+    try:
+        return os.sysconf('SC_OPEN_MAX')
+    except (ValueError, OSError):
+        return 1 << 16
+
+
+# --- main ----------------------------------------------------------------------
+
+def main(argv):
+    if len(argv) == 2 and argv[0] == 'run':
+        handler_type = os.environ.get('JOBX_HANDLER_TYPE', '')
+        return run(argv[1], handler_type, os.environ.get('JOBX_HANDLER', ''))
+    if len(argv) == 3 and argv[0] == 'check':
+        try:
+            compile_source(sys.stdin.read(), argv[1], argv[2])
+        except LoadError as e:
+            sys.stderr.write('%s\n' % e)
+            return 2
+        return 0
+    if len(argv) == 2 and argv[0] == 'zygote':
+        Zygote(argv[1]).serve()
+        return 0
+    sys.stderr.write(__doc__)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,425 @@
+package python
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrZygoteDead is returned (wrapped) by Spawn and Child.Wait when the zygote
+// process has exited.
+var ErrZygoteDead = errors.New("python zygote is dead")
+
+// Zygote is a warm python3 process that forks one child per invocation (the
+// runtime's "zygote" mode). A fork costs about a millisecond where starting
+// python3 costs ten.
+//
+// Spawn is safe for concurrent use. The caller of StartZygote must call
+// Close, which also kills children still running. Children are isolated:
+// each is a fresh fork of the zygote, with a fresh handler scope, its own
+// session and process group, and only the three descriptors it was given.
+type Zygote struct {
+	sock   string
+	logger *slog.Logger
+	cmd    *exec.Cmd
+	stdinW *os.File // closing it asks the zygote to exit
+
+	dead    chan struct{} // closed when the process has exited
+	waitErr error         // set before dead is closed
+	pumps   sync.WaitGroup
+
+	mu       sync.Mutex // guards tail, children and closed
+	tail     []string   // the last lines of the zygote's stderr
+	children map[*Child]struct{}
+	closed   bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Rlimits are resource limits applied to a child; zero fields are left as
+// inherited.
+type Rlimits struct {
+	AS    int64 `json:"as,omitempty"`    // address space, bytes
+	CPU   int64 `json:"cpu,omitempty"`   // CPU time, seconds
+	NProc int64 `json:"nproc,omitempty"` // processes of the user (not enforced for root)
+	FSize int64 `json:"fsize,omitempty"` // largest file written, bytes
+}
+
+// SpawnRequest describes one invocation run on the zygote.
+type SpawnRequest struct {
+	HandlerPath string // an installed handler (Program.Warm.HandlerPath)
+	HandlerType string // mapper, combiner or reducer
+	// Env is the child's whole environment, "KEY=value" (later entries win).
+	Env []string
+	// Dir is the child's working directory; empty keeps the zygote's.
+	Dir string
+	// Stdin, Stdout and Stderr become the child's fds 0, 1 and 2; nil means
+	// /dev/null. Spawn does not close them: the caller closes its copies
+	// once Spawn returns.
+	Stdin, Stdout, Stderr *os.File
+	Rlimits               Rlimits
+}
+
+// ExitStatus is how a child ended: Signal is the terminating signal (and
+// Code is -1), or Signal is 0 and Code is the exit status.
+type ExitStatus struct {
+	Code   int
+	Signal int
+}
+
+// Success reports whether the child exited with status 0.
+func (s ExitStatus) Success() bool { return s.Signal == 0 && s.Code == 0 }
+
+func (s ExitStatus) String() string {
+	if s.Signal != 0 {
+		return "signal: " + syscall.Signal(s.Signal).String()
+	}
+	return fmt.Sprintf("exit status %d", s.Code)
+}
+
+// StartZygote starts `python3 runtimePath zygote socketPath` and returns
+// once the socket accepts connections, or fails when ctx ends first (with a
+// 10 s limit when ctx has no deadline). runtimePath is usually the runtime
+// installed by Processor.Install (<dir>/python/jobx_runtime.py). The
+// zygote's stderr goes to logger (nil discards it). socketPath must be
+// shorter than 108 bytes.
+func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *slog.Logger) (*Zygote, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if len(socketPath) >= 108 {
+		return nil, fmt.Errorf("start python zygote: socket path %q is too long for a unix socket", socketPath)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	os.Remove(socketPath)
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start python zygote: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		stdinR.Close()
+		stdinW.Close()
+		return nil, fmt.Errorf("start python zygote: %w", err)
+	}
+	z := &Zygote{
+		sock:     socketPath,
+		logger:   logger,
+		stdinW:   stdinW,
+		dead:     make(chan struct{}),
+		children: map[*Child]struct{}{},
+	}
+	z.cmd = exec.Command(Interpreter, runtimePath, "zygote", socketPath)
+	z.cmd.Stdin = stdinR
+	z.cmd.Stdout = outW
+	z.cmd.Stderr = outW
+	z.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = z.cmd.Start()
+	stdinR.Close()
+	outW.Close()
+	if err != nil {
+		stdinW.Close()
+		outR.Close()
+		return nil, fmt.Errorf("start python zygote: %w", err)
+	}
+	z.pumps.Add(1)
+	go z.pump(outR)
+	go func() {
+		z.waitErr = z.cmd.Wait()
+		close(z.dead)
+	}()
+
+	for {
+		conn, err := net.Dial("unix", socketPath)
+		if err == nil {
+			conn.Close()
+			logger.Debug("python zygote ready", "pid", z.cmd.Process.Pid, "socket", socketPath)
+			return z, nil
+		}
+		select {
+		case <-z.dead:
+			z.pumps.Wait()
+			stdinW.Close()
+			return nil, fmt.Errorf("start python zygote: %w: %v: %s", ErrZygoteDead, z.waitErr, z.stderrTail())
+		case <-ctx.Done():
+			z.Close()
+			return nil, fmt.Errorf("start python zygote: not ready: %w", ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// pump logs the zygote's output and keeps its tail for error messages.
+func (z *Zygote) pump(r *os.File) {
+	defer z.pumps.Done()
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		z.logger.Warn("python zygote", "line", line)
+		z.mu.Lock()
+		z.tail = append(z.tail, line)
+		if len(z.tail) > 20 {
+			z.tail = z.tail[1:]
+		}
+		z.mu.Unlock()
+	}
+}
+
+func (z *Zygote) stderrTail() string {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return strings.Join(z.tail, "\n")
+}
+
+// Pid returns the zygote's process id.
+func (z *Zygote) Pid() int { return z.cmd.Process.Pid }
+
+// Done is closed when the zygote process has exited.
+func (z *Zygote) Done() <-chan struct{} { return z.dead }
+
+func (z *Zygote) deadErr() error {
+	select {
+	case <-z.dead:
+		return fmt.Errorf("%w (%v)", ErrZygoteDead, z.waitErr)
+	default:
+		return nil
+	}
+}
+
+type spawnMsg struct {
+	HandlerPath string            `json:"handler_path"`
+	HandlerType string            `json:"handler_type"`
+	Env         map[string]string `json:"env"`
+	Cwd         string            `json:"cwd,omitempty"`
+	Rlimits     Rlimits           `json:"rlimits"`
+}
+
+type replyMsg struct {
+	Pid      *int   `json:"pid"`
+	ExitCode *int   `json:"exit_code"`
+	Signal   *int   `json:"signal"`
+	Error    string `json:"error"`
+}
+
+// Spawn forks a child of the zygote running req's handler. ctx bounds the
+// hand-over only; bound the run with Child.Kill. It is safe for concurrent
+// use.
+func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
+	z.mu.Lock()
+	closed := z.closed
+	z.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("spawn %s: %w (closed)", req.HandlerPath, ErrZygoteDead)
+	}
+	if err := z.deadErr(); err != nil {
+		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
+	}
+	msg := spawnMsg{HandlerPath: req.HandlerPath, HandlerType: req.HandlerType,
+		Env: map[string]string{}, Cwd: req.Dir, Rlimits: req.Rlimits}
+	for _, kv := range req.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		msg.Env[k] = v
+	}
+	line, err := json.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
+	}
+	line = append(line, '\n')
+
+	files := []*os.File{req.Stdin, req.Stdout, req.Stderr}
+	for i, f := range files {
+		if f == nil {
+			devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			if err != nil {
+				return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
+			}
+			defer devnull.Close()
+			files[i] = devnull
+		}
+	}
+
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", z.sock)
+	if err != nil {
+		if derr := z.deadErr(); derr != nil {
+			err = derr
+		}
+		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
+	}
+	uc := conn.(*net.UnixConn)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	uc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Now()) })
+	defer stop()
+
+	// Fd puts the files in blocking mode, which the child needs.
+	oob := syscall.UnixRights(int(files[0].Fd()), int(files[1].Fd()), int(files[2].Fd()))
+	_, _, err = uc.WriteMsgUnix(line, oob, nil)
+	runtime.KeepAlive(files)
+	r := bufio.NewReader(uc)
+	var reply replyMsg
+	if err == nil {
+		var b []byte
+		if b, err = r.ReadBytes('\n'); err == nil {
+			err = json.Unmarshal(b, &reply)
+		}
+	}
+	if err == nil && reply.Error != "" {
+		err = errors.New(reply.Error)
+	} else if err == nil && reply.Pid == nil {
+		err = errors.New("zygote sent no pid")
+	}
+	if err != nil {
+		uc.Close()
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			select {
+			case <-z.dead:
+			case <-time.After(100 * time.Millisecond):
+			}
+			if derr := z.deadErr(); derr != nil {
+				err = derr
+			}
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
+	}
+	uc.SetDeadline(time.Time{})
+	c := &Child{pid: *reply.Pid, z: z, conn: uc, r: r}
+	z.mu.Lock()
+	if z.closed {
+		z.mu.Unlock()
+		c.Kill()
+		uc.Close()
+		return nil, fmt.Errorf("spawn %s: %w (closed)", req.HandlerPath, ErrZygoteDead)
+	}
+	z.children[c] = struct{}{}
+	z.mu.Unlock()
+	return c, nil
+}
+
+// Child is an invocation forked by a Zygote. Wait must be called (once or
+// more) to release its connection; Kill may be called concurrently with
+// Wait.
+type Child struct {
+	pid  int
+	z    *Zygote
+	conn *net.UnixConn
+	r    *bufio.Reader
+
+	waitOnce sync.Once
+	status   ExitStatus
+	err      error
+
+	mu     sync.Mutex // guards exited
+	exited bool
+}
+
+// Pid returns the child's process id, which is also its process group id.
+func (c *Child) Pid() int { return c.pid }
+
+// Wait blocks until the child ends and returns how it ended. When the zygote
+// dies first, Wait kills the orphaned child and returns an error wrapping
+// ErrZygoteDead. Later calls return the same result.
+func (c *Child) Wait() (ExitStatus, error) {
+	c.waitOnce.Do(c.wait)
+	return c.status, c.err
+}
+
+func (c *Child) wait() {
+	var reply replyMsg
+	b, err := c.r.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(b, &reply)
+	}
+	switch {
+	case err != nil:
+		c.Kill()
+		c.err = fmt.Errorf("wait for pid %d: %w: %v", c.pid, ErrZygoteDead, err)
+	case reply.Signal != nil:
+		c.status = ExitStatus{Code: -1, Signal: *reply.Signal}
+	case reply.ExitCode != nil:
+		c.status = ExitStatus{Code: *reply.ExitCode}
+	default:
+		c.err = fmt.Errorf("wait for pid %d: unexpected reply %q", c.pid, b)
+	}
+	c.mu.Lock()
+	c.exited = true
+	c.mu.Unlock()
+	c.conn.Close()
+	c.z.mu.Lock()
+	delete(c.z.children, c)
+	c.z.mu.Unlock()
+}
+
+// Kill sends SIGKILL to the child's process group (so to the processes it
+// started too). It does nothing once Wait has returned.
+func (c *Child) Kill() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exited {
+		return nil
+	}
+	err := syscall.Kill(-c.pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		// Not yet a group leader (between fork and setsid).
+		err = syscall.Kill(c.pid, syscall.SIGKILL)
+	}
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill pid %d: %w", c.pid, err)
+	}
+	return nil
+}
+
+// Close kills the children still running, stops the zygote (asking first,
+// then SIGKILL after 2 s), waits for it and removes the socket. It is
+// idempotent and returns the first call's error.
+func (z *Zygote) Close() error {
+	z.closeOnce.Do(func() {
+		z.mu.Lock()
+		z.closed = true
+		children := make([]*Child, 0, len(z.children))
+		for c := range z.children {
+			children = append(children, c)
+		}
+		z.mu.Unlock()
+		for _, c := range children {
+			c.Kill()
+		}
+		z.stdinW.Close()
+		select {
+		case <-z.dead:
+		case <-time.After(2 * time.Second):
+			z.cmd.Process.Kill()
+			<-z.dead
+		}
+		z.pumps.Wait()
+		if err := os.Remove(z.sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			z.closeErr = fmt.Errorf("close python zygote: %w", err)
+		}
+	})
+	return z.closeErr
+}

@@ -1,0 +1,332 @@
+package python_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/jobx/jobx/processors"
+	"github.com/jobx/jobx/processors/internal/proctest"
+	"github.com/jobx/jobx/processors/python"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startZygote starts a zygote on the runtime installed with prog; it logs to
+// t.Log and is closed by a cleanup.
+func startZygote(t testing.TB, prog processors.Program) *python.Zygote {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "zyg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	z, err := python.StartZygote(ctx, prog.Argv[1], filepath.Join(dir, "z.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := z.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return z
+}
+
+type spawned struct {
+	stdout []string
+	stderr string
+	status python.ExitStatus
+}
+
+// spawnRun runs one invocation on z, feeding stdin and collecting output.
+func spawnRun(t testing.TB, z *python.Zygote, prog processors.Program, typ, stdin string, env ...string) (spawned, error) {
+	t.Helper()
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	defer inW.Close()
+	defer outR.Close()
+	defer errR.Close()
+	c, err := z.Spawn(context.Background(), python.SpawnRequest{
+		HandlerPath: prog.Warm.HandlerPath, HandlerType: typ,
+		Env:   append(append([]string{"PATH=" + os.Getenv("PATH")}, prog.Env...), env...),
+		Stdin: inR, Stdout: outW, Stderr: errW,
+	})
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return spawned{}, err
+	}
+	go func() {
+		io.WriteString(inW, stdin)
+		inW.Close()
+	}()
+	var wg sync.WaitGroup
+	var errb []byte
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errb, _ = io.ReadAll(errR)
+	}()
+	outb, _ := io.ReadAll(outR)
+	wg.Wait()
+	st, err := c.Wait()
+	return spawned{stdout: proctest.Lines(string(outb)), stderr: string(errb), status: st}, err
+}
+
+func TestZygoteRunsConcurrentInvocations(t *testing.T) {
+	prog := installTestdata(t, "split.py")
+	z := startZygote(t, prog)
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			arg := 1000 + i
+			res, err := spawnRun(t, z, prog, "mapper", fmt.Sprintf("[\"arg1\", %d]\n", arg))
+			if err != nil {
+				errs <- err
+				return
+			}
+			want := fmt.Sprintf(`{"jobx":"map","step":"step7_chunk_argument"}|[0,%d]|[1,%d]`, arg/2, arg/2+arg%2)
+			if got := strings.Join(res.stdout, "|"); got != want || !res.status.Success() {
+				errs <- fmt.Errorf("arg %d: %v stdout %s, want %s; stderr %s", arg, res.status, got, want, res.stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestZygoteInvocationsDoNotLeakState(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import json, os
+global COUNTER
+seen = ('COUNTER' in globals(), hasattr(json, 'LEAK'), os.environ.get('LEAK_ENV'))
+COUNTER = 1
+json.LEAK = True
+yield 'seen', list(seen)
+yield 'cwd', os.getcwd()
+yield 'env', os.environ.get('VISIBLE')
+`
+	prog := proctest.Install(t, python.Processor{}, "leak", "reducer", body)
+	z := startZygote(t, prog)
+	for i := range 3 {
+		res, err := spawnRun(t, z, prog, "reducer", "", fmt.Sprintf("VISIBLE=%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf(`["seen",[false,false,null]]|["cwd",%q]|["env","%d"]`, mustGetwd(t), i)
+		if got := strings.Join(res.stdout, "|"); got != want {
+			t.Fatalf("run %d: %s, want %s; stderr %s", i, got, want, res.stderr)
+		}
+	}
+}
+
+func mustGetwd(t testing.TB) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wd
+}
+
+func TestZygoteSpawnAppliesDirAndRlimits(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import os, resource
+yield 'cwd', os.getcwd()
+yield 'fsize', resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+`
+	prog := proctest.Install(t, python.Processor{}, "dir", "reducer", body)
+	z := startZygote(t, prog)
+	dir := t.TempDir()
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	inW.Close()
+	c, err := z.Spawn(context.Background(), python.SpawnRequest{
+		HandlerPath: prog.Warm.HandlerPath, HandlerType: "reducer", Dir: dir,
+		Stdin: inR, Stdout: outW, Rlimits: python.Rlimits{FSize: 1 << 20},
+	})
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(outR)
+	outR.Close()
+	if st, err := c.Wait(); err != nil || !st.Success() {
+		t.Fatalf("wait: %v %v", st, err)
+	}
+	want := fmt.Sprintf("[\"cwd\",%q]\n[\"fsize\",1048576]\n", dir)
+	if string(out) != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+}
+
+func TestZygoteReportsFailures(t *testing.T) {
+	prog := installTestdata(t, "fail.py")
+	z := startZygote(t, prog)
+	res, err := spawnRun(t, z, prog, "reducer", "[\"a\", [30]]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.status.Code != 1 || !strings.Contains(res.stderr, "line 13, in _jobx_handler") {
+		t.Errorf("status %v, stderr:\n%s", res.status, res.stderr)
+	}
+
+	bad := proctest.Install(t, python.Processor{}, "bad", "reducer", "\"\"\"\n**\nhandler_type: reducer\n\"\"\"\nif\n")
+	res, err = spawnRun(t, z, bad, "reducer", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.status.Code != 2 || !strings.Contains(res.stderr, ".py:5: syntax error") {
+		t.Errorf("status %v, stderr:\n%s", res.status, res.stderr)
+	}
+}
+
+const sleeper = "\"\"\"\n**\nhandler_type: reducer\n\"\"\"\nimport time\nRUN('sleep 60')\ntime.sleep(60)\nreturn []\n"
+
+func TestZygoteKillsASleepingChild(t *testing.T) {
+	prog := proctest.Install(t, python.Processor{}, "sleep", "reducer", sleeper)
+	z := startZygote(t, prog)
+	c, err := z.Spawn(context.Background(), python.SpawnRequest{
+		HandlerPath: prog.Warm.HandlerPath, HandlerType: "reducer", Env: []string{"PATH=" + os.Getenv("PATH")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let it reach the sleep
+	start := time.Now()
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Signal != int(syscall.SIGKILL) || time.Since(start) > 5*time.Second {
+		t.Errorf("status %v after %v", st, time.Since(start))
+	}
+	if err := c.Kill(); err != nil {
+		t.Errorf("kill after wait: %v", err)
+	}
+	// The group kill reached the sleep started by RUN.
+	deadline := time.Now().Add(5 * time.Second)
+	for liveInGroup(c.Pid()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process group %d still alive", c.Pid())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestZygoteDeathIsDetected(t *testing.T) {
+	prog := proctest.Install(t, python.Processor{}, "sleep", "reducer", sleeper)
+	z := startZygote(t, prog)
+	c, err := z.Spawn(context.Background(), python.SpawnRequest{HandlerPath: prog.Warm.HandlerPath, HandlerType: "reducer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(z.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Wait(); !errors.Is(err, python.ErrZygoteDead) {
+		t.Errorf("wait on a child of a dead zygote: %v, want ErrZygoteDead", err)
+	}
+	<-z.Done()
+	_, err = z.Spawn(context.Background(), python.SpawnRequest{HandlerPath: prog.Warm.HandlerPath, HandlerType: "reducer"})
+	if !errors.Is(err, python.ErrZygoteDead) {
+		t.Errorf("spawn on a dead zygote: %v, want ErrZygoteDead", err)
+	}
+}
+
+func TestZygoteRejectsBadRequests(t *testing.T) {
+	prog := installTestdata(t, "sum.py")
+	z := startZygote(t, prog)
+	_, err := z.Spawn(context.Background(), python.SpawnRequest{HandlerPath: prog.Warm.HandlerPath, HandlerType: "bogus"})
+	if err == nil || !strings.Contains(err.Error(), "bad handler_type") {
+		t.Errorf("got %v", err)
+	}
+	// The zygote keeps serving.
+	res, err := spawnRun(t, z, prog, "reducer", "[\"a\", [1, 2]]\n")
+	if err != nil || strings.Join(res.stdout, "|") != `["a",3]` {
+		t.Errorf("after a bad request: %v %v %s", res.stdout, err, res.stderr)
+	}
+}
+
+func BenchmarkZygoteSpawn(b *testing.B) {
+	prog := installTestdata(b, "split.py")
+	z := startZygote(b, prog)
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := spawnRun(b, z, prog, "mapper", "[\"arg1\", 17]\n")
+		if err != nil || len(res.stdout) != 3 {
+			b.Fatalf("%v %v %s", err, res.stdout, res.stderr)
+		}
+	}
+}
+
+// BenchmarkColdPython runs the same invocation as BenchmarkZygoteSpawn by
+// starting the interpreter (resolved to its real path, bypassing any shim).
+func BenchmarkColdPython(b *testing.B) {
+	prog := installTestdata(b, "split.py")
+	exe, err := exec.Command(prog.Argv[0], "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	prog.Argv[0] = strings.TrimSpace(string(exe))
+	b.ResetTimer()
+	for b.Loop() {
+		res := proctest.Run(b, prog, "[\"arg1\", 17]\n")
+		if res.Code != 0 || len(res.Stdout) != 3 {
+			b.Fatalf("%d %v %s", res.Code, res.Stdout, res.Stderr)
+		}
+	}
+}
+
+// liveInGroup reports whether a process other than a zombie is in process
+// group pgid.
+func liveInGroup(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[0] != "Z" && f[2] == fmt.Sprint(pgid) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,68 @@
+# jobx helpers for POSIX sh handlers. Source them with
+#   . "$JOBX_SH_HELPERS"
+#
+# jobx_return              write a mapper's directive: return its pairs
+# jobx_map STEP            write a mapper's directive: map its pairs to STEP
+# jobx_emit KEY VALUE      write a pair; KEY and VALUE are JSON texts
+# jobx_string TEXT         print TEXT as a JSON string
+# jobx_pair_key LINE       print the key of an input line [key, value]
+# jobx_pair_value LINE     print the value of an input line
+# jobx_log MESSAGE...      write to the log (stderr)
+# jobx_pair_key and jobx_pair_value handle scalar keys (numbers, strings
+# without escaped quotes); use jq for anything else.
+
+jobx_string() {
+	printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/	/\\t/g' -e 's/\r/\\r/g' |
+		awk 'BEGIN { ORS = "" } NR > 1 { print "\\n" } { print } END { }' |
+		{ printf '"'; cat; printf '"'; }
+}
+
+jobx_return() {
+	printf '{"jobx":"return"}\n'
+}
+
+jobx_map() {
+	printf '{"jobx":"map","step":%s}\n' "$(jobx_string "$1")"
+}
+
+jobx_emit() {
+	printf '[%s,%s]\n' "$1" "$2"
+}
+
+jobx_log() {
+	printf '%s\n' "$*" >&2
+}
+
+_jobx_trim() {
+	_jobx_t=$1
+	_jobx_t=${_jobx_t#"${_jobx_t%%[! ]*}"}
+	_jobx_t=${_jobx_t%"${_jobx_t##*[! ]}"}
+	printf '%s' "$_jobx_t"
+}
+
+jobx_pair_key() {
+	_jobx_l=$(_jobx_trim "$1")
+	_jobx_l=$(_jobx_trim "${_jobx_l#\[}")
+	case $_jobx_l in
+	\"*)
+		_jobx_r=${_jobx_l#\"}
+		printf '"%s"' "${_jobx_r%%\"*}"
+		;;
+	*) _jobx_trim "${_jobx_l%%,*}" ;;
+	esac
+}
+
+jobx_pair_value() {
+	_jobx_l=$(_jobx_trim "$1")
+	_jobx_l=$(_jobx_trim "${_jobx_l#\[}")
+	case $_jobx_l in
+	\"*)
+		_jobx_r=${_jobx_l#\"}
+		_jobx_r=${_jobx_r#*\"}
+		_jobx_r=${_jobx_r#*,}
+		;;
+	*) _jobx_r=${_jobx_l#*,} ;;
+	esac
+	_jobx_r=$(_jobx_trim "$_jobx_r")
+	_jobx_trim "${_jobx_r%\]}"
+}

@@ -1,0 +1,721 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jobx/jobx/internal/queue"
+	"github.com/jobx/jobx/kvmodel"
+	"github.com/nsqio/go-nsq"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// task is one message being processed: what it names, as read from etcd.
+type task struct {
+	msg  queue.Message
+	inv  *kvmodel.Invocation
+	req  *kvmodel.Request
+	log  *slog.Logger
+	data []byte              // map: arguments; reduce of a leaf: the map invocation's post_combine
+	m    *kvmodel.Invocation // reduce: the map invocation being reduced
+}
+
+// handleMessage is the NSQ handler. A message is finished only after its
+// outcome is recorded; infrastructure failures are requeued until
+// MaxAttempts, then fail the request.
+func (r *Runner) handleMessage(m *nsq.Message) error {
+	m.DisableAutoResponse()
+	msg, err := queue.Decode(m.Body)
+	if err != nil {
+		r.log.Error("dropping undecodable message", "err", err, "body", string(m.Body))
+		m.Finish()
+		return nil
+	}
+	log := r.log.With("workflow", msg.WorkflowName, "request_id", msg.RequestID, "invocation_id", msg.InvocationID, "direction", msg.JobClass)
+
+	// Keep the message alive while it waits and runs.
+	touchDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-touchDone:
+				return
+			case <-t.C:
+				m.Touch()
+			}
+		}
+	}()
+	defer close(touchDone)
+
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.runCtx.Done():
+		m.Requeue(0)
+		return nil
+	}
+	defer func() { <-r.sem }()
+
+	err = r.process(r.runCtx, msg, log)
+	switch {
+	case err == nil:
+		m.Finish()
+	case r.runCtx.Err() != nil:
+		log.Warn("shutting down; message requeued", "err", err)
+		m.RequeueWithoutBackoff(0)
+	case m.Attempts >= r.opts.MaxAttempts:
+		log.Error("giving up after repeated infrastructure failures", "attempts", m.Attempts, "err", err)
+		if ferr := r.failForInfra(r.runCtx, msg, int(m.Attempts), err); ferr != nil {
+			log.Error("could not record the failure; message requeued", "err", ferr)
+			m.RequeueWithoutBackoff(r.opts.RequeueDelay)
+			return nil
+		}
+		m.Finish()
+	default:
+		log.Warn("infrastructure failure; message requeued", "attempt", m.Attempts, "err", err)
+		m.RequeueWithoutBackoff(r.opts.RequeueDelay)
+	}
+	return nil
+}
+
+// process handles one message. A nil error means the message is done with
+// (processed, a duplicate, or moot because its request ended).
+func (r *Runner) process(ctx context.Context, msg queue.Message, log *slog.Logger) error {
+	t, err := r.load(ctx, msg, log)
+	if err != nil || t == nil {
+		return err
+	}
+	switch {
+	case t.req.IsDone:
+		log.Debug("request already ended; skipping")
+		return nil
+	case t.inv.State == kvmodel.StateFailed:
+		return nil
+	case t.inv.State == kvmodel.StateDone:
+		log.Debug("invocation already done (duplicate delivery); re-driving follow-ups")
+		return r.ensureFollowUps(ctx, t)
+	case t.inv.Direction == kvmodel.DirectionMap:
+		return r.runMap(ctx, t)
+	default:
+		return r.runReduce(ctx, t)
+	}
+}
+
+// load reads the invocation, its request and (in the same transaction) the
+// data the invocation consumes first.
+func (r *Runner) load(ctx context.Context, msg queue.Message, log *slog.Logger) (*task, error) {
+	wf := msg.WorkflowName
+	inv := &kvmodel.Invocation{WorkflowName: wf, ID: msg.InvocationID}
+	req := &kvmodel.Request{WorkflowName: wf, ID: msg.RequestID}
+	ops := []clientv3.Op{clientv3.OpGet(kvmodel.Key(inv)), clientv3.OpGet(kvmodel.Key(req))}
+	sorted := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	var m *kvmodel.Invocation
+	switch {
+	case msg.JobClass == kvmodel.DirectionMap:
+		ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(wf, inv.ID, kvmodel.Arguments), sorted...))
+	case msg.MapInvocationID != "":
+		m = &kvmodel.Invocation{WorkflowName: wf, ID: msg.MapInvocationID}
+		ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(wf, m.ID, kvmodel.PostCombine), sorted...), clientv3.OpGet(kvmodel.Key(m)))
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := r.store.Client().Txn(rctx).Then(ops...).Commit()
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("load invocation: %w", err)
+	}
+	get := func(i int) []*mvccKV { return kvsOf(resp.Responses[i]) }
+	reqKV := get(1)
+	if len(reqKV) == 0 {
+		log.Info("request no longer exists (cleaned up); dropping message")
+		return nil, nil
+	}
+	if err := kvmodel.Decode(req, string(reqKV[0].Key), reqKV[0].Value, reqKV[0].ModRevision); err != nil {
+		return nil, err
+	}
+	invKV := get(0)
+	if len(invKV) == 0 {
+		if req.IsDone {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("invocation %s of a live request is missing", inv.ID)
+	}
+	if err := kvmodel.Decode(inv, string(invKV[0].Key), invKV[0].Value, invKV[0].ModRevision); err != nil {
+		return nil, err
+	}
+	t := &task{msg: msg, inv: inv, req: req, log: log.With("step", inv.StepName)}
+	if len(resp.Responses) > 2 {
+		t.data = joinValues(get(2))
+	}
+	if m != nil {
+		if mKV := get(3); len(mKV) > 0 {
+			if err := kvmodel.Decode(m, string(mKV[0].Key), mKV[0].Value, mKV[0].ModRevision); err != nil {
+				return nil, err
+			}
+			t.m = m
+		}
+	}
+	return t, nil
+}
+
+// handlerFor resolves a step's handler, as a definition failure of the
+// invocation when it is missing.
+func (r *Runner) handlerFor(ctx context.Context, wf, name, role string) (*kvmodel.Handler, *kvmodel.Failure, error) {
+	h, err := r.catalog.Handler(ctx, wf, name)
+	if errors.Is(err, kvmodel.ErrNotFound) {
+		return nil, &kvmodel.Failure{Kind: "definition", Message: fmt.Sprintf("the %s handler %q does not exist in workflow %q", role, name, wf), Handler: name}, nil
+	}
+	return h, nil, err
+}
+
+func (r *Runner) stepFor(ctx context.Context, wf, name string) (*kvmodel.Step, *kvmodel.Failure, error) {
+	s, err := r.catalog.Step(ctx, wf, name)
+	if errors.Is(err, kvmodel.ErrNotFound) {
+		return nil, &kvmodel.Failure{Kind: "definition", Message: fmt.Sprintf("step %q does not exist in workflow %q", name, wf), Step: name}, nil
+	}
+	return s, nil, err
+}
+
+// runMap runs a map invocation's mapper (and combiner) and commits.
+func (r *Runner) runMap(ctx context.Context, t *task) error {
+	wf := t.inv.WorkflowName
+	step, f, err := r.stepFor(ctx, wf, t.inv.StepName)
+	if f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
+	h, f, err := r.handlerFor(ctx, wf, step.MapHandlerName, "map")
+	if f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
+	args, err := kvmodel.DecodePairItems(t.data)
+	if err != nil {
+		return r.fail(ctx, t, &kvmodel.Failure{Kind: "data", Message: "arguments dataset: " + err.Error()})
+	}
+	out := &mapperOutput{}
+	if f, err := r.invoke(ctx, t, h, pairLines(args), out); f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
+	if out.directive == nil {
+		return r.fail(ctx, t, &kvmodel.Failure{Kind: "protocol", Handler: h.Name, Message: `the mapper wrote no directive: its first stdout line must be {"jobx":"return"} or {"jobx":"map","step":"<step>"}`})
+	}
+	if out.directive.Jobx == "map" {
+		return r.commitBranch(ctx, t, h, out.directive.Step, out.pairs)
+	}
+	groups := kvmodel.GroupByKey(out.pairs)
+	if step.CombineHandlerName != "" {
+		c, f, err := r.handlerFor(ctx, wf, step.CombineHandlerName, "combine")
+		if f != nil || err != nil {
+			return r.failOr(ctx, t, f, err)
+		}
+		combined := &groupsOutput{}
+		if f, err := r.invoke(ctx, t, c, groupLines(groups), combined); f != nil || err != nil {
+			return r.failOr(ctx, t, f, err)
+		}
+		groups = combined.groups
+	}
+	var data []byte
+	for _, g := range groups {
+		data = kvmodel.AppendGroupItem(data, g)
+	}
+	return r.commitLeaf(ctx, t, h, step, data)
+}
+
+func (r *Runner) done(inv *kvmodel.Invocation, handler string) *kvmodel.Invocation {
+	d := *inv
+	d.State = kvmodel.StateDone
+	d.HandlerName = handler
+	d.FinishedTimestamp = kvmodel.Now()
+	return &d
+}
+
+func newReduceInvocation(m *kvmodel.Invocation) *kvmodel.Invocation {
+	return &kvmodel.Invocation{
+		ID: kvmodel.ReduceID(m.ID), WorkflowName: m.WorkflowName, RequestID: m.RequestID,
+		ParentInvocationID: kvmodel.StrPtr(m.ID), StepName: m.StepName,
+		Direction: kvmodel.DirectionReduce, State: kvmodel.StatePending, CreatedTimestamp: kvmodel.Now(),
+	}
+}
+
+func (r *Runner) unchanged(t *task) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.inv)), "=", t.inv.Revision()),
+		clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.req)), "=", t.req.Revision()),
+	}
+}
+
+// commitLeaf records a leaf mapper's combined output and creates its reduce
+// invocation, then queues the reduction.
+func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, step *kvmodel.Step, data []byte) error {
+	red := newReduceInvocation(t.inv)
+	resp, err := r.store.Commit(ctx, r.unchanged(t),
+		kvmodel.DatasetOps(t.inv.WorkflowName, t.inv.ID, kvmodel.PostCombine, data),
+		[]kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.PutOp(red)})
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		t.log.Debug("invocation or request changed meanwhile; leaving it")
+		return nil
+	}
+	return r.publishReduce(ctx, t.inv, red)
+}
+
+// commitBranch creates one child map invocation per pair, records the
+// parent as branched, and queues the children.
+func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, next string, pairs []kvmodel.Pair) error {
+	wf := t.inv.WorkflowName
+	nextStep, f, err := r.stepFor(ctx, wf, next)
+	if f != nil {
+		f.Handler = h.Name
+		f.Message = fmt.Sprintf("mapper %s directed its output to %s", h.Name, f.Message)
+		return r.fail(ctx, t, f)
+	}
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(pairs))
+	var bulk []kvmodel.Op
+	now := kvmodel.Now()
+	for i, p := range pairs {
+		ids[i] = kvmodel.ChildID(t.inv.ID, i)
+		child := &kvmodel.Invocation{
+			ID: ids[i], WorkflowName: wf, RequestID: t.inv.RequestID, ParentInvocationID: kvmodel.StrPtr(t.inv.ID),
+			StepName: next, Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: now,
+		}
+		bulk = append(bulk, kvmodel.PutOp(child))
+		bulk = append(bulk, kvmodel.DatasetOps(wf, ids[i], kvmodel.Arguments, kvmodel.AppendPairItem(nil, p))...)
+	}
+	bulk = append(bulk, kvmodel.MappedOps(wf, t.inv.ID, ids)...)
+	d := r.done(t.inv, h.Name)
+	d.MappedCount, d.MappedWaiting = kvmodel.IntPtr(len(ids)), kvmodel.IntPtr(len(ids))
+	d.MappedStep = next
+	final := []kvmodel.Op{kvmodel.PutOp(d)}
+	var red *kvmodel.Invocation
+	if len(ids) == 0 {
+		red = newReduceInvocation(t.inv)
+		final = append(final, kvmodel.PutOp(red))
+	}
+	resp, err := r.store.Commit(ctx, r.unchanged(t), bulk, final)
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return nil
+	}
+	t.log.Debug("branched", "to_step", next, "children", len(ids))
+	if red != nil {
+		return r.publishReduce(ctx, t.inv, red)
+	}
+	return r.publishMaps(ctx, t.inv.RequestID, wf, nextStep, ids)
+}
+
+func (r *Runner) publishMaps(ctx context.Context, requestID, wf string, step *kvmodel.Step, ids []string) error {
+	h, err := r.catalog.Handler(ctx, wf, step.MapHandlerName)
+	if err != nil {
+		return fmt.Errorf("route map of step %s: %w", step.Name, err)
+	}
+	bodies := make([][]byte, len(ids))
+	for i, id := range ids {
+		bodies[i] = queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: requestID, InvocationID: id, StepName: step.Name}.Encode()
+	}
+	return r.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(h.RequiredCapability)), bodies...)
+}
+
+// publishReduce queues reduce invocation red of map invocation m.
+func (r *Runner) publishReduce(ctx context.Context, m, red *kvmodel.Invocation) error {
+	wf := m.WorkflowName
+	step, err := r.catalog.Step(ctx, wf, m.StepName)
+	if err != nil {
+		return fmt.Errorf("route reduce of step %s: %w", m.StepName, err)
+	}
+	h, err := r.catalog.Handler(ctx, wf, step.ReduceHandlerName)
+	if err != nil {
+		return fmt.Errorf("route reduce of step %s: %w", m.StepName, err)
+	}
+	body := queue.Message{JobClass: kvmodel.DirectionReduce, WorkflowName: wf, RequestID: m.RequestID, InvocationID: red.ID, StepName: m.StepName, MapInvocationID: m.ID}.Encode()
+	return r.pub.Publish(kvmodel.ReduceTopic(wf, kvmodel.TopicCapability(h.RequiredCapability)), body)
+}
+
+// runReduce reduces one map invocation: its combined output (leaf) or its
+// children's reductions merged by key (branch).
+func (r *Runner) runReduce(ctx context.Context, t *task) error {
+	wf := t.inv.WorkflowName
+	if t.m == nil {
+		m := &kvmodel.Invocation{WorkflowName: wf, ID: t.inv.Parent()}
+		if err := r.store.Get(ctx, m); err != nil {
+			return fmt.Errorf("reduced map invocation: %w", err)
+		}
+		t.m = m
+		if !m.IsBranch() {
+			data, err := r.store.ReadDataset(ctx, wf, m.ID, kvmodel.PostCombine)
+			if err != nil {
+				return err
+			}
+			t.data = data
+		}
+	}
+	var groups []kvmodel.Group
+	if t.m.IsBranch() {
+		var err error
+		if groups, err = r.childResults(ctx, t.m); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if groups, err = kvmodel.DecodeGroupItems(t.data); err != nil {
+			return r.fail(ctx, t, &kvmodel.Failure{Kind: "data", Message: "post_combine dataset: " + err.Error()})
+		}
+	}
+	step, f, err := r.stepFor(ctx, wf, t.inv.StepName)
+	if f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
+	h, f, err := r.handlerFor(ctx, wf, step.ReduceHandlerName, "reduce")
+	if f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
+	out := &pairsOutput{}
+	if f, err := r.invoke(ctx, t, h, groupLines(groups), out); f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
+	var data []byte
+	for _, p := range out.pairs {
+		data = kvmodel.AppendPairItem(data, p)
+	}
+	return r.commitReduce(ctx, t, h, data)
+}
+
+// childResults merges the reductions of m's children by key, keys in order
+// of first appearance, values in child order.
+func (r *Runner) childResults(ctx context.Context, m *kvmodel.Invocation) ([]kvmodel.Group, error) {
+	children, err := r.store.Children(ctx, m.WorkflowName, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.store.ReadDatasets(ctx, m.WorkflowName, children, kvmodel.PostReduce)
+	if err != nil {
+		return nil, err
+	}
+	var pairs []kvmodel.Pair
+	for _, c := range children {
+		d, ok := data[c]
+		if !ok {
+			return nil, fmt.Errorf("child invocation %s of %s has no post_reduce dataset", c, m.ID)
+		}
+		ps, err := kvmodel.DecodePairItems(d)
+		if err != nil {
+			return nil, fmt.Errorf("post_reduce of %s: %w", c, err)
+		}
+		pairs = append(pairs, ps...)
+	}
+	return kvmodel.GroupByKey(pairs), nil
+}
+
+// commitReduce stores the reduction on the map invocation, marks the reduce
+// invocation done and decrements the parent's counter in one transaction;
+// the decrement that reaches zero creates and queues the parent's
+// reduction; the root's reduction completes the request.
+func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, data []byte) error {
+	wf := t.inv.WorkflowName
+	bulk := kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data)
+	var parent *kvmodel.Invocation
+	if p := t.m.Parent(); p != "" {
+		parent = &kvmodel.Invocation{WorkflowName: wf, ID: p}
+		if err := r.store.Get(ctx, parent); err != nil {
+			return fmt.Errorf("parent of reduced invocation: %w", err)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		cmps := r.unchanged(t)
+		final := []kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.ReducedOp(wf, t.m.ID, t.inv.ID)}
+		orElse := []clientv3.Op{clientv3.OpGet(kvmodel.Key(t.inv)), clientv3.OpGet(kvmodel.Key(t.req))}
+		var parentRed *kvmodel.Invocation
+		if parent != nil {
+			if parent.MappedWaiting == nil || *parent.MappedWaiting <= 0 {
+				return fmt.Errorf("parent invocation %s has no children waiting", parent.ID)
+			}
+			p := *parent
+			p.MappedWaiting = kvmodel.IntPtr(*parent.MappedWaiting - 1)
+			final = append(final, kvmodel.PutOp(&p))
+			if *p.MappedWaiting == 0 {
+				parentRed = newReduceInvocation(parent)
+				final = append(final, kvmodel.PutOp(parentRed))
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(kvmodel.Key(parent)), "=", parent.Revision()))
+			orElse = append(orElse, clientv3.OpGet(kvmodel.Key(parent)))
+		} else {
+			final = append(final, r.completeRequest(t.req)...)
+		}
+		resp, err := r.store.Commit(ctx, cmps, bulk, final, orElse...)
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			if parentRed != nil {
+				return r.publishReduce(ctx, parent, parentRed)
+			}
+			if parent == nil {
+				t.log.Info("request done")
+			}
+			return nil
+		}
+		invKV, reqKV := kvsOf(resp.Responses[0]), kvsOf(resp.Responses[1])
+		if len(invKV) == 0 || invKV[0].ModRevision != t.inv.Revision() || len(reqKV) == 0 || reqKV[0].ModRevision != t.req.Revision() {
+			return nil // a duplicate finished it, or the request ended
+		}
+		pKV := kvsOf(resp.Responses[2])
+		if len(pKV) == 0 {
+			return fmt.Errorf("parent invocation %s vanished", parent.ID)
+		}
+		fresh := &kvmodel.Invocation{}
+		if err := kvmodel.Decode(fresh, string(pKV[0].Key), pKV[0].Value, pKV[0].ModRevision); err != nil {
+			return err
+		}
+		parent = fresh
+		if attempt > 0 && attempt%10 == 0 {
+			t.log.Debug("parent counter contended", "attempts", attempt)
+		}
+	}
+}
+
+// completeRequest returns the ops that mark a request done.
+func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
+	d := *req
+	d.IsDone, d.State, d.DoneTimestamp = true, kvmodel.StateDone, kvmodel.Now()
+	ops := []kvmodel.Op{kvmodel.PutOp(&d)}
+	if !req.Keep {
+		ops = append(ops, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
+	}
+	return ops
+}
+
+// failOr fails the invocation with f, or returns the infrastructure error.
+func (r *Runner) failOr(ctx context.Context, t *task, f *kvmodel.Failure, err error) error {
+	if err != nil {
+		return err
+	}
+	return r.fail(ctx, t, f)
+}
+
+// fail records an invocation's failure and fails its request, once.
+func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
+	f.InvocationID, f.Direction = t.inv.ID, t.inv.Direction
+	if f.Step == "" {
+		f.Step = t.inv.StepName
+	}
+	t.log.Warn("invocation failed", "kind", f.Kind, "handler", f.Handler, "err", f.Message)
+	inv := *t.inv
+	inv.State, inv.Failure, inv.FinishedTimestamp = kvmodel.StateFailed, f, kvmodel.Now()
+	text := f.Message
+	if f.StderrTail != "" {
+		text += "\n--- stderr (tail) ---\n" + f.StderrTail
+	}
+	inv.Error = &text
+	inv.HandlerName = f.Handler
+	req := *t.req
+	req.IsDone, req.State, req.Error, req.DoneTimestamp = true, kvmodel.StateFailed, f, kvmodel.Now()
+	req.FailedInvocationID = kvmodel.StrPtr(t.inv.ID)
+	final := []kvmodel.Op{kvmodel.PutOp(&inv), kvmodel.PutOp(&req)}
+	if !req.Keep {
+		final = append(final, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
+	}
+	_, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
+	return err
+}
+
+// failForInfra fails a request whose message kept failing.
+func (r *Runner) failForInfra(ctx context.Context, msg queue.Message, attempts int, cause error) error {
+	t, err := r.load(ctx, msg, r.log)
+	if err != nil || t == nil || t.req.IsDone || t.inv.State != kvmodel.StatePending {
+		return err
+	}
+	return r.fail(ctx, t, &kvmodel.Failure{
+		Kind: "infrastructure", Attempts: attempts,
+		Message: fmt.Sprintf("gave up after %d attempts: %v", attempts, cause),
+	})
+}
+
+// ensureFollowUps re-publishes what a done invocation should have queued,
+// for the case where a runner died between its commit and its publish.
+// Everything it publishes is idempotent to process.
+func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
+	wf := t.inv.WorkflowName
+	pending := func(id string) (*kvmodel.Invocation, bool, error) {
+		inv := &kvmodel.Invocation{WorkflowName: wf, ID: id}
+		err := r.store.Get(ctx, inv)
+		if errors.Is(err, kvmodel.ErrNotFound) {
+			return nil, false, nil
+		}
+		return inv, err == nil && inv.State == kvmodel.StatePending, err
+	}
+	if t.inv.Direction == kvmodel.DirectionMap {
+		if t.inv.IsBranch() && *t.inv.MappedCount > 0 {
+			step, err := r.catalog.Step(ctx, wf, t.inv.MappedStep)
+			if err != nil {
+				return err
+			}
+			children, err := r.store.Children(ctx, wf, t.inv.ID)
+			if err != nil {
+				return err
+			}
+			var todo []string
+			for _, c := range children {
+				_, ok, err := pending(c)
+				if err != nil {
+					return err
+				}
+				if ok {
+					todo = append(todo, c)
+				}
+			}
+			return r.publishMaps(ctx, t.inv.RequestID, wf, step, todo)
+		}
+		red, ok, err := pending(kvmodel.ReduceID(t.inv.ID))
+		if err != nil || !ok {
+			return err
+		}
+		return r.publishReduce(ctx, t.inv, red)
+	}
+	m := &kvmodel.Invocation{WorkflowName: wf, ID: t.inv.Parent()}
+	if err := r.store.Get(ctx, m); err != nil {
+		return err
+	}
+	if m.Parent() == "" {
+		return nil
+	}
+	p := &kvmodel.Invocation{WorkflowName: wf, ID: m.Parent()}
+	if err := r.store.Get(ctx, p); err != nil {
+		return err
+	}
+	if p.MappedWaiting == nil || *p.MappedWaiting != 0 {
+		return nil
+	}
+	red, ok, err := pending(kvmodel.ReduceID(p.ID))
+	if err != nil || !ok {
+		return err
+	}
+	return r.publishReduce(ctx, p, red)
+}
+
+// invoke runs handler h on stdin, feeding stdout lines to line. It retries
+// the handler's own failures as its header asks. A Failure means the
+// handler failed; an error means the sandbox did.
+func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin []byte, out collector) (*kvmodel.Failure, error) {
+	prog, err := r.progs.get(h)
+	if err != nil {
+		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
+	}
+	limits, err := r.limits(h)
+	if err != nil {
+		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
+	}
+	backoff, _ := time.ParseDuration(h.Options.RetryBackoff)
+	log := t.log.With("handler", h.Name)
+	for attempt := 0; ; attempt++ {
+		out.reset()
+		lw := &lineWriter{fn: out.line}
+		spec := &RunSpec{
+			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
+			Program: prog, Env: r.env(t, h), Stdin: strings.NewReader(string(stdin)), Stdout: lw,
+			Stderr: &logWriter{log: log}, Limits: limits,
+		}
+		outcome, err := r.sandbox.Run(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		f := failureOf(h, outcome, lw.Close(), limits)
+		if f == nil {
+			return nil, nil
+		}
+		if attempt >= h.Options.Retries {
+			f.Attempts = attempt + 1
+			return f, nil
+		}
+		log.Info("handler failed; retrying as its header asks", "attempt", attempt+1, "of", h.Options.Retries+1, "err", f.Message)
+		select {
+		case <-time.After(backoff << attempt):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func failureOf(h *kvmodel.Handler, out *Outcome, protoErr error, l Limits) *kvmodel.Failure {
+	f := &kvmodel.Failure{Handler: h.Name, StderrTail: out.StderrTail}
+	code := out.ExitCode
+	switch {
+	case out.TimedOut:
+		f.Kind, f.Message = "timeout", fmt.Sprintf("handler %s timed out after %s and was killed", h.Name, l.Timeout)
+	case out.OOMKilled:
+		f.Kind, f.Message = "oom", fmt.Sprintf("handler %s exceeded its memory limit (%d bytes) and was killed", h.Name, l.Memory)
+	case out.OutputExceeded:
+		f.Kind, f.Message = "output_limit", fmt.Sprintf("handler %s wrote more than %d bytes of output and was killed", h.Name, l.MaxOutput)
+	case out.Signal != "":
+		f.Kind, f.Message, f.Signal = "crashed", fmt.Sprintf("handler %s was killed by signal %s", h.Name, out.Signal), out.Signal
+		f.ExitCode = &code
+	case out.ExitCode != 0:
+		f.Kind, f.Message = "handler_failed", fmt.Sprintf("handler %s exited with status %d", h.Name, out.ExitCode)
+		f.ExitCode = &code
+	case protoErr != nil:
+		f.Kind, f.Message = "protocol", fmt.Sprintf("handler %s broke the output protocol: %v", h.Name, protoErr)
+	default:
+		return nil
+	}
+	return f
+}
+
+// limits merges a handler's header limits over the runner's defaults.
+func (r *Runner) limits(h *kvmodel.Handler) (Limits, error) {
+	l := Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput, Memory: h.Options.Memory, CPU: h.Options.CPU, Pids: h.Options.Pids, Network: h.Options.Network}
+	if h.Options.Timeout != "" {
+		d, err := time.ParseDuration(h.Options.Timeout)
+		if err != nil {
+			return l, fmt.Errorf("handler %s: timeout %q: %w", h.Name, h.Options.Timeout, err)
+		}
+		l.Timeout = d
+	}
+	if h.Options.MaxOutput > 0 {
+		l.MaxOutput = h.Options.MaxOutput
+	}
+	return l, nil
+}
+
+// env is a handler's environment: a minimal base plus its context.
+func (r *Runner) env(t *task, h *kvmodel.Handler) []string {
+	return []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"LANG=C.UTF-8",
+		"PYTHONDONTWRITEBYTECODE=1",
+		"JOBX_WORKFLOW=" + h.WorkflowName,
+		"JOBX_JOB=" + t.req.JobName,
+		"JOBX_REQUEST_ID=" + t.req.ID,
+		"JOBX_INVOCATION_ID=" + t.inv.ID,
+		"JOBX_DIRECTION=" + t.inv.Direction,
+		"JOBX_STEP=" + t.inv.StepName,
+		"JOBX_HANDLER=" + h.Name,
+		"JOBX_HANDLER_TYPE=" + h.HandlerType,
+	}
+}
+
+// logWriter logs each stderr line of a handler, tagged with its invocation.
+type logWriter struct {
+	log     *slog.Logger
+	partial []byte
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.partial = append(w.partial, p...)
+	for {
+		i := strings.IndexByte(string(w.partial), '\n')
+		if i < 0 {
+			break
+		}
+		w.log.Debug("handler stderr", "line", string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	return len(p), nil
+}

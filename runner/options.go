@@ -1,0 +1,110 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/jobx/jobx/internal/queue"
+	"github.com/jobx/jobx/kvmodel"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Options configure a Runner. Start from NewOptions.
+type Options struct {
+	// ID names this runner in logs and the registry (default host-pid).
+	ID string
+	// Etcd is the etcd client; required. The runner does not close it.
+	Etcd *clientv3.Client
+	// NSQDs are nsqd TCP addresses to consume from and publish to.
+	NSQDs []string
+	// Lookupds are nsqlookupd HTTP addresses; when set, consumers discover
+	// nsqd through them (publishing still uses NSQDs).
+	Lookupds []string
+	// Channel is the NSQ channel (JobX's MR_CHANNEL).
+	Channel string
+	// Capabilities the runner offers (JobX's MR_SYSTEM_CAPABILITIES).
+	Capabilities []string
+	// Workflows to serve; empty means every workflow, including ones
+	// created later (JobX's MR_WORKFLOW_NAMES).
+	Workflows []string
+	// Concurrency bounds the handler runs in flight.
+	Concurrency int
+	// Dir is the runner's working directory (installed handlers, scratch).
+	Dir string
+	// Sandbox runs handlers; nil means a ProcessSandbox under Dir.
+	Sandbox Sandbox
+	// MaxAttempts bounds deliveries of a message whose processing keeps
+	// failing for infrastructure reasons; then its request fails.
+	MaxAttempts uint16
+	// RequeueDelay is the delay before an infrastructure failure is retried.
+	RequeueDelay time.Duration
+	// Retention is how long a finished request is kept before cleanup
+	// (a blocking request is cleaned once its result was delivered).
+	Retention time.Duration
+	// CleanupInterval is how often the cleanup queue is polled; 0 disables
+	// cleanup on this runner.
+	CleanupInterval time.Duration
+	// Timeout and MaxOutput are the defaults for handlers that set none.
+	Timeout   time.Duration
+	MaxOutput int64
+	// Grace is how long shutdown waits for in-flight invocations.
+	Grace time.Duration
+	Log   *slog.Logger
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	host, _ := os.Hostname()
+	return &Options{
+		ID:              fmt.Sprintf("%s-%d", host, os.Getpid()),
+		Channel:         queue.Channel,
+		Capabilities:    []string{kvmodel.CapabilityGeneral},
+		Concurrency:     4 * runtime.GOMAXPROCS(0),
+		MaxAttempts:     5,
+		RequeueDelay:    time.Second,
+		Retention:       time.Hour,
+		CleanupInterval: time.Second,
+		Timeout:         10 * time.Minute,
+		MaxOutput:       1 << 30,
+		Grace:           30 * time.Second,
+	}
+}
+
+func (o *Options) validate() error {
+	if o.Etcd == nil {
+		return errors.New("runner: no etcd client (--etcd / MR_ETCD_HOST)")
+	}
+	if len(o.NSQDs) == 0 {
+		return errors.New("runner: no nsqd address (--nsqd / MR_NSQD_HOSTS)")
+	}
+	if o.Dir == "" {
+		return errors.New("runner: no working directory (--dir)")
+	}
+	if len(o.Capabilities) == 0 {
+		return errors.New("runner: no capabilities (--capabilities / MR_SYSTEM_CAPABILITIES)")
+	}
+	for _, c := range o.Capabilities {
+		if err := kvmodel.ValidateTopicName("capability", c); err != nil {
+			return fmt.Errorf("runner: --capabilities: %w", err)
+		}
+	}
+	for _, w := range o.Workflows {
+		if err := kvmodel.ValidateTopicName("workflow name", w); err != nil {
+			return fmt.Errorf("runner: --workflows: %w", err)
+		}
+	}
+	if o.Concurrency < 1 {
+		return fmt.Errorf("runner: --concurrency must be at least 1, not %d", o.Concurrency)
+	}
+	if o.MaxAttempts < 1 {
+		return errors.New("runner: --max-attempts must be at least 1")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return nil
+}

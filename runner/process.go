@@ -1,0 +1,163 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ProcessOptions configure a ProcessSandbox.
+type ProcessOptions struct {
+	// Dir holds per-invocation scratch directories and zygote sockets.
+	Dir string
+	// Zygotes is the number of warm Python interpreters kept to fork
+	// handlers from; 0 disables them (every run starts an interpreter).
+	Zygotes int
+	Log     *slog.Logger
+}
+
+// ProcessSandbox runs each handler as a plain subprocess in its own process
+// group with a private scratch directory, a wall-clock timeout, an output
+// limit and rlimits. Python handlers fork from warm zygotes. It is the
+// embedded default when no containerd is reachable; it isolates handlers
+// from each other's state, not from the host.
+type ProcessSandbox struct {
+	opts ProcessOptions
+	warm *warmPool
+}
+
+var _ Sandbox = (*ProcessSandbox)(nil)
+
+// NewProcessSandbox prepares the scratch directory. Zygotes start lazily.
+func NewProcessSandbox(opts ProcessOptions) (*ProcessSandbox, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("process sandbox: Dir is required")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "scratch"), 0o755); err != nil {
+		return nil, fmt.Errorf("process sandbox: %w", err)
+	}
+	return &ProcessSandbox{opts: opts, warm: newWarmPool(opts)}, nil
+}
+
+// Kind returns "process".
+func (s *ProcessSandbox) Kind() string { return "process" }
+
+// Close stops the zygotes.
+func (s *ProcessSandbox) Close() error { return s.warm.close() }
+
+// Run runs one handler.
+func (s *ProcessSandbox) Run(ctx context.Context, spec *RunSpec) (*Outcome, error) {
+	scratch, err := os.MkdirTemp(filepath.Join(s.opts.Dir, "scratch"), "inv-")
+	if err != nil {
+		return nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	env := append(append([]string{}, spec.Env...), "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
+	env = append(env, spec.Program.Env...)
+	if spec.Limits.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, spec.Limits.Timeout)
+		defer cancel()
+	}
+	if spec.Program.Warm != nil && s.opts.Zygotes > 0 {
+		out, err := s.warm.run(ctx, spec, env, scratch)
+		if !errors.Is(err, errNoWarm) {
+			return out, err
+		}
+	}
+	return s.runExec(ctx, spec, env, scratch)
+}
+
+// streams wires a handler's stdio: stdout through the output limit, stderr
+// into a tail and the caller's writer.
+type streams struct {
+	stdout *limitWriter
+	tail   *tailBuffer
+	stderr io.Writer
+}
+
+func newStreams(spec *RunSpec, kill func()) *streams {
+	st := &streams{
+		stdout: &limitWriter{w: spec.Stdout, limit: spec.Limits.MaxOutput, onExceed: kill},
+		tail:   &tailBuffer{n: StderrTailSize},
+	}
+	st.stderr = st.tail
+	if spec.Stderr != nil {
+		st.stderr = io.MultiWriter(st.tail, spec.Stderr)
+	}
+	return st
+}
+
+func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []string, scratch string) (*Outcome, error) {
+	if len(spec.Program.Argv) == 0 {
+		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
+	}
+	start := time.Now()
+	cmd := exec.Command(spec.Program.Argv[0], spec.Program.Argv[1:]...)
+	cmd.Env = env
+	cmd.Dir = scratch
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = time.Second
+	var once sync.Once
+	killGroup := func() {
+		once.Do(func() {
+			if cmd.Process != nil {
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			}
+		})
+	}
+	st := newStreams(spec, killGroup)
+	cmd.Stdin = spec.Stdin
+	cmd.Stdout = st.stdout
+	cmd.Stderr = st.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start handler %s: %w", spec.Handler, err)
+	}
+	setRlimits(cmd.Process.Pid, spec.Limits)
+	stop := context.AfterFunc(ctx, killGroup)
+	err := cmd.Wait()
+	stop()
+	// Reap anything the handler left running in its group.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	out := &Outcome{Duration: time.Since(start), OutputExceeded: st.stdout.exceeded}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr):
+		out.ExitCode = exitErr.ExitCode()
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			out.Signal = signalName(int(ws.Signal()))
+			out.ExitCode = 128 + int(ws.Signal())
+		}
+	case errors.Is(err, exec.ErrWaitDelay):
+	default:
+		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, err)
+	}
+	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	out.StderrTail = st.tail.String()
+	return out, nil
+}
+
+// setRlimits applies memory and process limits to a started process. The
+// window between start and prlimit is a few microseconds of runtime code.
+func setRlimits(pid int, l Limits) {
+	if l.Memory > 0 {
+		lim := &unix.Rlimit{Cur: uint64(l.Memory), Max: uint64(l.Memory)}
+		unix.Prlimit(pid, unix.RLIMIT_AS, lim, nil)
+	}
+}
+
+func signalName(sig int) string { return unix.SignalName(syscall.Signal(sig)) }

@@ -1,0 +1,262 @@
+// Package runner is jobx's worker daemon: it consumes map and reduce
+// messages from NSQ for the workflows and capabilities it serves, runs each
+// invocation's handler in a Sandbox, and records the outcome in etcd.
+//
+//	r, err := runner.New(ctx, opts) // validates, loads the catalog
+//	err = r.Run(ctx)                // blocks; cancel ctx to drain and stop
+//	r.Close()
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jobx/jobx/internal/queue"
+	"github.com/jobx/jobx/kvmodel"
+	"github.com/nsqio/go-nsq"
+)
+
+// Runner consumes invocations and runs them. Create it with New, run it
+// with Run, release it with Close.
+type Runner struct {
+	opts    Options
+	log     *slog.Logger
+	store   *kvmodel.Store
+	catalog *kvmodel.Catalog
+	pub     *queue.Publisher
+	sandbox Sandbox
+	ownsBox bool
+	progs   programs
+	sem     chan struct{}
+
+	// runCtx bounds handler runs; it is cancelled when the drain grace ends.
+	runCtx    context.Context
+	runCancel context.CancelFunc
+
+	mu        sync.Mutex // guards consumers and stopping
+	consumers map[string]*nsq.Consumer
+	stopping  bool
+	subErr    error
+
+	closeOnce sync.Once
+}
+
+// New validates opts, loads the catalog and prepares the sandbox.
+func New(ctx context.Context, opts *Options) (*Runner, error) {
+	o := *opts
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("runner: --dir: %w", err)
+	}
+	r := &Runner{
+		opts:      o,
+		log:       o.Log.With("component", "runner", "runner", o.ID),
+		store:     kvmodel.NewStore(o.Etcd),
+		sem:       make(chan struct{}, o.Concurrency),
+		consumers: map[string]*nsq.Consumer{},
+	}
+	r.progs.dir = filepath.Join(o.Dir, "handlers")
+	r.runCtx, r.runCancel = context.WithCancel(context.Background())
+	var err error
+	if r.pub, err = queue.NewPublisher(o.NSQDs, r.log); err != nil {
+		return nil, err
+	}
+	if r.catalog, err = kvmodel.NewCatalog(ctx, r.store, r.log); err != nil {
+		r.pub.Close()
+		return nil, err
+	}
+	r.sandbox = o.Sandbox
+	if r.sandbox == nil {
+		r.sandbox, err = NewProcessSandbox(ProcessOptions{Dir: filepath.Join(o.Dir, "sandbox"), Zygotes: 2, Log: r.log})
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.ownsBox = true
+	}
+	return r, nil
+}
+
+// Catalog returns the runner's view of workflow definitions.
+func (r *Runner) Catalog() *kvmodel.Catalog { return r.catalog }
+
+// Run subscribes to the topics of the served workflows and works until ctx
+// is cancelled; then it drains: it stops taking messages, lets in-flight
+// invocations finish within Options.Grace, and kills what is left (their
+// messages are redelivered). It returns the first fatal error.
+func (r *Runner) Run(ctx context.Context) error {
+	r.catalog.OnChange(func(ch kvmodel.Change) {
+		if ch.Class == "workflow" && !ch.Deleted && r.serves(ch.Workflow) {
+			if err := r.subscribe(ch.Workflow); err != nil {
+				r.log.Error("subscribe", "workflow", ch.Workflow, "err", err)
+			}
+		}
+	})
+	for _, wf := range r.catalog.Workflows() {
+		if r.serves(wf) {
+			if err := r.subscribe(wf); err != nil {
+				return err
+			}
+		}
+	}
+	for _, wf := range r.opts.Workflows {
+		if !slices.Contains(r.catalog.Workflows(), wf) {
+			r.log.Warn("served workflow does not exist yet; its topics are consumed once it is created", "workflow", wf)
+		}
+	}
+	r.log.Info("runner started", "capabilities", r.opts.Capabilities, "workflows", r.opts.Workflows, "sandbox", r.sandbox.Kind(), "concurrency", r.opts.Concurrency)
+	var wg sync.WaitGroup
+	if r.opts.CleanupInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.cleanupLoop(ctx) }()
+	}
+	<-ctx.Done()
+	r.drain()
+	wg.Wait()
+	return nil
+}
+
+func (r *Runner) serves(wf string) bool {
+	return len(r.opts.Workflows) == 0 || slices.Contains(r.opts.Workflows, wf)
+}
+
+// subscribe starts consumers for a workflow's map and reduce topics of
+// every offered capability. It is idempotent.
+func (r *Runner) subscribe(wf string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return nil
+	}
+	for _, c := range r.opts.Capabilities {
+		if err := kvmodel.ValidateTopicPair(wf, c); err != nil {
+			return err
+		}
+		for _, topic := range []string{kvmodel.MapTopic(wf, c), kvmodel.ReduceTopic(wf, c)} {
+			if _, ok := r.consumers[topic]; ok {
+				continue
+			}
+			cons, err := r.consume(topic)
+			if err != nil {
+				return err
+			}
+			r.consumers[topic] = cons
+		}
+	}
+	r.log.Info("serving workflow", "workflow", wf)
+	return nil
+}
+
+func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
+	cfg := nsq.NewConfig()
+	cfg.MaxInFlight = r.opts.Concurrency
+	cfg.MaxAttempts = 0          // the runner counts attempts itself
+	cfg.OutputBufferSize = -1    // unbuffered: nsqd writes each message at once
+	cfg.OutputBufferTimeout = -1 // (a buffer would hold messages up to 250 ms)
+	cfg.LookupdPollInterval = 5 * time.Second
+	cons, err := nsq.NewConsumer(topic, r.opts.Channel, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer for %s: %w", topic, err)
+	}
+	cons.SetLogger(queue.NSQLogger(r.log), nsq.LogLevelWarning)
+	cons.AddConcurrentHandlers(nsq.HandlerFunc(r.handleMessage), r.opts.Concurrency)
+	if len(r.opts.Lookupds) > 0 {
+		err = cons.ConnectToNSQLookupds(r.opts.Lookupds)
+	} else {
+		err = cons.ConnectToNSQDs(r.opts.NSQDs)
+	}
+	if err != nil {
+		cons.Stop()
+		return nil, fmt.Errorf("connect consumer for %s: %w", topic, err)
+	}
+	return cons, nil
+}
+
+// drain stops the consumers and waits for in-flight handlers up to Grace.
+func (r *Runner) drain() {
+	r.mu.Lock()
+	r.stopping = true
+	consumers := make([]*nsq.Consumer, 0, len(r.consumers))
+	for _, c := range r.consumers {
+		consumers = append(consumers, c)
+		c.Stop()
+	}
+	r.mu.Unlock()
+	timer := time.NewTimer(r.opts.Grace)
+	defer timer.Stop()
+	for _, c := range consumers {
+		select {
+		case <-c.StopChan:
+		case <-timer.C:
+			r.log.Warn("drain grace elapsed; killing in-flight handlers", "grace", r.opts.Grace)
+			r.runCancel()
+			<-c.StopChan
+		}
+	}
+}
+
+// Close stops everything Run started and releases the sandbox (if the
+// runner created it), the catalog and the publisher. It is idempotent.
+func (r *Runner) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.stopping = true
+		for _, c := range r.consumers {
+			c.Stop()
+		}
+		r.mu.Unlock()
+		r.runCancel()
+		if r.catalog != nil {
+			r.catalog.Close()
+		}
+		if r.pub != nil {
+			r.pub.Close()
+		}
+		if r.ownsBox && r.sandbox != nil {
+			err = r.sandbox.Close()
+		}
+	})
+	return err
+}
+
+// cleanupLoop prunes requests whose retention has passed.
+func (r *Runner) cleanupLoop(ctx context.Context) {
+	t := time.NewTicker(r.opts.CleanupInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		due, err := r.store.DueCleanups(ctx, time.Now(), 100)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				r.log.Warn("read cleanup queue", "err", err)
+			}
+			continue
+		}
+		for _, c := range due {
+			n, err := r.store.PruneRequest(ctx, c.Workflow, c.Request, false)
+			if err != nil {
+				r.log.Warn("cleanup", "workflow", c.Workflow, "request_id", c.Request, "err", err)
+				continue
+			}
+			if err := r.store.CompleteCleanup(ctx, c); err != nil {
+				r.log.Warn("cleanup", "workflow", c.Workflow, "request_id", c.Request, "err", err)
+				continue
+			}
+			r.log.Debug("request cleaned up", "workflow", c.Workflow, "request_id", c.Request, "invocations", n)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package runner
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/jobx/jobx/processors"
+)
+
+// Sandbox runs one handler invocation in isolation. The runner declares it;
+// the process sandbox (this package) and the containerd sandbox satisfy it.
+// Implementations must be safe for concurrent use.
+type Sandbox interface {
+	// Run runs spec's program to completion. A non-nil error means the
+	// sandbox itself failed (the invocation may be retried elsewhere); a
+	// handler's own failure is reported in the Outcome.
+	Run(ctx context.Context, spec *RunSpec) (*Outcome, error)
+	// Kind names the sandbox ("process", "containerd").
+	Kind() string
+	// Close releases warm processes and containers.
+	Close() error
+}
+
+// RunSpec is one handler run.
+type RunSpec struct {
+	Workflow    string
+	Handler     string
+	HandlerType string
+	Invocation  string
+	Program     processors.Program
+	Env         []string // complete environment, KEY=VALUE
+	Stdin       io.Reader
+	Stdout      io.Writer // receives the handler's stdout as written
+	Stderr      io.Writer // receives every stderr byte (the sandbox also keeps a tail)
+	Limits      Limits
+}
+
+// Limits bound one handler run. Zero values mean no limit.
+type Limits struct {
+	Timeout   time.Duration
+	Memory    int64 // bytes
+	CPU       float64
+	Pids      int
+	MaxOutput int64 // bytes of stdout
+	Network   string
+}
+
+// Outcome is how a handler run ended.
+type Outcome struct {
+	ExitCode       int
+	Signal         string // "killed", "terminated", ... when killed by a signal
+	TimedOut       bool
+	OOMKilled      bool
+	OutputExceeded bool
+	StderrTail     string
+	Duration       time.Duration
+	Warm           bool // ran on a warm interpreter or sandbox
+}
+
+// Succeeded reports a clean exit.
+func (o *Outcome) Succeeded() bool {
+	return o.ExitCode == 0 && o.Signal == "" && !o.TimedOut && !o.OOMKilled && !o.OutputExceeded
+}
+
+// StderrTailSize is how many bytes of stderr an Outcome keeps.
+const StderrTailSize = 4096
+
+// tailBuffer keeps the last n bytes written to it.
+type tailBuffer struct {
+	n   int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.n {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.n:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.buf) }
+
+// limitWriter passes writes to w until limit bytes, then reports overflow.
+type limitWriter struct {
+	w        io.Writer
+	limit    int64
+	n        int64
+	exceeded bool
+	onExceed func()
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.exceeded {
+		return len(p), nil
+	}
+	if l.limit > 0 && l.n+int64(len(p)) > l.limit {
+		l.exceeded = true
+		if l.onExceed != nil {
+			l.onExceed()
+		}
+		return len(p), nil
+	}
+	l.n += int64(len(p))
+	return l.w.Write(p)
+}

@@ -1,0 +1,171 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/jobx/jobx/processors/python"
+)
+
+// errNoWarm means the run should fall back to a cold start.
+var errNoWarm = errors.New("no warm interpreter for this program")
+
+// warmPool keeps Python zygotes: interpreters that fork a fresh child per
+// handler run, so a run costs a fork (about 1 ms) instead of an
+// interpreter start (about 10 ms). Zygotes start on first use and are
+// restarted when they die.
+type warmPool struct {
+	opts ProcessOptions
+
+	mu      sync.Mutex // guards zygotes, runtime and closed
+	zygotes []*python.Zygote
+	runtime string // path of the installed Python runtime
+	next    atomic.Uint64
+	closed  bool
+}
+
+func newWarmPool(opts ProcessOptions) *warmPool {
+	return &warmPool{opts: opts, zygotes: make([]*python.Zygote, opts.Zygotes)}
+}
+
+// get returns a live zygote, starting one if needed.
+func (p *warmPool) get(ctx context.Context) (*python.Zygote, error) {
+	i := int(p.next.Add(1) % uint64(len(p.zygotes)))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errNoWarm
+	}
+	if z := p.zygotes[i]; z != nil {
+		select {
+		case <-z.Done():
+			p.opts.Log.Warn("python zygote died; starting another", "zygote", i)
+		default:
+			return z, nil
+		}
+	}
+	if p.runtime == "" {
+		p.runtime = filepath.Join(p.opts.Dir, python.RuntimeFile)
+		if err := os.WriteFile(p.runtime, python.Runtime, 0o644); err != nil {
+			return nil, fmt.Errorf("install python runtime: %w", err)
+		}
+	}
+	sock := filepath.Join(p.opts.Dir, fmt.Sprintf("zygote-%d.sock", i))
+	z, err := python.StartZygote(ctx, p.runtime, sock, p.opts.Log)
+	if err != nil {
+		return nil, fmt.Errorf("start python zygote: %w", err)
+	}
+	p.zygotes[i] = z
+	return z, nil
+}
+
+func (p *warmPool) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	var errs error
+	for i, z := range p.zygotes {
+		if z != nil {
+			if err := z.Close(); err != nil {
+				errs = multierror.Append(errs, err)
+			}
+			p.zygotes[i] = nil
+		}
+	}
+	return errs
+}
+
+// run forks the handler from a zygote, wiring its stdio through pipes.
+func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch string) (*Outcome, error) {
+	if spec.Program.Warm.Kind != "python" {
+		return nil, errNoWarm
+	}
+	z, err := p.get(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	var files []*os.File
+	pipe := func() (*os.File, *os.File) {
+		r, w, err2 := os.Pipe()
+		if err2 != nil && err == nil {
+			err = err2
+		}
+		files = append(files, r, w)
+		return r, w
+	}
+	inR, inW := pipe()
+	outR, outW := pipe()
+	errR, errW := pipe()
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+	}
+	child, err := z.Spawn(ctx, python.SpawnRequest{
+		HandlerPath: spec.Program.Warm.HandlerPath,
+		HandlerType: spec.HandlerType,
+		Env:         env,
+		Dir:         scratch,
+		Stdin:       inR, Stdout: outW, Stderr: errW,
+		Rlimits: python.Rlimits{AS: spec.Limits.Memory},
+	})
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("fork handler %s from zygote: %w", spec.Handler, err)
+	}
+	var once sync.Once
+	kill := func() { once.Do(func() { child.Kill() }) }
+	st := newStreams(spec, kill)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if spec.Stdin != nil {
+			io.Copy(inW, spec.Stdin)
+		}
+		inW.Close()
+	}()
+	go func() { defer wg.Done(); io.Copy(st.stdout, outR) }()
+	go func() { defer wg.Done(); io.Copy(st.stderr, errR) }()
+	stop := context.AfterFunc(ctx, kill)
+	status, werr := child.Wait()
+	stop()
+	// Processes the handler started would hold the pipes open: kill its group.
+	syscall.Kill(-child.Pid(), syscall.SIGKILL)
+	copied := make(chan struct{})
+	go func() { wg.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		<-copied
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, werr)
+	}
+	out := &Outcome{Duration: time.Since(start), Warm: true, OutputExceeded: st.stdout.exceeded, StderrTail: st.tail.String()}
+	out.ExitCode = status.Code
+	if status.Signal != 0 {
+		out.Signal = signalName(status.Signal)
+		out.ExitCode = 128 + status.Signal
+	}
+	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	return out, nil
+}
