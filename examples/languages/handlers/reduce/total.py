@@ -1,0 +1,8 @@
+"""
+Total each key's values.
+
+**
+handler_type: reducer
+"""
+for k, vs in results:
+    yield (k, sum(vs))
