@@ -40,7 +40,7 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 	// Keep the message alive while it waits and runs.
 	touchDone := make(chan struct{})
 	go func() {
-		t := time.NewTicker(15 * time.Second)
+		t := time.NewTicker(r.opts.MsgTimeout / 3)
 		defer t.Stop()
 		for {
 			select {

@@ -40,6 +40,10 @@ type Options struct {
 	// MaxAttempts bounds deliveries of a message whose processing keeps
 	// failing for infrastructure reasons; then its request fails.
 	MaxAttempts uint16
+	// MsgTimeout is how long nsqd waits for a message before redelivering
+	// it; the runner touches in-flight messages every third of it, so a
+	// long-running invocation is not redelivered while it runs.
+	MsgTimeout time.Duration
 	// RequeueDelay is the delay before an infrastructure failure is retried.
 	RequeueDelay time.Duration
 	// Retention is how long a finished request is kept before cleanup
@@ -65,6 +69,7 @@ func NewOptions() *Options {
 		Capabilities:    []string{kvmodel.CapabilityGeneral},
 		Concurrency:     4 * runtime.GOMAXPROCS(0),
 		MaxAttempts:     5,
+		MsgTimeout:      time.Minute,
 		RequeueDelay:    time.Second,
 		Retention:       time.Hour,
 		CleanupInterval: time.Second,
@@ -99,6 +104,9 @@ func (o *Options) validate() error {
 	}
 	if o.Concurrency < 1 {
 		return fmt.Errorf("runner: --concurrency must be at least 1, not %d", o.Concurrency)
+	}
+	if o.MsgTimeout < time.Second {
+		return fmt.Errorf("runner: --msg-timeout must be at least 1s, not %s", o.MsgTimeout)
 	}
 	if o.MaxAttempts < 1 {
 		return errors.New("runner: --max-attempts must be at least 1")

@@ -163,6 +163,7 @@ func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 	cfg.OutputBufferSize = -1    // unbuffered: nsqd writes each message at once
 	cfg.OutputBufferTimeout = -1 // (a buffer would hold messages up to 250 ms)
 	cfg.LookupdPollInterval = 5 * time.Second
+	cfg.MsgTimeout = r.opts.MsgTimeout
 	cons, err := nsq.NewConsumer(topic, r.opts.Channel, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer for %s: %w", topic, err)

@@ -1,0 +1,34 @@
+# jobx: the two set-up commands are `make run` and `make test`.
+GO      ?= go
+DATA    ?= .jobx
+HTTP    ?= 127.0.0.1:8080
+EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
+
+.PHONY: build run test vet fmt-check unit integration bench clean
+
+build: bin/jobx
+
+bin/jobx: $(shell find . -name '*.go' -not -path './bench/*') go.mod go.sum
+	$(GO) build -o bin/jobx ./cmd/jobx
+
+## run: the all-in-one local cluster (embedded etcd and nsqd) with the examples loaded
+run: build
+	./bin/jobx up --data-dir $(DATA) --http $(HTTP) $(addprefix --load ,$(EXAMPLES))
+
+## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd) with -race
+test: fmt-check vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## bench: the benchmark harness; prints a table and writes bench/out/results.json
+bench:
+	$(GO) run ./bench -out bench/out/results.json
+
+clean:
+	rm -rf bin $(DATA) bench/out
