@@ -4,19 +4,32 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test vet fmt-check unit integration bench clean
+.PHONY: build run test vet fmt-check deps bench clean
 
 build: bin/jobx
 
 bin/jobx: $(shell find . -name '*.go' -not -path './bench/*') go.mod go.sum
 	$(GO) build -o bin/jobx ./cmd/jobx
 
+## deps: install the handler interpreters the examples and tests use (Debian, as root)
+deps:
+	@missing=""; \
+	command -v python3 >/dev/null || missing="$$missing python3"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v perl >/dev/null || missing="$$missing perl"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing (install them, or run as root)"; exit 1; fi; \
+		echo "installing:$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 ## run: the all-in-one local cluster (embedded etcd and nsqd) with the examples loaded
-run: build
+run: deps build
 	./bin/jobx up --data-dir $(DATA) --http $(HTTP) $(addprefix --load ,$(EXAMPLES))
 
 ## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd) with -race
-test: fmt-check vet
+test: deps fmt-check vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 fmt-check:

@@ -476,11 +476,16 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 			return err
 		}
 		parent = fresh
-		if attempt > 0 && attempt%10 == 0 {
-			t.log.Debug("parent counter contended", "attempts", attempt)
+		if attempt >= maxCASAttempts {
+			return fmt.Errorf("parent counter of %s: %w after %d attempts", parent.ID, kvmodel.ErrConflict, attempt+1)
 		}
 	}
 }
+
+// maxCASAttempts bounds the retries of a contended parent counter; each
+// lost attempt means another child made progress, so this is reached only
+// under pathological contention, and the message is then retried.
+const maxCASAttempts = 1000
 
 // completeRequest returns the ops that mark a request done.
 func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
