@@ -23,7 +23,7 @@ func TestJobBodyKeepsArgumentOrderAndValues(t *testing.T) {
 func TestJobBodyErrorsNameTheProblem(t *testing.T) {
 	for _, tc := range []struct {
 		name, ctype, body, want string
-		status               int
+		status                  int
 	}{
 		{"no content type", "", `{}`, "missing Content-Type", 400},
 		{"form content type", "application/x-www-form-urlencoded", `a=1`, `is not "application/json"`, 415},
