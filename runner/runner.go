@@ -137,6 +137,7 @@ func (r *Runner) subscribe(wf string) error {
 	if r.stopping {
 		return nil
 	}
+	added := 0
 	for _, c := range r.opts.Capabilities {
 		if err := kvmodel.ValidateTopicPair(wf, c); err != nil {
 			return err
@@ -150,9 +151,12 @@ func (r *Runner) subscribe(wf string) error {
 				return err
 			}
 			r.consumers[topic] = cons
+			added++
 		}
 	}
-	r.log.Info("serving workflow", "workflow", wf)
+	if added > 0 {
+		r.log.Info("serving workflow", "workflow", wf)
+	}
 	return nil
 }
 

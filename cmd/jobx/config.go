@@ -1,0 +1,154 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Defaults of the connection settings.
+const (
+	defaultEtcdHost = "127.0.0.1"
+	defaultEtcdPort = "2379" // JobX used 4001, etcd v2's legacy port
+	defaultNSQDPort = "4150"
+	defaultGateway  = "http://127.0.0.1:8080"
+)
+
+// envConfig is everything jobx reads from the environment. It is the only
+// place that reads environment variables: commands take their flag defaults
+// from it.
+type envConfig struct {
+	Etcd    []string // JOBX_ETCD, or MR_ETCD_HOST + MR_ETCD_PORT + MR_ETCD_IS_SSL
+	EtcdErr error    // a malformed etcd variable, reported when the default is used
+	NSQD    []string // JOBX_NSQD or MR_NSQD_HOSTS
+	Gateway string   // JOBX_GATEWAY
+
+	Capabilities []string // MR_SYSTEM_CAPABILITIES
+	Workflows    []string // MR_WORKFLOW_NAMES
+	Channel      string   // MR_CHANNEL
+
+	LogLevel  string // JOBX_LOG_LEVEL
+	LogFormat string // JOBX_LOG_FORMAT
+}
+
+// loadEnv reads the environment through getenv.
+func loadEnv(getenv func(string) string) envConfig {
+	var c envConfig
+	if v := getenv("JOBX_ETCD"); v != "" {
+		c.Etcd = splitList(v)
+	} else {
+		host := orDefault(getenv("MR_ETCD_HOST"), defaultEtcdHost)
+		port := orDefault(getenv("MR_ETCD_PORT"), defaultEtcdPort)
+		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+			c.EtcdErr = fmt.Errorf("MR_ETCD_PORT=%q is not a port number", port)
+		}
+		scheme := "http"
+		switch ssl := getenv("MR_ETCD_IS_SSL"); ssl {
+		case "", "0", "false":
+		case "1", "true":
+			scheme = "https"
+		default:
+			c.EtcdErr = fmt.Errorf("MR_ETCD_IS_SSL=%q: want 0 or 1", ssl)
+		}
+		c.Etcd = []string{scheme + "://" + net.JoinHostPort(host, port)}
+	}
+	c.NSQD = []string{net.JoinHostPort(defaultEtcdHost, defaultNSQDPort)}
+	if v := orDefault(getenv("JOBX_NSQD"), getenv("MR_NSQD_HOSTS")); v != "" {
+		c.NSQD = splitList(v)
+	}
+	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
+	c.Capabilities = splitList(getenv("MR_SYSTEM_CAPABILITIES"))
+	c.Workflows = splitList(getenv("MR_WORKFLOW_NAMES"))
+	c.Channel = getenv("MR_CHANNEL")
+	c.LogLevel = orDefault(getenv("JOBX_LOG_LEVEL"), "info")
+	c.LogFormat = orDefault(getenv("JOBX_LOG_FORMAT"), "text")
+	return c
+}
+
+// etcdEndpoints normalises etcd endpoints: a bare host gets port 2379 and
+// every endpoint gets a scheme (http unless given).
+func etcdEndpoints(list []string) ([]string, error) {
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		scheme, hostport, ok := strings.Cut(e, "://")
+		if !ok {
+			scheme, hostport = "http", e
+		}
+		if scheme != "http" && scheme != "https" {
+			return nil, fmt.Errorf("--etcd %q: scheme must be http or https", e)
+		}
+		hostport = strings.TrimSuffix(hostport, "/")
+		if hostport == "" {
+			return nil, fmt.Errorf("--etcd %q: no host", e)
+		}
+		if _, _, err := net.SplitHostPort(hostport); err != nil {
+			hostport = net.JoinHostPort(strings.Trim(hostport, "[]"), defaultEtcdPort)
+		}
+		out = append(out, scheme+"://"+hostport)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--etcd: no endpoint")
+	}
+	return out, nil
+}
+
+// nsqdAddrs normalises nsqd addresses: a bare host gets port 4150.
+func nsqdAddrs(list []string) ([]string, error) {
+	out := make([]string, 0, len(list))
+	for _, a := range list {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			if strings.Contains(a, "://") || strings.Count(a, ":") == 1 {
+				return nil, fmt.Errorf("--nsqd %q: want host or host:port", a)
+			}
+			a = net.JoinHostPort(strings.Trim(a, "[]"), defaultNSQDPort)
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--nsqd: no address")
+	}
+	return out, nil
+}
+
+// newEtcdClient connects to endpoints (already normalised). Any https
+// endpoint enables TLS with the system's roots.
+func newEtcdClient(endpoints []string) (*clientv3.Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	}
+	for _, e := range endpoints {
+		if strings.HasPrefix(e, "https://") {
+			cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(endpoints, ","), err)
+	}
+	return cli, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

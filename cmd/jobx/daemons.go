@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/runner"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) gatewayCmd() *cobra.Command {
+	opts := gateway.NewOptions()
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run the HTTP gateway (POST /job/<workflow>/<job>)",
+		Long: `Run the HTTP gateway: it accepts job submissions (POST /job/<workflow>/<job>),
+queues their root invocation on nsqd and, for blocking requests, answers with the
+result. GET /request/<workflow>/<id> shows a request's status and result;
+GET /healthz checks etcd. The first SIGINT/SIGTERM stops accepting and lets
+blocking requests in flight finish; a second exits at once.`,
+		Example: `  jobx gateway --etcd 127.0.0.1:2379 --nsqd 127.0.0.1:4150 --http :8080`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cli, err := a.etcdClient()
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			if opts.NSQDs, err = a.nsqdAddrs(); err != nil {
+				return err
+			}
+			opts.Etcd, opts.Log = cli, a.log
+			g, err := gateway.New(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			defer g.Close()
+			return g.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Addr, "http", opts.Addr, "HTTP listen address")
+	f.DurationVar(&opts.BlockingTimeout, "blocking-timeout", opts.BlockingTimeout, "longest wait of a blocking request (then 504 with the request id; the job goes on)")
+	f.Int64Var(&opts.MaxBodyBytes, "max-body", opts.MaxBodyBytes, "largest request body, in bytes")
+	f.DurationVar(&opts.DeliveredRetention, "delivered-retention", opts.DeliveredRetention, "how long a blocking request is kept after its result was delivered")
+	return cmd
+}
+
+// runnerFlags are the runner flags shared by `jobx runner` and `jobx up`.
+type runnerFlags struct {
+	opts    *runner.Options
+	sandbox string
+}
+
+func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
+	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: "process"}
+	o := rf.opts
+	if len(a.env.Capabilities) > 0 {
+		o.Capabilities = a.env.Capabilities
+	}
+	o.Workflows = a.env.Workflows
+	if a.env.Channel != "" {
+		o.Channel = a.env.Channel
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.Capabilities, "capabilities", o.Capabilities, "capabilities offered, comma-separated (env MR_SYSTEM_CAPABILITIES)")
+	f.StringSliceVar(&o.Workflows, "workflows", o.Workflows, "workflows served, comma-separated; empty serves all (env MR_WORKFLOW_NAMES)")
+	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs in flight (JobX's MR_NSQ_MAX_IN_FLIGHT)")
+	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
+	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: process")
+	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
+	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
+	if withIdentity {
+		f.StringVar(&o.Dir, "dir", "", "working directory for installed handlers and scratch (default: a temporary directory, removed on exit)")
+		f.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel (env MR_CHANNEL)")
+		f.StringVar(&o.ID, "id", o.ID, "runner id in logs and the registry")
+		f.StringSliceVar(&o.Lookupds, "lookupd", nil, "nsqlookupd HTTP addresses to discover nsqd through (publishing still uses --nsqd)")
+	}
+	return rf
+}
+
+func (rf *runnerFlags) validate() error {
+	if rf.sandbox != "process" {
+		return fmt.Errorf("--sandbox %q: only \"process\" is available", rf.sandbox)
+	}
+	return nil
+}
+
+func (a *app) runnerCmd() *cobra.Command {
+	var rf *runnerFlags
+	cmd := &cobra.Command{
+		Use:   "runner",
+		Short: "Run a runner: consume invocations from nsqd and run handlers",
+		Long: `Run a runner daemon. It consumes the map and reduce topics
+(mr.<workflow>.map.<capability>, mr.<workflow>.reduce.<capability>) of the
+served workflows and offered capabilities, runs each invocation's handler in a
+sandbox and records the outcome in etcd. The first SIGINT/SIGTERM drains (stops
+taking messages, lets in-flight invocations finish within --grace); a second
+exits at once.`,
+		Example: `  jobx runner --capabilities general,gpu --workflows dev
+  MR_SYSTEM_CAPABILITIES=general MR_WORKFLOW_NAMES=dev jobx runner`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := rf.validate(); err != nil {
+				return err
+			}
+			o := rf.opts
+			if o.Dir == "" {
+				dir, err := os.MkdirTemp("", "jobx-runner-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				o.Dir = dir
+			}
+			cli, err := a.etcdClient()
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			if o.NSQDs, err = a.nsqdAddrs(); err != nil {
+				return err
+			}
+			o.Etcd, o.Log = cli, a.log
+			r, err := runner.New(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			return r.Run(cmd.Context())
+		},
+	}
+	rf = a.addRunnerFlags(cmd, true)
+	return cmd
+}

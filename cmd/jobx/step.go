@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jobx/jobx/kvmodel"
+	"github.com/spf13/cobra"
+)
+
+// roles are a step's handler slots: the flag/role name and the handler
+// type each needs.
+var roles = []struct{ role, typ string }{
+	{"map", kvmodel.HandlerMapper},
+	{"combine", kvmodel.HandlerCombiner},
+	{"reduce", kvmodel.HandlerReducer},
+}
+
+// roleType returns the handler type for a role or a handler type name
+// ("map" or "mapper" -> "mapper").
+func roleType(s string) (string, bool) {
+	for _, r := range roles {
+		if s == r.role || s == r.typ {
+			return r.typ, true
+		}
+	}
+	return "", false
+}
+
+// checkHandler fails unless handler name exists in wf with type typ.
+func checkHandler(ctx context.Context, st *kvmodel.Store, wf, name, role, typ string) error {
+	h := &kvmodel.Handler{WorkflowName: wf, Name: name}
+	if err := kvmodel.ValidateName(role+" handler name", name); err != nil {
+		return err
+	}
+	if err := st.Get(ctx, h); err != nil {
+		return notFound(err, "%s handler %q of workflow %s", role, name, wf)
+	}
+	if h.HandlerType != typ {
+		return fmt.Errorf("%s handler %q is a %s, not a %s", role, name, h.HandlerType, typ)
+	}
+	return nil
+}
+
+// checkStepHandlers checks every handler a step names.
+func checkStepHandlers(ctx context.Context, st *kvmodel.Store, s *kvmodel.Step) error {
+	for i, name := range []string{s.MapHandlerName, s.CombineHandlerName, s.ReduceHandlerName} {
+		if name == "" && roles[i].role == "combine" {
+			continue
+		}
+		if err := checkHandler(ctx, st, s.WorkflowName, name, roles[i].role, roles[i].typ); err != nil {
+			return fmt.Errorf("step %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+func stepHandler(s *kvmodel.Step, typ string) *string {
+	switch typ {
+	case kvmodel.HandlerMapper:
+		return &s.MapHandlerName
+	case kvmodel.HandlerCombiner:
+		return &s.CombineHandlerName
+	}
+	return &s.ReduceHandlerName
+}
+
+func (a *app) stepCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "step",
+		Aliases: []string{"steps"},
+		Short:   "Create, show, list, repoint and delete steps (mr_kv_step_*)",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "create <workflow> <name> <description> <map_handler> <combine_handler or ''> <reduce_handler>",
+		Short: "Create a step: a mapper, an optional combiner and a reducer (mr_kv_step_create)",
+		Long: `Create a step. The handlers must exist with the right handler_type; pass '' as
+the combiner for none (as with JobX, it is a required positional).`,
+		Example: `  jobx step create dev step6_split_argument_1 "split an argument in two" map_test_split '' reduce_test_noop`,
+		Args:    cobra.ExactArgs(6),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			if _, err := requireWorkflow(ctx, st, args[0]); err != nil {
+				return err
+			}
+			s := &kvmodel.Step{WorkflowName: args[0], Name: args[1], Description: args[2],
+				MapHandlerName: args[3], CombineHandlerName: args[4], ReduceHandlerName: args[5]}
+			if err := checkStepHandlers(ctx, st, s); err != nil {
+				return err
+			}
+			if err := st.Create(ctx, s); err != nil {
+				return err
+			}
+			return a.printEntity(s)
+		}),
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:     "get <workflow> <name>",
+		Short:   "Show a step (mr_kv_step_get)",
+		Example: `  jobx step get dev step6_split_argument_1`,
+		Args:    cobra.ExactArgs(2),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			s := &kvmodel.Step{WorkflowName: args[0], Name: args[1]}
+			if err := st.Get(ctx, s); err != nil {
+				return notFound(err, "step %q of workflow %s", args[1], args[0])
+			}
+			return a.printEntity(s)
+		}),
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list <workflow>",
+		Short: "List steps grouped by step, mapper, combiner and reducer (mr_kv_step_list)",
+		Example: `  jobx step list dev
+  jobx step list dev -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			if _, err := requireWorkflow(ctx, st, args[0]); err != nil {
+				return err
+			}
+			steps, err := kvmodel.List[kvmodel.Step](ctx, st, args[0])
+			if err != nil {
+				return err
+			}
+			return a.printSteps(steps)
+		}),
+	})
+	var force bool
+	del := &cobra.Command{
+		Use:   "delete <workflow> <name>",
+		Short: "Delete a step (mr_kv_step_delete)",
+		Long: `Delete a step. Unlike JobX, it refuses while a job starts at the step, unless
+--force.`,
+		Example: `  jobx step delete dev step7_chunk_argument`,
+		Args:    cobra.ExactArgs(2),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			jobs, err := kvmodel.List[kvmodel.Job](ctx, st, args[0])
+			if err != nil {
+				return err
+			}
+			var users []string
+			for _, j := range jobs {
+				if j.InitialStepName == args[1] {
+					users = append(users, j.Name)
+				}
+			}
+			if len(users) > 0 && !force {
+				return fmt.Errorf("step %s is the initial step of job(s) %s; delete or repoint them, or pass --force", args[1], strings.Join(users, ", "))
+			}
+			s := &kvmodel.Step{WorkflowName: args[0], Name: args[1]}
+			if err := st.Delete(ctx, s); err != nil {
+				return notFound(err, "step %q of workflow %s", args[1], args[0])
+			}
+			fmt.Fprintf(a.stdout, "deleted step %s\n", args[1])
+			return nil
+		}),
+	}
+	del.Flags().BoolVarP(&force, "force", "f", false, "delete even if jobs start at the step")
+	cmd.AddCommand(del, a.stepSetHandlerCmd(), a.stepUpdateHandlersCmd())
+	return cmd
+}
+
+func (a *app) stepSetHandlerCmd() *cobra.Command {
+	var m, c, r string
+	cmd := &cobra.Command{
+		Use:   "set-handler <workflow> <name> [-m map] [-c combine] [-r reduce]",
+		Short: "Replace some of a step's handlers (mr_kv_step_set_handler)",
+		Long:  `Replace the handlers given by flags; -c '' removes the combiner.`,
+		Example: `  jobx step set-handler dev step7_chunk_argument -r reduce_test_multiply
+  jobx step set-handler dev step7_chunk_argument -c ''`,
+		Args: cobra.ExactArgs(2),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			s := &kvmodel.Step{WorkflowName: args[0], Name: args[1]}
+			if err := st.Get(ctx, s); err != nil {
+				return notFound(err, "step %q of workflow %s", args[1], args[0])
+			}
+			changed := false
+			for flag, v := range map[string]string{"map": m, "combine": c, "reduce": r} {
+				if cmd.Flags().Changed(flag) {
+					typ, _ := roleType(flag)
+					*stepHandler(s, typ) = v
+					changed = true
+				}
+			}
+			if !changed {
+				return fmt.Errorf("nothing to set: give -m, -c or -r")
+			}
+			if err := checkStepHandlers(ctx, st, s); err != nil {
+				return err
+			}
+			if err := st.UpdateCAS(ctx, s); err != nil {
+				return err
+			}
+			return a.printEntity(s)
+		}),
+	}
+	cmd.Flags().StringVarP(&m, "map", "m", "", "map handler")
+	cmd.Flags().StringVarP(&c, "combine", "c", "", "combine handler ('' for none)")
+	cmd.Flags().StringVarP(&r, "reduce", "r", "", "reduce handler")
+	return cmd
+}
+
+func (a *app) stepUpdateHandlersCmd() *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "update-handlers <workflow> <handler_type> <if_name> <to_name>",
+		Short: "Repoint every step that uses one handler to another (mr_kv_step_update_handlers)",
+		Long: `Repoint every step whose <handler_type> handler is <if_name> to <to_name>, which
+must exist with that type. <handler_type> is mapper, combiner or reducer (or map,
+combine, reduce).`,
+		Example: `  jobx step update-handlers dev reducer reduce_test_sum reduce_test_multiply --dry-run`,
+		Args:    cobra.ExactArgs(4),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			wf, from, to := args[0], args[2], args[3]
+			typ, ok := roleType(args[1])
+			if !ok {
+				return fmt.Errorf("handler type %q: want mapper, combiner or reducer", args[1])
+			}
+			if err := checkHandler(ctx, st, wf, to, "new", typ); err != nil {
+				return err
+			}
+			steps, err := kvmodel.List[kvmodel.Step](ctx, st, wf)
+			if err != nil {
+				return err
+			}
+			n := 0
+			for _, s := range steps {
+				h := stepHandler(s, typ)
+				if *h != from {
+					continue
+				}
+				*h = to
+				n++
+				if !dryRun {
+					if err := st.UpdateCAS(ctx, s); err != nil {
+						return fmt.Errorf("step %s: %w", s.Name, err)
+					}
+				}
+				fmt.Fprintf(a.stdout, "step %s: %s %s -> %s\n", s.Name, typ, from, to)
+			}
+			suffix := ""
+			if dryRun {
+				suffix = " (dry run: nothing written)"
+			}
+			fmt.Fprintf(a.stderr, "%d step(s) updated%s\n", n, suffix)
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVarP(&dryRun, "dry-run", "s", false, "print what would change, write nothing (JobX's -s)")
+	return cmd
+}
+
+// printSteps prints steps grouped as JobX's mr_kv_step_list does.
+func (a *app) printSteps(steps []*kvmodel.Step) error {
+	by := map[string]map[string][]string{"mapper": {}, "combiner": {}, "reducer": {}}
+	for _, s := range steps {
+		for _, r := range roles {
+			if h := *stepHandler(s, r.typ); h != "" {
+				by[r.typ][h] = append(by[r.typ][h], s.Name)
+			}
+		}
+	}
+	if a.output == "json" {
+		items := make([]map[string]any, len(steps))
+		for i, s := range steps {
+			items[i] = entityFields(s)
+		}
+		return writeJSON(a.stdout, map[string]any{
+			"steps": items, "by_mapper": by["mapper"], "by_combiner": by["combiner"], "by_reducer": by["reducer"],
+		})
+	}
+	w := a.stdout
+	fmt.Fprintln(w, "By step:")
+	if len(steps) == 0 {
+		fmt.Fprintln(w, "  (none)")
+	}
+	for _, s := range steps {
+		fmt.Fprintf(w, "  %s: map=%s combine=%s reduce=%s\n", s.Name, s.MapHandlerName, textValue(s.CombineHandlerName), s.ReduceHandlerName)
+	}
+	for _, g := range []struct{ title, typ string }{{"By mapper:", "mapper"}, {"By combiner:", "combiner"}, {"By reducer:", "reducer"}} {
+		fmt.Fprintln(w, g.title)
+		names := make([]string, 0, len(by[g.typ]))
+		for h := range by[g.typ] {
+			names = append(names, h)
+		}
+		sort.Strings(names)
+		if len(names) == 0 {
+			fmt.Fprintln(w, "  (none)")
+		}
+		for _, h := range names {
+			fmt.Fprintf(w, "  %s: %s\n", h, strings.Join(by[g.typ][h], ", "))
+		}
+	}
+	return nil
+}
