@@ -138,7 +138,7 @@ type HandlerOptions struct {
 	Timeout      string  `json:"timeout,omitempty"`
 	Memory       int64   `json:"memory,omitempty"`
 	CPU          float64 `json:"cpu,omitempty"`
-	Pids         int     `json:"pids,omitempty"`
+	Pids         int64   `json:"pids,omitempty"`
 	Network      string  `json:"network,omitempty"`
 	MaxOutput    int64   `json:"max_output,omitempty"`
 	Retries      int     `json:"retries,omitempty"`

@@ -41,7 +41,7 @@ type Limits struct {
 	Timeout   time.Duration
 	Memory    int64 // bytes
 	CPU       float64
-	Pids      int
+	Pids      int64
 	MaxOutput int64 // bytes of stdout
 	Network   string
 }

@@ -379,7 +379,7 @@ func HandlerOptions(relPath string, meta *processors.Meta) kvmodel.HandlerOption
 		File:      relPath,
 		Memory:    meta.Memory,
 		CPU:       meta.CPU,
-		Pids:      int(meta.Pids),
+		Pids:      meta.Pids,
 		Network:   meta.Network,
 		MaxOutput: meta.MaxOutput,
 		Retries:   meta.Retries.Count,
