@@ -31,7 +31,7 @@ type blockLine struct {
 }
 
 // ParseHeader finds the metadata header of the handler file named filename
-// (its extension selects where the header is; see the package README) and
+// (its extension selects where the header is; see docs/handlers.md) and
 // parses it. Every error is a *HeaderError.
 //
 // The header block holds description lines, then a pivot line whose text
