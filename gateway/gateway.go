@@ -36,6 +36,7 @@ type Gateway struct {
 	log     *slog.Logger
 	store   *kvmodel.Store
 	catalog *kvmodel.Catalog
+	runners *kvmodel.Registry
 	pub     *queue.Publisher
 	engine  *gin.Engine
 	ln      net.Listener
@@ -58,6 +59,10 @@ func New(ctx context.Context, opts *Options) (*Gateway, error) {
 	}
 	if g.catalog, err = kvmodel.NewCatalog(ctx, g.store, g.log); err != nil {
 		g.pub.Close()
+		return nil, err
+	}
+	if g.runners, err = kvmodel.NewRegistry(ctx, g.store, g.log); err != nil {
+		g.Close()
 		return nil, err
 	}
 	g.engine = g.routes()
@@ -113,6 +118,9 @@ func (g *Gateway) Close() {
 		}
 		if g.catalog != nil {
 			g.catalog.Close()
+		}
+		if g.runners != nil {
+			g.runners.Close()
 		}
 		if g.pub != nil {
 			g.pub.Close()

@@ -26,6 +26,9 @@ type Options struct {
 	// result was delivered (0: cleaned up at once). Requests submitted
 	// with keep=true are never cleaned up automatically.
 	DeliveredRetention time.Duration
+	// Retention is how long a request that failed on arrival (no runner
+	// offers a capability it needs) is kept for GET /request.
+	Retention time.Duration
 	// Hostname is sent as X-FULFILLED-BY.
 	Hostname string
 	Log      *slog.Logger
@@ -38,6 +41,7 @@ func NewOptions() *Options {
 		Addr:            "127.0.0.1:8080",
 		MaxBodyBytes:    8 << 20,
 		BlockingTimeout: 5 * time.Minute,
+		Retention:       time.Hour,
 		Hostname:        host,
 	}
 }

@@ -59,6 +59,16 @@ func (g *Gateway) submit(c *gin.Context) {
 		return
 	}
 
+	missing, err := g.missingCapability(ctx, wf, step)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if missing != nil && blocking {
+		c.Error(&apiError{http.StatusServiceUnavailable, "no_capability", missing.Message})
+		return
+	}
+
 	root := &kvmodel.Invocation{
 		ID: kvmodel.NewID(), WorkflowName: wf, RequestID: reqID, StepName: step.Name,
 		Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: kvmodel.Now(),
@@ -72,10 +82,19 @@ func (g *Gateway) submit(c *gin.Context) {
 	for _, p := range body.Arguments {
 		args = kvmodel.AppendPairItem(args, p)
 	}
+	final := []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)}
+	if missing != nil {
+		// Reported, not parked: the request exists, already failed.
+		req.IsDone, req.State, req.Error, req.DoneTimestamp = true, kvmodel.StateFailed, missing, kvmodel.Now()
+		root.State, root.Failure = kvmodel.StateFailed, missing
+		final = []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)}
+		if !req.Keep {
+			final = append(final, kvmodel.CleanupOp(wf, reqID, time.Now().Add(g.opts.Retention)))
+		}
+	}
 	resp, err := g.store.Commit(ctx,
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(kvmodel.Key(req)), "=", 0)},
-		kvmodel.DatasetOps(wf, root.ID, kvmodel.Arguments, args),
-		[]kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)})
+		kvmodel.DatasetOps(wf, root.ID, kvmodel.Arguments, args), final)
 	if err != nil {
 		c.Error(err)
 		return
@@ -85,6 +104,12 @@ func (g *Gateway) submit(c *gin.Context) {
 		return
 	}
 	created := resp.Header.Revision
+	if missing != nil {
+		loc := "/request/" + wf + "/" + reqID
+		c.Header("Location", loc)
+		c.JSON(http.StatusAccepted, gin.H{"request_id": reqID, "status_url": loc, "result": nil, "state": req.State, "error": missing})
+		return
+	}
 
 	var watch clientv3.WatchChan
 	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
@@ -179,4 +204,24 @@ func (g *Gateway) result(ctx context.Context, req *kvmodel.Request) ([]json.RawM
 		pairs[i], _ = p.MarshalJSON()
 	}
 	return pairs, nil
+}
+
+// missingCapability returns a no_capability Failure when no live runner
+// offers a capability that the initial step's handlers require.
+func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmodel.Step) (*kvmodel.Failure, error) {
+	for _, name := range []string{step.MapHandlerName, step.CombineHandlerName, step.ReduceHandlerName} {
+		if name == "" {
+			continue
+		}
+		h, err := g.catalog.Handler(ctx, wf, name)
+		if err != nil {
+			return nil, &apiError{http.StatusConflict, "definition", fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
+		}
+		c := kvmodel.TopicCapability(h.RequiredCapability)
+		if !g.runners.Offers(ctx, wf, c) {
+			return &kvmodel.Failure{Kind: "no_capability", Handler: h.Name, Step: step.Name,
+				Message: fmt.Sprintf("no live runner offers capability %q for workflow %q, which handler %s of step %s requires; start one with: jobx runner --capabilities %s", c, wf, h.Name, step.Name, c)}, nil
+		}
+	}
+	return nil, nil
 }

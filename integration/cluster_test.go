@@ -81,6 +81,11 @@ func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, st
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done; r.Close() }) }
 	c.t.Cleanup(stop)
+	select {
+	case <-r.Ready():
+	case <-time.After(10 * time.Second):
+		c.t.Fatal("runner not ready within 10s")
+	}
 	return r, stop
 }
 

@@ -51,17 +51,19 @@ func TestRunnerServesOnlyTheWorkflowsItIsGiven(t *testing.T) {
 		c.job(wf, "leaf", "chunk")
 	}
 	assertPairs(t, c.post("mine", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
-	r := c.post("other", "leaf", `{"arguments":{"n":3}}`, "blocking=false")
-	time.Sleep(500 * time.Millisecond)
-	if got := c.do("GET", r.header.Get("Location"), "", ""); got.body["state"] != "pending" {
-		t.Fatalf("a runner limited to workflow mine served workflow other: %s", got.raw)
+	// Nobody serves workflow other: a blocking request is refused at once,
+	// a non-blocking one is accepted already failed, not parked.
+	r := c.post("other", "leaf", `{"arguments":{"n":3}}`, "")
+	if e, _ := r.body["error"].(map[string]any); r.status != 503 || e["kind"] != "no_capability" || !strings.Contains(e["message"].(string), `capability "general" for workflow "other"`) {
+		t.Fatalf("want 503 no_capability, got %d: %s", r.status, r.raw)
 	}
-	// A runner serving every workflow picks it up, though the workflow
-	// existed before it started.
+	r = c.post("other", "leaf", `{"arguments":{"n":3}}`, "blocking=false")
+	if got := c.do("GET", r.header.Get("Location"), "", ""); got.body["state"] != "failed" {
+		t.Fatalf("want the non-blocking request failed with no_capability: %s", got.raw)
+	}
+	// Once a runner serving every workflow starts, the job is served.
 	c.addRunner()
-	waitFor(t, "the other workflow's request", 20*time.Second, func() bool {
-		return c.do("GET", r.header.Get("Location"), "", "").body["state"] == "done"
-	})
+	assertPairs(t, c.post("other", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
 }
 
 func TestRunnerServesWorkflowsCreatedAfterItStarted(t *testing.T) {
@@ -93,7 +95,7 @@ func TestRequestCleanupAfterDeliveryRetentionAndKeep(t *testing.T) {
 	count := func(queueToo bool) int {
 		n := 0
 		for _, kv := range mustList(t, c, "/") {
-			if (queueToo || !strings.HasPrefix(kv[0], "/jobx/cleanup/")) && !strings.HasPrefix(kv[0], "/entities/workflow/") && !strings.HasPrefix(kv[0], "/entities/handler/") &&
+			if (queueToo || !strings.HasPrefix(kv[0], "/jobx/cleanup/")) && !strings.HasPrefix(kv[0], "/jobx/runners/") && !strings.HasPrefix(kv[0], "/entities/workflow/") && !strings.HasPrefix(kv[0], "/entities/handler/") &&
 				!strings.HasPrefix(kv[0], "/entities/step/") && !strings.HasPrefix(kv[0], "/entities/job/") {
 				n++
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +61,8 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 		return nil
 	}
 	defer func() { <-r.sem }()
+	r.inFlight.Add(1)
+	defer r.inFlight.Add(-1)
 
 	err = r.process(r.runCtx, msg, log)
 	switch {
@@ -205,6 +208,9 @@ func (r *Runner) runMap(ctx context.Context, t *task) error {
 	if out.directive.Jobx == "map" {
 		return r.commitBranch(ctx, t, h, out.directive.Step, out.pairs)
 	}
+	if f, err := r.checkOffered(ctx, wf, step.ReduceHandlerName); f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
+	}
 	groups := kvmodel.GroupByKey(out.pairs)
 	if step.CombineHandlerName != "" {
 		c, f, err := r.handlerFor(ctx, wf, step.CombineHandlerName, "combine")
@@ -276,6 +282,9 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 	}
 	if err != nil {
 		return err
+	}
+	if f, err := r.checkOffered(ctx, wf, nextStep.MapHandlerName); f != nil || err != nil {
+		return r.failOr(ctx, t, f, err)
 	}
 	ids := make([]string, len(pairs))
 	var bulk []kvmodel.Op
@@ -428,6 +437,13 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 		if err := r.store.Get(ctx, parent); err != nil {
 			return fmt.Errorf("parent of reduced invocation: %w", err)
 		}
+		pstep, f, err := r.stepFor(ctx, wf, parent.StepName)
+		if f != nil || err != nil {
+			return r.failOr(ctx, t, f, err)
+		}
+		if f, err := r.checkOffered(ctx, wf, pstep.ReduceHandlerName); f != nil || err != nil {
+			return r.failOr(ctx, t, f, err)
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		cmps := r.unchanged(t)
@@ -496,6 +512,22 @@ func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
 		ops = append(ops, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
 	}
 	return ops
+}
+
+// checkOffered fails with a no_capability Failure when no live runner
+// offers the capability that handler requires, so work is never parked on
+// a topic nobody consumes.
+func (r *Runner) checkOffered(ctx context.Context, wf, handler string) (*kvmodel.Failure, error) {
+	h, f, err := r.handlerFor(ctx, wf, handler, "next")
+	if f != nil || err != nil {
+		return f, err
+	}
+	c := kvmodel.TopicCapability(h.RequiredCapability)
+	if (r.serves(wf) && slices.Contains(r.opts.Capabilities, c)) || r.registry.Offers(ctx, wf, c) {
+		return nil, nil
+	}
+	return &kvmodel.Failure{Kind: "no_capability", Handler: h.Name,
+		Message: fmt.Sprintf("no live runner offers capability %q, which handler %s requires", c, h.Name)}, nil
 }
 
 // failOr fails the invocation with f, or returns the infrastructure error.

@@ -57,7 +57,12 @@ type Options struct {
 	MaxOutput int64
 	// Grace is how long shutdown waits for in-flight invocations.
 	Grace time.Duration
-	Log   *slog.Logger
+	// LeaseTTL is the lease of the runner's registry entry: a runner cut
+	// off from etcd for longer stops taking work.
+	LeaseTTL time.Duration
+	// Version is announced in the registry.
+	Version string
+	Log     *slog.Logger
 }
 
 // NewOptions returns the defaults.
@@ -76,6 +81,8 @@ func NewOptions() *Options {
 		Timeout:         10 * time.Minute,
 		MaxOutput:       1 << 30,
 		Grace:           30 * time.Second,
+		LeaseTTL:        10 * time.Second,
+		Version:         "dev",
 	}
 }
 

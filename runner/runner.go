@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jobx/jobx/internal/queue"
@@ -36,6 +37,11 @@ type Runner struct {
 	progs   programs
 	sem     chan struct{}
 
+	registry *kvmodel.Registry
+	inFlight atomic.Int64
+	ready    chan struct{} // closed once subscribed and announced
+	readyOne sync.Once
+
 	// runCtx bounds handler runs; it is cancelled when the drain grace ends.
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -43,6 +49,7 @@ type Runner struct {
 	mu        sync.Mutex // guards consumers and stopping
 	consumers map[string]*nsq.Consumer
 	stopping  bool
+	paused    bool
 	subErr    error
 
 	closeOnce sync.Once
@@ -63,6 +70,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 		store:     kvmodel.NewStore(o.Etcd),
 		sem:       make(chan struct{}, o.Concurrency),
 		consumers: map[string]*nsq.Consumer{},
+		ready:     make(chan struct{}),
 	}
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
@@ -72,6 +80,10 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	}
 	if r.catalog, err = kvmodel.NewCatalog(ctx, r.store, r.log); err != nil {
 		r.pub.Close()
+		return nil, err
+	}
+	if r.registry, err = kvmodel.NewRegistry(ctx, r.store, r.log); err != nil {
+		r.Close()
 		return nil, err
 	}
 	r.sandbox = o.Sandbox
@@ -85,6 +97,10 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	}
 	return r, nil
 }
+
+// Ready is closed once the runner consumes its topics and is announced in
+// the registry (so gateways see its capabilities).
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
 
 // Catalog returns the runner's view of workflow definitions.
 func (r *Runner) Catalog() *kvmodel.Catalog { return r.catalog }
@@ -115,6 +131,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.log.Info("runner started", "capabilities", r.opts.Capabilities, "workflows", r.opts.Workflows, "sandbox", r.sandbox.Kind(), "concurrency", r.opts.Concurrency)
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.announce(ctx) }()
 	if r.opts.CleanupInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.cleanupLoop(ctx) }()
@@ -224,6 +242,9 @@ func (r *Runner) Close() error {
 		if r.catalog != nil {
 			r.catalog.Close()
 		}
+		if r.registry != nil {
+			r.registry.Close()
+		}
 		if r.pub != nil {
 			r.pub.Close()
 		}
@@ -262,6 +283,64 @@ func (r *Runner) cleanupLoop(ctx context.Context) {
 				continue
 			}
 			r.log.Debug("request cleaned up", "workflow", c.Workflow, "request_id", c.Request, "invocations", n)
+		}
+	}
+}
+
+// announce keeps the runner's registry entry alive and its load current.
+// When the lease is lost (etcd unreachable past LeaseTTL) the runner stops
+// taking messages until it has announced itself again.
+func (r *Runner) announce(ctx context.Context) {
+	host, _ := os.Hostname()
+	info := kvmodel.RunnerInfo{
+		ID: r.opts.ID, Host: host, Capabilities: r.opts.Capabilities, Workflows: r.opts.Workflows,
+		Sandbox: r.sandbox.Kind(), Version: r.opts.Version, Concurrency: r.opts.Concurrency, Started: time.Now().UTC(),
+	}
+	for ctx.Err() == nil {
+		a, err := r.store.Announce(ctx, info, r.opts.LeaseTTL)
+		if err != nil {
+			r.log.Warn("cannot announce the runner; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		r.setPaused(false)
+		r.readyOne.Do(func() { close(r.ready) })
+		tick := time.NewTicker(2 * time.Second)
+		lost := false
+		for !lost && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-a.Lost():
+				lost = true
+			case <-tick.C:
+				if err := a.Update(ctx, int(r.inFlight.Load())); err != nil {
+					r.log.Debug("update registry entry", "err", err)
+				}
+			}
+		}
+		tick.Stop()
+		a.Close()
+		if lost {
+			r.log.Error("lost the registry lease (etcd unreachable); not taking work until it is back")
+			r.setPaused(true)
+		}
+	}
+}
+
+// setPaused stops (or resumes) delivery of new messages on every consumer.
+func (r *Runner) setPaused(paused bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.paused = paused
+	for _, c := range r.consumers {
+		if paused {
+			c.ChangeMaxInFlight(0)
+		} else {
+			c.ChangeMaxInFlight(r.opts.Concurrency)
 		}
 	}
 }

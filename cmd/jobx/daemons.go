@@ -55,6 +55,7 @@ type runnerFlags struct {
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
 	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: "process"}
+	rf.opts.Version = buildVersion()
 	o := rf.opts
 	if len(a.env.Capabilities) > 0 {
 		o.Capabilities = a.env.Capabilities

@@ -45,6 +45,7 @@ func startCluster(t *testing.T, c *cli) string {
 		r.Close()
 		gw.Close()
 	})
+	<-r.Ready()
 	return "http://" + gw.Addr()
 }
 

@@ -191,6 +191,16 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 			printJobLines(a.stdout, gwURL, res.Manifest.Workflow, j, c.etcdURLs)
 		}
 	}
+	for _, r := range c.runners {
+		select {
+		case <-r.Ready():
+		case err := <-errc:
+			running--
+			return wait(err)
+		case <-ctx.Done():
+			return wait(nil)
+		}
+	}
 	fmt.Fprintf(a.stdout, "\njobx is up; press Ctrl-C to stop\n")
 	log.Info("up", "gateway", gwURL, "etcd", c.etcdURLs, "nsqd", c.nsqdAddr)
 

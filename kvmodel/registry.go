@@ -1,0 +1,253 @@
+package kvmodel
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const runnersRoot = JobxRoot + "runners/"
+
+// RunnerInfo is what a runner announces about itself in etcd, under a
+// lease: when the runner dies its entry expires with the lease.
+type RunnerInfo struct {
+	ID           string    `json:"id"`
+	Host         string    `json:"host"`
+	Capabilities []string  `json:"capabilities"`
+	Workflows    []string  `json:"workflows"` // empty: every workflow
+	Sandbox      string    `json:"sandbox"`
+	Version      string    `json:"version"`
+	Concurrency  int       `json:"concurrency"`
+	InFlight     int       `json:"in_flight"`
+	Started      time.Time `json:"started"`
+	Updated      time.Time `json:"updated"`
+}
+
+// Serves reports whether the runner consumes the topics of workflow wf for
+// capability c.
+func (ri *RunnerInfo) Serves(wf, c string) bool {
+	return slices.Contains(ri.Capabilities, c) && (len(ri.Workflows) == 0 || slices.Contains(ri.Workflows, wf))
+}
+
+// Announcement keeps a runner's entry alive under a lease. Close revokes
+// the lease, removing the entry at once.
+type Announcement struct {
+	store *Store
+	lease clientv3.LeaseID
+	key   string
+	done  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	info  RunnerInfo
+	lost  chan struct{}
+}
+
+// Announce writes info under a lease of ttl and keeps the lease alive until
+// Close. Lost is closed if the lease cannot be kept (etcd unreachable for
+// longer than ttl): the runner must then stop taking work.
+func (s *Store) Announce(ctx context.Context, info RunnerInfo, ttl time.Duration) (*Announcement, error) {
+	lctx, cancel := s.ctx(ctx)
+	defer cancel()
+	lease, err := s.cli.Grant(lctx, int64(max(ttl/time.Second, 2)))
+	if err != nil {
+		return nil, fmt.Errorf("announce runner %s: %w", info.ID, err)
+	}
+	a := &Announcement{store: s, lease: lease.ID, key: runnersRoot + info.ID, done: make(chan struct{}), info: info, lost: make(chan struct{})}
+	if err := a.put(lctx); err != nil {
+		return nil, err
+	}
+	ka, err := s.cli.KeepAlive(context.Background(), lease.ID)
+	if err != nil {
+		return nil, fmt.Errorf("announce runner %s: keepalive: %w", info.ID, err)
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		for {
+			select {
+			case <-a.done:
+				return
+			case _, ok := <-ka:
+				if !ok {
+					close(a.lost)
+					return
+				}
+			}
+		}
+	}()
+	return a, nil
+}
+
+func (a *Announcement) put(ctx context.Context) error {
+	a.mu.Lock()
+	a.info.Updated = time.Now().UTC()
+	v, _ := json.Marshal(a.info)
+	a.mu.Unlock()
+	if _, err := a.store.cli.Put(ctx, a.key, string(v), clientv3.WithLease(a.lease)); err != nil {
+		return fmt.Errorf("announce runner: %w", err)
+	}
+	return nil
+}
+
+// Update changes the announced load.
+func (a *Announcement) Update(ctx context.Context, inFlight int) error {
+	a.mu.Lock()
+	a.info.InFlight = inFlight
+	a.mu.Unlock()
+	ctx, cancel := a.store.ctx(ctx)
+	defer cancel()
+	return a.put(ctx)
+}
+
+// Lost is closed when the lease could not be kept alive.
+func (a *Announcement) Lost() <-chan struct{} { return a.lost }
+
+// Close revokes the lease. It is idempotent.
+func (a *Announcement) Close() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	close(a.done)
+	a.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a.store.cli.Revoke(ctx, a.lease)
+}
+
+// Runners lists the live runners, by id.
+func (s *Store) Runners(ctx context.Context) ([]*RunnerInfo, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, runnersRoot, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list runners: %w", err)
+	}
+	var out []*RunnerInfo
+	for _, kv := range resp.Kvs {
+		ri := &RunnerInfo{}
+		if err := json.Unmarshal(kv.Value, ri); err == nil {
+			out = append(out, ri)
+		}
+	}
+	return out, nil
+}
+
+// Registry is a watched view of the live runners. It is safe for
+// concurrent use; Close stops its watch.
+type Registry struct {
+	store  *Store
+	log    *slog.Logger
+	mu     sync.RWMutex
+	byID   map[string]*RunnerInfo
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewRegistry loads the live runners and watches for changes.
+func NewRegistry(ctx context.Context, store *Store, log *slog.Logger) (*Registry, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Registry{store: store, log: log, byID: map[string]*RunnerInfo{}}
+	gctx, cancel := store.ctx(ctx)
+	resp, err := store.cli.Get(gctx, runnersRoot, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("load runner registry: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		r.apply(string(kv.Key), kv.Value, false)
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	r.cancel = wcancel
+	r.wg.Add(1)
+	go r.watch(wctx, resp.Header.Revision+1)
+	return r, nil
+}
+
+func (r *Registry) apply(key string, value []byte, deleted bool) {
+	id := strings.TrimPrefix(key, runnersRoot)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if deleted {
+		delete(r.byID, id)
+		return
+	}
+	ri := &RunnerInfo{}
+	if err := json.Unmarshal(value, ri); err != nil {
+		r.log.Warn("registry: undecodable runner entry", "key", key, "err", err)
+		return
+	}
+	r.byID[id] = ri
+}
+
+func (r *Registry) watch(ctx context.Context, from int64) {
+	defer r.wg.Done()
+	for ctx.Err() == nil {
+		for wr := range r.store.cli.Watch(clientv3.WithRequireLeader(ctx), runnersRoot, clientv3.WithPrefix(), clientv3.WithRev(from)) {
+			if wr.Err() != nil {
+				break
+			}
+			for _, ev := range wr.Events {
+				r.apply(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
+				from = ev.Kv.ModRevision + 1
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Offers reports whether some live runner serves capability c of workflow
+// wf. A miss is confirmed with a read from etcd, so a runner that started a
+// moment ago is not reported missing.
+func (r *Registry) Offers(ctx context.Context, wf, c string) bool {
+	r.mu.RLock()
+	for _, ri := range r.byID {
+		if ri.Serves(wf, c) {
+			r.mu.RUnlock()
+			return true
+		}
+	}
+	r.mu.RUnlock()
+	runners, err := r.store.Runners(ctx)
+	if err != nil {
+		return false
+	}
+	for _, ri := range runners {
+		if ri.Serves(wf, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// Runners returns the live runners sorted by id.
+func (r *Registry) Runners() []*RunnerInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*RunnerInfo, 0, len(r.byID))
+	for _, ri := range r.byID {
+		out = append(out, ri)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Close stops the watch.
+func (r *Registry) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
