@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test vet fmt-check deps bench clean
+.PHONY: build run test vet fmt-check deps bench bench-quick clean
 
 build: bin/jobx
 
@@ -39,9 +39,13 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-## bench: the benchmark harness; prints a table and writes bench/out/results.json
-bench:
+## bench: in-process cluster (etcd fsync on): latency and throughput beside an in-process Python
+## baseline; prints a table and writes bench/out/results.json
+bench: deps
 	$(GO) run ./bench -out bench/out/results.json
+
+bench-quick: deps
+	$(GO) run ./bench -quick -out bench/out/results-quick.json
 
 clean:
 	rm -rf bin $(DATA) bench/out

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jobx/jobx/internal/testenv"
+)
+
+func TestGenerateDocsIsDeterministic(t *testing.T) {
+	a, b := generateDocs(20, 1000, 300, 7), generateDocs(20, 1000, 300, 7)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("document %d differs between two runs with one seed", i)
+		}
+		if n := len(a[i].Text); n < 1000 || n > 1020 {
+			t.Fatalf("document %d has %d bytes, want about 1000", i, n)
+		}
+	}
+	if c := generateDocs(1, 1000, 300, 8); c[0] == a[0] {
+		t.Fatal("another seed gave the same document")
+	}
+}
+
+func TestPercentileIsNearestRank(t *testing.T) {
+	s := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if p := percentile(s, 0.5); p != 5 {
+		t.Fatalf("p50: got %v, want 5", p)
+	}
+	if p := percentile(s, 0.99); p != 10 {
+		t.Fatalf("p99: got %v, want 10", p)
+	}
+}
+
+// TestQuickRunMatchesTheBaseline runs the whole harness in quick mode: a
+// real cluster, the Python baseline, the JSON file.
+func TestQuickRunMatchesTheBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster and runs a few hundred jobs")
+	}
+	cfg := defaultConfig()
+	cfg.quick()
+	cfg.Out = filepath.Join(t.TempDir(), "results.json")
+	cfg.Log = testenv.Logger(t)
+	var table strings.Builder
+	cfg.Stdout = &table
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + table.String())
+	if !r.WordcountMatchesBaseline {
+		t.Fatal("word counts do not match the baseline")
+	}
+	if got := r.WordcountDistinctWords; got.Baseline == nil || got.Value != *got.Baseline {
+		t.Fatalf("distinct words: jobx %v, baseline %v", got.Value, got.Baseline)
+	}
+	if n := r.WordcountInvocations.Value; n != float64(2*(1+cfg.Docs)) {
+		t.Fatalf("word count ran %v invocations, want %d", n, 2*(1+cfg.Docs))
+	}
+
+	raw, err := os.ReadFile(cfg.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc["machine"], &m); err != nil {
+		t.Fatalf("machine: %v", err)
+	}
+	for _, k := range []string{"nproc", "cpu_model", "go_version", "date"} {
+		if m[k] == nil || m[k] == "" || m[k] == 0.0 {
+			t.Errorf("machine.%s is missing or empty: %v", k, m[k])
+		}
+	}
+	withBaseline := map[string]bool{
+		"trivial_p50": true, "trivial_p99": true, "trivial_mean": true, "wordcount_wall": true,
+		"wordcount_invocations": false, "wordcount_invocations_per_s": false, "wordcount_distinct_words": true,
+		"peak_rss_bench_process": false, "peak_rss_python_zygotes": false,
+	}
+	for name, hasBaseline := range withBaseline {
+		var f map[string]any
+		if err := json.Unmarshal(doc[name], &f); err != nil || f == nil {
+			t.Errorf("figure %s is missing: %s", name, doc[name])
+			continue
+		}
+		for _, k := range []string{"label", "value", "unit", "baseline", "ratio"} {
+			if _, ok := f[k]; !ok {
+				t.Errorf("figure %s has no %q", name, k)
+			}
+		}
+		if v, _ := f["value"].(float64); v <= 0 {
+			t.Errorf("figure %s: value %v is not positive", name, f["value"])
+		}
+		if hasBaseline && (f["baseline"] == nil || f["ratio"] == nil) {
+			t.Errorf("figure %s has no baseline or ratio: %v", name, f)
+		}
+	}
+	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("no %q in the JSON", k)
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/embedded"
+	"github.com/jobx/jobx/kvmodel"
+	_ "github.com/jobx/jobx/processors/all"
+	"github.com/jobx/jobx/runner"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// cluster is an in-process jobx on loopback: embedded etcd (fsync on),
+// in-process nsqd, one gateway and one runner with the default process
+// sandbox. Close stops it.
+type cluster struct {
+	etcd  *embedded.Etcd
+	nsqd  *embedded.NSQD
+	cli   *clientv3.Client
+	store *kvmodel.Store
+	gw    *gateway.Gateway
+	rn    *runner.Runner
+	url   string // the gateway's base URL
+
+	runnerConcurrency int
+
+	stops []func() // run in reverse order by Close
+}
+
+// startCluster starts the servers under dir; load writes the workflow
+// definitions before the gateway and runner start, so both see them at once.
+func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error) (c *cluster, err error) {
+	c = &cluster{}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if c.etcd, err = embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"}); err != nil {
+		return nil, err
+	}
+	c.stops = append(c.stops, c.etcd.Close)
+	if c.cli, err = clientv3.New(clientv3.Config{Endpoints: []string{c.etcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}); err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	c.stops = append(c.stops, func() { c.cli.Close() })
+	c.store = kvmodel.NewStore(c.cli)
+	if err = load(ctx, c.store); err != nil {
+		return nil, fmt.Errorf("load the benchmark workflow: %w", err)
+	}
+	if c.nsqd, err = embedded.StartNSQD(ctx, embedded.NSQDOptions{Dir: dir, TCPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: log}); err != nil {
+		return nil, err
+	}
+	c.stops = append(c.stops, c.nsqd.Close)
+
+	gwo := gateway.NewOptions()
+	gwo.Addr, gwo.Etcd, gwo.NSQDs, gwo.Log = "127.0.0.1:0", c.cli, []string{c.nsqd.TCPAddr}, log
+	gwo.MaxBodyBytes = 64 << 20
+	gwo.BlockingTimeout = 10 * time.Minute
+	if c.gw, err = gateway.New(ctx, gwo); err != nil {
+		return nil, err
+	}
+	c.url = "http://" + c.gw.Addr()
+	c.stops = append(c.stops, background(c.gw.Run, c.gw.Close, log, "gateway"))
+
+	ro := runner.NewOptions()
+	ro.ID = "bench-runner"
+	ro.Etcd, ro.NSQDs, ro.Dir, ro.Log = c.cli, []string{c.nsqd.TCPAddr}, filepath.Join(dir, "runner"), log
+	ro.Grace = 5 * time.Second
+	c.runnerConcurrency = ro.Concurrency
+	if c.rn, err = runner.New(ctx, ro); err != nil {
+		return nil, err
+	}
+	c.stops = append(c.stops, background(c.rn.Run, func() { c.rn.Close() }, log, "runner"))
+	return c, nil
+}
+
+// background runs run until the returned stop is called; stop cancels it,
+// waits for it to return, then calls closeFn.
+func background(run func(context.Context) error, closeFn func(), log *slog.Logger, name string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error(name+" stopped", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done; closeFn() }
+}
+
+// Close stops the runner, the gateway, nsqd and etcd, in that order.
+func (c *cluster) Close() {
+	for i := len(c.stops) - 1; i >= 0; i-- {
+		c.stops[i]()
+	}
+	c.stops = nil
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"os"
+)
+
+// config sizes and routes one benchmark run.
+type config struct {
+	Out        string // JSON results file ("" writes none)
+	Mode       string // "full" or "quick"
+	Warmup     int    // trivial requests before measuring
+	Requests   int    // measured trivial requests
+	Docs       int    // word-count documents
+	DocBytes   int    // approximate size of a document
+	Vocabulary int    // distinct words the generator draws from
+	Seed       uint64 // generator seed
+	// WarmDocs is the size of the unmeasured word-count run that warms the
+	// handlers up before the measured one.
+	WarmDocs int
+	// BaselineRuns is how many times the baseline word count runs (the
+	// median is reported).
+	BaselineRuns int
+	CPUProfile   string
+	KeepDir      bool
+	Log          *slog.Logger
+	Stdout       io.Writer
+}
+
+func defaultConfig() *config {
+	return &config{
+		Out:          "bench/out/results.json",
+		Mode:         "full",
+		Warmup:       20,
+		Requests:     300,
+		Docs:         2000,
+		DocBytes:     1000,
+		Vocabulary:   300,
+		Seed:         20240601,
+		WarmDocs:     20,
+		BaselineRuns: 5,
+		Stdout:       os.Stdout,
+	}
+}
+
+// quick shrinks the run to a smoke test.
+func (c *config) quick() {
+	c.Mode = "quick"
+	c.Requests = 50
+	c.Docs = 200
+	c.WarmDocs = 5
+	c.BaselineRuns = 1
+}
