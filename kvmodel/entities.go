@@ -23,7 +23,8 @@ type Entity interface {
 	Identity() []string
 	setIdentity(parts []string)
 	Revision() int64
-	setRevision(rev int64)
+	// SetRevision sets the revision UpdateCAS compares against.
+	SetRevision(rev int64)
 	validate() error
 }
 
@@ -41,8 +42,10 @@ func Key(e Entity) string {
 type rev struct{ modRevision int64 }
 
 // Revision returns the etcd mod revision the entity was read or written at.
-func (r *rev) Revision() int64      { return r.modRevision }
-func (r *rev) setRevision(rv int64) { r.modRevision = rv }
+func (r *rev) Revision() int64 { return r.modRevision }
+
+// SetRevision sets the etcd mod revision UpdateCAS compares against.
+func (r *rev) SetRevision(rv int64) { r.modRevision = rv }
 
 // Workflow is JobX's workflow: an isolated namespace of jobs, steps and
 // handlers.

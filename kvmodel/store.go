@@ -83,7 +83,7 @@ func (s *Store) Create(ctx context.Context, e Entity) error {
 	if !resp.Succeeded {
 		return fmt.Errorf("create %s: %w", describe(e), ErrExists)
 	}
-	e.setRevision(resp.Header.Revision)
+	e.SetRevision(resp.Header.Revision)
 	return nil
 }
 
@@ -104,7 +104,7 @@ func (s *Store) Update(ctx context.Context, e Entity) error {
 	if !resp.Succeeded {
 		return fmt.Errorf("update %s: %w", describe(e), ErrNotFound)
 	}
-	e.setRevision(resp.Header.Revision)
+	e.SetRevision(resp.Header.Revision)
 	return nil
 }
 
@@ -125,7 +125,7 @@ func (s *Store) UpdateCAS(ctx context.Context, e Entity) error {
 	if !resp.Succeeded {
 		return fmt.Errorf("update %s: %w", describe(e), ErrConflict)
 	}
-	e.setRevision(resp.Header.Revision)
+	e.SetRevision(resp.Header.Revision)
 	return nil
 }
 
@@ -149,7 +149,7 @@ func decodeInto(e Entity, value []byte, modRev int64) error {
 		return fmt.Errorf("decode %s: %w", describe(e), err)
 	}
 	e.setIdentity(id)
-	e.setRevision(modRev)
+	e.SetRevision(modRev)
 	return nil
 }
 

@@ -424,20 +424,20 @@ func (r *Runner) childResults(ctx context.Context, m *kvmodel.Invocation) ([]kvm
 	return kvmodel.GroupByKey(pairs), nil
 }
 
-// commitReduce stores the reduction on the map invocation, marks the reduce
-// invocation done and decrements the parent's counter in one transaction;
-// the decrement that reaches zero creates and queues the parent's
-// reduction; the root's reduction completes the request.
+// commitReduce stores the reduction on the map invocation and marks the
+// reduce invocation done in one transaction (the root's also completes the
+// request); then the parent's counter is decremented through the runner's
+// group commit (counter.go), and the decrement that reaches zero queues the
+// parent's reduction.
 func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, data []byte) error {
 	wf := t.inv.WorkflowName
-	bulk := kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data)
-	var parent *kvmodel.Invocation
-	if p := t.m.Parent(); p != "" {
-		parent = &kvmodel.Invocation{WorkflowName: wf, ID: p}
-		if err := r.store.Get(ctx, parent); err != nil {
+	parent := t.m.Parent()
+	if parent != "" {
+		p := &kvmodel.Invocation{WorkflowName: wf, ID: parent}
+		if err := r.store.Get(ctx, p); err != nil {
 			return fmt.Errorf("parent of reduced invocation: %w", err)
 		}
-		pstep, f, err := r.stepFor(ctx, wf, parent.StepName)
+		pstep, f, err := r.stepFor(ctx, wf, p.StepName)
 		if f != nil || err != nil {
 			return r.failOr(ctx, t, f, err)
 		}
@@ -445,63 +445,33 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 			return r.failOr(ctx, t, f, err)
 		}
 	}
-	for attempt := 0; ; attempt++ {
-		cmps := r.unchanged(t)
-		final := []kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.ReducedOp(wf, t.m.ID, t.inv.ID)}
-		orElse := []clientv3.Op{clientv3.OpGet(kvmodel.Key(t.inv)), clientv3.OpGet(kvmodel.Key(t.req))}
-		var parentRed *kvmodel.Invocation
-		if parent != nil {
-			if parent.MappedWaiting == nil || *parent.MappedWaiting <= 0 {
-				return fmt.Errorf("parent invocation %s has no children waiting", parent.ID)
-			}
-			p := *parent
-			p.MappedWaiting = kvmodel.IntPtr(*parent.MappedWaiting - 1)
-			final = append(final, kvmodel.PutOp(&p))
-			if *p.MappedWaiting == 0 {
-				parentRed = newReduceInvocation(parent)
-				final = append(final, kvmodel.PutOp(parentRed))
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(kvmodel.Key(parent)), "=", parent.Revision()))
-			orElse = append(orElse, clientv3.OpGet(kvmodel.Key(parent)))
-		} else {
-			final = append(final, r.completeRequest(t.req)...)
-		}
-		resp, err := r.store.Commit(ctx, cmps, bulk, final, orElse...)
-		if err != nil {
-			return err
-		}
-		if resp.Succeeded {
-			if parentRed != nil {
-				return r.publishReduce(ctx, parent, parentRed)
-			}
-			if parent == nil {
-				t.log.Info("request done")
-			}
-			return nil
-		}
-		invKV, reqKV := kvsOf(resp.Responses[0]), kvsOf(resp.Responses[1])
-		if len(invKV) == 0 || invKV[0].ModRevision != t.inv.Revision() || len(reqKV) == 0 || reqKV[0].ModRevision != t.req.Revision() {
-			return nil // a duplicate finished it, or the request ended
-		}
-		pKV := kvsOf(resp.Responses[2])
-		if len(pKV) == 0 {
-			return fmt.Errorf("parent invocation %s vanished", parent.ID)
-		}
-		fresh := &kvmodel.Invocation{}
-		if err := kvmodel.Decode(fresh, string(pKV[0].Key), pKV[0].Value, pKV[0].ModRevision); err != nil {
-			return err
-		}
-		parent = fresh
-		if attempt >= maxCASAttempts {
-			return fmt.Errorf("parent counter of %s: %w after %d attempts", parent.ID, kvmodel.ErrConflict, attempt+1)
-		}
+	final := []kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.ReducedOp(wf, t.m.ID, t.inv.ID)}
+	if parent == "" {
+		final = append(final, r.completeRequest(t.req)...)
 	}
+	resp, err := r.store.Commit(ctx, r.unchanged(t), kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data), final)
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return nil // a duplicate finished it, or the request ended
+	}
+	if parent == "" {
+		t.log.Info("request done")
+		return nil
+	}
+	return r.countDone(ctx, wf, parent, t.m.ID)
 }
 
-// maxCASAttempts bounds the retries of a contended parent counter; each
-// lost attempt means another child made progress, so this is reached only
-// under pathological contention, and the message is then retried.
-const maxCASAttempts = 1000
+// countDone decrements parent's counter for its child m (once, however
+// often it is called) and queues the parent's reduction when it reaches 0.
+func (r *Runner) countDone(ctx context.Context, wf, parent, m string) error {
+	zero, err := r.counters.decrement(ctx, wf, parent, m)
+	if err != nil || zero == nil {
+		return err
+	}
+	return r.publishReduce(ctx, zero, newReduceInvocation(zero))
+}
 
 // completeRequest returns the ops that mark a request done.
 func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
@@ -623,6 +593,11 @@ func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
 	}
 	if m.Parent() == "" {
 		return nil
+	}
+	// The counter may not have been decremented (a runner died after the
+	// reduction's commit); countDone is idempotent.
+	if err := r.countDone(ctx, wf, m.Parent(), m.ID); err != nil {
+		return err
 	}
 	p := &kvmodel.Invocation{WorkflowName: wf, ID: m.Parent()}
 	if err := r.store.Get(ctx, p); err != nil {

@@ -27,15 +27,16 @@ import (
 // Runner consumes invocations and runs them. Create it with New, run it
 // with Run, release it with Close.
 type Runner struct {
-	opts    Options
-	log     *slog.Logger
-	store   *kvmodel.Store
-	catalog *kvmodel.Catalog
-	pub     *queue.Publisher
-	sandbox Sandbox
-	ownsBox bool
-	progs   programs
-	sem     chan struct{}
+	opts     Options
+	log      *slog.Logger
+	store    *kvmodel.Store
+	catalog  *kvmodel.Catalog
+	pub      *queue.Publisher
+	sandbox  Sandbox
+	ownsBox  bool
+	progs    programs
+	sem      chan struct{}
+	counters *counters
 
 	registry *kvmodel.Registry
 	inFlight atomic.Int64
@@ -73,6 +74,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 		ready:     make(chan struct{}),
 	}
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
+	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
 	if r.pub, err = queue.NewPublisher(o.NSQDs, r.log); err != nil {
