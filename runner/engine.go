@@ -277,7 +277,7 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 	nextStep, f, err := r.stepFor(ctx, wf, next)
 	if f != nil {
 		f.Handler = h.Name
-		f.Message = fmt.Sprintf("mapper %s directed its output to %s", h.Name, f.Message)
+		f.Message = fmt.Sprintf("mapper %s directed its output to step %q, which does not exist in workflow %q", h.Name, next, wf)
 		return r.fail(ctx, t, f)
 	}
 	if err != nil {
@@ -625,6 +625,19 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	if err != nil {
 		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
 	}
+	vars, err := r.scopes.vars(ctx, h)
+	if err != nil {
+		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
+	}
+	session := t.inv.ID
+	if t.inv.Direction == kvmodel.DirectionReduce {
+		session = t.inv.Parent()
+	}
+	token, revoke := r.svc.issue(&grant{workflow: h.WorkflowName, session: session, writable: t.inv.Direction == kvmodel.DirectionMap,
+		request: t.req.ID, handler: h.Name, inv: t.inv.ID})
+	defer revoke()
+	env := append(r.env(t, h), scopeEnv(vars)...)
+	env = append(env, "JOBX_SERVICES=unix:"+r.svc.sock, "JOBX_SESSION_URL=unix:"+r.svc.sock, "JOBX_TOKEN="+token)
 	backoff, _ := time.ParseDuration(h.Options.RetryBackoff)
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {
@@ -632,8 +645,8 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		lw := &lineWriter{fn: out.line}
 		spec := &RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
-			Program: prog, Env: r.env(t, h), Stdin: strings.NewReader(string(stdin)), Stdout: lw,
-			Stderr: &logWriter{log: log}, Limits: limits,
+			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
+			Stderr: &logWriter{log: log}, Limits: limits, ServicesSocket: r.svc.sock,
 		}
 		outcome, err := r.sandbox.Run(ctx, spec)
 		if err != nil {

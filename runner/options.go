@@ -62,7 +62,16 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Version is announced in the registry.
 	Version string
-	Log     *slog.Logger
+	// ScopeDir holds the scope factories: per workflow a static file
+	// (<wf>.yaml|.json) or an executable (<wf>); see scope.go. Empty: none.
+	ScopeDir string
+	// ScopeTTL is how long a scope factory's answer is reused.
+	ScopeTTL time.Duration
+	// ServicesSocket is the unix socket of the endpoint handlers use for
+	// sessions and notifications; empty picks a short path under the
+	// system temporary directory (socket paths are limited to 107 bytes).
+	ServicesSocket string
+	Log            *slog.Logger
 }
 
 // NewOptions returns the defaults.
@@ -82,6 +91,7 @@ func NewOptions() *Options {
 		MaxOutput:       1 << 30,
 		Grace:           30 * time.Second,
 		LeaseTTL:        10 * time.Second,
+		ScopeTTL:        time.Minute,
 		Version:         "dev",
 	}
 }

@@ -37,6 +37,9 @@ type Runner struct {
 	progs    programs
 	sem      chan struct{}
 	counters *counters
+	scopes   *scopes
+	svc      *services
+	svcDir   string // removed on Close when the runner made it
 
 	registry *kvmodel.Registry
 	inFlight atomic.Int64
@@ -75,6 +78,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	}
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
+	r.scopes = &scopes{dir: o.ScopeDir, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
 	if r.pub, err = queue.NewPublisher(o.NSQDs, r.log); err != nil {
@@ -85,6 +89,19 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 		return nil, err
 	}
 	if r.registry, err = kvmodel.NewRegistry(ctx, r.store, r.log); err != nil {
+		r.Close()
+		return nil, err
+	}
+	sock := o.ServicesSocket
+	if sock == "" {
+		if r.svcDir, err = os.MkdirTemp("", "jobx-svc-"); err != nil {
+			r.Close()
+			return nil, err
+		}
+		os.Chmod(r.svcDir, 0o755)
+		sock = filepath.Join(r.svcDir, "services.sock")
+	}
+	if r.svc, err = newServices(r.store, sock, r.log); err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -252,6 +269,12 @@ func (r *Runner) Close() error {
 		}
 		if r.ownsBox && r.sandbox != nil {
 			err = r.sandbox.Close()
+		}
+		if r.svc != nil {
+			r.svc.close()
+		}
+		if r.svcDir != "" {
+			os.RemoveAll(r.svcDir)
 		}
 	})
 	return err

@@ -34,6 +34,11 @@ type RunSpec struct {
 	Stdout      io.Writer // receives the handler's stdout as written
 	Stderr      io.Writer // receives every stderr byte (the sandbox also keeps a tail)
 	Limits      Limits
+	// ServicesSocket is the host path of the runner's services endpoint
+	// (sessions, notifications), also named in Env as JOBX_SERVICES; a
+	// sandbox with its own mount namespace bind-mounts its directory at
+	// the same path.
+	ServicesSocket string
 }
 
 // Limits bound one handler run. Zero values mean no limit.

@@ -29,6 +29,7 @@ type warmPool struct {
 	mu      sync.Mutex // guards zygotes, runtime and closed
 	zygotes []*python.Zygote
 	runtime string // path of the installed Python runtime
+	sockDir string // short directory for the zygotes' sockets
 	next    atomic.Uint64
 	closed  bool
 }
@@ -59,7 +60,15 @@ func (p *warmPool) get(ctx context.Context) (*python.Zygote, error) {
 			return nil, fmt.Errorf("install python runtime: %w", err)
 		}
 	}
-	sock := filepath.Join(p.opts.Dir, fmt.Sprintf("zygote-%d.sock", i))
+	if p.sockDir == "" {
+		// Unix socket paths are limited to 107 bytes: keep them short.
+		dir, err := os.MkdirTemp("", "jobx-zyg-")
+		if err != nil {
+			return nil, err
+		}
+		p.sockDir = dir
+	}
+	sock := filepath.Join(p.sockDir, fmt.Sprintf("zygote-%d.sock", i))
 	z, err := python.StartZygote(ctx, p.runtime, sock, p.opts.Log)
 	if err != nil {
 		return nil, fmt.Errorf("start python zygote: %w", err)
@@ -80,6 +89,9 @@ func (p *warmPool) close() error {
 			}
 			p.zygotes[i] = nil
 		}
+	}
+	if p.sockDir != "" {
+		os.RemoveAll(p.sockDir)
 	}
 	return errs
 }

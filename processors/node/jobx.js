@@ -163,7 +163,52 @@ function run(fn) {
   });
 }
 
+// call makes one request to the runner's services endpoint (a unix socket
+// named by JOBX_SERVICES), authenticated by this invocation's JOBX_TOKEN.
+function call(method, path, body) {
+  const url = process.env.JOBX_SERVICES || '';
+  if (!url.startsWith('unix:')) {
+    return Promise.reject(new Error('the jobx services endpoint is not available: JOBX_SERVICES is not set'));
+  }
+  const http = require('http');
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      socketPath: url.slice('unix:'.length), method, path,
+      headers: { Authorization: 'Bearer ' + (process.env.JOBX_TOKEN || ''), 'Content-Type': 'application/json' },
+    }, (res) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { data += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body: data }));
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(JSON.stringify(body));
+    req.end();
+  });
+}
+
+// session is the private session of the map invocation: read-write for its
+// mapper and combiner, read-only for its reducer. get resolves to undefined
+// for an unset key.
+const session = {
+  async get(key) {
+    const r = await call('GET', '/v1/session/' + encodeURIComponent(key));
+    if (r.status === 404) return undefined;
+    if (r.status >= 400) throw new Error('session get ' + key + ': ' + r.status + ' ' + r.body.trim());
+    return JSON.parse(r.body);
+  },
+  async set(key, value) {
+    const r = await call('PUT', '/v1/session/' + encodeURIComponent(key), value);
+    if (r.status >= 400) throw new Error('session set ' + key + ': ' + r.status + ' ' + r.body.trim());
+  },
+  async list() {
+    const r = await call('GET', '/v1/session');
+    if (r.status >= 400) throw new Error('session list: ' + r.status + ' ' + r.body.trim());
+    return JSON.parse(r.body);
+  },
+};
+
 module.exports = {
   run, readInput, readInputSync, emit, directiveReturn, directiveMap, toReturn, toMap,
-  flush, env, log, notify,
+  flush, env, log, notify, session,
 };

@@ -18,7 +18,9 @@ import ast
 import builtins
 import collections
 import gc
+import http.client
 import json
+import urllib.parse
 import logging
 import os
 import resource
@@ -133,27 +135,59 @@ class _Notify(object):
         return notify
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=30):
+        super().__init__('localhost', timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _services_call(method, path, body=None):
+    """One call to the runner's services endpoint (JOBX_SERVICES, a unix
+    socket), authenticated by this invocation's JOBX_TOKEN. Returns (status,
+    decoded JSON body or None)."""
+    url = os.environ.get('JOBX_SERVICES', '')
+    if not url.startswith('unix:'):
+        raise RuntimeError('the jobx services endpoint is not available: JOBX_SERVICES is not set')
+    conn = _UnixHTTPConnection(url[len('unix:'):])
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers={
+            'Authorization': 'Bearer ' + os.environ.get('JOBX_TOKEN', ''),
+            'Content-Type': 'application/json'})
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    if resp.status >= 400 and resp.status != 404:
+        raise RuntimeError('jobx services %s %s: %d %s' % (method, path, resp.status, raw.decode(errors='replace').strip()))
+    return resp.status, (json.loads(raw) if raw and resp.status < 300 else None)
+
+
 class _Sessions(object):
-    """S_GET, S_SET and S_LIST. They need JOBX_SESSION_URL; the HTTP client
-    behind _request is the seam for the session service."""
+    """S_GET, S_SET and S_LIST: the private session of the map invocation
+    (read-write for its mapper and combiner, read-only for its reducer)."""
 
     def __init__(self, url):
         self._url = url
 
-    def _request(self, op, key=None, value=None):
-        if not self._url:
-            raise RuntimeError('sessions are not available: JOBX_SESSION_URL is not set')
-        raise NotImplementedError('sessions over %s are not implemented yet' % self._url)
-
     def get(self, key):
-        return self._request('get', key)
+        status, value = _services_call('GET', '/v1/session/' + urllib.parse.quote(str(key), safe=''))
+        if status == 404:
+            raise KeyError(key)
+        return value
 
     def set(self, key, value):
-        self._request('set', key, value)
+        _services_call('PUT', '/v1/session/' + urllib.parse.quote(str(key), safe=''), value)
 
     def list(self):
-        for kv in self._request('list'):
-            yield kv
+        _, items = _services_call('GET', '/v1/session')
+        for k, v in items or []:
+            yield (k, v)
 
 
 def _print(msg=''):

@@ -66,3 +66,25 @@ jobx_pair_value() {
 	_jobx_r=$(_jobx_trim "$_jobx_r")
 	_jobx_trim "${_jobx_r%\]}"
 }
+
+# Sessions: the private session of the map invocation (read-write for its
+# mapper and combiner, read-only for its reducer), through the runner's
+# services endpoint. They need curl.
+_jobx_call() {
+	_jobx_sock=${JOBX_SERVICES#unix:}
+	if [ -z "$JOBX_SERVICES" ] || [ "$_jobx_sock" = "$JOBX_SERVICES" ]; then
+		echo "jobx: the services endpoint is not available: JOBX_SERVICES is not set" >&2
+		return 2
+	fi
+	curl -sS --fail-with-body --unix-socket "$_jobx_sock" -H "Authorization: Bearer $JOBX_TOKEN" \
+		-H 'Content-Type: application/json' "$@"
+}
+
+# jobx_session_get KEY: prints the JSON value; fails when unset.
+jobx_session_get() { _jobx_call "http://jobx/v1/session/$1"; }
+
+# jobx_session_set KEY JSON_VALUE
+jobx_session_set() { _jobx_call -X PUT --data-binary "$2" "http://jobx/v1/session/$1" >/dev/null; }
+
+# jobx_session_list: prints the session as a JSON array of [key, value].
+jobx_session_list() { _jobx_call "http://jobx/v1/session"; }

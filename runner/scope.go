@@ -1,0 +1,158 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jobx/jobx/kvmodel"
+	"gopkg.in/yaml.v3"
+)
+
+// Scope factories inject variables into handlers' environments, chosen by
+// handler name, from a runner-side source so that secrets never sit in etcd.
+// For workflow wf the runner looks in its scope directory for:
+//
+//   - wf.yaml, wf.yml or wf.json: static variables,
+//     {"all": {"NAME": "value"}, "handlers": {"map_deploy": {"TOKEN": "..."}}}
+//   - wf (an executable, any language): run with the handler's name as its
+//     argument and the handler's metadata as JSON on stdin; it prints a JSON
+//     object of variables. Its answers are cached per handler version for
+//     the scope TTL.
+type scopes struct {
+	dir string
+	ttl time.Duration
+
+	mu    sync.Mutex // guards cache
+	cache map[string]scopeEntry
+}
+
+type scopeEntry struct {
+	vars    map[string]string
+	expires time.Time
+}
+
+type scopeFile struct {
+	All      map[string]string            `json:"all" yaml:"all"`
+	Handlers map[string]map[string]string `json:"handlers" yaml:"handlers"`
+}
+
+var scopeVarName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// reservedVar reports names a scope may not set: jobx's own and the ones
+// the sandbox controls.
+func reservedVar(name string) bool {
+	switch name {
+	case "PATH", "HOME", "TMPDIR", "LANG", "PWD", "NODE_PATH", "PYTHONPATH":
+		return true
+	}
+	return strings.HasPrefix(name, "JOBX_")
+}
+
+// vars returns the scope variables of handler h, nil when the workflow has
+// no scope factory.
+func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]string, error) {
+	if s == nil || s.dir == "" {
+		return nil, nil
+	}
+	key := h.WorkflowName + "/" + h.Name + "@" + handlerVersion(h)
+	s.mu.Lock()
+	e, ok := s.cache[key]
+	s.mu.Unlock()
+	if ok && time.Now().Before(e.expires) {
+		return e.vars, nil
+	}
+	vars, err := s.load(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	for name := range vars {
+		if !scopeVarName.MatchString(name) || reservedVar(name) {
+			return nil, fmt.Errorf("scope of workflow %s: variable name %q is not allowed (want [A-Za-z_][A-Za-z0-9_]*, not JOBX_* or PATH, HOME, ...)", h.WorkflowName, name)
+		}
+	}
+	s.mu.Lock()
+	s.cache[key] = scopeEntry{vars: vars, expires: time.Now().Add(s.ttl)}
+	s.mu.Unlock()
+	return vars, nil
+}
+
+func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]string, error) {
+	base := filepath.Join(s.dir, h.WorkflowName)
+	for _, ext := range []string{".yaml", ".yml", ".json"} {
+		raw, err := os.ReadFile(base + ext)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("scope file: %w", err)
+		}
+		var f scopeFile
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil {
+			return nil, fmt.Errorf("scope file %s: %w", base+ext, err)
+		}
+		out := map[string]string{}
+		for k, v := range f.All {
+			out[k] = v
+		}
+		for k, v := range f.Handlers[h.Name] {
+			out[k] = v
+		}
+		return out, nil
+	}
+	st, err := os.Stat(base)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("scope factory %s: not an executable file", base)
+	}
+	meta, _ := json.Marshal(map[string]any{
+		"workflow": h.WorkflowName, "handler": h.Name, "handler_type": h.HandlerType, "version": handlerVersion(h),
+		"description": h.Description, "required_capability": h.RequiredCapability, "source_type": h.SourceType,
+	})
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, base, h.Name)
+	cmd.Stdin = bytes.NewReader(meta)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("scope factory %s for handler %s: %v: %s", base, h.Name, err, strings.TrimSpace(stderr.String()))
+	}
+	vars := map[string]string{}
+	if err := json.Unmarshal(out, &vars); err != nil {
+		return nil, fmt.Errorf("scope factory %s for handler %s: want a JSON object of string values: %w", base, h.Name, err)
+	}
+	return vars, nil
+}
+
+// scopeEnv renders vars as KEY=value entries plus JOBX_SCOPE_VARS.
+func scopeEnv(vars map[string]string) []string {
+	if len(vars) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(vars))
+	for k := range vars {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	env := make([]string, 0, len(names)+1)
+	for _, k := range names {
+		env = append(env, k+"="+vars[k])
+	}
+	return append(env, "JOBX_SCOPE_VARS="+strings.Join(names, ","))
+}

@@ -1,0 +1,209 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jobx/jobx/kvmodel"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// services is the endpoint handlers reach from inside their sandbox: an
+// HTTP server on a unix socket (bind-mountable into containers, reachable
+// without any network). Each invocation gets a token that grants exactly
+// its own session (read-write for a mapper and its combiner, read-only for
+// the reducer of that map invocation) for as long as it runs.
+//
+//	GET  /v1/session        the session as [[key, value], ...], by key
+//	GET  /v1/session/<key>  one value; 404 when unset
+//	PUT  /v1/session/<key>  set a value (JSON body)
+//	POST /v1/notify         a notification from the handler (JSON body)
+type services struct {
+	store  *kvmodel.Store
+	log    *slog.Logger
+	notify func(ctx context.Context, g *grant, body []byte)
+	sock   string
+	ln     net.Listener
+	srv    *http.Server
+
+	mu     sync.RWMutex // guards grants
+	grants map[string]*grant
+}
+
+// grant is what one invocation's token allows.
+type grant struct {
+	workflow string
+	session  string // the map invocation whose session this is
+	writable bool
+	request  string
+	handler  string
+	inv      string
+}
+
+func newServices(store *kvmodel.Store, sock string, log *slog.Logger) (*services, error) {
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("services endpoint: %w", err)
+	}
+	// Sandboxed handlers may run as another user.
+	os.Chmod(sock, 0o777)
+	s := &services{store: store, log: log, sock: sock, ln: ln, grants: map[string]*grant{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/session", s.list)
+	mux.HandleFunc("GET /v1/session/{key}", s.get)
+	mux.HandleFunc("PUT /v1/session/{key}", s.set)
+	mux.HandleFunc("POST /v1/notify", s.postNotify)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+func (s *services) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+	os.Remove(s.sock)
+}
+
+// issue registers a grant and returns its token and a revoke func.
+func (s *services) issue(g *grant) (string, func()) {
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	s.mu.Lock()
+	s.grants[token] = g
+	s.mu.Unlock()
+	return token, func() {
+		s.mu.Lock()
+		delete(s.grants, token)
+		s.mu.Unlock()
+	}
+}
+
+func (s *services) auth(w http.ResponseWriter, r *http.Request) *grant {
+	token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	s.mu.RLock()
+	g := s.grants[token]
+	s.mu.RUnlock()
+	if g == nil {
+		http.Error(w, "unknown or expired invocation token", http.StatusUnauthorized)
+	}
+	return g
+}
+
+func (s *services) key(w http.ResponseWriter, r *http.Request, g *grant) (string, bool) {
+	key := r.PathValue("key")
+	if err := kvmodel.ValidateName("session key", key); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return "", false
+	}
+	return kvmodel.SessionPrefix(g.workflow, g.session) + key, true
+}
+
+func (s *services) get(w http.ResponseWriter, r *http.Request) {
+	g := s.auth(w, r)
+	if g == nil {
+		return
+	}
+	key, ok := s.key(w, r, g)
+	if !ok {
+		return
+	}
+	resp, err := s.store.Client().Get(r.Context(), key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if len(resp.Kvs) == 0 {
+		http.Error(w, fmt.Sprintf("session key %q is not set", r.PathValue("key")), http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp.Kvs[0].Value)
+}
+
+func (s *services) set(w http.ResponseWriter, r *http.Request) {
+	g := s.auth(w, r)
+	if g == nil {
+		return
+	}
+	if !g.writable {
+		http.Error(w, "the session is read-only for a reducer", http.StatusForbidden)
+		return
+	}
+	key, ok := s.key(w, r, g)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, kvmodel.ChunkSize+1))
+	if err != nil || len(body) > kvmodel.ChunkSize || !json.Valid(body) {
+		http.Error(w, fmt.Sprintf("a session value must be JSON of at most %d bytes", kvmodel.ChunkSize), http.StatusBadRequest)
+		return
+	}
+	if _, err := s.store.Client().Put(r.Context(), key, string(body)); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *services) list(w http.ResponseWriter, r *http.Request) {
+	g := s.auth(w, r)
+	if g == nil {
+		return
+	}
+	out, err := listSession(r.Context(), s.store, g.workflow, g.session)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+// listSession returns a map invocation's session as [key, value] pairs,
+// ordered by key.
+func listSession(ctx context.Context, store *kvmodel.Store, wf, inv string) ([][2]json.RawMessage, error) {
+	prefix := kvmodel.SessionPrefix(wf, inv)
+	resp, err := store.Client().Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, err
+	}
+	out := [][2]json.RawMessage{}
+	for _, kv := range resp.Kvs {
+		k, _ := json.Marshal(strings.TrimPrefix(string(kv.Key), prefix))
+		out = append(out, [2]json.RawMessage{k, kv.Value})
+	}
+	return out, nil
+}
+
+func (s *services) postNotify(w http.ResponseWriter, r *http.Request) {
+	g := s.auth(w, r)
+	if g == nil {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil || !json.Valid(body) {
+		http.Error(w, "a notification is a JSON object", http.StatusBadRequest)
+		return
+	}
+	if s.notify != nil {
+		s.notify(r.Context(), g, body)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+var errNoServices = errors.New("no services endpoint")
