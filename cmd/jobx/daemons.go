@@ -72,6 +72,8 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: process")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
+	f.StringVar(&o.ScopeDir, "scope-dir", o.ScopeDir, "directory of scope factories: <workflow>.yaml|.json (static variables) or an executable <workflow> (see docs/handlers.md)")
+	f.DurationVar(&o.ScopeTTL, "scope-ttl", o.ScopeTTL, "how long a scope factory's answer for a handler version is reused")
 	if withIdentity {
 		f.StringVar(&o.Dir, "dir", "", "working directory for installed handlers and scratch (default: a temporary directory, removed on exit)")
 		f.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel (env MR_CHANNEL)")

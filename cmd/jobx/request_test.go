@@ -42,3 +42,21 @@ func TestRunnersListsAnnouncedRunners(t *testing.T) {
 		t.Fatalf("runners output:\n%s", out)
 	}
 }
+
+func TestTraceSessionsDumpsEachMapInvocationsSession(t *testing.T) {
+	c := newCLI(t)
+	ctx := t.Context()
+	root := &kvmodel.Invocation{ID: kvmodel.NewID(), WorkflowName: "dev", StepName: "s1", Direction: "map", State: "done"}
+	child := &kvmodel.Invocation{ID: kvmodel.ChildID(root.ID, 0), WorkflowName: "dev", StepName: "s2", Direction: "map", State: "done"}
+	req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "dev", JobName: "j", InvocationID: root.ID, IsDone: true, State: "done"}
+	ops := []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(child), kvmodel.PutOp(req),
+		{Key: kvmodel.SessionPrefix("dev", child.ID) + "seen", Value: []byte(`{"n":1}`)}}
+	ops = append(ops, kvmodel.MappedOps("dev", root.ID, []string{child.ID})...)
+	if err := c.store.Apply(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	out := c.ok("trace", "sessions", "dev", req.ID)
+	if !strings.Contains(out, child.ID+" s2") || !strings.Contains(out, `seen = {"n":1}`) || strings.Contains(out, root.ID) {
+		t.Fatalf("trace sessions output:\n%s", out)
+	}
+}

@@ -94,7 +94,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		c.GroupID = "defs"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.submitCmd(), a.requestCmd(), a.invocationCmd(), a.runnersCmd()} {
+	for _, c := range []*cobra.Command{a.submitCmd(), a.requestCmd(), a.invocationCmd(), a.runnersCmd(), a.traceCmd()} {
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}
