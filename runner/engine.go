@@ -638,6 +638,17 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	defer revoke()
 	env := append(r.env(t, h), scopeEnv(vars)...)
 	env = append(env, "JOBX_SERVICES=unix:"+r.svc.sock, "JOBX_SESSION_URL=unix:"+r.svc.sock, "JOBX_TOKEN="+token)
+	fsys, err := r.fss.open(h.WorkflowName)
+	if err != nil {
+		return &kvmodel.Failure{Kind: "filesystem", Handler: h.Name, Message: err.Error()}, nil
+	}
+	if fsys != nil {
+		env = append(env, "JOBX_FS=1")
+	}
+	shared := r.fss.hostDir(h.WorkflowName)
+	if shared != "" {
+		env = append(env, "JOBX_FS_ROOT="+shared)
+	}
 	backoff, _ := time.ParseDuration(h.Options.RetryBackoff)
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {
@@ -646,7 +657,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		spec := &RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
-			Stderr: &logWriter{log: log}, Limits: limits, ServicesSocket: r.svc.sock,
+			Stderr: &logWriter{log: log}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
 		}
 		outcome, err := r.sandbox.Run(ctx, spec)
 		if err != nil {

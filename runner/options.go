@@ -10,6 +10,7 @@ import (
 
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/sharedfs"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -67,6 +68,12 @@ type Options struct {
 	ScopeDir string
 	// ScopeTTL is how long a scope factory's answer is reused.
 	ScopeTTL time.Duration
+	// FS is the shared filesystem backend of every workflow without its own
+	// config in FSConfigDir; a zero Config means none.
+	FS sharedfs.Config
+	// FSConfigDir holds per-workflow filesystem configs (<wf>.yaml|.json,
+	// see package sharedfs), e.g. a Tahoe-LAFS gateway and write dircap.
+	FSConfigDir string
 	// ServicesSocket is the unix socket of the endpoint handlers use for
 	// sessions and notifications; empty picks a short path under the
 	// system temporary directory (socket paths are limited to 107 bytes).

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/sharedfs"
 	"github.com/nsqio/go-nsq"
 )
 
@@ -38,6 +39,7 @@ type Runner struct {
 	sem      chan struct{}
 	counters *counters
 	scopes   *scopes
+	fss      *filesystems
 	svc      *services
 	svcDir   string // removed on Close when the runner made it
 
@@ -79,6 +81,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
 	r.scopes = &scopes{dir: o.ScopeDir, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
+	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
 	if r.pub, err = queue.NewPublisher(o.NSQDs, r.log); err != nil {
@@ -101,7 +104,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 		os.Chmod(r.svcDir, 0o755)
 		sock = filepath.Join(r.svcDir, "services.sock")
 	}
-	if r.svc, err = newServices(r.store, sock, r.log); err != nil {
+	if r.svc, err = newServices(r.store, r.fss, sock, r.log); err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -273,6 +276,7 @@ func (r *Runner) Close() error {
 		if r.svc != nil {
 			r.svc.close()
 		}
+		r.fss.close()
 		if r.svcDir != "" {
 			os.RemoveAll(r.svcDir)
 		}

@@ -39,6 +39,11 @@ type RunSpec struct {
 	// sandbox with its own mount namespace bind-mounts its directory at
 	// the same path.
 	ServicesSocket string
+	// SharedDir is the host directory of the workflow's shared filesystem
+	// when its backend is local ("" otherwise): a sandbox mounts it
+	// read-write (and nothing else of the host) and sets JOBX_FS_ROOT to
+	// where the handler sees it; the process sandbox leaves it in place.
+	SharedDir string
 }
 
 // Limits bound one handler run. Zero values mean no limit.

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +33,7 @@ type services struct {
 	store  *kvmodel.Store
 	log    *slog.Logger
 	notify func(ctx context.Context, g *grant, body []byte)
+	fs     *filesystems
 	sock   string
 	ln     net.Listener
 	srv    *http.Server
@@ -52,7 +52,7 @@ type grant struct {
 	inv      string
 }
 
-func newServices(store *kvmodel.Store, sock string, log *slog.Logger) (*services, error) {
+func newServices(store *kvmodel.Store, fss *filesystems, sock string, log *slog.Logger) (*services, error) {
 	os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -60,12 +60,13 @@ func newServices(store *kvmodel.Store, sock string, log *slog.Logger) (*services
 	}
 	// Sandboxed handlers may run as another user.
 	os.Chmod(sock, 0o777)
-	s := &services{store: store, log: log, sock: sock, ln: ln, grants: map[string]*grant{}}
+	s := &services{store: store, fs: fss, log: log, sock: sock, ln: ln, grants: map[string]*grant{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/session", s.list)
 	mux.HandleFunc("GET /v1/session/{key}", s.get)
 	mux.HandleFunc("PUT /v1/session/{key}", s.set)
 	mux.HandleFunc("POST /v1/notify", s.postNotify)
+	s.fsRoutes(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
 	return s, nil
@@ -205,5 +206,3 @@ func (s *services) postNotify(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-
-var errNoServices = errors.New("no services endpoint")

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
 )
 
@@ -51,6 +53,7 @@ blocking requests in flight finish; a second exits at once.`,
 type runnerFlags struct {
 	opts    *runner.Options
 	sandbox string
+	fsDir   string
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
@@ -74,6 +77,8 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
 	f.StringVar(&o.ScopeDir, "scope-dir", o.ScopeDir, "directory of scope factories: <workflow>.yaml|.json (static variables) or an executable <workflow> (see docs/handlers.md)")
 	f.DurationVar(&o.ScopeTTL, "scope-ttl", o.ScopeTTL, "how long a scope factory's answer for a handler version is reused")
+	f.StringVar(&rf.fsDir, "fs-dir", "", "host directory of the local shared filesystem backend (workflow roots are <dir>/working/<workflow>); jobx up defaults to <data-dir>/fs")
+	f.StringVar(&o.FSConfigDir, "fs-config-dir", "", "directory of per-workflow filesystem configs, <workflow>.yaml|.json (e.g. a Tahoe-LAFS gateway and write dircap; see docs/sharedfs.md)")
 	if withIdentity {
 		f.StringVar(&o.Dir, "dir", "", "working directory for installed handlers and scratch (default: a temporary directory, removed on exit)")
 		f.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel (env MR_CHANNEL)")
@@ -84,6 +89,13 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 }
 
 func (rf *runnerFlags) validate() error {
+	if rf.fsDir != "" {
+		dir, err := filepath.Abs(rf.fsDir)
+		if err != nil {
+			return fmt.Errorf("--fs-dir: %w", err)
+		}
+		rf.opts.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: dir}
+	}
 	if rf.sandbox != "process" {
 		return fmt.Errorf("--sandbox %q: only \"process\" is available", rf.sandbox)
 	}

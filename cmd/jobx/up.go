@@ -15,6 +15,7 @@ import (
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -147,6 +148,9 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		ro.ID = fmt.Sprintf("up-%d", i+1)
 		ro.Dir = filepath.Join(dataDir, "runner-"+fmt.Sprint(i+1))
 		ro.Etcd, ro.NSQDs, ro.Log = c.cli, c.nsqdAddr, a.log
+		if ro.FS.Backend == "" {
+			ro.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
+		}
 		r, err := runner.New(ctx, &ro)
 		if err != nil {
 			return err

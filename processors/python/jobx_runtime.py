@@ -19,6 +19,7 @@ import builtins
 import collections
 import gc
 import http.client
+import io
 import json
 import urllib.parse
 import logging
@@ -146,7 +147,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def _services_call(method, path, body=None):
+def _services_call(method, path, body=None, raw=None, decode=True):
     """One call to the runner's services endpoint (JOBX_SERVICES, a unix
     socket), authenticated by this invocation's JOBX_TOKEN. Returns (status,
     decoded JSON body or None)."""
@@ -155,17 +156,19 @@ def _services_call(method, path, body=None):
         raise RuntimeError('the jobx services endpoint is not available: JOBX_SERVICES is not set')
     conn = _UnixHTTPConnection(url[len('unix:'):])
     try:
-        data = None if body is None else json.dumps(body).encode()
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         conn.request(method, path, body=data, headers={
             'Authorization': 'Bearer ' + os.environ.get('JOBX_TOKEN', ''),
             'Content-Type': 'application/json'})
         resp = conn.getresponse()
-        raw = resp.read()
+        raw_body = resp.read()
     finally:
         conn.close()
     if resp.status >= 400 and resp.status != 404:
-        raise RuntimeError('jobx services %s %s: %d %s' % (method, path, resp.status, raw.decode(errors='replace').strip()))
-    return resp.status, (json.loads(raw) if raw and resp.status < 300 else None)
+        raise RuntimeError('jobx services %s %s: %d %s' % (method, path, resp.status, raw_body.decode(errors='replace').strip()))
+    if not decode:
+        return resp.status, raw_body
+    return resp.status, (json.loads(raw_body) if raw_body and resp.status < 300 else None)
 
 
 class _Sessions(object):
@@ -188,6 +191,100 @@ class _Sessions(object):
         _, items = _services_call('GET', '/v1/session')
         for k, v in items or []:
             yield (k, v)
+
+
+class _FSFile(io.BytesIO):
+    """A file of the shared filesystem opened by FS.open: read in full on
+    open, written back on close."""
+
+    def __init__(self, path, mode, data=b''):
+        super().__init__(data)
+        self._path, self._mode = path, mode
+        if 'a' in mode:
+            self.seek(0, 2)
+
+    def close(self):
+        if not self.closed and any(c in self._mode for c in 'wax+'):
+            _services_call('PUT', _fs_url(self._path), raw=self.getvalue())
+        super().close()
+
+
+def _fs_url(p, **query):
+    query['path'] = str(p)
+    return '/v1/fs?' + urllib.parse.urlencode(query)
+
+
+class _FS(object):
+    """JobX's FS: the workflow's shared filesystem (/working/<workflow>),
+    through the runner's services endpoint, for every backend. Paths are
+    relative to the workflow's root; none may leave it."""
+
+    def _post(self, op, path, to=None):
+        query = {'op': op} if to is None else {'op': op, 'to': str(to)}
+        status, _ = _services_call('POST', _fs_url(path, **query))
+        if status == 404:
+            raise FileNotFoundError(path)
+
+    def mkdir(self, path):
+        self._post('mkdir', path)
+
+    def rmdir(self, path):
+        self._post('rmdir', path)
+
+    def cp(self, src, dst):
+        self._post('cp', src, dst)
+
+    def cpr(self, src, dst):
+        self._post('cpr', src, dst)
+
+    def mv(self, src, dst):
+        self._post('mv', src, dst)
+
+    def rm(self, path):
+        status, _ = _services_call('DELETE', _fs_url(path))
+        if status == 404:
+            raise FileNotFoundError(path)
+
+    def get_stat(self, path):
+        status, st = _services_call('GET', _fs_url(path, op='stat'))
+        if status == 404:
+            raise FileNotFoundError(path)
+        return st
+
+    stat = get_stat
+
+    def get_filesize(self, path):
+        return self.get_stat(path)['size']
+
+    def exists(self, path):
+        status, _ = _services_call('GET', _fs_url(path, op='stat'))
+        return status != 404
+
+    def isfile(self, path):
+        return self.exists(path) and not self.get_stat(path)['is_dir']
+
+    def isdir(self, path):
+        return self.exists(path) and self.get_stat(path)['is_dir']
+
+    def ls(self, path='/'):
+        status, entries = _services_call('GET', _fs_url(path, op='ls'))
+        if status == 404:
+            raise FileNotFoundError(path)
+        for e in entries:
+            yield (e['name'], e)
+
+    def open(self, path, mode='r'):
+        data = b''
+        if 'w' not in mode and 'x' not in mode:
+            status, data = _services_call('GET', _fs_url(path), decode=False)
+            if status == 404:
+                if 'a' not in mode:
+                    raise FileNotFoundError(path)
+                data = b''
+        f = _FSFile(path, mode, data)
+        if 'b' in mode:
+            return f
+        return io.TextIOWrapper(f, encoding='utf-8')
 
 
 def _print(msg=''):
@@ -240,7 +337,7 @@ def make_globals(handler_name):
         'S_LIST': sessions.list,
         'MrConfigureToMap': MrConfigureToMap,
         'MrConfigureToReturn': MrConfigureToReturn,
-        'FS': None,
+        'FS': _FS() if os.environ.get('JOBX_FS') else None,
         'SEP': '/',
         'JOIN': _join,
         'LOG': make_logger(handler_name),

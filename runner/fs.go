@@ -1,0 +1,260 @@
+package runner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/jobx/jobx/sharedfs"
+)
+
+// filesystems opens each workflow's shared filesystem once: the backend
+// of the workflow's own config file (<FSConfigDir>/<wf>.yaml|.json) if
+// there is one, else the runner's default.
+type filesystems struct {
+	def       sharedfs.Config
+	configDir string
+
+	mu   sync.Mutex // guards fss and dirs
+	fss  map[string]*sharedfs.FS
+	dirs map[string]string // host directory of each opened local root
+}
+
+// config returns the backend config of workflow wf.
+func (f *filesystems) config(wf string) (sharedfs.Config, error) {
+	if f.configDir != "" {
+		for _, ext := range []string{".yaml", ".yml", ".json"} {
+			raw, err := os.ReadFile(filepath.Join(f.configDir, wf+ext))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return sharedfs.Config{}, err
+			}
+			cfg, err := sharedfs.ParseConfig(raw)
+			if err != nil {
+				return sharedfs.Config{}, fmt.Errorf("filesystem of workflow %s (%s): %w", wf, wf+ext, err)
+			}
+			return cfg, nil
+		}
+	}
+	return f.def, nil
+}
+
+// open returns workflow wf's filesystem, or nil when none is configured.
+func (f *filesystems) open(wf string) (*sharedfs.FS, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fsys, ok := f.fss[wf]; ok {
+		return fsys, nil
+	}
+	cfg, err := f.config(wf)
+	if err != nil || cfg.Backend == "" {
+		return nil, err
+	}
+	fsys, err := sharedfs.Open(cfg, wf)
+	if err != nil {
+		return nil, fmt.Errorf("filesystem of workflow %s: %w", wf, err)
+	}
+	f.fss[wf] = fsys
+	if dir, ok := sharedfs.HostDir(cfg, wf); ok {
+		f.dirs[wf] = dir
+	}
+	return fsys, nil
+}
+
+// hostDir returns the host directory of an opened workflow root whose
+// backend is local, "" otherwise.
+func (f *filesystems) hostDir(wf string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dirs[wf]
+}
+
+func (f *filesystems) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs error
+	for wf, fsys := range f.fss {
+		if err := fsys.Close(); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+		delete(f.fss, wf)
+	}
+	return errs
+}
+
+// fsRoutes serve a workflow's shared filesystem to its handlers:
+//
+// The path is a query parameter, so that the workflow root's own rules (not
+// URL cleaning) judge paths such as "../x":
+//
+//	GET    /v1/fs?path=P            read a file
+//	GET    /v1/fs?path=P&op=ls      list a directory (JSON)
+//	GET    /v1/fs?path=P&op=stat    stat (JSON; 404 when missing)
+//	PUT    /v1/fs?path=P            write a file (parents are created)
+//	DELETE /v1/fs?path=P            rm a file
+//	POST   /v1/fs?path=P&op=mkdir|rmdir
+//	POST   /v1/fs?path=P&op=cp|cpr|mv&to=Q
+func (s *services) fsRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/fs", s.fsGet)
+	mux.HandleFunc("PUT /v1/fs", s.fsPut)
+	mux.HandleFunc("DELETE /v1/fs", s.fsDelete)
+	mux.HandleFunc("POST /v1/fs", s.fsPost)
+}
+
+func (s *services) fsOf(w http.ResponseWriter, r *http.Request) (*sharedfs.FS, string) {
+	g := s.auth(w, r)
+	if g == nil {
+		return nil, ""
+	}
+	fsys, err := s.fs.open(g.workflow)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return nil, ""
+	}
+	if fsys == nil {
+		http.Error(w, fmt.Sprintf("workflow %s has no shared filesystem configured", g.workflow), http.StatusNotFound)
+		return nil, ""
+	}
+	p := r.URL.Query().Get("path")
+	if p == "" {
+		p = "/"
+	}
+	return fsys, p
+}
+
+func fsError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		status = http.StatusNotFound
+	case errors.Is(err, fs.ErrExist):
+		status = http.StatusConflict
+	case errors.Is(err, fs.ErrPermission):
+		status = http.StatusForbidden
+	case errors.Is(err, sharedfs.ErrBadPath), errors.Is(err, fs.ErrInvalid):
+		status = http.StatusBadRequest
+	}
+	http.Error(w, err.Error(), status)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+type fsEntry struct {
+	Name    string `json:"name"`
+	Size    int64  `json:"size"`
+	Mode    uint32 `json:"mode"`
+	IsDir   bool   `json:"is_dir"`
+	ModTime int64  `json:"mtime"`
+}
+
+func entry(e sharedfs.EntryStat) fsEntry {
+	return fsEntry{Name: e.Name, Size: e.Size, Mode: uint32(e.Mode.Perm()), IsDir: e.IsDir, ModTime: e.ModTime.Unix()}
+}
+
+func (s *services) fsGet(w http.ResponseWriter, r *http.Request) {
+	fsys, p := s.fsOf(w, r)
+	if fsys == nil {
+		return
+	}
+	switch r.URL.Query().Get("op") {
+	case "ls":
+		es, err := fsys.Ls(p)
+		if err != nil {
+			fsError(w, err)
+			return
+		}
+		out := make([]fsEntry, len(es))
+		for i, e := range es {
+			out[i] = entry(e)
+		}
+		writeJSON(w, out)
+	case "stat":
+		e, err := fsys.Stat(p)
+		if err != nil {
+			fsError(w, err)
+			return
+		}
+		writeJSON(w, entry(e))
+	case "", "read":
+		f, err := fsys.Open(p, os.O_RDONLY, 0)
+		if err != nil {
+			fsError(w, err)
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.Copy(w, f)
+	default:
+		http.Error(w, fmt.Sprintf("unknown op %q (want ls, stat or read)", r.URL.Query().Get("op")), http.StatusBadRequest)
+	}
+}
+
+func (s *services) fsPut(w http.ResponseWriter, r *http.Request) {
+	fsys, p := s.fsOf(w, r)
+	if fsys == nil {
+		return
+	}
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := fsys.WriteFile(p, data, 0o644); err != nil {
+		fsError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *services) fsDelete(w http.ResponseWriter, r *http.Request) {
+	fsys, p := s.fsOf(w, r)
+	if fsys == nil {
+		return
+	}
+	if err := fsys.Rm(p); err != nil {
+		fsError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *services) fsPost(w http.ResponseWriter, r *http.Request) {
+	fsys, p := s.fsOf(w, r)
+	if fsys == nil {
+		return
+	}
+	to := r.URL.Query().Get("to")
+	var err error
+	switch op := r.URL.Query().Get("op"); op {
+	case "mkdir":
+		err = fsys.Mkdir(p)
+	case "rmdir":
+		err = fsys.Rmdir(p)
+	case "cp":
+		err = fsys.Cp(p, to)
+	case "cpr":
+		err = fsys.Cpr(p, to)
+	case "mv":
+		err = fsys.Mv(p, to)
+	default:
+		http.Error(w, fmt.Sprintf("unknown op %q (want mkdir, rmdir, cp, cpr or mv)", op), http.StatusBadRequest)
+		return
+	}
+	if err != nil {
+		fsError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
