@@ -37,6 +37,7 @@ type Gateway struct {
 	store   *kvmodel.Store
 	catalog *kvmodel.Catalog
 	runners *kvmodel.Registry
+	metrics *metrics
 	pub     *queue.Publisher
 	engine  *gin.Engine
 	ln      net.Listener
@@ -52,7 +53,7 @@ func New(ctx context.Context, opts *Options) (*Gateway, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{opts: o, log: o.Log.With("component", "gateway"), store: kvmodel.NewStore(o.Etcd)}
+	g := &Gateway{opts: o, log: o.Log.With("component", "gateway"), store: kvmodel.NewStore(o.Etcd), metrics: newMetrics()}
 	var err error
 	if g.pub, err = queue.NewPublisher(o.NSQDs, g.log); err != nil {
 		return nil, err
@@ -134,10 +135,20 @@ func (g *Gateway) routes() *gin.Engine {
 	e.Use(gin.Recovery(), func(c *gin.Context) {
 		c.Header(HeaderFulfilledBy, g.opts.Hostname)
 		c.Next()
+	}, func(c *gin.Context) {
+		// Outside respondErrors, so errors are counted with their status.
+		if c.FullPath() != "/job/:workflow/:job" {
+			c.Next()
+			return
+		}
+		start := time.Now()
+		c.Next()
+		g.metrics.observe(c, start)
 	}, respondErrors)
 	e.HandleMethodNotAllowed = true
 	e.GET("/", func(c *gin.Context) { c.String(http.StatusOK, "Map me. Reduce me.\n") })
 	e.GET("/healthz", g.healthz)
+	e.GET("/metrics", g.metricsHandler())
 	e.POST("/job/:workflow/:job", g.submit)
 	e.GET("/request/:workflow/:id", g.status)
 	return e

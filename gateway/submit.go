@@ -172,6 +172,7 @@ func (g *Gateway) waitDone(ctx context.Context, watch clientv3.WatchChan, req *k
 // schedules the request's cleanup once the result has been sent.
 func (g *Gateway) respondDone(c *gin.Context, req *kvmodel.Request, delivered bool) {
 	if req.State == kvmodel.StateFailed {
+		c.Set("job_failed", true)
 		c.JSON(http.StatusInternalServerError, gin.H{"error": req.Error, "request_id": req.ID, "state": req.State})
 		return
 	}

@@ -267,6 +267,7 @@ func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, st
 		t.log.Debug("invocation or request changed meanwhile; leaving it")
 		return nil
 	}
+	r.count(t, h, "done")
 	return r.publishReduce(ctx, t.inv, red)
 }
 
@@ -315,6 +316,7 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 	if !resp.Succeeded {
 		return nil
 	}
+	r.count(t, h, "done")
 	t.log.Debug("branched", "to_step", next, "children", len(ids))
 	if red != nil {
 		return r.publishReduce(ctx, t.inv, red)
@@ -456,6 +458,7 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	if !resp.Succeeded {
 		return nil // a duplicate finished it, or the request ended
 	}
+	r.count(t, h, "done")
 	if parent == "" {
 		t.log.Info("request done")
 		return nil
@@ -530,8 +533,16 @@ func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
 	if !req.Keep {
 		final = append(final, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
 	}
-	_, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
+	resp, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
+	if err == nil && resp.Succeeded {
+		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+f.Kind).Inc()
+	}
 	return err
+}
+
+// count records a committed invocation outcome.
+func (r *Runner) count(t *task, h *kvmodel.Handler, outcome string) {
+	r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, h.Name, t.inv.Direction, outcome).Inc()
 }
 
 // failForInfra fails a request whose message kept failing.
@@ -663,6 +674,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		if err != nil {
 			return nil, err
 		}
+		r.metrics.observe(h.WorkflowName, t.inv.StepName, h.Name, r.sandbox.Kind(), outcome.Warm, outcome.Duration)
 		f := failureOf(h, outcome, lw.Close(), limits)
 		if f == nil {
 			return nil, nil

@@ -68,6 +68,8 @@ type Options struct {
 	ScopeDir string
 	// ScopeTTL is how long a scope factory's answer is reused.
 	ScopeTTL time.Duration
+	// MetricsAddr, when set, is where the runner serves GET /metrics.
+	MetricsAddr string
 	// FS is the shared filesystem backend of every workflow without its own
 	// config in FSConfigDir; a zero Config means none.
 	FS sharedfs.Config

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +41,7 @@ type Runner struct {
 	sem      chan struct{}
 	counters *counters
 	scopes   *scopes
+	metrics  *metrics
 	fss      *filesystems
 	svc      *services
 	svcDir   string // removed on Close when the runner made it
@@ -81,6 +84,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
 	r.scopes = &scopes{dir: o.ScopeDir, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
+	r.metrics = newMetrics(r)
 	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
@@ -155,6 +159,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); r.announce(ctx) }()
+	if r.opts.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", r.opts.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("runner: --metrics-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", r.Metrics())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		r.log.Info("serving metrics", "addr", ln.Addr().String())
+	}
 	if r.opts.CleanupInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.cleanupLoop(ctx) }()

@@ -83,6 +83,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 		f.StringVar(&o.Dir, "dir", "", "working directory for installed handlers and scratch (default: a temporary directory, removed on exit)")
 		f.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel (env MR_CHANNEL)")
 		f.StringVar(&o.ID, "id", o.ID, "runner id in logs and the registry")
+		f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) on this address")
 		f.StringSliceVar(&o.Lookupds, "lookupd", nil, "nsqlookupd HTTP addresses to discover nsqd through (publishing still uses --nsqd)")
 	}
 	return rf

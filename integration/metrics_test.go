@@ -1,0 +1,52 @@
+package integration
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestMetricsCountRequestsInvocationsAndWarmStarts(t *testing.T) {
+	c := startCluster(t)
+	r, _ := c.addRunner()
+	c.workflow("wf")
+	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
+	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
+	c.handler("wf", "map_boom", "map/boom.py", "\"\"\"\nFail.\n\n**\nhandler_type: mapper\n\"\"\"\nraise ValueError('no')\nyield MrConfigureToReturn()\n")
+	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
+	c.step("wf", "boom", "map_boom", "", "reduce_sum")
+	c.job("wf", "leaf", "chunk")
+	c.job("wf", "boom", "boom")
+	c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t)
+	c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t)
+	c.post("wf", "boom", `{"arguments":{}}`, "")
+	c.post("wf", "nope", `{"arguments":{}}`, "")
+
+	gw := c.do("GET", "/metrics", "", "").raw
+	for _, want := range []string{
+		`jobx_requests_total{job="leaf",outcome="done",workflow="wf"} 2`,
+		`jobx_requests_total{job="boom",outcome="failed",workflow="wf"} 1`,
+		`jobx_requests_total{job="",outcome="rejected",workflow=""} 1`,
+		`jobx_request_duration_seconds_count{job="leaf",workflow="wf"} 2`,
+	} {
+		if !strings.Contains(gw, want) {
+			t.Errorf("gateway metrics lack %s", want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	r.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`jobx_invocations_total{direction="map",handler="map_yield",outcome="done",runner="runner1",step="chunk",workflow="wf"} 2`,
+		`jobx_invocations_total{direction="reduce",handler="reduce_sum",outcome="done",runner="runner1",step="chunk",workflow="wf"} 2`,
+		`jobx_invocations_total{direction="map",handler="map_boom",outcome="failed_handler_failed",runner="runner1",step="boom",workflow="wf"} 1`,
+		`jobx_sandbox_starts_total{runner="runner1",sandbox="process",start="warm"} 5`,
+		`jobx_invocation_duration_seconds_count{handler="map_yield",runner="runner1",step="chunk",workflow="wf"} 2`,
+		`jobx_runner_topics{runner="runner1"} 2`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("runner metrics lack %s", want)
+		}
+	}
+}

@@ -1,0 +1,66 @@
+package runner
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are a runner's Prometheus metrics, on a registry of its own (so
+// several runners may share a process, as in tests and jobx up).
+type metrics struct {
+	reg         *prometheus.Registry
+	invocations *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	starts      *prometheus.CounterVec
+	inFlight    prometheus.GaugeFunc
+	consumers   prometheus.GaugeFunc
+}
+
+func newMetrics(r *Runner) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	labels := prometheus.Labels{"runner": r.opts.ID}
+	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jobx_invocations_total", Help: "Invocations run, by workflow, step, handler, direction and outcome (done, failed kind).",
+		ConstLabels: labels,
+	}, []string{"workflow", "step", "handler", "direction", "outcome"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "jobx_invocation_duration_seconds", Help: "Handler run time (sandbox start to exit), by workflow, step and handler.",
+		ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20),
+	}, []string{"workflow", "step", "handler"})
+	m.starts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jobx_sandbox_starts_total", Help: "Handler runs by sandbox kind and start (warm: forked from a warm interpreter or sandbox; cold: a new one).",
+		ConstLabels: labels,
+	}, []string{"sandbox", "start"})
+	m.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jobx_runner_in_flight", Help: "Invocations being processed.", ConstLabels: labels,
+	}, func() float64 { return float64(r.inFlight.Load()) })
+	m.consumers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jobx_runner_topics", Help: "NSQ topics consumed.", ConstLabels: labels,
+	}, func() float64 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return float64(len(r.consumers))
+	})
+	m.reg.MustRegister(m.invocations, m.duration, m.starts, m.inFlight, m.consumers,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe records one handler run.
+func (m *metrics) observe(wf, step, handler, sandbox string, warm bool, d time.Duration) {
+	m.duration.WithLabelValues(wf, step, handler).Observe(d.Seconds())
+	start := "cold"
+	if warm {
+		start = "warm"
+	}
+	m.starts.WithLabelValues(sandbox, start).Inc()
+}
+
+// Metrics returns the runner's Prometheus handler (GET /metrics).
+func (r *Runner) Metrics() http.Handler {
+	return promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})
+}
