@@ -11,17 +11,22 @@ build: bin/jobx
 bin/jobx: $(shell find . -name '*.go' -not -path './bench/*') go.mod go.sum
 	$(GO) build -o bin/jobx ./cmd/jobx
 
-## deps: install the handler interpreters the examples and tests use (Debian, as root)
+## deps: install what the handlers, sandboxes and tests use (Debian packages, as root):
+## interpreters, curl (sh session helpers), containerd and runc, busybox-static (sandbox
+## images), graphviz (graphs), chromium (the browser test)
+DEB_DEPS = python3:python3 node:nodejs perl:perl curl:curl containerd:containerd runc:runc \
+	busybox:busybox-static dot:graphviz chromium:chromium
 deps:
 	@missing=""; \
-	command -v python3 >/dev/null || missing="$$missing python3"; \
-	command -v node >/dev/null || missing="$$missing nodejs"; \
-	command -v perl >/dev/null || missing="$$missing perl"; \
+	for pair in $(DEB_DEPS); do \
+		cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+		command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing (install them, or run as root)"; exit 1; fi; \
 		echo "installing:$$missing"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 ## run: the all-in-one local cluster (embedded etcd and nsqd) with the examples loaded
