@@ -15,6 +15,7 @@ or the runtime was misused.
 """
 
 import ast
+import base64
 import builtins
 import collections
 import gc
@@ -23,6 +24,7 @@ import io
 import json
 import urllib.parse
 import logging
+import marshal
 import os
 import resource
 import random  # noqa: F401  (pre-imported so that forked children are warm)
@@ -32,6 +34,7 @@ import socket
 import subprocess
 import sys
 import traceback
+import types
 
 WRAPPER = '_jobx_handler'
 SELF = globals().get('__file__', '<jobx runtime>')
@@ -477,6 +480,32 @@ def run(path, handler_type, handler_name, code=None):
 
 # --- zygote --------------------------------------------------------------------
 
+_WARM_UP_SOURCE = '''"""
+Warm-up.
+
+**
+handler_type: mapper
+"""
+LOG.debug("warm-up")
+yield MrConfigureToReturn()
+for k, v in arguments:
+    yield (k, [v, {"x": 1.5, "y": None}])
+'''
+
+
+def _warm_up():
+    """Runs a throwaway invocation in a pre-forked child, so that the pages a
+    handler run touches are copied before the real invocation arrives."""
+    stderr = sys.stderr
+    sys.stderr = io.StringIO()
+    try:
+        code = compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
+        invoke(code, 'mapper', 'warmup', io.StringIO('["k", 1]\n["k", "two"]\n'), io.StringIO())
+    except BaseException:
+        pass
+    finally:
+        sys.stderr = stderr
+
 class Zygote(object):
     """A single-threaded fork server. Per connection: one JSON request line
     with three fds (stdin, stdout, stderr); reply {"pid": N} and later
@@ -490,6 +519,11 @@ class Zygote(object):
         self.sel = selectors.DefaultSelector()
         self.code_cache = collections.OrderedDict()
         self.children = {}  # pid -> (conn, pidfd)
+        # Pre-forked, warmed-up children waiting for an invocation, as
+        # (pid, socket to send it on): forking and the first touches of the
+        # heap (copy-on-write faults) then happen off the critical path.
+        self.idle = collections.deque()
+        self.prefork_target = int(os.environ.get('JOBX_ZYGOTE_PREFORK', '2'))
 
     def serve(self):
         try:
@@ -501,6 +535,7 @@ class Zygote(object):
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, ('accept', None))
+        self.refill()
         # The parent keeps our stdin open; EOF means it went away.
         self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, ('parent', None))
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -508,7 +543,18 @@ class Zygote(object):
         # touch (and copy) the parent's pages.
         gc.disable()
         while True:
-            for key, _ in self.sel.select():
+            # Refill the pre-forked pool only when nothing else is waiting,
+            # so a fork never delays an exit report or a request.
+            timeout = None
+            if not self.idle:
+                timeout = 0
+            elif len(self.idle) < self.prefork_target:
+                timeout = 0.002
+            events = self.sel.select(timeout=timeout)
+            if not events:
+                self.prefork()
+                continue
+            for key, _ in events:
                 kind, state = key.data
                 if kind == 'accept':
                     self.accept()
@@ -516,6 +562,8 @@ class Zygote(object):
                     self.read_request(key.fileobj, state)
                 elif kind == 'child':
                     self.reap(state)
+                elif kind == 'status':
+                    self.early_status(key.fileobj, state)
                 elif kind == 'parent':
                     if not os.read(sys.stdin.fileno(), 4096):
                         return
@@ -598,6 +646,21 @@ class Zygote(object):
     def spawn(self, conn, state, req):
         code = self.compiled(req['handler_path'], req['handler_type'])
         fds = state['fds']
+        pid = self.assign_idle(req, fds, code)
+        if pid is None:
+            pid = self.fork_for(conn, state, req, fds, code)
+            if pid is None:
+                return
+        for fd in fds:
+            _close(fd)
+        state['fds'] = []
+        state['pid'] = pid
+        self.children[pid][0] = conn
+        if not self.reply(conn, {'pid': pid}):
+            _kill_group(pid)
+
+    def fork_for(self, conn, state, req, fds, code):
+        """Forks a child for this request now (no idle child was ready)."""
         sys.stdout.flush()
         sys.stderr.flush()
         gc.freeze()
@@ -606,10 +669,11 @@ class Zygote(object):
         except OSError as e:
             self.reply(conn, {'error': 'fork: %s' % e})
             self.close_conn(conn, state)
-            return
+            return None
         if pid == 0:
             status = 1
             try:
+                os.setsid()
                 status = self.child(req, fds, code)
             except BaseException:
                 try:
@@ -618,25 +682,142 @@ class Zygote(object):
                     pass
             finally:
                 os._exit(status)
-        for fd in fds:
-            _close(fd)
-        state['fds'] = []
-        state['pid'] = pid
-        pidfd = os.pidfd_open(pid)
-        self.children[pid] = [conn, pidfd]
-        self.sel.register(pidfd, selectors.EVENT_READ, ('child', pid))
-        if not self.reply(conn, {'pid': pid}):
-            _kill_group(pid)
+        self.watch_child(pid)
+        return pid
 
-    def child(self, req, fds, code):
+    def watch_child(self, pid):
+        pidfd = os.pidfd_open(pid)
+        self.children[pid] = [None, pidfd]
+        self.sel.register(pidfd, selectors.EVENT_READ, ('child', pid))
+
+    def assign_idle(self, req, fds, code):
+        """Hands the request and its fds to a pre-forked child; returns its
+        pid, or None when none is ready."""
+        while self.idle:
+            pid, sock = self.idle.popleft()
+            msg = dict(req)
+            if isinstance(code, types.CodeType):
+                msg['code'] = base64.b64encode(marshal.dumps(code)).decode()
+            try:
+                sock.setblocking(True)
+                socket.send_fds(sock, [(json.dumps(msg) + '\n').encode()], fds)
+            except OSError:
+                _kill_group(pid)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            self.sel.register(sock, selectors.EVENT_READ, ('status', pid))
+            return pid
+        return None
+
+    def early_status(self, sock, pid):
+        """A pre-forked child reports its exit status before it exits."""
+        try:
+            data = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b''
+        self.sel.unregister(sock)
+        sock.close()
+        entry = self.children.get(pid)
+        if not data or entry is None or entry[0] is None:
+            return  # it died without a report: reap tells
+        try:
+            msg = json.loads(data.split(b'\n', 1)[0])
+        except ValueError:
+            return
+        conn, entry[0] = entry[0], None
+        self.reply(conn, msg)
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def refill(self):
+        while len(self.idle) < self.prefork_target:
+            if not self.prefork():
+                return
+
+    def prefork(self):
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            parent_end.close()
+            child_end.close()
+            return False
+        if pid == 0:
+            status = 1
+            try:
+                status = self.idle_child(child_end)
+            except BaseException:
+                try:
+                    traceback.print_exc()
+                except BaseException:
+                    pass
+            finally:
+                os._exit(status)
+        child_end.close()
+        self.watch_child(pid)
+        self.idle.append((pid, parent_end))
+        return True
+
+    def idle_child(self, sock):
+        """A pre-forked child: warm up, wait for one invocation, run it."""
         os.setsid()
+        keep = sock.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, _max_fd())
+        _warm_up()
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        while data and b'\n' not in data:
+            more = sock.recv(1 << 16)
+            if not more:
+                break
+            data += more
+        if not data or len(fds) != 3:
+            return 0  # the zygote went away
+        req = json.loads(data.split(b'\n', 1)[0])
+        code = None
+        if req.get('code'):
+            code = marshal.loads(base64.b64decode(req['code']))
+        status = self.child(req, fds, code, keep=keep)
+        # Report the status before exiting: closing stdio first gives the
+        # client its EOFs, and the exit itself (tearing down the address
+        # space) then costs nobody any latency.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        for fd in (0, 1, 2):
+            _close(fd)
+        try:
+            sock.sendall((json.dumps({'exit_code': status}) + '\n').encode())
+        except OSError:
+            pass
+        return status
+
+    def child(self, req, fds, code, keep=-1):
+        """Runs one invocation in a forked child that is already the leader
+        of its own session (so of its process group). keep is an fd to leave
+        open."""
         gc.enable()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
-        os.closerange(3, _max_fd())
+        if keep >= 3:
+            os.closerange(3, keep)
+            os.closerange(keep + 1, _max_fd())
+        else:
+            os.closerange(3, _max_fd())
         sys.stdin = open(0, 'r', encoding='utf-8', closefd=False)
         sys.stdout = open(1, 'w', encoding='utf-8', closefd=False)
         sys.stderr = open(2, 'w', encoding='utf-8', closefd=False, buffering=1)
@@ -655,6 +836,11 @@ class Zygote(object):
 
     def reap(self, pid):
         conn, pidfd = self.children.pop(pid)
+        for i, (idle_pid, sock) in enumerate(self.idle):
+            if idle_pid == pid:
+                del self.idle[i]
+                sock.close()
+                break
         self.sel.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
