@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test vet fmt-check deps bench bench-quick clean
+.PHONY: build run test vet fmt-check deps bench bench-quick fuzz clean
 
 build: bin/jobx
 
@@ -51,6 +51,15 @@ bench: deps
 
 bench-quick: deps
 	$(GO) run ./bench -quick -out bench/out/results-quick.json
+
+## fuzz: run each fuzz test for FUZZTIME (their seed corpora also run in make test)
+FUZZTIME ?= 30s
+FUZZ = ./processors:FuzzParseHeader ./runner:FuzzMapperOutput ./gateway:FuzzParseJobBody
+fuzz:
+	@for t in $(FUZZ); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*} || exit 1; \
+	done
 
 clean:
 	rm -rf bin $(DATA) bench/out
