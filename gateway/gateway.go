@@ -98,7 +98,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.srv = &http.Server{Handler: g.engine, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- g.srv.Serve(g.ln) }()
+	go func() {
+		if g.opts.TLSCert != "" {
+			errc <- g.srv.ServeTLS(g.ln, g.opts.TLSCert, g.opts.TLSKey)
+			return
+		}
+		errc <- g.srv.Serve(g.ln)
+	}()
 	g.log.Info("gateway listening", "addr", g.Addr())
 	select {
 	case err := <-errc:
@@ -149,8 +155,8 @@ func (g *Gateway) routes() *gin.Engine {
 	e.GET("/", func(c *gin.Context) { c.String(http.StatusOK, "Map me. Reduce me.\n") })
 	e.GET("/healthz", g.healthz)
 	e.GET("/metrics", g.metricsHandler())
-	e.POST("/job/:workflow/:job", g.submit)
-	e.GET("/request/:workflow/:id", g.status)
+	e.POST("/job/:workflow/:job", g.requireToken, g.submit)
+	e.GET("/request/:workflow/:id", g.requireToken, g.status)
 	return e
 }
 

@@ -29,6 +29,11 @@ type Options struct {
 	// Retention is how long a request that failed on arrival (no runner
 	// offers a capability it needs) is kept for GET /request.
 	Retention time.Duration
+	// Tokens, when not empty, are required on every route that names a
+	// workflow: workflow name (or AllWorkflows) -> accepted bearer tokens.
+	Tokens map[string][]string
+	// TLSCert and TLSKey, when set, make the gateway serve HTTPS.
+	TLSCert, TLSKey string
 	// Hostname is sent as X-FULFILLED-BY.
 	Hostname string
 	Log      *slog.Logger
@@ -58,6 +63,9 @@ func (o *Options) validate() error {
 	}
 	if o.BlockingTimeout <= 0 {
 		return errors.New("gateway: --blocking-timeout must be positive")
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return errors.New("gateway: --tls-cert and --tls-key go together")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

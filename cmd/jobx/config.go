@@ -28,6 +28,9 @@ type envConfig struct {
 	EtcdErr error    // a malformed etcd variable, reported when the default is used
 	NSQD    []string // JOBX_NSQD or MR_NSQD_HOSTS
 	Gateway string   // JOBX_GATEWAY
+	// GatewayToken is JOBX_GATEWAY_TOKEN (not JOBX_TOKEN, which handlers
+	// get for the services endpoint).
+	GatewayToken string
 
 	Capabilities []string // MR_SYSTEM_CAPABILITIES
 	Workflows    []string // MR_WORKFLOW_NAMES
@@ -63,6 +66,7 @@ func loadEnv(getenv func(string) string) envConfig {
 		c.NSQD = splitList(v)
 	}
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
+	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")
 	c.Capabilities = splitList(getenv("MR_SYSTEM_CAPABILITIES"))
 	c.Workflows = splitList(getenv("MR_WORKFLOW_NAMES"))
 	c.Channel = getenv("MR_CHANNEL")

@@ -9,10 +9,12 @@ import (
 	"github.com/jobx/jobx/runner"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 )
 
 func (a *app) gatewayCmd() *cobra.Command {
 	opts := gateway.NewOptions()
+	var tokensFile string
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run the HTTP gateway (POST /job/<workflow>/<job>)",
@@ -33,6 +35,11 @@ blocking requests in flight finish; a second exits at once.`,
 				return err
 			}
 			opts.Etcd, opts.Log = cli, a.log
+			if tokensFile != "" {
+				if opts.Tokens, err = readTokens(tokensFile); err != nil {
+					return err
+				}
+			}
 			g, err := gateway.New(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -46,6 +53,9 @@ blocking requests in flight finish; a second exits at once.`,
 	f.DurationVar(&opts.BlockingTimeout, "blocking-timeout", opts.BlockingTimeout, "longest wait of a blocking request (then 504 with the request id; the job goes on)")
 	f.Int64Var(&opts.MaxBodyBytes, "max-body", opts.MaxBodyBytes, "largest request body, in bytes")
 	f.DurationVar(&opts.DeliveredRetention, "delivered-retention", opts.DeliveredRetention, "how long a blocking request is kept after its result was delivered")
+	f.StringVar(&tokensFile, "tokens", "", `YAML/JSON file of bearer tokens by workflow ({wf: [token, ...], "*": [token]}); when set, every workflow route needs one`)
+	f.StringVar(&opts.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	f.StringVar(&opts.TLSKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	return cmd
 }
 
@@ -149,4 +159,24 @@ exits at once.`,
 	}
 	rf = a.addRunnerFlags(cmd, true)
 	return cmd
+}
+
+// readTokens reads a --tokens file: workflow name (or "*") -> tokens.
+func readTokens(path string) (map[string][]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--tokens: %w", err)
+	}
+	var tokens map[string][]string
+	if err := yaml.Unmarshal(raw, &tokens); err != nil {
+		return nil, fmt.Errorf("--tokens %s: want a mapping of workflow to a list of tokens: %w", path, err)
+	}
+	for wf, list := range tokens {
+		for _, t := range list {
+			if len(t) < 16 {
+				return nil, fmt.Errorf("--tokens %s: a token of workflow %q is shorter than 16 characters", path, wf)
+			}
+		}
+	}
+	return tokens, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 
 	"github.com/jobx/jobx/kvmodel"
@@ -25,6 +26,7 @@ type app struct {
 	etcd      []string
 	nsqd      []string
 	gateway   string
+	token     string
 	logLevel  string
 	logFormat string
 	output    string
@@ -73,6 +75,9 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.token != "" {
+				http.DefaultClient = &http.Client{Transport: bearer{token: a.token, next: http.DefaultTransport}}
+			}
 			return a.setupLog()
 		},
 	}
@@ -81,6 +86,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 	pf.StringSliceVar(&a.etcd, "etcd", a.env.Etcd, "etcd endpoints, comma-separated (env JOBX_ETCD, or MR_ETCD_HOST, MR_ETCD_PORT, MR_ETCD_IS_SSL)")
 	pf.StringSliceVar(&a.nsqd, "nsqd", a.env.NSQD, "nsqd TCP addresses, comma-separated; a bare host gets :4150 (env JOBX_NSQD or MR_NSQD_HOSTS)")
 	pf.StringVar(&a.gateway, "gateway", a.env.Gateway, "gateway URL for submit (env JOBX_GATEWAY)")
+	pf.StringVar(&a.token, "token", a.env.GatewayToken, "bearer token for a gateway that requires one (env JOBX_GATEWAY_TOKEN)")
 	pf.StringVar(&a.logLevel, "log-level", a.env.LogLevel, "log level: debug, info, warn or error (env JOBX_LOG_LEVEL)")
 	pf.StringVar(&a.logFormat, "log-format", a.env.LogFormat, "log format: text or json (env JOBX_LOG_FORMAT)")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format of reads: text or json")
@@ -202,4 +208,16 @@ func notFound(err error, format string, args ...any) error {
 		return fmt.Errorf(format+" does not exist", args...)
 	}
 	return err
+}
+
+// bearer adds "Authorization: Bearer <token>" to gateway requests.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
