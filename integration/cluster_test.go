@@ -25,6 +25,7 @@ import (
 // cluster is an in-process jobx: real etcd and nsqd, one gateway, runners.
 type cluster struct {
 	t     *testing.T
+	etcd  string // endpoint
 	cli   *clientv3.Client
 	store *kvmodel.Store
 	nsqd  string
@@ -36,8 +37,8 @@ type cluster struct {
 
 func startCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
 	t.Helper()
-	_, cli := testenv.Etcd(t)
-	c := &cluster{t: t, cli: cli, store: kvmodel.NewStore(cli), nsqd: testenv.NSQD(t)}
+	endpoint, cli := testenv.Etcd(t)
+	c := &cluster{t: t, etcd: endpoint, cli: cli, store: kvmodel.NewStore(cli), nsqd: testenv.NSQD(t)}
 	o := gateway.NewOptions()
 	o.Addr, o.Etcd, o.NSQDs, o.Log = "127.0.0.1:0", cli, []string{c.nsqd}, testenv.Logger(t)
 	o.BlockingTimeout = 60 * time.Second

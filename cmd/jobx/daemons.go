@@ -85,6 +85,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: process")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
+	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
 	f.StringVar(&o.ScopeDir, "scope-dir", o.ScopeDir, "directory of scope factories: <workflow>.yaml|.json (static variables) or an executable <workflow> (see docs/handlers.md)")
 	f.DurationVar(&o.ScopeTTL, "scope-ttl", o.ScopeTTL, "how long a scope factory's answer for a handler version is reused")
 	f.StringVar(&rf.fsDir, "fs-dir", "", "host directory of the local shared filesystem backend (workflow roots are <dir>/working/<workflow>); jobx up defaults to <data-dir>/fs")
