@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"os"
@@ -29,6 +30,8 @@ type Options struct {
 	// Retention is how long a request that failed on arrival (no runner
 	// offers a capability it needs) is kept for GET /request.
 	Retention time.Duration
+	// NSQTLS, when set, makes the connections to nsqd use TLS.
+	NSQTLS *tls.Config
 	// Tokens, when not empty, are required on every route that names a
 	// workflow: workflow name (or AllWorkflows) -> accepted bearer tokens.
 	Tokens map[string][]string

@@ -37,8 +37,14 @@ type cluster struct {
 
 func startCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
 	t.Helper()
+	return startClusterWithNSQD(t, testenv.NSQD(t), gwOpts...)
+}
+
+// startClusterWithNSQD is startCluster on a given nsqd.
+func startClusterWithNSQD(t *testing.T, nsqd string, gwOpts ...func(*gateway.Options)) *cluster {
+	t.Helper()
 	endpoint, cli := testenv.Etcd(t)
-	c := &cluster{t: t, etcd: endpoint, cli: cli, store: kvmodel.NewStore(cli), nsqd: testenv.NSQD(t)}
+	c := &cluster{t: t, etcd: endpoint, cli: cli, store: kvmodel.NewStore(cli), nsqd: nsqd}
 	o := gateway.NewOptions()
 	o.Addr, o.Etcd, o.NSQDs, o.Log = "127.0.0.1:0", cli, []string{c.nsqd}, testenv.Logger(t)
 	o.BlockingTimeout = 60 * time.Second

@@ -342,7 +342,7 @@ func TestDuplicateDeliveryOfAFinishedInvocationChangesNothing(t *testing.T) {
 	}
 	// Re-deliver every message of the request: the root map, both
 	// children's maps and every reduction.
-	pub, err := queue.NewPublisher([]string{c.nsqd}, nil)
+	pub, err := queue.NewPublisher([]string{c.nsqd}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

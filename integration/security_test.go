@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/embedded"
+	"github.com/jobx/jobx/runner"
 )
 
 func TestGatewayTokensArePerWorkflow(t *testing.T) {
@@ -110,4 +113,28 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 	}
 	kb, _ := x509.MarshalECPrivateKey(key)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+func TestRunnersAndGatewayTalkToNSQDOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSigned(t)
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, certPEM, 0o600)
+	os.WriteFile(key, keyPEM, 0o600)
+	n, err := embedded.StartNSQD(context.Background(), embedded.NSQDOptions{Dir: dir, TCPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", TLSCert: cert, TLSKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	c := startClusterWithNSQD(t, n.TCPAddr, func(o *gateway.Options) { o.NSQTLS = tlsCfg })
+	c.addRunner(func(o *runner.Options) { o.NSQTLS = tlsCfg })
+	c.workflow("wf")
+	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
+	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
+	c.job("wf", "leaf", "chunk")
+	assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":4}}`, "").pairs(t), sumsOf(4))
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,8 @@ type Options struct {
 	// Lookupds are nsqlookupd HTTP addresses; when set, consumers discover
 	// nsqd through them (publishing still uses NSQDs).
 	Lookupds []string
+	// NSQTLS, when set, makes the connections to nsqd use TLS.
+	NSQTLS *tls.Config
 	// Channel is the NSQ channel (JobX's MR_CHANNEL).
 	Channel string
 	// Capabilities the runner offers (JobX's MR_SYSTEM_CAPABILITIES).

@@ -88,7 +88,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
-	if r.pub, err = queue.NewPublisher(o.NSQDs, r.log); err != nil {
+	if r.pub, err = queue.NewPublisher(o.NSQDs, o.NSQTLS, r.log); err != nil {
 		return nil, err
 	}
 	if r.catalog, err = kvmodel.NewCatalog(ctx, r.store, r.log); err != nil {
@@ -217,7 +217,7 @@ func (r *Runner) subscribe(wf string) error {
 }
 
 func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
-	cfg := nsq.NewConfig()
+	cfg := queue.Config(r.opts.NSQTLS)
 	cfg.MaxInFlight = r.opts.Concurrency
 	cfg.MaxAttempts = 0          // the runner counts attempts itself
 	cfg.OutputBufferSize = -1    // unbuffered: nsqd writes each message at once

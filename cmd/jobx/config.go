@@ -2,8 +2,10 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -122,7 +124,39 @@ func nsqdAddrs(list []string) ([]string, error) {
 
 // newEtcdClient connects to endpoints (already normalised). Any https
 // endpoint enables TLS with the system's roots.
-func newEtcdClient(endpoints []string) (*clientv3.Client, error) {
+// tlsFiles name PEM files for a TLS client: a CA bundle to verify the
+// server, and a certificate and key to present.
+type tlsFiles struct{ CA, Cert, Key string }
+
+func (f tlsFiles) set() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
+
+// config builds the client TLS config; flag names the flag prefix in errors.
+func (f tlsFiles) config(flag string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("--%s-cacert: %w", flag, err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--%s-cacert %s: no PEM certificate in it", flag, f.CA)
+		}
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, fmt.Errorf("--%s-cert and --%s-key go together", flag, flag)
+	}
+	if f.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("--%s-cert/--%s-key: %w", flag, flag, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+func newEtcdClient(endpoints []string, files tlsFiles) (*clientv3.Client, error) {
 	cfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
@@ -132,6 +166,13 @@ func newEtcdClient(endpoints []string) (*clientv3.Client, error) {
 		if strings.HasPrefix(e, "https://") {
 			cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
+	}
+	if files.set() {
+		t, err := files.config("etcd")
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = t
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {

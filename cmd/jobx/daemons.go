@@ -34,6 +34,9 @@ blocking requests in flight finish; a second exits at once.`,
 			if opts.NSQDs, err = a.nsqdAddrs(); err != nil {
 				return err
 			}
+			if opts.NSQTLS, err = a.nsqTLS(); err != nil {
+				return err
+			}
 			opts.Etcd, opts.Log = cli, a.log
 			if tokensFile != "" {
 				if opts.Tokens, err = readTokens(tokensFile); err != nil {
@@ -147,6 +150,9 @@ exits at once.`,
 			}
 			defer cli.Close()
 			if o.NSQDs, err = a.nsqdAddrs(); err != nil {
+				return err
+			}
+			if o.NSQTLS, err = a.nsqTLS(); err != nil {
 				return err
 			}
 			o.Etcd, o.Log = cli, a.log

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,8 @@ type app struct {
 	nsqd      []string
 	gateway   string
 	token     string
+	etcdTLS   tlsFiles
+	nsqdTLS   tlsFiles
 	logLevel  string
 	logFormat string
 	output    string
@@ -86,6 +89,12 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 	pf.StringSliceVar(&a.etcd, "etcd", a.env.Etcd, "etcd endpoints, comma-separated (env JOBX_ETCD, or MR_ETCD_HOST, MR_ETCD_PORT, MR_ETCD_IS_SSL)")
 	pf.StringSliceVar(&a.nsqd, "nsqd", a.env.NSQD, "nsqd TCP addresses, comma-separated; a bare host gets :4150 (env JOBX_NSQD or MR_NSQD_HOSTS)")
 	pf.StringVar(&a.gateway, "gateway", a.env.Gateway, "gateway URL for submit (env JOBX_GATEWAY)")
+	pf.StringVar(&a.etcdTLS.CA, "etcd-cacert", "", "CA bundle (PEM) to verify etcd's certificate")
+	pf.StringVar(&a.etcdTLS.Cert, "etcd-cert", "", "client certificate (PEM) for etcd")
+	pf.StringVar(&a.etcdTLS.Key, "etcd-key", "", "client key (PEM) for etcd")
+	pf.StringVar(&a.nsqdTLS.CA, "nsqd-cacert", "", "CA bundle (PEM) to verify nsqd's certificate; any --nsqd-* TLS flag turns TLS on")
+	pf.StringVar(&a.nsqdTLS.Cert, "nsqd-cert", "", "client certificate (PEM) for nsqd")
+	pf.StringVar(&a.nsqdTLS.Key, "nsqd-key", "", "client key (PEM) for nsqd")
 	pf.StringVar(&a.token, "token", a.env.GatewayToken, "bearer token for a gateway that requires one (env JOBX_GATEWAY_TOKEN)")
 	pf.StringVar(&a.logLevel, "log-level", a.env.LogLevel, "log level: debug, info, warn or error (env JOBX_LOG_LEVEL)")
 	pf.StringVar(&a.logFormat, "log-format", a.env.LogFormat, "log format: text or json (env JOBX_LOG_FORMAT)")
@@ -157,7 +166,7 @@ func (a *app) etcdClient() (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newEtcdClient(eps)
+	return newEtcdClient(eps, a.etcdTLS)
 }
 
 // nsqdAddrs returns the normalised --nsqd addresses.
@@ -220,4 +229,12 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return b.next.RoundTrip(r)
+}
+
+// nsqTLS returns the TLS config for nsqd connections, nil without TLS flags.
+func (a *app) nsqTLS() (*tls.Config, error) {
+	if !a.nsqdTLS.set() {
+		return nil, nil
+	}
+	return a.nsqdTLS.config("nsqd")
 }

@@ -134,7 +134,7 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		}
 		c.nsqdAddr = []string{c.nsqd.TCPAddr}
 	}
-	if c.cli, err = newEtcdClient(c.etcdURLs); err != nil {
+	if c.cli, err = newEtcdClient(c.etcdURLs, a.etcdTLS); err != nil {
 		return err
 	}
 

@@ -108,7 +108,9 @@ type NSQDOptions struct {
 	TCPAddr  string // "127.0.0.1:0" picks a port
 	HTTPAddr string
 	MemQueue int64 // messages kept in memory per topic/channel before spilling to disk
-	Log      *slog.Logger
+	// TLSCert and TLSKey (PEM files), when set, make nsqd require TLS.
+	TLSCert, TLSKey string
+	Log             *slog.Logger
 }
 
 // NSQD is a running in-process nsqd.
@@ -137,6 +139,10 @@ func StartNSQD(ctx context.Context, o NSQDOptions) (*NSQD, error) {
 	opts.HTTPSAddress = ""
 	if o.MemQueue > 0 {
 		opts.MemQueueSize = o.MemQueue
+	}
+	if o.TLSCert != "" {
+		opts.TLSCert, opts.TLSKey = o.TLSCert, o.TLSKey
+		opts.TLSRequired = nsqd.TLSRequired
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -3,6 +3,7 @@
 package queue
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -57,14 +58,25 @@ type Publisher struct {
 	closeOnce sync.Once
 }
 
-// NewPublisher connects lazily to each nsqd address (host:port).
-func NewPublisher(addrs []string, log *slog.Logger) (*Publisher, error) {
+// Config returns a go-nsq config, with TLS when tlsCfg is not nil.
+func Config(tlsCfg *tls.Config) *nsq.Config {
+	cfg := nsq.NewConfig()
+	if tlsCfg != nil {
+		cfg.TlsV1 = true
+		cfg.TlsConfig = tlsCfg
+	}
+	return cfg
+}
+
+// NewPublisher connects lazily to each nsqd address (host:port), over TLS
+// when tlsCfg is not nil.
+func NewPublisher(addrs []string, tlsCfg *tls.Config, log *slog.Logger) (*Publisher, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("no nsqd address: set --nsqd or MR_NSQD_HOSTS")
 	}
 	p := &Publisher{}
 	for _, a := range addrs {
-		cfg := nsq.NewConfig()
+		cfg := Config(tlsCfg)
 		prod, err := nsq.NewProducer(a, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("nsqd %s: %w", a, err)
