@@ -40,6 +40,9 @@ func (g *Gateway) status(c *gin.Context) {
 		"created_timestamp": req.CreatedTimestamp, "done_timestamp": req.DoneTimestamp,
 		"invocation_id": req.InvocationID, "progress": progress,
 	}
+	if req.Writer != nil {
+		out["result_writer"] = req.Writer
+	}
 	switch req.State {
 	case kvmodel.StateFailed:
 		out["error"] = req.Error

@@ -54,6 +54,8 @@ type Workflow struct {
 	Name          string `json:"-"`
 	Description   string `json:"description"`
 	HandlersState string `json:"handlers_state"`
+	// Notifications are the workflow's channels; nil: log only.
+	Notifications *NotifyConfig `json:"notifications,omitempty"`
 }
 
 func (w *Workflow) Class() string          { return "workflow" }
@@ -68,6 +70,38 @@ type Job struct {
 	WorkflowName    string `json:"workflow_name"`
 	Description     string `json:"description"`
 	InitialStepName string `json:"initial_step_name"`
+	// ResultWriter overrides the runners' default result writer.
+	ResultWriter *WriterConfig `json:"result_writer,omitempty"`
+}
+
+// WriterConfig chooses and configures a job's result writer (package
+// internal/writers); nil means the runner's default.
+type WriterConfig struct {
+	Kind        string   `json:"kind" yaml:"kind"` // inline, file, email or http
+	Path        string   `json:"path,omitempty" yaml:"path,omitempty"`
+	AsDirectory bool     `json:"as_directory,omitempty" yaml:"as_directory,omitempty"`
+	To          []string `json:"to,omitempty" yaml:"to,omitempty"`
+	Subject     string   `json:"subject,omitempty" yaml:"subject,omitempty"`
+	URL         string   `json:"url,omitempty" yaml:"url,omitempty"`
+}
+
+// WriterStatus is what a result writer did, recorded on the request.
+type WriterStatus struct {
+	Kind     string `json:"kind"`
+	State    string `json:"state"` // written or failed
+	Location string `json:"location,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+}
+
+// NotifyConfig are a workflow's notification channels (no secrets: SMTP
+// settings are the runners').
+type NotifyConfig struct {
+	HTTP            string   `json:"http,omitempty" yaml:"http,omitempty"`   // URL to POST events to
+	Email           []string `json:"email,omitempty" yaml:"email,omitempty"` // recipients
+	OnCompletion    bool     `json:"on_completion,omitempty" yaml:"on_completion,omitempty"`
+	OnFailure       *bool    `json:"on_failure,omitempty" yaml:"on_failure,omitempty"`               // default true
+	OnHandlerUpdate *bool    `json:"on_handler_update,omitempty" yaml:"on_handler_update,omitempty"` // default true
 }
 
 func (j *Job) Class() string          { return "job" }
@@ -210,6 +244,8 @@ type Request struct {
 	CreatedTimestamp string   `json:"created_timestamp"`
 	DoneTimestamp    string   `json:"done_timestamp,omitempty"`
 	Keep             bool     `json:"keep,omitempty"`
+	// Writer records what the job's result writer did.
+	Writer *WriterStatus `json:"result_writer,omitempty"`
 }
 
 func (r *Request) Class() string          { return "request" }

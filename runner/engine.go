@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/nsqio/go-nsq"
@@ -461,6 +462,7 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	r.count(t, h, "done")
 	if parent == "" {
 		t.log.Info("request done")
+		r.finishRequest(ctx, t)
 		return nil
 	}
 	return r.countDone(ctx, wf, parent, t.m.ID)
@@ -536,6 +538,9 @@ func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
 	resp, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
 	if err == nil && resp.Succeeded {
 		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+f.Kind).Inc()
+		r.notify(ctx, t.inv.WorkflowName, notifications.Event{Kind: notifications.RequestFailed, Name: "jobx.request", Level: "error",
+			Message:   fmt.Sprintf("%s invocation [%s] under request [%s] failed. HANDLER=[%s]: %s", t.inv.Direction, t.inv.ID, t.req.ID, f.Handler, f.Message),
+			RequestID: t.req.ID, InvocationID: t.inv.ID, Handler: f.Handler})
 	}
 	return err
 }
@@ -668,7 +673,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		spec := &RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
-			Stderr: &logWriter{log: log}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
+			Stderr: &logWriter{log: log, special: r.handlerNotify}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
 		}
 		outcome, err := r.sandbox.Run(ctx, spec)
 		if err != nil {
@@ -749,9 +754,11 @@ func (r *Runner) env(t *task, h *kvmodel.Handler) []string {
 	}
 }
 
-// logWriter logs each stderr line of a handler, tagged with its invocation.
+// logWriter logs each stderr line of a handler, tagged with its
+// invocation; special may consume a line (a NOTIFY) instead.
 type logWriter struct {
 	log     *slog.Logger
+	special func(line string) bool
 	partial []byte
 }
 
@@ -762,7 +769,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		w.log.Debug("handler stderr", "line", string(w.partial[:i]))
+		if line := string(w.partial[:i]); w.special == nil || !w.special(line) {
+			w.log.Debug("handler stderr", "line", line)
+		}
 		w.partial = w.partial[i+1:]
 	}
 	return len(p), nil

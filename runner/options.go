@@ -71,6 +71,11 @@ type Options struct {
 	ScopeDir string
 	// ScopeTTL is how long a scope factory's answer is reused.
 	ScopeTTL time.Duration
+	// Writer is the result writer of jobs that name none (inline when zero).
+	Writer kvmodel.WriterConfig
+	// SMTPAddr and SMTPFrom are the SMTP server (host:port) and sender of
+	// email result writers and email notifications.
+	SMTPAddr, SMTPFrom string
 	// MetricsAddr, when set, is where the runner serves GET /metrics.
 	MetricsAddr string
 	// FS is the shared filesystem backend of every workflow without its own

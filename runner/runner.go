@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/sharedfs"
@@ -41,6 +42,7 @@ type Runner struct {
 	sem      chan struct{}
 	counters *counters
 	scopes   *scopes
+	sender   *notifications.Sender
 	metrics  *metrics
 	fss      *filesystems
 	svc      *services
@@ -85,6 +87,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
 	r.scopes = &scopes{dir: o.ScopeDir, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
 	r.metrics = newMetrics(r)
+	r.sender = &notifications.Sender{SMTPAddr: o.SMTPAddr, SMTPFrom: o.SMTPFrom, Log: r.log}
 	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
@@ -112,6 +115,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 		r.Close()
 		return nil, err
 	}
+	r.svc.notify = r.postNotify
 	r.sandbox = o.Sandbox
 	if r.sandbox == nil {
 		r.sandbox, err = NewProcessSandbox(ProcessOptions{Dir: filepath.Join(o.Dir, "sandbox"), Zygotes: 2, Log: r.log})
@@ -136,6 +140,8 @@ func (r *Runner) Catalog() *kvmodel.Catalog { return r.catalog }
 // invocations finish within Options.Grace, and kills what is left (their
 // messages are redelivered). It returns the first fatal error.
 func (r *Runner) Run(ctx context.Context) error {
+	updates := &handlerUpdates{r: r, counts: map[string]int{}, timers: map[string]*time.Timer{}}
+	r.catalog.OnChange(updates.changed)
 	r.catalog.OnChange(func(ch kvmodel.Change) {
 		if ch.Class == "workflow" && !ch.Deleted && r.serves(ch.Workflow) {
 			if err := r.subscribe(ch.Workflow); err != nil {

@@ -33,6 +33,9 @@ type envConfig struct {
 	// GatewayToken is JOBX_GATEWAY_TOKEN (not JOBX_TOKEN, which handlers
 	// get for the services endpoint).
 	GatewayToken string
+	// NotifyListen is HTTP_LISTEN_HOSTNAME:HTTP_LISTEN_PORT (JobX's
+	// listener), 127.0.0.1:3333 by default.
+	NotifyListen string
 
 	Capabilities []string // MR_SYSTEM_CAPABILITIES
 	Workflows    []string // MR_WORKFLOW_NAMES
@@ -69,6 +72,7 @@ func loadEnv(getenv func(string) string) envConfig {
 	}
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
 	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")
+	c.NotifyListen = net.JoinHostPort(orDefault(getenv("HTTP_LISTEN_HOSTNAME"), "127.0.0.1"), orDefault(getenv("HTTP_LISTEN_PORT"), "3333"))
 	c.Capabilities = splitList(getenv("MR_SYSTEM_CAPABILITIES"))
 	c.Workflows = splitList(getenv("MR_WORKFLOW_NAMES"))
 	c.Channel = getenv("MR_CHANNEL")

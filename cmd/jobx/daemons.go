@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/runner"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
@@ -91,6 +92,13 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
 	f.StringVar(&o.ScopeDir, "scope-dir", o.ScopeDir, "directory of scope factories: <workflow>.yaml|.json (static variables) or an executable <workflow> (see docs/handlers.md)")
 	f.DurationVar(&o.ScopeTTL, "scope-ttl", o.ScopeTTL, "how long a scope factory's answer for a handler version is reused")
+	f.StringVar(&o.Writer.Kind, "result-writer", "inline", "default result writer of jobs that name none: inline, file, email or http")
+	f.StringVar(&o.Writer.Path, "result-dir", "", "file writer: root directory (default /tmp/mr_results)")
+	f.BoolVar(&o.Writer.AsDirectory, "result-as-directory", false, "file writer: one file per pair in a directory per request")
+	f.StringSliceVar(&o.Writer.To, "result-email-to", nil, "email writer: recipients, comma-separated")
+	f.StringVar(&o.Writer.URL, "result-url", "", "http writer: the URL results are POSTed to")
+	f.StringVar(&o.SMTPAddr, "smtp-addr", "", "SMTP server (host:port) for email result writers and email notifications")
+	f.StringVar(&o.SMTPFrom, "smtp-from", "", "sender address of jobx's mail")
 	f.StringVar(&rf.fsDir, "fs-dir", "", "host directory of the local shared filesystem backend (workflow roots are <dir>/working/<workflow>); jobx up defaults to <data-dir>/fs")
 	f.StringVar(&o.FSConfigDir, "fs-config-dir", "", "directory of per-workflow filesystem configs, <workflow>.yaml|.json (e.g. a Tahoe-LAFS gateway and write dircap; see docs/sharedfs.md)")
 	if withIdentity {
@@ -104,6 +112,12 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 }
 
 func (rf *runnerFlags) validate() error {
+	if rf.opts.Writer.Kind == "inline" {
+		rf.opts.Writer.Kind = ""
+	}
+	if err := writers.Validate(rf.opts.Writer); err != nil {
+		return fmt.Errorf("--result-writer: %w", err)
+	}
 	if rf.fsDir != "" {
 		dir, err := filepath.Abs(rf.fsDir)
 		if err != nil {

@@ -109,7 +109,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		c.GroupID = "defs"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.submitCmd(), a.requestCmd(), a.invocationCmd(), a.runnersCmd(), a.traceCmd()} {
+	for _, c := range []*cobra.Command{a.submitCmd(), a.requestCmd(), a.invocationCmd(), a.runnersCmd(), a.traceCmd(), a.notifyCmd()} {
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}

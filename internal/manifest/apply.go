@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/hashicorp/go-multierror"
@@ -100,15 +101,15 @@ func Apply(ctx context.Context, store *kvmodel.Store, dir string, log *slog.Logg
 	wf := &kvmodel.Workflow{Name: m.Workflow}
 	switch err := store.Get(ctx, wf); {
 	case errors.Is(err, kvmodel.ErrNotFound):
-		wf.Description = m.Description
+		wf.Description, wf.Notifications = m.Description, m.Notifications
 		if err := store.Create(ctx, wf); err != nil {
 			return res, err
 		}
 		res.Workflow.Action = handlersync.Create
 	case err != nil:
 		return res, err
-	case wf.Description != m.Description:
-		wf.Description = m.Description
+	case wf.Description != m.Description || !reflect.DeepEqual(wf.Notifications, m.Notifications):
+		wf.Description, wf.Notifications = m.Description, m.Notifications
 		if err := store.UpdateCAS(ctx, wf); err != nil {
 			return res, err
 		}
@@ -142,12 +143,12 @@ func Apply(ctx context.Context, store *kvmodel.Store, dir string, log *slog.Logg
 		log.Info("step "+string(a), "step", s.Name)
 	}
 	for _, j := range m.Jobs {
-		want := &kvmodel.Job{Name: j.Name, WorkflowName: m.Workflow, Description: j.Description, InitialStepName: j.InitialStep}
+		want := &kvmodel.Job{Name: j.Name, WorkflowName: m.Workflow, Description: j.Description, InitialStepName: j.InitialStep, ResultWriter: j.ResultWriter}
 		if want.Description == "" {
 			want.Description = j.Name
 		}
 		a, err := upsert(ctx, store, want, func(old *kvmodel.Job) bool {
-			return old.Description == want.Description && old.InitialStepName == want.InitialStepName
+			return old.Description == want.Description && old.InitialStepName == want.InitialStepName && reflect.DeepEqual(old.ResultWriter, want.ResultWriter)
 		})
 		if err != nil {
 			return res, fmt.Errorf("%s:%d: job %s: %w", m.Path, j.Line, j.Name, err)

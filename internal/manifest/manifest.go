@@ -27,6 +27,8 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/jobx/jobx/internal/writers"
+	"github.com/jobx/jobx/kvmodel"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -54,6 +56,8 @@ type Manifest struct {
 	Jobs  []Job  `yaml:"-"`
 	// Path is the manifest file read.
 	Path string `yaml:"-"`
+	// Notifications are the workflow's notification channels.
+	Notifications *kvmodel.NotifyConfig `yaml:"-"`
 }
 
 // Step is one entry of steps:.
@@ -75,6 +79,8 @@ type Job struct {
 	// ExampleArguments, in the file's order, are shown by `jobx up` in a
 	// ready-to-paste submission.
 	ExampleArguments []Argument `yaml:"-"`
+	// ResultWriter is the job's result writer (nil: the runners' default).
+	ResultWriter *kvmodel.WriterConfig `yaml:"-"`
 }
 
 // Argument is one example argument: a key and a JSON-encodable value.
@@ -84,17 +90,19 @@ type Argument struct {
 }
 
 type manifestWire struct {
-	Workflow    string    `yaml:"workflow"`
-	Description string    `yaml:"description"`
-	Handlers    string    `yaml:"handlers"`
-	Steps       yaml.Node `yaml:"steps"`
-	Jobs        yaml.Node `yaml:"jobs"`
+	Workflow      string                `yaml:"workflow"`
+	Description   string                `yaml:"description"`
+	Notifications *kvmodel.NotifyConfig `yaml:"notifications"`
+	Handlers      string                `yaml:"handlers"`
+	Steps         yaml.Node             `yaml:"steps"`
+	Jobs          yaml.Node             `yaml:"jobs"`
 }
 
 type jobWire struct {
-	Description      string    `yaml:"description"`
-	InitialStep      string    `yaml:"initial_step"`
-	ExampleArguments yaml.Node `yaml:"example_arguments"`
+	Description      string                `yaml:"description"`
+	InitialStep      string                `yaml:"initial_step"`
+	ExampleArguments yaml.Node             `yaml:"example_arguments"`
+	ResultWriter     *kvmodel.WriterConfig `yaml:"result_writer"`
 }
 
 // Load reads dir/workflow.yaml. Errors name the file, the line and the
@@ -122,7 +130,7 @@ func Load(dir string) (*Manifest, error) {
 	if w.Workflow == "" {
 		return nil, fail(0, `missing "workflow" (the workflow's name)`)
 	}
-	m := &Manifest{Workflow: w.Workflow, Description: w.Description, Handlers: w.Handlers, Path: path}
+	m := &Manifest{Workflow: w.Workflow, Description: w.Description, Handlers: w.Handlers, Path: path, Notifications: w.Notifications}
 	if m.Description == "" {
 		m.Description = m.Workflow
 	}
@@ -142,10 +150,15 @@ func Load(dir string) (*Manifest, error) {
 	}
 	err = eachEntry(&w.Jobs, "jobs", path+":", func(name string, line int, v *yaml.Node) error {
 		var jw jobWire
-		if at, err := decodeEntry(v, &jw, "description", "initial_step", "example_arguments"); err != nil {
+		if at, err := decodeEntry(v, &jw, "description", "initial_step", "example_arguments", "result_writer"); err != nil {
 			return fail(cmp.Or(at, line), "job %s: %v", name, err)
 		}
-		j := Job{Name: name, Line: line, Description: jw.Description, InitialStep: jw.InitialStep}
+		j := Job{Name: name, Line: line, Description: jw.Description, InitialStep: jw.InitialStep, ResultWriter: jw.ResultWriter}
+		if j.ResultWriter != nil {
+			if err := writers.Validate(*j.ResultWriter); err != nil {
+				return fail(line, "job %s: %v", name, err)
+			}
+		}
 		err := eachEntry(&jw.ExampleArguments, "example_arguments", "line ", func(key string, _ int, v *yaml.Node) error {
 			var val any
 			if err := v.Decode(&val); err != nil {
