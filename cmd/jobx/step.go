@@ -92,6 +92,7 @@ the combiner for none (as with JobX, it is a required positional).`,
 			if err := st.Create(ctx, s); err != nil {
 				return err
 			}
+			a.warnUnofferedCapabilities(ctx, st, s)
 			return a.printEntity(s)
 		}),
 	})
@@ -292,4 +293,28 @@ func (a *app) printSteps(steps []*kvmodel.Step) error {
 		}
 	}
 	return nil
+}
+
+// warnUnofferedCapabilities warns (on stderr) about each handler of s whose
+// required capability no live runner offers for its workflow: its requests
+// would be refused until such a runner starts.
+func (a *app) warnUnofferedCapabilities(ctx context.Context, st *kvmodel.Store, s *kvmodel.Step) {
+	runners, err := st.Runners(ctx)
+	if err != nil {
+		return
+	}
+	for _, name := range []string{s.MapHandlerName, s.CombineHandlerName, s.ReduceHandlerName} {
+		h := &kvmodel.Handler{WorkflowName: s.WorkflowName, Name: name}
+		if name == "" || st.Get(ctx, h) != nil {
+			continue
+		}
+		c := kvmodel.TopicCapability(h.RequiredCapability)
+		offered := false
+		for _, r := range runners {
+			offered = offered || r.Serves(s.WorkflowName, c)
+		}
+		if !offered {
+			fmt.Fprintf(a.stderr, "warning: no live runner offers capability %q for workflow %s, which handler %s requires (start one: jobx runner --capabilities %s)\n", c, s.WorkflowName, name, c)
+		}
+	}
 }

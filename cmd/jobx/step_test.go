@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jobx/jobx/kvmodel"
 )
@@ -43,4 +45,21 @@ func TestStepCommands(t *testing.T) {
 	}
 	mustContain(t, "get", c.ok("step", "get", "dev", "s2"), "reduce_handler_name", "red_b")
 	mustContain(t, "delete", c.ok("step", "delete", "dev", "s2"), "deleted step s2")
+}
+
+func TestStepCreateWarnsAboutCapabilitiesNobodyOffers(t *testing.T) {
+	c := newCLI(t)
+	seedDefs(t, c)
+	r := c.run("", "step", "create", "dev", "s9", "d", "map_a", "", "red_a")
+	if r.code != 0 || !strings.Contains(r.stderr, `warning: no live runner offers capability "general" for workflow dev`) {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	a, err := c.store.Announce(t.Context(), kvmodel.RunnerInfo{ID: "r1", Capabilities: []string{"general"}}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if r := c.run("", "step", "create", "dev", "s10", "d", "map_a", "", "red_a"); r.code != 0 || strings.Contains(r.stderr, "warning") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
 }
