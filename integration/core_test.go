@@ -99,19 +99,26 @@ func assertPairs(t *testing.T, got, want map[string]string) {
 	}
 }
 
+// leafWorkflow defines job "leaf" in workflow wf (creating the workflow):
+// yieldPy then sumPy, step "chunk".
+func (c *cluster) leafWorkflow(wf string) {
+	c.t.Helper()
+	c.workflow(wf)
+	c.handler(wf, "map_yield", "map/yield.py", yieldPy)
+	c.handler(wf, "reduce_sum", "reduce/sum.py", sumPy)
+	c.step(wf, "chunk", "map_yield", "", "reduce_sum")
+	c.job(wf, "leaf", "chunk")
+}
+
 // basic is a cluster with one runner and workflow "wf" holding:
 // leaf job (yield -> sum), branch job (split -> leaf step, noop on top).
 func basic(t *testing.T) *cluster {
 	c := startCluster(t)
 	c.addRunner()
-	c.workflow("wf")
-	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
+	c.leafWorkflow("wf")
 	c.handler("wf", "map_split", "map/split.py", splitPy)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
 	c.handler("wf", "reduce_noop", "reduce/noop.py", noopPy)
-	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
 	c.step("wf", "split", "map_split", "", "reduce_noop")
-	c.job("wf", "leaf", "chunk")
 	c.job("wf", "branch", "split")
 	return c
 }

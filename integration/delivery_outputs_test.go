@@ -21,23 +21,6 @@ import (
 	"github.com/jobx/jobx/runner"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestResultWritersAndNotifications(t *testing.T) {
 	smtp := testenv.SMTP(t)
 	// The notification listener jobx notify listen runs.
@@ -45,7 +28,7 @@ func TestResultWritersAndNotifications(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var printed lockedBuffer
+	var printed testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go notifications.Listen(ctx, ln, &printed)

@@ -44,11 +44,7 @@ func TestRunnerServesOnlyTheWorkflowsItIsGiven(t *testing.T) {
 	c := startCluster(t)
 	c.addRunner(func(o *runner.Options) { o.Workflows = []string{"mine"} })
 	for _, wf := range []string{"mine", "other"} {
-		c.workflow(wf)
-		c.handler(wf, "map_yield", "map/yield.py", yieldPy)
-		c.handler(wf, "reduce_sum", "reduce/sum.py", sumPy)
-		c.step(wf, "chunk", "map_yield", "", "reduce_sum")
-		c.job(wf, "leaf", "chunk")
+		c.leafWorkflow(wf)
 	}
 	assertPairs(t, c.post("mine", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
 	// Nobody serves workflow other: a blocking request is refused at once,
@@ -70,11 +66,7 @@ func TestRunnerServesWorkflowsCreatedAfterItStarted(t *testing.T) {
 	c := startCluster(t)
 	c.addRunner()
 	time.Sleep(100 * time.Millisecond)
-	c.workflow("late")
-	c.handler("late", "map_yield", "map/yield.py", yieldPy)
-	c.handler("late", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("late", "chunk", "map_yield", "", "reduce_sum")
-	c.job("late", "leaf", "chunk")
+	c.leafWorkflow("late")
 	assertPairs(t, c.post("late", "leaf", `{"arguments":{"n":5}}`, "").pairs(t), sumsOf(5))
 }
 
@@ -132,11 +124,7 @@ func TestRequestCleanupAfterDeliveryRetentionAndKeep(t *testing.T) {
 func TestCleanupQueueSurvivesARunnerRestart(t *testing.T) {
 	c := startCluster(t)
 	_, stop := c.addRunner(func(o *runner.Options) { o.CleanupInterval = 0 })
-	c.workflow("wf")
-	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
-	c.job("wf", "leaf", "chunk")
+	c.leafWorkflow("wf")
 	r := c.post("wf", "leaf", `{"arguments":{"n":3}}`, "")
 	r.pairs(t)
 	stop()

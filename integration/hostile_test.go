@@ -20,11 +20,7 @@ func TestHostileHandlersFailOnlyTheirOwnRequest(t *testing.T) {
 		o.Timeout = 3 * time.Second
 		o.MaxOutput = 8 << 20
 	})
-	c.workflow("wf")
-	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
-	c.job("wf", "leaf", "chunk")
+	c.leafWorkflow("wf")
 	header := "\"\"\"\nHostile.\n\n**\nhandler_type: mapper\n%s\"\"\"\n"
 	for _, tc := range []struct {
 		name, extra, body string

@@ -30,11 +30,7 @@ func TestGatewayTokensArePerWorkflow(t *testing.T) {
 	})
 	c.addRunner()
 	for _, wf := range []string{"wf", "other"} {
-		c.workflow(wf)
-		c.handler(wf, "map_yield", "map/yield.py", yieldPy)
-		c.handler(wf, "reduce_sum", "reduce/sum.py", sumPy)
-		c.step(wf, "chunk", "map_yield", "", "reduce_sum")
-		c.job(wf, "leaf", "chunk")
+		c.leafWorkflow(wf)
 	}
 	call := func(method, path, token string) (int, string) {
 		req, _ := http.NewRequest(method, c.url+path, strings.NewReader(`{"arguments":{"n":2}}`))
@@ -131,10 +127,6 @@ func TestRunnersAndGatewayTalkToNSQDOverTLS(t *testing.T) {
 	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 	c := startClusterWithNSQD(t, n.TCPAddr, func(o *gateway.Options) { o.NSQTLS = tlsCfg })
 	c.addRunner(func(o *runner.Options) { o.NSQTLS = tlsCfg })
-	c.workflow("wf")
-	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
-	c.job("wf", "leaf", "chunk")
+	c.leafWorkflow("wf")
 	assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":4}}`, "").pairs(t), sumsOf(4))
 }

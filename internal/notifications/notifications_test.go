@@ -1,7 +1,6 @@
 package notifications_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -80,7 +79,7 @@ func TestListenPrintsJobXLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out safeBuffer
+	var out testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- notifications.Listen(ctx, ln, &out) }()
@@ -101,21 +100,4 @@ func TestListenPrintsJobXLines(t *testing.T) {
 		!strings.Contains(lines[1], "MR_HANDLER.HTTP.legacy") || !strings.HasSuffix(lines[1], "  WARNING  from JobX") {
 		t.Fatalf("lines:\n%s", out.String())
 	}
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

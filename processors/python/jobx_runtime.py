@@ -506,6 +506,21 @@ def _warm_up():
     finally:
         sys.stderr = stderr
 
+def _child_main(fn):
+    """Runs fn in a forked child and exits with its status; the child never
+    returns into the zygote's loop, whatever fn raises."""
+    status = 1
+    try:
+        status = fn()
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        os._exit(status)
+
+
 class Zygote(object):
     """A single-threaded fork server. Per connection: one JSON request line
     with three fds (stdin, stdout, stderr); reply {"pid": N} and later
@@ -671,17 +686,7 @@ class Zygote(object):
             self.close_conn(conn, state)
             return None
         if pid == 0:
-            status = 1
-            try:
-                os.setsid()
-                status = self.child(req, fds, code)
-            except BaseException:
-                try:
-                    traceback.print_exc()
-                except BaseException:
-                    pass
-            finally:
-                os._exit(status)
+            _child_main(lambda: (os.setsid(), self.child(req, fds, code))[1])
         self.watch_child(pid)
         return pid
 
@@ -752,16 +757,7 @@ class Zygote(object):
             child_end.close()
             return False
         if pid == 0:
-            status = 1
-            try:
-                status = self.idle_child(child_end)
-            except BaseException:
-                try:
-                    traceback.print_exc()
-                except BaseException:
-                    pass
-            finally:
-                os._exit(status)
+            _child_main(lambda: self.idle_child(child_end))
         child_end.close()
         self.watch_child(pid)
         self.idle.append((pid, parent_end))
