@@ -493,6 +493,9 @@ for k, v in arguments:
 '''
 
 
+WARM_UP = os.environ.get('JOBX_ZYGOTE_WARMUP', '1') != '0'
+
+
 def _warm_up():
     """Runs a throwaway invocation in a pre-forked child, so that the pages a
     handler run touches are copied before the real invocation arrives."""
@@ -769,7 +772,8 @@ class Zygote(object):
         keep = sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, _max_fd())
-        _warm_up()
+        if WARM_UP:
+            _warm_up()
         data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
         while data and b'\n' not in data:
             more = sock.recv(1 << 16)
