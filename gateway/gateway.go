@@ -157,6 +157,7 @@ func (g *Gateway) routes() *gin.Engine {
 	e.GET("/metrics", g.metricsHandler())
 	e.POST("/job/:workflow/:job", g.requireToken, g.submit)
 	e.GET("/request/:workflow/:id", g.requireToken, g.status)
+	e.GET("/request/:workflow/:id/graph", g.requireToken, g.graph)
 	return e
 }
 

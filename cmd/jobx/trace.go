@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
+	"github.com/jobx/jobx/internal/trace"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,6 +17,84 @@ func (a *app) traceCmd() *cobra.Command {
 		Use:   "trace",
 		Short: "Look into a request that is still kept (JobX's tracing scripts)",
 	}
+	load := func(ctx context.Context, st *kvmodel.Store, args []string, data bool) (*trace.Graph, error) {
+		g, err := trace.Load(ctx, st, args[0], args[1], data)
+		if errors.Is(err, kvmodel.ErrNotFound) {
+			return nil, notFound(err, "request %s of workflow %s (requests are cleaned up once delivered; submit with --keep to trace one)", args[1], args[0])
+		}
+		return g, err
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "tree <workflow> <request_id>",
+		Short: "Print a request's invocation tree (mr_get_invocation_flat_list)",
+		Long: `Print the request's invocations as an indented tree: M (map) or R (reduce), the
+invocation id (10 digits), which datasets exist ([ACR]: arguments, post_combine,
+post_reduce; '-' when absent), the step, the handler and the state. A reduce
+invocation follows the children of the map invocation it reduced.`,
+		Example: `  jobx trace tree dev 3c74e0d5...
+  jobx trace tree dev 3c74e0d5... -o json`,
+		Args: cobra.ExactArgs(2),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			g, err := load(ctx, st, args, false)
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, g)
+			}
+			g.Tree(a.stdout)
+			return nil
+		}),
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "dump <workflow> <request_id>",
+		Short: "Print the tree with every invocation's data and errors (mr_get_invocation_graph)",
+		Long: `Print the request's tree with each map invocation's arguments, combined and
+reduced data, and each failed invocation's error and stderr tail.`,
+		Example: `  jobx trace dump dev 3c74e0d5...`,
+		Args:    cobra.ExactArgs(2),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			g, err := load(ctx, st, args, true)
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, g)
+			}
+			g.Dump(a.stdout)
+			return nil
+		}),
+	})
+	var format string
+	graph := &cobra.Command{
+		Use:   "graph <workflow> <request_id>",
+		Short: "Print the request's invocation graph as Graphviz DOT, SVG or PNG (mr_draw_invocation_graph)",
+		Long: `Print the request's physical invocation graph: request, workflow and job nodes,
+map (MI) and reduce (RI) invocations coloured by state, edges "mapped to",
+"data reduced by", "step reduced by" and "stored to". --format svg|png needs
+Graphviz's dot.`,
+		Example: `  jobx trace graph dev 3c74e0d5... > request.dot
+  jobx trace graph dev 3c74e0d5... --format svg > request.svg`,
+		Args: cobra.ExactArgs(2),
+		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
+			g, err := load(ctx, st, args, false)
+			if err != nil {
+				return err
+			}
+			if format == "dot" {
+				g.DOT(a.stdout)
+				return nil
+			}
+			out, err := g.Render(ctx, format)
+			if err != nil {
+				return err
+			}
+			_, err = a.stdout.Write(out)
+			return err
+		}),
+	}
+	graph.Flags().StringVar(&format, "format", "dot", "dot, svg or png")
+	cmd.AddCommand(graph)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "sessions <workflow> <request_id>",
 		Short: "Dump the sessions of every map invocation of a request (mr_get_request_sessions)",

@@ -1,0 +1,243 @@
+// Package trace reads a request's invocation graph from etcd (while the
+// request is kept) and renders it: an indented tree, a dump with each
+// invocation's data, Graphviz DOT, or JSON. It is what JobX's tracing
+// scripts did (mr_get_invocation_flat_list, mr_get_invocation_graph,
+// mr_draw_invocation_graph).
+package trace
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jobx/jobx/kvmodel"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Node is one invocation. A map node lists the map invocations it branched
+// to (Children) and the reduce invocation that reduced it (Reduce).
+type Node struct {
+	ID        string           `json:"invocation_id"`
+	Kind      string           `json:"kind"` // map or reduce
+	Step      string           `json:"step"`
+	Handler   string           `json:"handler"`
+	State     string           `json:"state"` // pending, done or failed
+	Created   string           `json:"created_timestamp,omitempty"`
+	Finished  string           `json:"finished_timestamp,omitempty"`
+	Datasets  Datasets         `json:"datasets"`
+	Failure   *kvmodel.Failure `json:"failure,omitempty"`
+	Data      *Data            `json:"data,omitempty"`
+	Children  []*Node          `json:"children,omitempty"`
+	Reduce    *Node            `json:"reduce,omitempty"`
+	branchOut bool
+}
+
+// Datasets says which of a map invocation's datasets exist.
+type Datasets struct {
+	Arguments   bool `json:"arguments"`
+	PostCombine bool `json:"post_combine"`
+	PostReduce  bool `json:"post_reduce"`
+}
+
+// Data holds a map invocation's datasets, decoded, for dumps.
+type Data struct {
+	Arguments   []json.RawMessage `json:"arguments,omitempty"`
+	PostCombine []json.RawMessage `json:"post_combine,omitempty"`
+	PostReduce  []json.RawMessage `json:"post_reduce,omitempty"`
+}
+
+// Graph is a request and its invocation tree.
+type Graph struct {
+	Request *kvmodel.Request `json:"request"`
+	Root    *Node            `json:"root"`
+	Counts  Counts           `json:"counts"`
+}
+
+// Counts summarise the graph's invocations.
+type Counts struct {
+	Invocations int `json:"invocations"`
+	Done        int `json:"done"`
+	Failed      int `json:"failed"`
+	Pending     int `json:"pending"`
+}
+
+// Load reads request id of workflow wf and its whole invocation graph;
+// withData also reads every map invocation's datasets.
+func Load(ctx context.Context, st *kvmodel.Store, wf, id string, withData bool) (*Graph, error) {
+	req := &kvmodel.Request{WorkflowName: wf, ID: id}
+	if err := st.Get(ctx, req); err != nil {
+		return nil, fmt.Errorf("request %s of workflow %s (requests are kept until cleaned up; submit with keep=true to trace one): %w", id, wf, err)
+	}
+	steps := map[string]*kvmodel.Step{}
+	l := &loader{ctx: ctx, st: st, wf: wf, steps: steps, data: withData}
+	root, err := l.load(req.InvocationID)
+	if err != nil {
+		return nil, err
+	}
+	g := &Graph{Request: req, Root: root}
+	g.Walk(func(n *Node, _ int) {
+		g.Counts.Invocations++
+		switch n.State {
+		case kvmodel.StateDone:
+			g.Counts.Done++
+		case kvmodel.StateFailed:
+			g.Counts.Failed++
+		default:
+			g.Counts.Pending++
+		}
+	})
+	return g, nil
+}
+
+type loader struct {
+	ctx   context.Context
+	st    *kvmodel.Store
+	wf    string
+	steps map[string]*kvmodel.Step
+	data  bool
+}
+
+func (l *loader) step(name string) *kvmodel.Step {
+	if s, ok := l.steps[name]; ok {
+		return s
+	}
+	s := &kvmodel.Step{WorkflowName: l.wf, Name: name}
+	if l.st.Get(l.ctx, s) != nil {
+		s = nil
+	}
+	l.steps[name] = s
+	return s
+}
+
+// load reads map invocation m, its reduce invocation and, recursively, its
+// children.
+func (l *loader) load(m string) (*Node, error) {
+	wf := l.wf
+	ops := []clientv3.Op{
+		clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: m})),
+		clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: kvmodel.ReduceID(m)})),
+	}
+	types := []kvmodel.DatasetType{kvmodel.Arguments, kvmodel.PostCombine, kvmodel.PostReduce}
+	for _, typ := range types {
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+		if !l.data {
+			opts = append(opts, clientv3.WithCountOnly())
+		}
+		ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(wf, m, typ), opts...))
+	}
+	resp, err := l.st.Client().Txn(l.ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read invocation %s: %w", m, err)
+	}
+	inv, err := decode(resp.Responses[0].GetResponseRange())
+	if err != nil || inv == nil {
+		return nil, fmt.Errorf("invocation %s: %w", m, kvmodel.ErrNotFound)
+	}
+	n := l.node(inv, kvmodel.DirectionMap)
+	ds := []*bool{&n.Datasets.Arguments, &n.Datasets.PostCombine, &n.Datasets.PostReduce}
+	for i := range types {
+		rr := resp.Responses[2+i].GetResponseRange()
+		*ds[i] = rr.Count > 0
+		if l.data && rr.Count > 0 {
+			if n.Data == nil {
+				n.Data = &Data{}
+			}
+			var raw []byte
+			for _, kv := range rr.Kvs {
+				raw = append(raw, kv.Value...)
+			}
+			items, err := decodeItems(types[i], raw)
+			if err != nil {
+				return nil, fmt.Errorf("invocation %s %s: %w", m, types[i], err)
+			}
+			switch types[i] {
+			case kvmodel.Arguments:
+				n.Data.Arguments = items
+			case kvmodel.PostCombine:
+				n.Data.PostCombine = items
+			case kvmodel.PostReduce:
+				n.Data.PostReduce = items
+			}
+		}
+	}
+	if red, _ := decode(resp.Responses[1].GetResponseRange()); red != nil {
+		n.Reduce = l.node(red, kvmodel.DirectionReduce)
+	}
+	if inv.IsBranch() {
+		n.branchOut = true
+		children, err := l.st.Children(l.ctx, wf, m)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range children {
+			child, err := l.load(c)
+			if err != nil {
+				return nil, err
+			}
+			n.Children = append(n.Children, child)
+		}
+	}
+	return n, nil
+}
+
+func (l *loader) node(inv *kvmodel.Invocation, kind string) *Node {
+	n := &Node{ID: inv.ID, Kind: kind, Step: inv.StepName, Handler: inv.HandlerName, State: inv.State,
+		Created: inv.CreatedTimestamp, Finished: inv.FinishedTimestamp, Failure: inv.Failure}
+	if n.State == "" {
+		n.State = kvmodel.StatePending
+	}
+	if n.Handler == "" {
+		if s := l.step(inv.StepName); s != nil {
+			n.Handler = s.MapHandlerName
+			if kind == kvmodel.DirectionReduce {
+				n.Handler = s.ReduceHandlerName
+			}
+		}
+	}
+	return n
+}
+
+func decode(rr interface {
+	GetKvs() []*mvccKV
+}) (*kvmodel.Invocation, error) {
+	kvs := rr.GetKvs()
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	inv := &kvmodel.Invocation{}
+	return inv, kvmodel.Decode(inv, string(kvs[0].Key), kvs[0].Value, kvs[0].ModRevision)
+}
+
+func decodeItems(typ kvmodel.DatasetType, raw []byte) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	if typ == kvmodel.PostCombine {
+		groups, err := kvmodel.DecodeGroupItems(raw)
+		for _, g := range groups {
+			j, _ := g.MarshalJSON()
+			out = append(out, j)
+		}
+		return out, err
+	}
+	pairs, err := kvmodel.DecodePairItems(raw)
+	for _, p := range pairs {
+		j, _ := p.MarshalJSON()
+		out = append(out, j)
+	}
+	return out, err
+}
+
+// Walk visits every invocation depth-first, map invocations before their
+// children and their reduce invocation after them; depth is the map depth.
+func (g *Graph) Walk(fn func(n *Node, depth int)) {
+	var walk func(n *Node, depth int)
+	walk = func(n *Node, depth int) {
+		fn(n, depth)
+		for _, c := range n.Children {
+			walk(c, depth+1)
+		}
+		if n.Reduce != nil {
+			fn(n.Reduce, depth)
+		}
+	}
+	walk(g.Root, 0)
+}
