@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -81,26 +80,6 @@ func (s *ProcessSandbox) Run(ctx context.Context, spec *RunSpec) (*Outcome, erro
 	return s.runExec(ctx, spec, env, scratch)
 }
 
-// streams wires a handler's stdio: stdout through the output limit, stderr
-// into a tail and the caller's writer.
-type streams struct {
-	stdout *limitWriter
-	tail   *tailBuffer
-	stderr io.Writer
-}
-
-func newStreams(spec *RunSpec, kill func()) *streams {
-	st := &streams{
-		stdout: &limitWriter{w: spec.Stdout, limit: spec.Limits.MaxOutput, onExceed: kill},
-		tail:   &tailBuffer{n: StderrTailSize},
-	}
-	st.stderr = st.tail
-	if spec.Stderr != nil {
-		st.stderr = io.MultiWriter(st.tail, spec.Stderr)
-	}
-	return st
-}
-
 func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []string, scratch string) (*Outcome, error) {
 	if len(spec.Program.Argv) == 0 {
 		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
@@ -119,10 +98,10 @@ func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []strin
 			}
 		})
 	}
-	st := newStreams(spec, killGroup)
+	st := NewStreams(spec, killGroup)
 	cmd.Stdin = spec.Stdin
-	cmd.Stdout = st.stdout
-	cmd.Stderr = st.stderr
+	cmd.Stdout = st.Stdout
+	cmd.Stderr = st.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start handler %s: %w", spec.Handler, err)
 	}
@@ -132,7 +111,7 @@ func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []strin
 	stop()
 	// Reap anything the handler left running in its group.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	out := &Outcome{Duration: time.Since(start), OutputExceeded: st.stdout.exceeded}
+	out := &Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded()}
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
@@ -147,7 +126,7 @@ func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []strin
 		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, err)
 	}
 	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
-	out.StderrTail = st.tail.String()
+	out.StderrTail = st.Tail()
 	return out, nil
 }
 

@@ -76,6 +76,36 @@ func (o *Outcome) Succeeded() bool {
 // StderrTailSize is how many bytes of stderr an Outcome keeps.
 const StderrTailSize = 4096
 
+// Streams wires a handler's stdio for a Sandbox: stdout through the
+// output limit (calling kill when it is exceeded), stderr into a tail and
+// the RunSpec's writer. Sandboxes copy the handler's pipes into Stdout and
+// Stderr.
+type Streams struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	out    *limitWriter
+	tail   *tailBuffer
+}
+
+// NewStreams returns the streams of one run of spec.
+func NewStreams(spec *RunSpec, kill func()) *Streams {
+	st := &Streams{
+		out:  &limitWriter{w: spec.Stdout, limit: spec.Limits.MaxOutput, onExceed: kill},
+		tail: &tailBuffer{n: StderrTailSize},
+	}
+	st.Stdout, st.Stderr = st.out, io.Writer(st.tail)
+	if spec.Stderr != nil {
+		st.Stderr = io.MultiWriter(st.tail, spec.Stderr)
+	}
+	return st
+}
+
+// Exceeded reports whether stdout went over the output limit.
+func (s *Streams) Exceeded() bool { return s.out.exceeded }
+
+// Tail returns the last StderrTailSize bytes of stderr.
+func (s *Streams) Tail() string { return s.tail.String() }
+
 // tailBuffer keeps the last n bytes written to it.
 type tailBuffer struct {
 	n   int

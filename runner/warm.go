@@ -142,7 +142,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	}
 	var once sync.Once
 	kill := func() { once.Do(func() { child.Kill() }) }
-	st := newStreams(spec, kill)
+	st := NewStreams(spec, kill)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -152,8 +152,8 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 		}
 		inW.Close()
 	}()
-	go func() { defer wg.Done(); io.Copy(st.stdout, outR) }()
-	go func() { defer wg.Done(); io.Copy(st.stderr, errR) }()
+	go func() { defer wg.Done(); io.Copy(st.Stdout, outR) }()
+	go func() { defer wg.Done(); io.Copy(st.Stderr, errR) }()
 	stop := context.AfterFunc(ctx, kill)
 	status, werr := child.Wait()
 	stop()
@@ -172,7 +172,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	if werr != nil {
 		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, werr)
 	}
-	out := &Outcome{Duration: time.Since(start), Warm: true, OutputExceeded: st.stdout.exceeded, StderrTail: st.tail.String()}
+	out := &Outcome{Duration: time.Since(start), Warm: true, OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
 	out.ExitCode = status.Code
 	if status.Signal != 0 {
 		out.Signal = signalName(status.Signal)

@@ -1,0 +1,148 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/internal/manifest"
+	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
+)
+
+// containerdRunner starts a private containerd and a runner whose handlers
+// run in containerd sandboxes.
+func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) {
+	t.Helper()
+	addr := testenv.Containerd(t)
+	agentDir, _ := os.MkdirTemp("", "jobx-agent-")
+	t.Cleanup(func() { os.RemoveAll(agentDir) })
+	agent := filepath.Join(agentDir, "jobx-agent")
+	build := exec.Command("go", "build", "-o", agent, "../cmd/jobx-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build jobx-agent: %v: %s", err, out)
+	}
+	runnerDir := t.TempDir()
+	boxDir, _ := os.MkdirTemp("", "jxc-")
+	t.Cleanup(func() { os.RemoveAll(boxDir) })
+	o := ctrd.NewOptions()
+	o.Address, o.RunnerID, o.Dir, o.HandlersDir, o.AgentPath, o.Log = addr, "ctr1", boxDir, filepath.Join(runnerDir, "handlers"), agent, testenv.Logger(t)
+	o.Namespace = ctrd.NamespaceFor("ctr1")
+	o.Images = containerdImages(t)
+	for _, f := range mods {
+		f(o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sb, err := ctrd.New(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	c.addRunner(func(ro *runner.Options) { ro.Sandbox, ro.Dir, ro.ID = sb, runnerDir, "ctr1" })
+}
+
+// containerdImages builds jobx's sandbox images once per test binary (the
+// build is cached and reproducible).
+var containerdImages = func() func(t *testing.T) *images.Store {
+	var st *images.Store
+	var err error
+	return func(t *testing.T) *images.Store {
+		t.Helper()
+		if st == nil && err == nil {
+			dir := filepath.Join(os.TempDir(), "jobx-test-images")
+			if st, err = images.Open(dir); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				_, err = st.Build(ctx, images.Buildable()...)
+			}
+		}
+		if err != nil {
+			t.Fatalf("build sandbox images: %v", err)
+		}
+		return st
+	}
+}()
+
+func TestContainerdSandboxRunsAJob(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	c.leafWorkflow("wf")
+	assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":6}}`, "").pairs(t), sumsOf(6))
+}
+
+func TestContainerdSandboxRunsEveryLanguage(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	for _, d := range []string{"../examples/languages", "../examples/dev"} {
+		if _, err := manifest.Apply(context.Background(), c.store, d, testenv.Logger(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertPairs(t, c.post("languages", "letters", `{"arguments":{"text":"Hello, World"}}`, "").pairs(t),
+		map[string]string{`"h"`: "1", `"e"`: "1", `"l"`: "3", `"o"`: "2", `"w"`: "1", `"r"`: "1", `"d"`: "1"})
+	assertPairs(t, c.post("languages", "squares", `{"arguments":{"a":3,"b":4}}`, "").pairs(t), map[string]string{`"squares"`: "25"})
+	got := c.post("dev", "job4", `{"arguments":{"arg1":1000}}`, "").pairs(t)
+	total := 0
+	for _, v := range got {
+		total += sumValues(t, v)
+	}
+	if total != 1000 {
+		t.Fatalf("job4 intervals add up to %d: %v", total, got)
+	}
+}
+
+func TestContainerdSandboxIsolatesAndLimitsHandlers(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c, func(o *ctrd.Options) { o.Defaults.Timeout = 5 * time.Second })
+	c.leafWorkflow("wf")
+	// The gateway listens on the host's loopback: a sandbox without network
+	// has a loopback of its own, where nothing listens.
+	_, port, _ := net.SplitHostPort(c.gw.Addr())
+	dial := "import socket\ns = socket.create_connection(('127.0.0.1', " + port + "), timeout=2)\n"
+	header := "\"\"\"\nHostile.\n\n**\nhandler_type: mapper\n%s\"\"\"\n"
+	for _, tc := range []struct {
+		name, extra, body, kind, mention string
+		ok                               bool
+	}{
+		{"cannot dial the host", "", dial + "yield MrConfigureToReturn()\n", "handler_failed", "Connection refused", false},
+		{"can dial the host with host networking", "network: host\n", dial + "yield MrConfigureToReturn()\nyield ('dialled', 1)\n", "", "", true},
+		{"cannot read host paths", "", "open('/etc/shadow').read()\nyield MrConfigureToReturn()\n", "handler_failed", "No such file or directory", false},
+		{"memory hog is killed", "memory: 64Mi\n", "x = []\nwhile True:\n    x.append(bytearray(8 << 20))\n    x[-1][::4096] = b'x' * len(x[-1][::4096])\nyield MrConfigureToReturn()\n", "oom", "memory limit", false},
+		{"sleeper is killed at its timeout", "timeout: 2s\n", "import time\ntime.sleep(60)\nyield MrConfigureToReturn()\n", "timeout", "timed out", false},
+		{"fork bomb is stopped by the pids limit", "pids: 32\n", "import os\nfor i in range(1000):\n    os.fork()\nyield MrConfigureToReturn()\n", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "map_" + strings.NewReplacer(" ", "_", "-", "_").Replace(tc.name)
+			c.handler("wf", name, "map/"+name+".py", fmt.Sprintf(header, tc.extra)+tc.body)
+			c.step("wf", name, name, "", "reduce_sum")
+			c.job("wf", name, name)
+			r := c.post("wf", name, `{"arguments":{"n":1}}`, "")
+			if tc.ok {
+				if r.status != 200 {
+					t.Fatalf("want success, got %d: %.400s", r.status, r.raw)
+				}
+			} else {
+				if r.status != 500 {
+					t.Fatalf("want failure, got %d: %.400s", r.status, r.raw)
+				}
+				e, _ := r.body["error"].(map[string]any)
+				msg := fmt.Sprint(e["message"]) + " " + fmt.Sprint(e["stderr_tail"])
+				if tc.kind != "" && (e["kind"] != tc.kind || !strings.Contains(msg, tc.mention)) {
+					t.Fatalf("want kind %s mentioning %q, got %v: %s", tc.kind, tc.mention, e["kind"], msg)
+				}
+			}
+			// The runner keeps serving.
+			assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
+		})
+	}
+}

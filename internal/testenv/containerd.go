@@ -1,0 +1,98 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	ctrd "github.com/jobx/jobx/runner/containerd"
+)
+
+// Containerd starts a private containerd (own config, root, state and
+// socket under a temporary directory, CRI disabled) and returns its socket
+// address; it is stopped when the test ends, and its log is printed only
+// when the test fails. Without containerd or root it skips the test, except
+// under CI=true, where it fails loudly: CI must run the containerd tests.
+func Containerd(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "jobx-ctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	var log syncBuffer
+	d, err := StartContainerd(dir, &log)
+	if err != nil {
+		unavailable(t, err)
+	}
+	t.Cleanup(func() {
+		d.Close()
+		if t.Failed() {
+			t.Logf("containerd log:\n%s", log.String())
+		}
+	})
+	return d.Address
+}
+
+// StartContainerd starts a private containerd in dir for a TestMain, which
+// must Close it. It fails (never skips) when containerd cannot start; call
+// ContainerdAvailable first to decide whether to skip.
+func StartContainerd(dir string, log io.Writer) (*ctrd.Daemon, error) {
+	return ctrd.StartDaemon(context.Background(), ctrd.DaemonOptions{Dir: dir, Log: log})
+}
+
+// SkipContainerd returns why the containerd tests may be skipped here, or
+// "" when they must run: they may skip only when not running as root and
+// CI is unset. As root or under CI=true a containerd that cannot start is a
+// test failure, never a skip.
+func SkipContainerd() string {
+	if os.Geteuid() != 0 && os.Getenv("CI") != "true" {
+		return "containerd tests need root (they run under CI=true)"
+	}
+	return ""
+}
+
+// unavailable fails the test, or skips it when SkipContainerd allows.
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if why := SkipContainerd(); why != "" {
+		t.Skipf("containerd: %v: %s", err, why)
+	}
+	hint := ""
+	for _, bin := range []string{"containerd", "runc"} {
+		if _, lerr := exec.LookPath(bin); lerr != nil {
+			hint = " (apt-get install containerd runc)"
+		}
+	}
+	t.Fatalf("containerd cannot start: %v%s", err, hint)
+}
+
+// RequireContainerd skips the test when SkipContainerd allows; a test that
+// then starts containerd fails when it cannot.
+func RequireContainerd(t testing.TB) {
+	t.Helper()
+	if why := SkipContainerd(); why != "" {
+		t.Skip(why)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

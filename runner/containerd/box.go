@@ -1,0 +1,378 @@
+package containerd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	client "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/jobx/jobx/images"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Labels on every container a Sandbox creates.
+const (
+	LabelRunner    = "jobx.runner"
+	LabelWorkflow  = "jobx.workflow"
+	LabelProcessor = "jobx.processor"
+	LabelHandler   = "jobx.handler"
+	LabelImage     = "jobx.image"
+)
+
+// Paths inside a sandbox.
+const (
+	ctrRun      = "/jobx/run"      // the agent's and zygote's sockets (host dir, rw)
+	ctrLib      = "/jobx/lib"      // jobx-agent and the Python runtime (host dir, ro)
+	ctrHandlers = "/jobx/handlers" // the workflow's installed handlers (host dir, ro)
+	ctrScratch  = "/scratch"       // per-invocation scratch directories (host dir)
+	ctrWorking  = "/working"       // /working/<workflow>: the shared filesystem
+)
+
+// key identifies interchangeable warm sandboxes: same workflow (and
+// handler, with Options.PerHandler), image, network and limits.
+type key struct {
+	workflow, handler, processor, image, network string
+	memory, pids                                 int64
+	cpu                                          float64
+}
+
+func (k key) String() string {
+	return fmt.Sprintf("%s/%s/%s(%s, net=%s, mem=%d, cpu=%g, pids=%d)", k.workflow, k.handler, k.processor, k.image, k.network, k.memory, k.cpu, k.pids)
+}
+
+// box is one warm container: its init is the agent, with a Python zygote
+// beside it for the python processor. A box runs one invocation at a
+// time, so the container's cgroup limits are the invocation's.
+type box struct {
+	id      string
+	key     key
+	hostDir string
+	ctr     client.Container
+	task    client.Task
+	exited  <-chan client.ExitStatus
+	dead    chan struct{} // closed when the task has exited
+	cgroups cgroupPaths
+	keep    map[int]bool // host pids of the agent and the zygote
+
+	uses     int
+	lastUsed time.Time
+	oom      atomic.Int64 // /tasks/oom events seen
+
+	destroyOnce sync.Once
+}
+
+func (b *box) socket() string {
+	if b.key.processor == "python" {
+		return filepath.Join(b.hostDir, "run", "zygote.sock")
+	}
+	return filepath.Join(b.hostDir, "run", "agent.sock")
+}
+
+func (b *box) alive() bool {
+	select {
+	case <-b.dead:
+		return false
+	default:
+		return true
+	}
+}
+
+// create starts a warm container for k and waits until its agent (and
+// zygote) accept connections.
+func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
+	ctx, cancel := context.WithTimeout(s.nsCtx(ctx), s.opts.Ready)
+	defer cancel()
+	img, err := s.image(ctx, k.image)
+	if err != nil {
+		return nil, err
+	}
+	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{})}
+	b.hostDir = filepath.Join(s.opts.Dir, "c", b.id)
+	for _, d := range []string{"run", "scratch"} {
+		if err := os.MkdirAll(filepath.Join(b.hostDir, d), 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.Chown(filepath.Join(b.hostDir, "run"), s.opts.UID, s.opts.GID); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.destroy(b)
+		}
+	}()
+	handlers := filepath.Join(s.opts.HandlersDir, k.workflow)
+	if err := os.MkdirAll(handlers, 0o755); err != nil {
+		return nil, err
+	}
+	mounts := []specs.Mount{
+		bind(filepath.Join(b.hostDir, "run"), ctrRun, false),
+		bind(s.libDir, ctrLib, true),
+		bind(handlers, ctrHandlers, true),
+		bind(filepath.Join(b.hostDir, "scratch"), ctrScratch, false),
+	}
+	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch}
+	if shared := s.sharedDir(k.workflow); shared != "" {
+		mounts = append(mounts, bind(shared, ctrWorking+"/"+k.workflow, false))
+	}
+	specOpts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithProcessCwd("/"),
+		oci.WithUIDGID(uint32(s.opts.UID), uint32(s.opts.GID)),
+		oci.WithRootFSReadonly(),
+		oci.WithNoNewPrivileges,
+		oci.WithCapabilities(nil),
+		oci.WithHostname("jobx"),
+		oci.WithMounts(mounts),
+		oci.WithEnv(env),
+		oci.WithMemoryLimit(uint64(k.memory)),
+		oci.WithPidsLimit(int64(k.pids) + pidsOverhead),
+	}
+	if k.cpu > 0 {
+		specOpts = append(specOpts, oci.WithCPUCFS(int64(k.cpu*100000), 100000))
+	}
+	if k.network == "host" {
+		specOpts = append(specOpts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithMounts([]specs.Mount{
+			bind("/etc/resolv.conf", "/etc/resolv.conf", true), bind("/etc/hosts", "/etc/hosts", true),
+		}))
+	}
+	args := []string{ctrLib + "/" + AgentName, ctrRun + "/agent.sock"}
+	if k.processor == "python" {
+		args = append(args, "python3", ctrLib+"/jobx_runtime.py", "zygote", ctrRun+"/zygote.sock")
+	}
+	specOpts = append(specOpts, oci.WithProcessArgs(args...))
+	labels := map[string]string{
+		LabelRunner: s.opts.RunnerID, LabelWorkflow: k.workflow, LabelProcessor: k.processor, LabelImage: k.image,
+	}
+	if k.handler != "" {
+		labels[LabelHandler] = k.handler
+	}
+	b.ctr, err = s.cli.NewContainer(ctx, b.id,
+		client.WithImage(img),
+		client.WithSnapshotter(images.Snapshotter),
+		client.WithNewSnapshot(b.id, img),
+		client.WithRuntime("io.containerd.runc.v2", &runcoptions.Options{BinaryName: "runc"}),
+		client.WithContainerLabels(labels),
+		client.WithNewSpec(specOpts...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	b.task, err = b.ctr.NewTask(ctx, cio.LogFile(filepath.Join(b.hostDir, "log")))
+	if err != nil {
+		return nil, fmt.Errorf("create task: %w", err)
+	}
+	b.exited, err = b.task.Wait(s.nsCtx(context.Background()))
+	if err != nil {
+		return nil, fmt.Errorf("wait task: %w", err)
+	}
+	go func() {
+		<-b.exited
+		close(b.dead)
+	}()
+	s.register(b)
+	if err := b.task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start task: %w", err)
+	}
+	if err := b.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if b.cgroups, err = cgroupsOf(int(b.task.Pid())); err != nil {
+		return nil, err
+	}
+	pids, err := b.cgroups.procs()
+	if err != nil {
+		return nil, err
+	}
+	b.keep = map[int]bool{}
+	for _, p := range pids {
+		b.keep[p] = true
+	}
+	return b, nil
+}
+
+// pidsOverhead is added to a handler's pids limit for the agent (a Go
+// program, with its threads) and the zygote.
+const pidsOverhead = 16
+
+func bind(src, dst string, ro bool) specs.Mount {
+	opts := []string{"rbind", "nosuid", "nodev"}
+	if ro {
+		opts = append(opts, "ro")
+	} else {
+		opts = append(opts, "rw")
+	}
+	return specs.Mount{Type: "bind", Source: src, Destination: dst, Options: opts}
+}
+
+// waitReady polls the box's socket until it accepts a connection.
+func (b *box) waitReady(ctx context.Context) error {
+	sock := b.socket()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			if c, err := net.Dial("unix", sock); err == nil {
+				c.Close()
+				return nil
+			}
+		}
+		select {
+		case <-b.dead:
+			return fmt.Errorf("sandbox %s exited while starting: %s", b.id, b.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("sandbox %s not ready: %w: %s", b.id, ctx.Err(), b.logTail())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// logTail returns the last lines of the container's output.
+func (b *box) logTail() string {
+	data, _ := os.ReadFile(filepath.Join(b.hostDir, "log"))
+	if len(data) > 2048 {
+		data = data[len(data)-2048:]
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// sweep kills every process of the box but the agent and the zygote, so
+// that nothing an invocation started outlives it. It reports whether the
+// box is clean.
+func (b *box) sweep() bool {
+	for round := 0; round < 100; round++ {
+		pids, err := b.cgroups.procs()
+		if err != nil {
+			return false
+		}
+		extra := 0
+		for _, p := range pids {
+			if !b.keep[p] {
+				extra++
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		if extra == 0 {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+// destroy kills and deletes a box's task and container and removes its
+// host directory. It is idempotent; errors are logged.
+func (s *Sandbox) destroy(b *box) {
+	b.destroyOnce.Do(func() {
+		s.unregister(b)
+		ctx, cancel := context.WithTimeout(s.nsCtx(context.Background()), 30*time.Second)
+		defer cancel()
+		if b.task != nil {
+			b.task.Kill(ctx, syscall.SIGKILL, client.WithKillAll)
+			if b.exited != nil {
+				select {
+				case <-b.dead:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			if _, err := b.task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				s.log.Warn("delete sandbox task", "container", b.id, "err", err)
+			}
+		}
+		if b.ctr != nil {
+			if err := b.ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+				s.log.Warn("delete sandbox container", "container", b.id, "err", err)
+			}
+		}
+		os.RemoveAll(b.hostDir)
+	})
+}
+
+// cgroupPaths are a container's cgroup directories on the host.
+type cgroupPaths struct {
+	pids   string // directory whose cgroup.procs lists the container's processes
+	memory string // directory with memory.oom_control (v1) or memory.events (v2)
+	v2     bool
+}
+
+// cgroupsOf finds the cgroups of host process pid.
+func cgroupsOf(pid int) (cgroupPaths, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return cgroupPaths{}, err
+	}
+	defer f.Close()
+	var c cgroupPaths
+	var unified string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, ctl := range strings.Split(parts[1], ",") {
+			switch ctl {
+			case "pids":
+				c.pids = filepath.Join("/sys/fs/cgroup/pids", parts[2])
+			case "memory":
+				c.memory = filepath.Join("/sys/fs/cgroup/memory", parts[2])
+			case "":
+				unified = parts[2]
+			}
+		}
+	}
+	if c.pids == "" && c.memory == "" && unified != "" {
+		c = cgroupPaths{pids: filepath.Join("/sys/fs/cgroup", unified), memory: filepath.Join("/sys/fs/cgroup", unified), v2: true}
+	}
+	if c.pids == "" || c.memory == "" {
+		return c, fmt.Errorf("cgroups of pid %d: no pids or memory controller", pid)
+	}
+	return c, nil
+}
+
+func (c cgroupPaths) procs() ([]int, error) {
+	data, err := os.ReadFile(filepath.Join(c.pids, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}
+
+// oomKills returns the cgroup's count of OOM kills.
+func (c cgroupPaths) oomKills() int64 {
+	name := "memory.oom_control"
+	if c.v2 {
+		name = "memory.events"
+	}
+	data, err := os.ReadFile(filepath.Join(c.memory, name))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+var errClosed = errors.New("containerd sandbox is closed")

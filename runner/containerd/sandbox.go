@@ -1,0 +1,493 @@
+// Package containerd is jobx's containerd sandbox: every handler invocation
+// runs in a container of its processor's image, with a read-only root
+// filesystem, a per-invocation scratch directory, no network unless the
+// handler or workflow opts in, cgroup limits (memory, CPU, pids), a
+// wall-clock timeout and an output limit, the workflow's shared directory
+// and nothing else of the host, as a non-root user without new privileges.
+//
+// Containers are kept warm: a container per (workflow, processor, limits)
+// runs the jobx agent as init (and, for Python, a zygote beside it), and
+// each invocation is a fresh process forked in it with its own stdio passed
+// over a unix socket, so an invocation costs no container creation and, for
+// Python, no interpreter start. A warm container runs one invocation at a
+// time; after each, every process the invocation left is killed and its
+// scratch directory removed, so nothing leaks to the next.
+//
+//	sb, err := containerd.New(ctx, opts) // removes stale containers of crashed runners
+//	out, err := sb.Run(ctx, spec)        // runner.Sandbox
+//	sb.Close()                           // kills every sandbox
+package containerd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	apievents "github.com/containerd/containerd/api/events"
+	client "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/typeurl/v2"
+	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/processors/python"
+	"github.com/jobx/jobx/runner"
+)
+
+// Sandbox runs handlers in containerd containers. It is safe for concurrent
+// use; the caller of New must call Close.
+type Sandbox struct {
+	opts   Options
+	log    *slog.Logger
+	cli    *client.Client
+	images *images.Store
+	libDir string
+
+	imgMu  sync.Mutex // guards imgs
+	imgs   map[string]*imageEntry
+	pool   *pool
+	boxMu  sync.Mutex // guards byID
+	byID   map[string]*box
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ runner.Sandbox = (*Sandbox)(nil)
+
+type imageEntry struct {
+	once sync.Mutex
+	img  client.Image
+}
+
+// New connects to containerd, prepares the runner's namespace (removing the
+// containers a previous run of this runner, or a crashed runner of this
+// host, left behind), and installs the agent and the Python runtime under
+// opts.Dir. Sandboxes start lazily.
+func New(ctx context.Context, opts *Options) (*Sandbox, error) {
+	o := *opts
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	s := &Sandbox{opts: o, log: o.Log.With("component", "containerd-sandbox", "namespace", o.Namespace),
+		imgs: map[string]*imageEntry{}, byID: map[string]*box{}}
+	s.libDir = filepath.Join(o.Dir, "lib")
+	if err := os.RemoveAll(filepath.Join(o.Dir, "c")); err != nil {
+		return nil, fmt.Errorf("containerd sandbox: %w", err)
+	}
+	if err := os.MkdirAll(s.libDir, 0o755); err != nil {
+		return nil, fmt.Errorf("containerd sandbox: %w", err)
+	}
+	if err := installLib(s.libDir, o.AgentPath); err != nil {
+		return nil, err
+	}
+	s.images = o.Images
+	if s.images == nil {
+		st, err := images.Open(filepath.Join(o.Dir, "images"))
+		if err != nil {
+			return nil, err
+		}
+		s.images = st
+	}
+	cli, err := client.New(o.Address, client.WithDefaultNamespace(o.Namespace), client.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("containerd sandbox: connect %s: %w", o.Address, err)
+	}
+	s.cli = cli
+	cctx, cancel := context.WithTimeout(s.nsCtx(ctx), time.Minute)
+	defer cancel()
+	if err := s.claimNamespace(cctx); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	if err := s.removeStale(cctx); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	s.pool = newPool(s)
+	bg, stop := context.WithCancel(s.nsCtx(context.Background()))
+	s.cancel = stop
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.watchOOM(bg) }()
+	go func() { defer s.wg.Done(); s.pool.janitor(bg) }()
+	return s, nil
+}
+
+func installLib(dir, agent string) error {
+	data, err := os.ReadFile(agent)
+	if err != nil {
+		return fmt.Errorf("containerd sandbox: agent: %w", err)
+	}
+	for name, f := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{AgentName: {data, 0o755}, python.RuntimeFile: {python.Runtime, 0o644}} {
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, f.data, f.mode); err != nil {
+			return fmt.Errorf("containerd sandbox: %w", err)
+		}
+		os.Chmod(tmp, f.mode)
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("containerd sandbox: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) nsCtx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, s.opts.Namespace)
+}
+
+// Kind returns "containerd".
+func (s *Sandbox) Kind() string { return "containerd" }
+
+// Namespace returns the sandbox's containerd namespace.
+func (s *Sandbox) Namespace() string { return s.opts.Namespace }
+
+// Client returns the sandbox's containerd client (for tests and tools).
+func (s *Sandbox) Client() *client.Client { return s.cli }
+
+// Close kills every sandbox, deletes the containers and disconnects. It is
+// idempotent. Invocations still running fail.
+func (s *Sandbox) Close() error {
+	s.closeOnce.Do(func() {
+		if s.pool != nil {
+			s.pool.close()
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+		s.closeErr = s.cli.Close()
+	})
+	return s.closeErr
+}
+
+// image returns ref, loaded and unpacked in the namespace, once.
+func (s *Sandbox) image(ctx context.Context, ref string) (client.Image, error) {
+	s.imgMu.Lock()
+	e := s.imgs[ref]
+	if e == nil {
+		e = &imageEntry{}
+		s.imgs[ref] = e
+	}
+	s.imgMu.Unlock()
+	e.once.Lock()
+	defer e.once.Unlock()
+	if e.img != nil {
+		return e.img, nil
+	}
+	img, err := s.images.Load(ctx, s.cli, ref)
+	if err != nil {
+		return nil, err
+	}
+	e.img = img
+	return img, nil
+}
+
+// Prepare loads the images of the named processors into the namespace, so
+// that the first invocation does not pay for it.
+func (s *Sandbox) Prepare(ctx context.Context, processors ...string) error {
+	for _, p := range processors {
+		if _, err := s.image(s.nsCtx(ctx), s.opts.ImageFor(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) register(b *box) {
+	s.boxMu.Lock()
+	s.byID[b.id] = b
+	s.boxMu.Unlock()
+}
+
+func (s *Sandbox) unregister(b *box) {
+	s.boxMu.Lock()
+	delete(s.byID, b.id)
+	s.boxMu.Unlock()
+}
+
+// watchOOM counts /tasks/oom events per container.
+func (s *Sandbox) watchOOM(ctx context.Context) {
+	for ctx.Err() == nil {
+		ch, errs := s.cli.Subscribe(ctx, `topic=="/tasks/oom"`, fmt.Sprintf(`namespace==%q`, s.opts.Namespace))
+	loop:
+		for {
+			select {
+			case env := <-ch:
+				v, err := typeurl.UnmarshalAny(env.Event)
+				if err != nil {
+					continue
+				}
+				if ev, ok := v.(*apievents.TaskOOM); ok {
+					s.boxMu.Lock()
+					b := s.byID[ev.ContainerID]
+					s.boxMu.Unlock()
+					if b != nil {
+						b.oom.Add(1)
+					}
+				}
+			case err := <-errs:
+				if ctx.Err() == nil {
+					s.log.Warn("containerd events", "err", err)
+				}
+				break loop
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Sandbox) sharedDir(wf string) string {
+	if s.opts.SharedDir == nil {
+		return ""
+	}
+	return s.opts.SharedDir(wf)
+}
+
+// processorOf names the processor of a program by how it runs.
+func processorOf(p *runner.RunSpec) string {
+	switch {
+	case p.Program.Warm != nil && p.Program.Warm.Kind == "python":
+		return "python"
+	case len(p.Program.Argv) > 0 && p.Program.Argv[0] == "node":
+		return "node"
+	case len(p.Program.Argv) > 0 && p.Program.Argv[0] == "/bin/sh":
+		return "sh"
+	}
+	return "exec"
+}
+
+func (s *Sandbox) keyOf(spec *runner.RunSpec) key {
+	proc := processorOf(spec)
+	k := key{workflow: spec.Workflow, processor: proc, image: s.opts.ImageFor(proc), network: "none",
+		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids}
+	if s.opts.PerHandler {
+		k.handler = spec.Handler
+	}
+	if s.opts.WorkflowNetwork != nil {
+		if n := s.opts.WorkflowNetwork(spec.Workflow); n != "" {
+			k.network = n
+		}
+	}
+	if spec.Limits.Network != "" {
+		k.network = spec.Limits.Network
+	}
+	if k.memory <= 0 {
+		k.memory = s.opts.Defaults.Memory
+	}
+	if k.cpu <= 0 {
+		k.cpu = s.opts.Defaults.CPU
+	}
+	if k.pids <= 0 {
+		k.pids = s.opts.Defaults.Pids
+	}
+	return k
+}
+
+// Run runs one handler invocation on a warm sandbox, starting one if none
+// is idle. A handler killed by the memory limit reports OOMKilled, one
+// killed at its timeout TimedOut; an error means the sandbox failed.
+func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcome, error) {
+	if len(spec.Program.Argv) == 0 {
+		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
+	}
+	timeout := spec.Limits.Timeout
+	if timeout <= 0 {
+		timeout = s.opts.Defaults.Timeout
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	k := s.keyOf(spec)
+	for attempt := 0; ; attempt++ {
+		b, fresh, err := s.pool.acquire(ctx, k)
+		if err != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return &runner.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
+			}
+			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
+		}
+		out, keep, err := s.runOn(ctx, b, spec)
+		s.pool.release(b, keep)
+		if err != nil && errors.Is(err, errServerGone) && !fresh && attempt == 0 && ctx.Err() == nil {
+			// A warm sandbox died while idle: try a fresh one.
+			continue
+		}
+		if out != nil {
+			out.Warm = !fresh
+		}
+		return out, err
+	}
+}
+
+// runOn runs spec on box b and says whether b may be reused.
+func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, bool, error) {
+	start := time.Now()
+	inv := "inv-" + randomHex(8)
+	hostScratch := filepath.Join(b.hostDir, "scratch", inv)
+	if err := os.Mkdir(hostScratch, 0o700); err != nil {
+		return nil, false, fmt.Errorf("scratch directory: %w", err)
+	}
+	defer os.RemoveAll(hostScratch)
+	if err := os.Chown(hostScratch, s.opts.UID, s.opts.GID); err != nil {
+		return nil, false, fmt.Errorf("scratch directory: %w", err)
+	}
+	scratch := ctrScratch + "/" + inv
+	rewrite := s.rewriter(spec.Workflow)
+	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
+	for _, kv := range spec.Env {
+		env = append(env, rewrite(kv))
+	}
+	env = append(env, "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
+	if s.sharedDir(spec.Workflow) != "" {
+		env = append(env, "JOBX_SHARED_DIR="+ctrWorking+"/"+spec.Workflow)
+	}
+	for _, kv := range spec.Program.Env {
+		env = append(env, rewrite(kv))
+	}
+	var msg any
+	if b.key.processor == "python" && spec.Program.Warm != nil {
+		m := map[string]string{}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			m[k] = v
+		}
+		msg = map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
+			"env": m, "cwd": scratch, "rlimits": map[string]int64{}}
+	} else {
+		argv := make([]string, len(spec.Program.Argv))
+		for i, a := range spec.Program.Argv {
+			argv[i] = rewrite(a)
+		}
+		msg = map[string]any{"argv": argv, "env": env, "cwd": scratch}
+	}
+
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	pipe := func() (*os.File, *os.File, error) {
+		r, w, err := os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	inR, inW, err1 := pipe()
+	outR, outW, err2 := pipe()
+	errR, errW, err3 := pipe()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, true, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+	}
+	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
+	c, err := spawn(ctx, b.socket(), msg, inR, outW, errW)
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		if errors.Is(err, errServerGone) || !b.alive() {
+			return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
+		}
+		return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
+	}
+	defer c.close()
+	st := runner.NewStreams(spec, c.kill)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if spec.Stdin != nil {
+			io.Copy(inW, spec.Stdin)
+		}
+		inW.Close()
+	}()
+	go func() { defer wg.Done(); io.Copy(st.Stdout, outR) }()
+	go func() { defer wg.Done(); io.Copy(st.Stderr, errR) }()
+	stop := context.AfterFunc(ctx, c.kill)
+	status, werr := c.wait()
+	stop()
+	clean := b.sweep()
+	copied := make(chan struct{})
+	go func() { wg.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		<-copied
+	}
+	out := &runner.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
+	out.OOMKilled = b.cgroups.oomKills() > oomBefore || b.oom.Load() > oomEvents
+	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if werr != nil {
+		// The sandbox died under the invocation: the handler's doing
+		// (memory, or killing its server) unless proven otherwise.
+		select {
+		case <-b.dead:
+		case <-time.After(100 * time.Millisecond):
+		}
+		if !out.OOMKilled && b.oom.Load() == oomEvents {
+			time.Sleep(20 * time.Millisecond)
+			out.OOMKilled = b.oom.Load() > oomEvents
+		}
+		out.ExitCode, out.Signal = 137, "SIGKILL"
+		out.StderrTail += "\njobx: the sandbox died during the invocation"
+		return out, false, nil
+	}
+	out.ExitCode = status.code
+	if status.signal != 0 {
+		out.Signal = unixSignalName(status.signal)
+	}
+	keep := clean && b.alive() && !out.OOMKilled
+	return out, keep, nil
+}
+
+// rewriter maps the runner's handler directory of a workflow to its path
+// inside the sandbox.
+func (s *Sandbox) rewriter(wf string) func(string) string {
+	host := filepath.Join(s.opts.HandlersDir, wf)
+	return func(v string) string { return strings.ReplaceAll(v, host, ctrHandlers) }
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func unixSignalName(sig int) string {
+	name := syscall.Signal(sig).String()
+	switch sig {
+	case int(syscall.SIGKILL):
+		return "SIGKILL"
+	case int(syscall.SIGTERM):
+		return "SIGTERM"
+	case int(syscall.SIGSEGV):
+		return "SIGSEGV"
+	case int(syscall.SIGABRT):
+		return "SIGABRT"
+	}
+	return name
+}
