@@ -92,6 +92,7 @@ type WriterStatus struct {
 	Location string `json:"location,omitempty"`
 	Error    string `json:"error,omitempty"`
 	Attempts int    `json:"attempts,omitempty"`
+	At       string `json:"at,omitempty"` // when the writer finished (kvmodel.Now)
 }
 
 // NotifyConfig are a workflow's notification channels (no secrets: SMTP

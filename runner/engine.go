@@ -673,7 +673,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		spec := &RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
-			Stderr: &logWriter{log: log, special: r.handlerNotify}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
+			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
 		}
 		outcome, err := r.sandbox.Run(ctx, spec)
 		if err != nil {

@@ -76,6 +76,9 @@ type Options struct {
 	// SMTPAddr and SMTPFrom are the SMTP server (host:port) and sender of
 	// email result writers and email notifications.
 	SMTPAddr, SMTPFrom string
+	// SMTPUser and SMTPPassword, when set, log in with PLAIN auth (after
+	// STARTTLS, which is used whenever the server offers it).
+	SMTPUser, SMTPPassword string
 	// MetricsAddr, when set, is where the runner serves GET /metrics.
 	MetricsAddr string
 	// FS is the shared filesystem backend of every workflow without its own

@@ -51,8 +51,13 @@ func (r *Runner) writeResult(ctx context.Context, t *task, cfg kvmodel.WriterCon
 		j, _ := p.MarshalJSON()
 		res.Pairs = append(res.Pairs, j)
 	}
-	srv := writers.Server{SMTPAddr: r.opts.SMTPAddr, SMTPFrom: r.opts.SMTPFrom}
-	return writers.Write(ctx, cfg, srv, res)
+	return writers.Write(ctx, cfg, r.smtp(), res)
+}
+
+// smtp is the runner's SMTP settings for writers and notifications.
+func (r *Runner) smtp() writers.Server {
+	o := r.opts
+	return writers.Server{SMTPAddr: o.SMTPAddr, SMTPFrom: o.SMTPFrom, SMTPUser: o.SMTPUser, SMTPPassword: o.SMTPPassword}
 }
 
 // recordWriter stores st on the request (compare-and-swap, retried).
@@ -83,13 +88,26 @@ func (r *Runner) notify(ctx context.Context, wf string, e notifications.Event) {
 	}
 }
 
-// handlerNotify routes a handler's NOTIFY.
-func (r *Runner) handlerNotify(line string) bool {
+// handlerNotify routes a NOTIFY line from handler h's stderr in task t.
+// Who sent it comes from the task, never from the line: a handler cannot
+// notify on another workflow's channels, and a bare
+// `JOBX-NOTIFY {"level": ..., "message": ...}` (any language) is routed.
+// Delivery runs in the background (bounded by a minute) so the handler's
+// stderr never waits for SMTP; Close waits for it.
+func (r *Runner) handlerNotify(t *task, h *kvmodel.Handler, line string) bool {
 	e, ok := notifications.ParseHandlerLine(line)
 	if !ok {
 		return false
 	}
-	go r.notify(context.Background(), e.Workflow, e)
+	e.Workflow, e.Handler, e.Name = h.WorkflowName, h.Name, "MR_HANDLER."+h.Name
+	e.RequestID, e.InvocationID = t.req.ID, t.inv.ID
+	r.notifying.Add(1)
+	go func() {
+		defer r.notifying.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r.notify(ctx, e.Workflow, e)
+	}()
 	return true
 }
 

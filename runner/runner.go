@@ -64,6 +64,8 @@ type Runner struct {
 	subErr    error
 
 	closeOnce sync.Once
+	// notifying tracks handler NOTIFY deliveries; Close waits for them.
+	notifying sync.WaitGroup
 }
 
 // New validates opts, loads the catalog and prepares the sandbox.
@@ -87,7 +89,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
 	r.scopes = &scopes{dir: o.ScopeDir, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
 	r.metrics = newMetrics(r)
-	r.sender = &notifications.Sender{SMTPAddr: o.SMTPAddr, SMTPFrom: o.SMTPFrom, Log: r.log}
+	r.sender = &notifications.Sender{SMTP: r.smtp(), Log: r.log}
 	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
@@ -283,6 +285,7 @@ func (r *Runner) Close() error {
 		}
 		r.mu.Unlock()
 		r.runCancel()
+		r.notifying.Wait()
 		if r.catalog != nil {
 			r.catalog.Close()
 		}

@@ -36,6 +36,9 @@ type envConfig struct {
 	// NotifyListen is HTTP_LISTEN_HOSTNAME:HTTP_LISTEN_PORT (JobX's
 	// listener), 127.0.0.1:3333 by default.
 	NotifyListen string
+	// SMTPPassword is JOBX_SMTP_PASSWORD, the runner's --smtp-user password
+	// (an environment variable so it stays out of process listings).
+	SMTPPassword string
 
 	Capabilities []string // MR_SYSTEM_CAPABILITIES
 	Workflows    []string // MR_WORKFLOW_NAMES
@@ -73,6 +76,7 @@ func loadEnv(getenv func(string) string) envConfig {
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
 	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")
 	c.NotifyListen = net.JoinHostPort(orDefault(getenv("HTTP_LISTEN_HOSTNAME"), "127.0.0.1"), orDefault(getenv("HTTP_LISTEN_PORT"), "3333"))
+	c.SMTPPassword = getenv("JOBX_SMTP_PASSWORD")
 	c.Capabilities = splitList(getenv("MR_SYSTEM_CAPABILITIES"))
 	c.Workflows = splitList(getenv("MR_WORKFLOW_NAMES"))
 	c.Channel = getenv("MR_CHANNEL")

@@ -99,6 +99,8 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringVar(&o.Writer.URL, "result-url", "", "http writer: the URL results are POSTed to")
 	f.StringVar(&o.SMTPAddr, "smtp-addr", "", "SMTP server (host:port) for email result writers and email notifications")
 	f.StringVar(&o.SMTPFrom, "smtp-from", "", "sender address of jobx's mail")
+	f.StringVar(&o.SMTPUser, "smtp-user", "", "SMTP login (PLAIN auth, after STARTTLS when offered); the password is JOBX_SMTP_PASSWORD")
+	o.SMTPPassword = a.env.SMTPPassword
 	f.StringVar(&rf.fsDir, "fs-dir", "", "host directory of the local shared filesystem backend (workflow roots are <dir>/working/<workflow>); jobx up defaults to <data-dir>/fs")
 	f.StringVar(&o.FSConfigDir, "fs-config-dir", "", "directory of per-workflow filesystem configs, <workflow>.yaml|.json (e.g. a Tahoe-LAFS gateway and write dircap; see docs/sharedfs.md)")
 	if withIdentity {

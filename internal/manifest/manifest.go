@@ -27,6 +27,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/kvmodel"
 	"os"
@@ -129,6 +130,9 @@ func Load(dir string) (*Manifest, error) {
 	}
 	if w.Workflow == "" {
 		return nil, fail(0, `missing "workflow" (the workflow's name)`)
+	}
+	if err := notifications.Validate(w.Notifications); err != nil {
+		return nil, fail(0, "%v", err)
 	}
 	m := &Manifest{Workflow: w.Workflow, Description: w.Description, Handlers: w.Handlers, Path: path, Notifications: w.Notifications}
 	if m.Description == "" {

@@ -1,10 +1,12 @@
 package notifications
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,6 +22,11 @@ import (
 func Listen(ctx context.Context, ln net.Listener, out io.Writer) error {
 	var mu sync.Mutex
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "POST a notification", http.StatusMethodNotAllowed)
+			return
+		}
 		e, err := decode(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -49,7 +56,8 @@ func decode(r *http.Request) (Event, error) {
 	if err != nil {
 		return e, err
 	}
-	if r.Header.Get("Content-Type") == "application/json" {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt == "application/json" || (mt == "" && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{"))) {
 		return e, json.Unmarshal(body, &e)
 	}
 	form, err := url.ParseQuery(string(body))

@@ -9,15 +9,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
-	"net/smtp"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/kvmodel"
 )
 
@@ -32,7 +33,8 @@ const (
 // Event is one notification.
 type Event struct {
 	Time         time.Time      `json:"-"`
-	Created      float64        `json:"created"` // Unix seconds, as JobX's LogRecord
+	Created      float64        `json:"created"`        // Unix seconds, as JobX's LogRecord
+	Timestamp    string         `json:"time,omitempty"` // Time in RFC 3339 (UTC), set by Send
 	Workflow     string         `json:"workflow"`
 	Kind         string         `json:"kind"`
 	Level        string         `json:"levelname"` // INFO, WARNING, ERROR, ...
@@ -46,9 +48,27 @@ type Event struct {
 
 // Sender delivers events. It is safe for concurrent use.
 type Sender struct {
-	SMTPAddr, SMTPFrom string
-	Client             *http.Client
-	Log                *slog.Logger
+	SMTP   writers.Server // SMTP settings (the runner's, shared with the email result writer)
+	Client *http.Client   // HTTP channel client (default: 10s timeout)
+	Log    *slog.Logger
+}
+
+// Validate checks a workflow's notification config, naming the bad field.
+func Validate(cfg *kvmodel.NotifyConfig) error {
+	if cfg == nil {
+		return nil
+	}
+	if cfg.HTTP != "" {
+		if u, err := url.Parse(cfg.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("notifications.http %q must be an http:// or https:// URL", cfg.HTTP)
+		}
+	}
+	for _, a := range cfg.Email {
+		if err := writers.ValidateAddress(a); err != nil {
+			return fmt.Errorf("notifications.email: %w", err)
+		}
+	}
+	return nil
 }
 
 // wanted applies the config's filters.
@@ -71,6 +91,7 @@ func (s *Sender) Send(ctx context.Context, cfg *kvmodel.NotifyConfig, e Event) e
 		e.Time = time.Now()
 	}
 	e.Created = float64(e.Time.UnixNano()) / 1e9
+	e.Timestamp = e.Time.UTC().Format(time.RFC3339Nano)
 	if e.Level == "" {
 		e.Level = "INFO"
 	}
@@ -100,7 +121,7 @@ func (s *Sender) Send(ctx context.Context, cfg *kvmodel.NotifyConfig, e Event) e
 	}
 	if len(cfg.Email) > 0 {
 		channels++
-		if err := s.mail(cfg.Email, e); err != nil {
+		if err := s.mail(ctx, cfg.Email, e); err != nil {
 			errs = multierror.Append(errs, err)
 		}
 	}
@@ -113,6 +134,7 @@ func (s *Sender) Send(ctx context.Context, cfg *kvmodel.NotifyConfig, e Event) e
 	return nil
 }
 
+// post POSTs e as JSON, retrying once after 200ms.
 func (s *Sender) post(ctx context.Context, url string, e Event) error {
 	client := s.Client
 	if client == nil {
@@ -121,33 +143,41 @@ func (s *Sender) post(ctx context.Context, url string, e Event) error {
 	body, _ := json.Marshal(e)
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("notify %s: %w (%v)", url, ctx.Err(), err)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
 		var req *http.Request
 		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
-			return err
+			return fmt.Errorf("notify %s: %w", url, err)
 		}
 		req.Header.Set("Content-Type", "application/json")
 		var resp *http.Response
 		if resp, err = client.Do(req); err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
 				return nil
 			}
 			err = fmt.Errorf("POST %s: %s", url, resp.Status)
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("notify %s: %w", url, err)
 }
 
-func (s *Sender) mail(to []string, e Event) error {
-	if s.SMTPAddr == "" || s.SMTPFrom == "" {
-		return errors.New("email notification: no SMTP server configured (runner --smtp-addr and --smtp-from)")
-	}
-	msg := fmt.Sprintf("From: JobX <%s>\r\nTo: %s\r\nSubject: JobX Notification: %s (%s)\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s  %s  %s\r\n\r\nworkflow: %s\r\nrequest: %s\r\ninvocation: %s\r\nhandler: %s\r\n",
-		s.SMTPFrom, strings.Join(to, ", "), e.Kind, e.Workflow, e.Time.UTC().Format(time.RFC1123Z),
-		e.Time.UTC().Format("2006-01-02 15:04:05"), e.Level, e.Message, e.Workflow, e.RequestID, e.InvocationID, e.Handler)
-	if err := smtp.SendMail(s.SMTPAddr, nil, s.SMTPFrom, to, []byte(msg)); err != nil {
+// mail sends e as a plain-text mail, subject "JobX Notification: <kind>
+// (<workflow>)" (JobX's MR_LOG_EMAIL_SUBJECT default, then the event).
+func (s *Sender) mail(ctx context.Context, to []string, e Event) error {
+	var msg bytes.Buffer
+	msg.Write(writers.Header("JobX", s.SMTP.SMTPFrom, to, fmt.Sprintf("JobX Notification: %s (%s)", e.Kind, e.Workflow), e.RequestID))
+	msg.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
+	msg.Write(writers.QuotedPrintable(fmt.Sprintf("%s  %s  %s\n\nworkflow: %s\nkind: %s\nname: %s\nrequest: %s\ninvocation: %s\nhandler: %s\n",
+		e.Time.UTC().Format("2006-01-02 15:04:05"), e.Level, e.Message, e.Workflow, e.Kind, e.Name, e.RequestID, e.InvocationID, e.Handler)))
+	if err := writers.SendMail(ctx, s.SMTP, to, msg.Bytes()); err != nil {
 		return fmt.Errorf("email notification to %s: %w", strings.Join(to, ","), err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/kvmodel"
 )
 
@@ -40,7 +41,7 @@ func TestHTTPAndEmailChannelsReceiveWhatTheConfigWants(t *testing.T) {
 	}))
 	defer recv.Close()
 	smtp := testenv.SMTP(t)
-	s := &notifications.Sender{SMTPAddr: smtp.Addr, SMTPFrom: "jobx@example.com", Log: testenv.Logger(t)}
+	s := &notifications.Sender{SMTP: writers.Server{SMTPAddr: smtp.Addr, SMTPFrom: "jobx@example.com"}, Log: testenv.Logger(t)}
 	cfg := &kvmodel.NotifyConfig{HTTP: recv.URL, Email: []string{"ops@example.com"}}
 	ctx := context.Background()
 	s.Send(ctx, cfg, notifications.Event{Workflow: "wf", Kind: notifications.RequestFailed, Level: "error", Message: "request r1 failed", RequestID: "r1"})

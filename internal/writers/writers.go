@@ -6,19 +6,23 @@ package writers
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
-	"net/smtp"
+	"net/mail"
 	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/jobx/jobx/kvmodel"
@@ -37,11 +41,15 @@ const DefaultPath = "/tmp/mr_results"
 
 // Server holds the settings writers share, from the runner's flags.
 type Server struct {
-	SMTPAddr   string // host:port
-	SMTPFrom   string
-	HTTPClient *http.Client
-	Retries    int           // HTTP attempts after the first (default 4)
-	Backoff    time.Duration // first HTTP retry delay, doubled each time (default 500ms)
+	SMTPAddr     string // host:port
+	SMTPFrom     string // envelope sender and From address
+	SMTPUser     string // PLAIN auth when set
+	SMTPPassword string
+	SMTPTLS      *tls.Config   // STARTTLS settings (nil: system roots, the server's host name)
+	SMTPTimeout  time.Duration // bound of one SMTP exchange (default 30s)
+	HTTPClient   *http.Client
+	Retries      int           // HTTP attempts after the first (default 4; negative: none)
+	Backoff      time.Duration // first HTTP retry delay, doubled each time up to 30s (default 500ms)
 }
 
 // Result is one request's result.
@@ -73,6 +81,14 @@ func Validate(c kvmodel.WriterConfig) error {
 		if len(c.To) == 0 {
 			return fmt.Errorf("result_writer.to: the email writer needs at least one recipient")
 		}
+		for _, a := range c.To {
+			if err := ValidateAddress(a); err != nil {
+				return fmt.Errorf("result_writer.to: %w", err)
+			}
+		}
+		if _, err := subjectTemplate(c.Subject); err != nil {
+			return fmt.Errorf("result_writer.subject: %w", err)
+		}
 	case HTTP:
 		if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
 			return fmt.Errorf("result_writer.url %q must be an http:// or https:// URL", c.URL)
@@ -83,9 +99,32 @@ func Validate(c kvmodel.WriterConfig) error {
 	return nil
 }
 
+// ValidateAddress accepts a bare address such as ops@example.com.
+func ValidateAddress(a string) error {
+	if p, err := mail.ParseAddress(a); err != nil || p.Address != a {
+		return fmt.Errorf("%q is not an email address (want name@domain)", a)
+	}
+	return nil
+}
+
+// DefaultSubject is JobX's subject; Subject is a text/template over
+// {{.RequestID}}, {{.Workflow}} and {{.Job}} (JobX's %(request_id)s,
+// %(workflow_name)s and %(job_name)s work too).
+const DefaultSubject = "Request has completed under job [{{.Job}}] (workflow [{{.Workflow}}])"
+
+var jobxPlaceholders = strings.NewReplacer("%(request_id)s", "{{.RequestID}}", "%(workflow_name)s", "{{.Workflow}}", "%(job_name)s", "{{.Job}}")
+
+func subjectTemplate(s string) (*template.Template, error) {
+	t, err := template.New("subject").Option("missingkey=error").Parse(jobxPlaceholders.Replace(cmp.Or(s, DefaultSubject)))
+	if err == nil {
+		err = t.Execute(io.Discard, Result{}) // unknown fields fail here, not at delivery
+	}
+	return t, err
+}
+
 // Write delivers res as c says and reports what happened.
 func Write(ctx context.Context, c kvmodel.WriterConfig, srv Server, res Result) kvmodel.WriterStatus {
-	st := kvmodel.WriterStatus{Kind: c.Kind, State: "written", Attempts: 1}
+	st := kvmodel.WriterStatus{Kind: c.Kind, State: "written", Attempts: 1, At: kvmodel.Now()}
 	if st.Kind == "" {
 		st.Kind = Inline
 	}
@@ -96,7 +135,7 @@ func Write(ctx context.Context, c kvmodel.WriterConfig, srv Server, res Result) 
 		case File:
 			st.Location, err = writeFile(c, res)
 		case Email:
-			st.Location, err = sendMail(c, srv, res)
+			st.Location, err = sendMail(ctx, c, srv, res)
 		case HTTP:
 			st.Location = c.URL
 			st.Attempts, err = post(ctx, c, srv, res)
@@ -131,12 +170,17 @@ func writeFile(c kvmodel.WriterConfig, res Result) (string, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", err
 	}
+	seen := map[string]int{}
 	for _, p := range res.Pairs {
 		var kv []json.RawMessage
 		if err := json.Unmarshal(p, &kv); err != nil || len(kv) != 2 {
 			return "", fmt.Errorf("result pair %s is not [key, value]", p)
 		}
-		if err := os.WriteFile(filepath.Join(tmp, EscapeName(kv[0])), kv[1], 0o644); err != nil {
+		name := EscapeName(kv[0])
+		if seen[name]++; seen[name] > 1 {
+			name += fmt.Sprintf("~%d", seen[name])
+		}
+		if err := os.WriteFile(filepath.Join(tmp, name), kv[1], 0o644); err != nil {
 			return "", err
 		}
 	}
@@ -144,9 +188,18 @@ func writeFile(c kvmodel.WriterConfig, res Result) (string, error) {
 	return out, os.Rename(tmp, out)
 }
 
+// maxEscaped bounds the escaped part of a file name, leaving room for the
+// hash and a duplicate suffix within the usual 255-byte limit.
+const maxEscaped = 200
+
 // EscapeName turns a key's JSON into a file name: bytes outside
-// [A-Za-z0-9._-] become %XX, and names that would be "", "." or ".."
-// are prefixed with "%", so every key maps to one safe name and back.
+// [A-Za-z0-9._-] become %XX (so '/', '%' and '~' never appear raw), and
+// names that would be "", "." or ".." are prefixed with "%". A name longer
+// than 200 bytes is cut (never inside a %XX) and followed by "~" and the
+// first 32 hex digits of the key JSON's SHA-256. The directory writer
+// appends "~2", "~3", ... to the second, third, ... pair with the same key.
+// Hence the part before the first "~" unescapes to the key's JSON (or, for
+// a long key, to its first bytes).
 func EscapeName(key []byte) string {
 	var b strings.Builder
 	for _, c := range key {
@@ -161,6 +214,14 @@ func EscapeName(key []byte) string {
 	if name == "" || name == "." || name == ".." {
 		name = "%" + name
 	}
+	if len(name) > maxEscaped {
+		cut := maxEscaped
+		if i := strings.LastIndexByte(name[:cut], '%'); i >= cut-2 {
+			cut = i
+		}
+		sum := sha256.Sum256(key)
+		name = name[:cut] + "~" + hex.EncodeToString(sum[:16])
+	}
 	return name
 }
 
@@ -172,33 +233,39 @@ func atomicWrite(path string, data []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// sendMail sends a multipart mail with the result attached as result.json.
-func sendMail(c kvmodel.WriterConfig, srv Server, res Result) (string, error) {
-	if srv.SMTPAddr == "" || srv.SMTPFrom == "" {
-		return "", fmt.Errorf("no SMTP server configured (runner --smtp-addr and --smtp-from)")
+// sendMail sends a multipart mail: JobX's text, and the result attached
+// as result.json (both quoted-printable, so no line exceeds SMTP's
+// limit and the JSON stays readable in the raw message).
+func sendMail(ctx context.Context, c kvmodel.WriterConfig, srv Server, res Result) (string, error) {
+	tmpl, err := subjectTemplate(c.Subject)
+	if err != nil {
+		return "", fmt.Errorf("subject: %w", err)
 	}
-	subject := c.Subject
-	if subject == "" {
-		subject = fmt.Sprintf("Request has completed under job [%s] (workflow [%s])", res.Job, res.Workflow)
+	var subject strings.Builder
+	if err := tmpl.Execute(&subject, res); err != nil {
+		return "", fmt.Errorf("subject: %w", err)
 	}
 	var body bytes.Buffer
+	body.Write(Header("JobX Result", srv.SMTPFrom, c.To, subject.String(), res.RequestID))
 	mw := multipart.NewWriter(&body)
-	var id [8]byte
-	rand.Read(id[:])
-	fmt.Fprintf(&body, "From: JobX Result <%s>\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s.%s@jobx>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=%s\r\n\r\n",
-		srv.SMTPFrom, strings.Join(c.To, ", "), subject, time.Now().UTC().Format(time.RFC1123Z), res.RequestID, hex.EncodeToString(id[:]), mw.Boundary())
-	text, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/plain; charset=utf-8"}})
-	fmt.Fprintf(text, "Request ID: %s\r\nWorkflow: %s\r\nJob: %s\r\n\r\nThe result is attached.\r\n", res.RequestID, res.Workflow, res.Job)
+	fmt.Fprintf(&body, "Content-Type: multipart/mixed; boundary=%s\r\n\r\n", mw.Boundary())
+	text, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Transfer-Encoding": {"quoted-printable"}})
+	text.Write(QuotedPrintable(fmt.Sprintf("Request ID: %s\nWorkflow: %s\nJob: %s\n\nThe result is attached.\n", res.RequestID, res.Workflow, res.Job)))
 	att, _ := mw.CreatePart(textproto.MIMEHeader{
-		"Content-Type":        {"application/json"},
-		"Content-Disposition": {`attachment; filename="result.json"`},
+		"Content-Type":              {"application/json"},
+		"Content-Disposition":       {`attachment; filename="result.json"`},
+		"Content-Transfer-Encoding": {"quoted-printable"},
 	})
-	att.Write(res.json())
+	att.Write(QuotedPrintable(string(res.json())))
 	mw.Close()
-	if err := smtp.SendMail(srv.SMTPAddr, nil, srv.SMTPFrom, c.To, body.Bytes()); err != nil {
-		return "", fmt.Errorf("send to %s via %s: %w", strings.Join(c.To, ","), srv.SMTPAddr, err)
+	to := strings.Join(c.To, ",")
+	if err := SendMail(ctx, srv, c.To, body.Bytes()); err != nil {
+		if errors.Is(err, ErrNoSMTP) {
+			return "", err
+		}
+		return "", fmt.Errorf("send to %s via %s: %w", to, srv.SMTPAddr, err)
 	}
-	return strings.Join(c.To, ","), nil
+	return to, nil
 }
 
 // post POSTs the pairs to c.URL with JobX's headers, retrying with
@@ -209,8 +276,11 @@ func post(ctx context.Context, c kvmodel.WriterConfig, srv Server, res Result) (
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
 	retries, backoff := srv.Retries, srv.Backoff
-	if retries <= 0 {
+	switch {
+	case retries == 0:
 		retries = 4
+	case retries < 0:
+		retries = 0
 	}
 	if backoff <= 0 {
 		backoff = 500 * time.Millisecond
@@ -224,7 +294,7 @@ func post(ctx context.Context, c kvmodel.WriterConfig, srv Server, res Result) (
 		select {
 		case <-ctx.Done():
 			return attempt, ctx.Err()
-		case <-time.After(backoff << (attempt - 1)):
+		case <-time.After(min(backoff<<min(attempt-1, 16), 30*time.Second)):
 		}
 	}
 }
