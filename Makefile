@@ -6,10 +6,14 @@ EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
 .PHONY: build run test vet fmt-check deps bench bench-quick fuzz clean
 
-build: bin/jobx
+build: bin/jobx bin/jobx-agent
 
 bin/jobx: $(shell find . -name '*.go' -not -path './bench/*') go.mod go.sum
 	$(GO) build -o bin/jobx ./cmd/jobx
+
+# The agent runs inside sandboxes: static, so any image can hold it.
+bin/jobx-agent: $(shell find cmd/jobx-agent runner/containerd/agent -name '*.go') go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -o bin/jobx-agent ./cmd/jobx-agent
 
 ## deps: install what the handlers, sandboxes and tests use (Debian packages, as root):
 ## interpreters, curl (sh session helpers), containerd and runc, busybox-static (sandbox

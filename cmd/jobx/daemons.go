@@ -65,13 +65,15 @@ blocking requests in flight finish; a second exits at once.`,
 
 // runnerFlags are the runner flags shared by `jobx runner` and `jobx up`.
 type runnerFlags struct {
-	opts    *runner.Options
-	sandbox string
-	fsDir   string
+	opts       *runner.Options
+	sandbox    string
+	containerd string
+	imagesDir  string
+	fsDir      string
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
-	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: "process"}
+	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: sandboxAuto, containerd: defaultContainerd}
 	rf.opts.Version = buildVersion()
 	o := rf.opts
 	if len(a.env.Capabilities) > 0 {
@@ -86,7 +88,9 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringSliceVar(&o.Workflows, "workflows", o.Workflows, "workflows served, comma-separated; empty serves all (env MR_WORKFLOW_NAMES)")
 	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs in flight (JobX's MR_NSQ_MAX_IN_FLIGHT)")
 	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
-	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: process")
+	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, process, or auto (containerd when one answers, else process with a warning)")
+	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox")
+	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
@@ -127,8 +131,10 @@ func (rf *runnerFlags) validate() error {
 		}
 		rf.opts.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: dir}
 	}
-	if rf.sandbox != "process" {
-		return fmt.Errorf("--sandbox %q: only \"process\" is available", rf.sandbox)
+	switch rf.sandbox {
+	case sandboxAuto, sandboxContainerd, sandboxProcess:
+	default:
+		return fmt.Errorf("--sandbox %q: want auto, containerd or process", rf.sandbox)
 	}
 	return nil
 }
@@ -172,6 +178,16 @@ exits at once.`,
 				return err
 			}
 			o.Etcd, o.Log = cli, a.log
+			imagesDir := rf.imagesDir
+			if imagesDir == "" {
+				imagesDir = filepath.Join(o.Dir, "images")
+			}
+			sb, err := a.buildSandbox(cmd.Context(), rf, o, imagesDir, false)
+			if err != nil {
+				return err
+			}
+			defer sb.close()
+			o.Sandbox = sb.box
 			r, err := runner.New(cmd.Context(), o)
 			if err != nil {
 				return err

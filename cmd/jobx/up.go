@@ -151,6 +151,16 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		if ro.FS.Backend == "" {
 			ro.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
 		}
+		imagesDir := o.rf.imagesDir
+		if imagesDir == "" {
+			imagesDir = filepath.Join(dataDir, "images")
+		}
+		sb, err := a.buildSandbox(ctx, o.rf, &ro, imagesDir, true)
+		if err != nil {
+			return err
+		}
+		defer sb.close()
+		ro.Sandbox = sb.box
 		r, err := runner.New(ctx, &ro)
 		if err != nil {
 			return err

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sharedfs"
+)
+
+// Sandbox choices of --sandbox.
+const (
+	sandboxAuto       = "auto"
+	sandboxContainerd = "containerd"
+	sandboxProcess    = "process"
+)
+
+// defaultContainerd is the system containerd's socket.
+const defaultContainerd = "/run/containerd/containerd.sock"
+
+// sandbox is a built sandbox and what must be released with it.
+type sandbox struct {
+	box     runner.Sandbox // nil: the runner's own process sandbox
+	cleanup []func()
+}
+
+func (s *sandbox) close() {
+	for i := len(s.cleanup) - 1; i >= 0; i-- {
+		s.cleanup[i]()
+	}
+}
+
+// buildSandbox makes the sandbox --sandbox asks for, for a runner with
+// options o. auto means containerd when a containerd answers (with
+// startPrivate, one this process starts when run as root with containerd
+// installed) and the jobx-agent binary is found, else the process sandbox
+// with a warning. imagesDir holds the sandbox images (built on first use;
+// builds are cached).
+func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (*sandbox, error) {
+	sb := &sandbox{}
+	if rf.sandbox == sandboxProcess {
+		return sb, nil
+	}
+	fallback := func(why string) (*sandbox, error) {
+		if rf.sandbox == sandboxContainerd {
+			sb.close()
+			return nil, fmt.Errorf("--sandbox containerd: %s", why)
+		}
+		a.log.Warn("handlers run in the process sandbox (no containers): " + why)
+		sb.close()
+		return &sandbox{}, nil
+	}
+	agent, err := ctrd.FindAgent()
+	if err != nil {
+		return fallback(err.Error())
+	}
+	addr := rf.containerd
+	if !ctrd.Reachable(ctx, addr) {
+		if _, lerr := exec.LookPath("containerd"); !startPrivate || os.Geteuid() != 0 || lerr != nil {
+			return fallback(fmt.Sprintf("no containerd answers at %s (--containerd); run as root with containerd installed to start a private one", addr))
+		}
+		dir, err := os.MkdirTemp("", "jobx-ctrd-")
+		if err != nil {
+			return nil, err
+		}
+		sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(dir) })
+		d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: dir})
+		if err != nil {
+			return fallback("start a private containerd: " + err.Error())
+		}
+		sb.cleanup = append(sb.cleanup, func() { d.Close() })
+		addr = d.Address
+		a.log.Info("started a private containerd", "socket", addr)
+	}
+	st, err := images.Open(imagesDir)
+	if err != nil {
+		return fallback(err.Error())
+	}
+	a.log.Info("building sandbox images (cached)", "dir", imagesDir)
+	if _, err := st.Build(ctx, images.Buildable()...); err != nil {
+		return fallback("build sandbox images: " + err.Error())
+	}
+	boxDir, err := os.MkdirTemp("", "jxc-")
+	if err != nil {
+		return nil, err
+	}
+	sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(boxDir) })
+	co := ctrd.NewOptions()
+	co.Address, co.RunnerID, co.Namespace = addr, o.ID, ctrd.NamespaceFor(o.ID)
+	co.Dir, co.HandlersDir, co.AgentPath, co.Images, co.Log = boxDir, filepath.Join(o.Dir, "handlers"), agent, st, a.log
+	co.Defaults.Timeout = o.Timeout
+	fsCfg := o.FS
+	co.SharedDir = func(wf string) string {
+		dir, _ := sharedfs.HostDir(fsCfg, wf)
+		return dir
+	}
+	box, err := ctrd.New(ctx, co)
+	if err != nil {
+		return fallback(err.Error())
+	}
+	sb.box = box
+	sb.cleanup = append(sb.cleanup, func() { box.Close() })
+	return sb, nil
+}
