@@ -8,9 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
@@ -144,5 +147,58 @@ func TestContainerdSandboxIsolatesAndLimitsHandlers(t *testing.T) {
 			// The runner keeps serving.
 			assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
 		})
+	}
+}
+
+// TestKilledContainerdRunnerLeavesNoStaleContainers: kill -9 a runner
+// process whose handlers run in containerd; its warm containers outlive
+// it, and the next start of a runner with its id removes them.
+func TestKilledContainerdRunnerLeavesNoStaleContainers(t *testing.T) {
+	bin := jobxBinary(t)
+	agent := filepath.Join(filepath.Dir(bin), "jobx-agent")
+	build := exec.Command("go", "build", "-o", agent, "../cmd/jobx-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build jobx-agent: %v: %s", err, out)
+	}
+	addr := testenv.Containerd(t)
+	c := startCluster(t)
+	c.leafWorkflow("wf")
+	imagesDir := filepath.Join(os.TempDir(), "jobx-test-images")
+	containerdImages(t)
+	cmd := exec.Command(bin, "runner", "--etcd", c.etcd, "--nsqd", c.nsqd, "--id", "victim", "--dir", t.TempDir(),
+		"--sandbox", "containerd", "--containerd", addr, "--images-dir", imagesDir, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the victim runner", 30*time.Second, func() bool { return runnerAnnounced(t, c, "victim") })
+	assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	cli, err := containerd.New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := namespaces.WithNamespace(context.Background(), ctrd.NamespaceFor("victim"))
+	left, err := cli.Containers(ctx)
+	if err != nil || len(left) == 0 {
+		t.Fatalf("the killed runner left no warm container to clean (%d, %v): the test proves nothing", len(left), err)
+	}
+	// The runner starts again (in-process here) under the same id.
+	o := ctrd.NewOptions()
+	boxDir, _ := os.MkdirTemp("", "jxc-")
+	defer os.RemoveAll(boxDir)
+	o.Address, o.RunnerID, o.Namespace, o.Dir, o.HandlersDir, o.AgentPath, o.Images, o.Log =
+		addr, "victim", ctrd.NamespaceFor("victim"), boxDir, filepath.Join(t.TempDir(), "handlers"), agent, containerdImages(t), testenv.Logger(t)
+	sb, err := ctrd.New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if left, err := cli.Containers(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("after the restart %d stale containers remain (%v)", len(left), err)
 	}
 }
