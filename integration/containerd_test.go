@@ -19,11 +19,18 @@ import (
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sharedfs"
 )
 
 // containerdRunner starts a private containerd and a runner whose handlers
 // run in containerd sandboxes.
 func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) {
+	t.Helper()
+	containerdRunnerWith(t, c, nil, mods...)
+}
+
+// containerdRunnerWith is containerdRunner with runner options of its own.
+func containerdRunnerWith(t *testing.T, c *cluster, rmod func(*runner.Options), mods ...func(*ctrd.Options)) {
 	t.Helper()
 	addr := testenv.Containerd(t)
 	agentDir, _ := os.MkdirTemp("", "jobx-agent-")
@@ -51,7 +58,12 @@ func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.Close() })
-	c.addRunner(func(ro *runner.Options) { ro.Sandbox, ro.Dir, ro.ID = sb, runnerDir, "ctr1" })
+	c.addRunner(func(ro *runner.Options) {
+		ro.Sandbox, ro.Dir, ro.ID = sb, runnerDir, "ctr1"
+		if rmod != nil {
+			rmod(ro)
+		}
+	})
 }
 
 // containerdImages builds jobx's sandbox images once per test binary (the
@@ -201,4 +213,44 @@ func TestKilledContainerdRunnerLeavesNoStaleContainers(t *testing.T) {
 	if left, err := cli.Containers(ctx); err != nil || len(left) != 0 {
 		t.Fatalf("after the restart %d stale containers remain (%v)", len(left), err)
 	}
+}
+
+func TestContainerdSandboxSessionsAndSharedFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := startCluster(t)
+	containerdRunnerWith(t, c, func(o *runner.Options) { o.FS = sharedfs.Config{Backend: "local", Dir: dir} })
+	// Files: written through FS and into the mounted root, read by the
+	// next step; nothing outside the workflow's root is reachable.
+	os.MkdirAll(filepath.Join(dir, "working", "other"), 0o755)
+	os.WriteFile(filepath.Join(dir, "working", "other", "secret.txt"), []byte("no"), 0o644)
+	fsJob(t, c, "files")
+	assertPairs(t, c.post("files", "j", `{"arguments":{"x":5}}`, "").pairs(t), map[string]string{
+		`"a"`: `"written through FS: 5"`, `"names"`: `["deep","direct.txt"]`, `"isdir"`: "true", `"escape"`: `"RuntimeError"`,
+	})
+	if b, err := os.ReadFile(filepath.Join(dir, "working", "files", "out", "direct.txt")); err != nil || string(b) != "written to the mount" {
+		t.Fatalf("the mounted root's file is not on the host: %q %v", b, err)
+	}
+	// Sessions.
+	c.workflow("wf")
+	c.handler("wf", "map_remember", "map/remember.py", `"""
+Write the session and a file.
+
+**
+handler_type: mapper
+"""
+S_SET('seen', arguments[0][1])
+yield MrConfigureToReturn()
+yield ('v', arguments[0][1])
+`)
+	c.handler("wf", "reduce_session", "reduce/session.py", `"""
+Read the session.
+
+**
+handler_type: reducer
+"""
+yield ('seen', S_GET('seen'))
+`)
+	c.step("wf", "s", "map_remember", "", "reduce_session")
+	c.job("wf", "j", "s")
+	assertPairs(t, c.post("wf", "j", `{"arguments":{"x":7}}`, "").pairs(t), map[string]string{`"seen"`: "7"})
 }

@@ -55,6 +55,11 @@ func (l *Local) openRoot(root string) (afero.Fs, io.Closer, error) {
 	if err := top.MkdirAll(rel, 0o755); err != nil {
 		return nil, nil, err
 	}
+	// Handlers of the workflow write here whichever user they run as (root
+	// in the process sandbox, an unprivileged user in containers).
+	if err := top.Chmod(rel, sharedDirMode); err != nil {
+		return nil, nil, err
+	}
 	r, err := top.OpenRoot(rel)
 	if err != nil {
 		return nil, nil, err
@@ -77,16 +82,38 @@ func rel(name string) string {
 	return c
 }
 
-func (f rootFs) Create(name string) (afero.File, error) { return wrapFile(f.r.Create(rel(name))) }
+// Modes of what the local backend creates: a workflow's files are shared
+// by all its handlers, which may run as different users (root in the
+// process sandbox, an unprivileged user in containers), so the umask is
+// overridden. Nothing outside the workflow's root is affected.
+const (
+	sharedDirMode  = 0o777
+	sharedFileMode = 0o666
+)
+
+func (f rootFs) Create(name string) (afero.File, error) {
+	return f.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, sharedFileMode)
+}
 func (f rootFs) Mkdir(name string, perm os.FileMode) error {
-	return f.r.Mkdir(rel(name), perm)
+	if err := f.r.Mkdir(rel(name), perm); err != nil {
+		return err
+	}
+	return f.r.Chmod(rel(name), sharedDirMode)
 }
 func (f rootFs) MkdirAll(name string, perm os.FileMode) error {
-	return f.r.MkdirAll(rel(name), perm)
+	if err := f.r.MkdirAll(rel(name), perm); err != nil {
+		return err
+	}
+	return f.r.Chmod(rel(name), sharedDirMode)
 }
 func (f rootFs) Open(name string) (afero.File, error) { return wrapFile(f.r.Open(rel(name))) }
 func (f rootFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
-	return wrapFile(f.r.OpenFile(rel(name), flag, perm))
+	_, statErr := f.r.Lstat(rel(name))
+	file, err := f.r.OpenFile(rel(name), flag, perm)
+	if err == nil && flag&os.O_CREATE != 0 && statErr != nil {
+		file.Chmod(sharedFileMode)
+	}
+	return wrapFile(file, err)
 }
 func (f rootFs) Remove(name string) error    { return f.r.Remove(rel(name)) }
 func (f rootFs) RemoveAll(name string) error { return f.r.RemoveAll(rel(name)) }

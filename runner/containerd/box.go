@@ -127,7 +127,18 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	}
 	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch}
 	if shared := s.sharedDir(k.workflow); shared != "" {
+		// The sandbox user writes the workflow's files.
+		if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {
+			return nil, fmt.Errorf("shared directory of %s: %w", k.workflow, err)
+		}
 		mounts = append(mounts, bind(shared, ctrWorking+"/"+k.workflow, false))
+	}
+	s.hostMu.Lock()
+	services := s.servicesDir
+	s.hostMu.Unlock()
+	if services != "" {
+		// The runner's services endpoint (sessions, files, notifications).
+		mounts = append(mounts, bind(services, services, false))
 	}
 	specOpts := []oci.SpecOpts{
 		oci.WithImageConfig(img),

@@ -51,13 +51,17 @@ type Sandbox struct {
 	images *images.Store
 	libDir string
 
-	imgMu  sync.Mutex // guards imgs
-	imgs   map[string]*imageEntry
-	pool   *pool
-	boxMu  sync.Mutex // guards byID
-	byID   map[string]*box
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	imgMu sync.Mutex // guards imgs
+	imgs  map[string]*imageEntry
+
+	hostMu      sync.Mutex        // guards servicesDir and shared
+	servicesDir string            // the runner's services socket directory, mounted at the same path
+	shared      map[string]string // workflow -> host shared directory, from RunSpecs
+	pool        *pool
+	boxMu       sync.Mutex // guards byID
+	byID        map[string]*box
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -255,10 +259,30 @@ func (s *Sandbox) watchOOM(ctx context.Context) {
 }
 
 func (s *Sandbox) sharedDir(wf string) string {
-	if s.opts.SharedDir == nil {
-		return ""
+	if s.opts.SharedDir != nil {
+		if d := s.opts.SharedDir(wf); d != "" {
+			return d
+		}
 	}
-	return s.opts.SharedDir(wf)
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	return s.shared[wf]
+}
+
+// learn records the host paths a RunSpec names that boxes must mount: the
+// services socket's directory and the workflow's shared directory.
+func (s *Sandbox) learn(spec *runner.RunSpec) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if spec.ServicesSocket != "" && s.servicesDir == "" {
+		s.servicesDir = filepath.Dir(spec.ServicesSocket)
+	}
+	if spec.SharedDir != "" {
+		if s.shared == nil {
+			s.shared = map[string]string{}
+		}
+		s.shared[spec.Workflow] = spec.SharedDir
+	}
 }
 
 // processorOf names the processor of a program by how it runs.
@@ -317,6 +341,7 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	s.learn(spec)
 	k := s.keyOf(spec)
 	for attempt := 0; ; attempt++ {
 		b, fresh, err := s.pool.acquire(ctx, k)
@@ -468,7 +493,12 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 // inside the sandbox.
 func (s *Sandbox) rewriter(wf string) func(string) string {
 	host := filepath.Join(s.opts.HandlersDir, wf)
-	return func(v string) string { return strings.ReplaceAll(v, host, ctrHandlers) }
+	pairs := []string{host, ctrHandlers}
+	if shared := s.sharedDir(wf); shared != "" {
+		pairs = append(pairs, shared, ctrWorking+"/"+wf)
+	}
+	r := strings.NewReplacer(pairs...)
+	return r.Replace
 }
 
 func randomHex(n int) string {
