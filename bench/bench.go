@@ -118,6 +118,18 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	wc.Phases.write(os.Stderr, len(docs))
 	r.WordcountDistinctWords = newFigure("word count distinct words (= baseline)", float64(len(wc.Counts)), "count").vs(float64(len(blCounts)))
 
+	if cfg.Containerd {
+		cf, why, err := benchContainerd(ctx, cfg, dir, js.P50, js.P99)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("containerd figures: %w", err)
+		case cf == nil:
+			fmt.Fprintf(os.Stderr, "bench: containerd figures skipped: %s\n", why)
+		default:
+			r.CtrTrivialP50, r.CtrTrivialP99, r.CtrColdStart = cf.TrivialP50, cf.TrivialP99, cf.ColdStart
+		}
+	}
+
 	rss, err := peakRSS(0)
 	if err != nil {
 		return nil, err

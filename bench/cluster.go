@@ -36,7 +36,7 @@ type cluster struct {
 
 // startCluster starts the servers under dir; load writes the workflow
 // definitions before the gateway and runner start, so both see them at once.
-func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error) (c *cluster, err error) {
+func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error, box ...runner.Sandbox) (c *cluster, err error) {
 	c = &cluster{}
 	defer func() {
 		if err != nil {
@@ -74,6 +74,9 @@ func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(c
 	ro.ID = "bench-runner"
 	ro.Etcd, ro.NSQDs, ro.Dir, ro.Log = c.cli, []string{c.nsqd.TCPAddr}, filepath.Join(dir, "runner"), log
 	ro.Grace = 5 * time.Second
+	if len(box) > 0 {
+		ro.Sandbox = box[0]
+	}
 	c.runnerConcurrency = ro.Concurrency
 	if c.rn, err = runner.New(ctx, ro); err != nil {
 		return nil, err

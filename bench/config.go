@@ -24,13 +24,17 @@ type config struct {
 	BaselineRuns int
 	CPUProfile   string
 	KeepDir      bool
-	Log          *slog.Logger
-	Stdout       io.Writer
+	// Containerd adds the containerd sandbox's figures (as root, with
+	// containerd installed).
+	Containerd bool
+	Log        *slog.Logger
+	Stdout     io.Writer
 }
 
 func defaultConfig() *config {
 	return &config{
 		Out:          "bench/out/results.json",
+		Containerd:   true,
 		Mode:         "full",
 		Warmup:       20,
 		Requests:     300,

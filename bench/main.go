@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measurements to this `file`")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the cluster's temporary directory")
 	verbose := flag.Bool("v", false, "log the daemons at debug level")
+	flag.BoolVar(&cfg.Containerd, "containerd", cfg.Containerd, "also measure the containerd sandbox (needs root and containerd)")
 	flag.Parse()
 	if *quick {
 		cfg.quick()

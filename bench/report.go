@@ -88,6 +88,9 @@ type results struct {
 	WordcountInvocationsPerS *figure `json:"wordcount_invocations_per_s"`
 	WordcountDistinctWords   *figure `json:"wordcount_distinct_words"`
 	WordcountPhases          *phases `json:"wordcount_phases"`
+	CtrTrivialP50            *figure `json:"containerd_trivial_p50,omitempty"`
+	CtrTrivialP99            *figure `json:"containerd_trivial_p99,omitempty"`
+	CtrColdStart             *figure `json:"containerd_cold_start,omitempty"`
 	PeakRSS                  *figure `json:"peak_rss_bench_process"`
 	PeakRSSZygotes           *figure `json:"peak_rss_python_zygotes"`
 	// WordcountMatchesBaseline is true when jobx's word counts equal the
@@ -96,8 +99,14 @@ type results struct {
 }
 
 func (r *results) figures() []*figure {
-	return []*figure{r.TrivialP50, r.TrivialP99, r.TrivialMean, r.WordcountWall, r.WordcountInvocations,
-		r.WordcountInvocationsPerS, r.WordcountDistinctWords, r.PeakRSS, r.PeakRSSZygotes}
+	out := []*figure{r.TrivialP50, r.TrivialP99, r.TrivialMean, r.WordcountWall, r.WordcountInvocations,
+		r.WordcountInvocationsPerS, r.WordcountDistinctWords}
+	for _, f := range []*figure{r.CtrTrivialP50, r.CtrTrivialP99, r.CtrColdStart} {
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return append(out, r.PeakRSS, r.PeakRSSZygotes)
 }
 
 // writeTable prints the figures as an aligned plain-text table.

@@ -564,7 +564,7 @@ class Zygote(object):
             # Refill the pre-forked pool only when nothing else is waiting,
             # so a fork never delays an exit report or a request.
             timeout = None
-            if not self.idle:
+            if self.prefork_target > 0 and not self.idle:
                 timeout = 0
             elif len(self.idle) < self.prefork_target:
                 timeout = 0.002

@@ -125,7 +125,10 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 		bind(handlers, ctrHandlers, true),
 		bind(filepath.Join(b.hostDir, "scratch"), ctrScratch, false),
 	}
-	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch}
+	// A box runs one invocation at a time and kills every process but its
+	// agent and zygote after each, so the zygote keeps no pre-forked
+	// children here.
+	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch, "JOBX_ZYGOTE_PREFORK=0"}
 	if shared := s.sharedDir(k.workflow); shared != "" {
 		// The sandbox user writes the workflow's files.
 		if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {

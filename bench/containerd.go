@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/processors"
+	_ "github.com/jobx/jobx/processors/all"
+	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
+)
+
+// ctrFigures are the containerd sandbox's figures: (c) the trivial job on
+// warm sandboxes, beside the process sandbox's; (d) the cold start of one
+// sandbox (create to first output) beside a plain `ctr run` of the same
+// image.
+type ctrFigures struct {
+	TrivialP50, TrivialP99 *figure
+	ColdStart              *figure
+}
+
+// benchContainerd measures (c) and (d) on a private containerd. It
+// returns nil figures and a reason when containerd cannot run here.
+func benchContainerd(ctx context.Context, cfg *config, dir string, processP50, processP99 float64) (*ctrFigures, string, error) {
+	if os.Geteuid() != 0 {
+		return nil, "not root", nil
+	}
+	for _, bin := range []string{"containerd", "runc", "ctr"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, bin + " is not installed (make deps)", nil
+		}
+	}
+	short, err := os.MkdirTemp("", "jxb-")
+	if err != nil {
+		return nil, "", err
+	}
+	defer os.RemoveAll(short)
+	d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: filepath.Join(short, "d")})
+	if err != nil {
+		return nil, "", fmt.Errorf("start containerd: %w", err)
+	}
+	defer d.Close()
+	agent := filepath.Join(short, "jobx-agent")
+	build := exec.CommandContext(ctx, "go", "build", "-o", agent, "./cmd/jobx-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("build jobx-agent: %v: %s", err, out)
+	}
+	st, err := images.Open(filepath.Join(dir, "images"))
+	if err != nil {
+		return nil, "", err
+	}
+	fmt.Fprintln(os.Stderr, "bench: containerd: building the sandbox images")
+	if _, err := st.Build(ctx, "python", "sh"); err != nil {
+		return nil, "", err
+	}
+	newBox := func(id, runnerDir string, maxIdle int) (*ctrd.Sandbox, error) {
+		o := ctrd.NewOptions()
+		o.Address, o.RunnerID, o.Namespace = d.Address, id, ctrd.NamespaceFor(id)
+		o.Dir, o.HandlersDir, o.AgentPath, o.Images, o.Log = filepath.Join(short, id), filepath.Join(runnerDir, "handlers"), agent, st, cfg.Log
+		o.MaxIdle = maxIdle
+		return ctrd.New(ctx, o)
+	}
+
+	// (c) the trivial job on warm containerd sandboxes.
+	runnerDir := filepath.Join(dir, "ctr-cluster", "runner")
+	box, err := newBox("bench-ctr", runnerDir, 2)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := startCluster(ctx, filepath.Join(dir, "ctr-cluster"), cfg.Log, loadWorkflow, box)
+	if err != nil {
+		box.Close()
+		return nil, "", err
+	}
+	cl := &client{url: c.url, http: &http.Client{Timeout: 5 * time.Minute}}
+	if err := waitReady(ctx, cl, 60*time.Second); err != nil {
+		c.Close()
+		box.Close()
+		return nil, "", err
+	}
+	fmt.Fprintf(os.Stderr, "bench: containerd: trivial job, %d warm-up + %d requests\n", cfg.Warmup, cfg.Requests)
+	lat, err := measureTrivial(ctx, cl, cfg.Warmup, cfg.Requests)
+	c.Close()
+	box.Close()
+	if err != nil {
+		return nil, "", err
+	}
+	s := summarize(millis(lat))
+	f := &ctrFigures{
+		TrivialP50: newFigure("trivial job p50, warm containerd (baseline: process sandbox)", s.P50, "ms").vs(processP50).target("<= 8 ms", s.P50 <= 8),
+		TrivialP99: newFigure("trivial job p99, warm containerd (baseline: process sandbox)", s.P99, "ms").vs(processP99),
+	}
+
+	// (d) cold start: a sandbox that keeps nothing warm, so every run
+	// creates a container, starts the agent and runs an sh handler, beside
+	// `ctr run` of the same image running the same shell line.
+	sh, _ := processors.ByName("sh")
+	src := "#!/bin/sh\n# Cold start.\n#\n# **\n# handler_type: mapper\necho '{\"jobx\":\"return\"}'\n"
+	prog, err := sh.Install(filepath.Join(runnerDir, "handlers", "cold"), processors.Handler{Workflow: "cold", Name: "h", Type: "mapper", SourceType: "sh", Source: src})
+	if err != nil {
+		return nil, "", err
+	}
+	cold, err := newBox("bench-cold", runnerDir, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	defer cold.Close()
+	if err := cold.Prepare(ctx, "sh"); err != nil {
+		return nil, "", err
+	}
+	const n = 15
+	var ours, plain []float64
+	for i := 0; i < n; i++ {
+		var out bytes.Buffer
+		start := time.Now()
+		o, err := cold.Run(ctx, &runner.RunSpec{Workflow: "cold", Handler: "h", HandlerType: "mapper", Program: prog,
+			Env: []string{"PATH=/usr/bin:/bin"}, Stdin: strings.NewReader(""), Stdout: &out})
+		if err != nil || !o.Succeeded() || !strings.Contains(out.String(), "jobx") {
+			return nil, "", fmt.Errorf("cold run: %v %+v %q", err, o, out.String())
+		}
+		ours = append(ours, float64(time.Since(start).Microseconds())/1000)
+		start = time.Now()
+		ctr := exec.CommandContext(ctx, "ctr", "--address", d.Address, "-n", ctrd.NamespaceFor("bench-cold"), "run", "--rm",
+			"--snapshotter", images.Snapshotter, images.Ref("sh"), fmt.Sprintf("plain-%d", i), "/bin/sh", "-c", `echo '{"jobx":"return"}'`)
+		if out, err := ctr.CombinedOutput(); err != nil || !strings.Contains(string(out), "jobx") {
+			return nil, "", fmt.Errorf("ctr run: %v: %s", err, out)
+		}
+		plain = append(plain, float64(time.Since(start).Microseconds())/1000)
+	}
+	sort.Float64s(ours)
+	sort.Float64s(plain)
+	om, pm := ours[n/2], plain[n/2]
+	f.ColdStart = newFigure("sandbox cold start, median (baseline: plain ctr run)", om, "ms").vs(pm).target("<= 1.2x ctr run", om <= 1.2*pm)
+	return f, "", nil
+}
