@@ -50,7 +50,7 @@ func benchContainerd(ctx context.Context, cfg *config, dir string, processP50, p
 	}
 	defer d.Close()
 	agent := filepath.Join(short, "jobx-agent")
-	build := exec.CommandContext(ctx, "go", "build", "-o", agent, "./cmd/jobx-agent")
+	build := exec.CommandContext(ctx, "go", "build", "-o", agent, "github.com/jobx/jobx/cmd/jobx-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, "", fmt.Errorf("build jobx-agent: %v: %s", err, out)
