@@ -17,6 +17,7 @@ import (
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/runner/containerd"
 	"github.com/jobx/jobx/sharedfs"
@@ -253,4 +254,26 @@ yield ('seen', S_GET('seen'))
 	c.step("wf", "s", "map_remember", "", "reduce_session")
 	c.job("wf", "j", "s")
 	assertPairs(t, c.post("wf", "j", `{"arguments":{"x":7}}`, "").pairs(t), map[string]string{`"seen"`: "7"})
+}
+
+func TestContainerdWorkflowDefaultsApplyUnderTheHandlersHeader(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	_, port, _ := net.SplitHostPort(c.gw.Addr())
+	wf := &kvmodel.Workflow{Name: "hosted", Description: "host networking by default", Defaults: &kvmodel.HandlerOptions{Network: "host"}}
+	if err := c.store.Create(context.Background(), wf); err != nil {
+		t.Fatal(err)
+	}
+	dial := "import socket\ns = socket.create_connection(('127.0.0.1', " + port + "), timeout=2)\nyield MrConfigureToReturn()\nyield ('dialled', 1)\n"
+	c.handler("hosted", "map_dial", "map/dial.py", "\"\"\"\nDial the host.\n\n**\nhandler_type: mapper\n\"\"\"\n"+dial)
+	c.handler("hosted", "map_dial_none", "map/dial_none.py", "\"\"\"\nDial the host, opting out.\n\n**\nhandler_type: mapper\nnetwork: none\n\"\"\"\n"+dial)
+	c.handler("hosted", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("hosted", "dial", "map_dial", "", "reduce_sum")
+	c.step("hosted", "dial_none", "map_dial_none", "", "reduce_sum")
+	c.job("hosted", "dial", "dial")
+	c.job("hosted", "dial_none", "dial_none")
+	assertPairs(t, c.post("hosted", "dial", `{"arguments":{}}`, "").pairs(t), map[string]string{`"dialled"`: "1"})
+	if r := c.post("hosted", "dial_none", `{"arguments":{}}`, ""); r.status != 500 {
+		t.Fatalf("the handler's network: none did not win over the workflow's default: %d %s", r.status, r.raw)
+	}
 }

@@ -56,6 +56,9 @@ type Workflow struct {
 	HandlersState string `json:"handlers_state"`
 	// Notifications are the workflow's channels; nil: log only.
 	Notifications *NotifyConfig `json:"notifications,omitempty"`
+	// Defaults are the sandbox limits (and network) of the workflow's
+	// handlers that set none in their headers; the runner's apply after.
+	Defaults *HandlerOptions `json:"defaults,omitempty"`
 }
 
 func (w *Workflow) Class() string          { return "workflow" }

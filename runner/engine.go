@@ -637,7 +637,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	if err != nil {
 		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
 	}
-	limits, err := r.limits(h)
+	limits, err := r.limits(ctx, h)
 	if err != nil {
 		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
 	}
@@ -722,17 +722,40 @@ func failureOf(h *kvmodel.Handler, out *Outcome, protoErr error, l Limits) *kvmo
 }
 
 // limits merges a handler's header limits over the runner's defaults.
-func (r *Runner) limits(h *kvmodel.Handler) (Limits, error) {
-	l := Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput, Memory: h.Options.Memory, CPU: h.Options.CPU, Pids: h.Options.Pids, Network: h.Options.Network}
-	if h.Options.Timeout != "" {
-		d, err := time.ParseDuration(h.Options.Timeout)
-		if err != nil {
-			return l, fmt.Errorf("handler %s: timeout %q: %w", h.Name, h.Options.Timeout, err)
-		}
-		l.Timeout = d
+// The handler's header wins, then the workflow's defaults, then the
+// runner's.
+func (r *Runner) limits(ctx context.Context, h *kvmodel.Handler) (Limits, error) {
+	l := Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput}
+	layers := []*kvmodel.HandlerOptions{nil, &h.Options}
+	if wf, err := r.catalog.Workflow(ctx, h.WorkflowName); err == nil {
+		layers[0] = wf.Defaults
 	}
-	if h.Options.MaxOutput > 0 {
-		l.MaxOutput = h.Options.MaxOutput
+	for _, o := range layers {
+		if o == nil {
+			continue
+		}
+		if o.Timeout != "" {
+			d, err := time.ParseDuration(o.Timeout)
+			if err != nil {
+				return l, fmt.Errorf("handler %s: timeout %q: %w", h.Name, o.Timeout, err)
+			}
+			l.Timeout = d
+		}
+		if o.MaxOutput > 0 {
+			l.MaxOutput = o.MaxOutput
+		}
+		if o.Memory > 0 {
+			l.Memory = o.Memory
+		}
+		if o.CPU > 0 {
+			l.CPU = o.CPU
+		}
+		if o.Pids > 0 {
+			l.Pids = o.Pids
+		}
+		if o.Network != "" {
+			l.Network = o.Network
+		}
 	}
 	return l, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -70,10 +71,11 @@ type runnerFlags struct {
 	containerd string
 	imagesDir  string
 	fsDir      string
+	pool       *ctrd.Options // pool settings of the containerd sandbox
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
-	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: sandboxAuto, containerd: defaultContainerd}
+	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: sandboxAuto, containerd: defaultContainerd, pool: ctrd.NewOptions()}
 	rf.opts.Version = buildVersion()
 	o := rf.opts
 	if len(a.env.Capabilities) > 0 {
@@ -90,6 +92,12 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
 	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, process, or auto (containerd when one answers, else process with a warning)")
 	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox")
+	f.IntVar(&rf.pool.MaxSandboxes, "max-sandboxes", rf.pool.MaxSandboxes, "containerd: most sandboxes alive at once (warm or busy)")
+	f.Int64Var(&rf.pool.MemoryBudget, "sandbox-memory-budget", rf.pool.MemoryBudget, "containerd: bound on the sum of live sandboxes' memory limits, in bytes")
+	f.IntVar(&rf.pool.MaxIdle, "pool-max-idle", rf.pool.MaxIdle, "containerd: warm sandboxes kept idle per workflow and processor")
+	f.DurationVar(&rf.pool.IdleTimeout, "pool-idle-timeout", rf.pool.IdleTimeout, "containerd: stop a sandbox idle this long")
+	f.IntVar(&rf.pool.MaxReuse, "pool-max-reuse", rf.pool.MaxReuse, "containerd: stop a sandbox after this many invocations (0: no limit)")
+	f.BoolVar(&rf.pool.PerHandler, "sandbox-per-handler", rf.pool.PerHandler, "containerd: keep warm sandboxes per handler, not per workflow and processor")
 	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")

@@ -90,7 +90,7 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 		return nil, err
 	}
 	sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(boxDir) })
-	co := ctrd.NewOptions()
+	co := *rf.pool
 	co.Address, co.RunnerID, co.Namespace = addr, o.ID, ctrd.NamespaceFor(o.ID)
 	co.Dir, co.HandlersDir, co.AgentPath, co.Images, co.Log = boxDir, filepath.Join(o.Dir, "handlers"), agent, st, a.log
 	co.Defaults.Timeout = o.Timeout
@@ -99,7 +99,7 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 		dir, _ := sharedfs.HostDir(fsCfg, wf)
 		return dir
 	}
-	box, err := ctrd.New(ctx, co)
+	box, err := ctrd.New(ctx, &co)
 	if err != nil {
 		return fallback(err.Error())
 	}

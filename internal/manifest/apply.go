@@ -101,15 +101,15 @@ func Apply(ctx context.Context, store *kvmodel.Store, dir string, log *slog.Logg
 	wf := &kvmodel.Workflow{Name: m.Workflow}
 	switch err := store.Get(ctx, wf); {
 	case errors.Is(err, kvmodel.ErrNotFound):
-		wf.Description, wf.Notifications = m.Description, m.Notifications
+		wf.Description, wf.Notifications, wf.Defaults = m.Description, m.Notifications, m.Defaults
 		if err := store.Create(ctx, wf); err != nil {
 			return res, err
 		}
 		res.Workflow.Action = handlersync.Create
 	case err != nil:
 		return res, err
-	case wf.Description != m.Description || !reflect.DeepEqual(wf.Notifications, m.Notifications):
-		wf.Description, wf.Notifications = m.Description, m.Notifications
+	case wf.Description != m.Description || !reflect.DeepEqual(wf.Notifications, m.Notifications) || !reflect.DeepEqual(wf.Defaults, m.Defaults):
+		wf.Description, wf.Notifications, wf.Defaults = m.Description, m.Notifications, m.Defaults
 		if err := store.UpdateCAS(ctx, wf); err != nil {
 			return res, err
 		}

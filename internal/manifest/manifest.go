@@ -30,11 +30,13 @@ import (
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/processors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -59,6 +61,8 @@ type Manifest struct {
 	Path string `yaml:"-"`
 	// Notifications are the workflow's notification channels.
 	Notifications *kvmodel.NotifyConfig `yaml:"-"`
+	// Defaults are the workflow's sandbox defaults.
+	Defaults *kvmodel.HandlerOptions `yaml:"-"`
 }
 
 // Step is one entry of steps:.
@@ -94,9 +98,49 @@ type manifestWire struct {
 	Workflow      string                `yaml:"workflow"`
 	Description   string                `yaml:"description"`
 	Notifications *kvmodel.NotifyConfig `yaml:"notifications"`
+	Defaults      *defaultsWire         `yaml:"defaults"`
 	Handlers      string                `yaml:"handlers"`
 	Steps         yaml.Node             `yaml:"steps"`
 	Jobs          yaml.Node             `yaml:"jobs"`
+}
+
+// defaultsWire is the workflow's sandbox defaults in workflow.yaml:
+// timeout (duration), memory and max_output (sizes: 256Mi), cpu, pids,
+// network (none or host).
+type defaultsWire struct {
+	Timeout   string  `yaml:"timeout"`
+	Memory    string  `yaml:"memory"`
+	CPU       float64 `yaml:"cpu"`
+	Pids      int64   `yaml:"pids"`
+	Network   string  `yaml:"network"`
+	MaxOutput string  `yaml:"max_output"`
+}
+
+func (d *defaultsWire) options() (*kvmodel.HandlerOptions, error) {
+	if d == nil {
+		return nil, nil
+	}
+	o := &kvmodel.HandlerOptions{Timeout: d.Timeout, CPU: d.CPU, Pids: d.Pids, Network: d.Network}
+	if d.Timeout != "" {
+		if _, err := time.ParseDuration(d.Timeout); err != nil {
+			return nil, fmt.Errorf("defaults.timeout %q: %w", d.Timeout, err)
+		}
+	}
+	if d.Network != "" && d.Network != "none" && d.Network != "host" {
+		return nil, fmt.Errorf("defaults.network %q: want none or host", d.Network)
+	}
+	var err error
+	if d.Memory != "" {
+		if o.Memory, err = processors.ParseSize(d.Memory); err != nil {
+			return nil, fmt.Errorf("defaults.memory: %w", err)
+		}
+	}
+	if d.MaxOutput != "" {
+		if o.MaxOutput, err = processors.ParseSize(d.MaxOutput); err != nil {
+			return nil, fmt.Errorf("defaults.max_output: %w", err)
+		}
+	}
+	return o, nil
 }
 
 type jobWire struct {
@@ -135,6 +179,9 @@ func Load(dir string) (*Manifest, error) {
 		return nil, fail(0, "%v", err)
 	}
 	m := &Manifest{Workflow: w.Workflow, Description: w.Description, Handlers: w.Handlers, Path: path, Notifications: w.Notifications}
+	if m.Defaults, err = w.Defaults.options(); err != nil {
+		return nil, fail(0, "%v", err)
+	}
 	if m.Description == "" {
 		m.Description = m.Workflow
 	}
