@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,372 +12,268 @@ import (
 	"testing"
 	"time"
 
-	client "github.com/containerd/containerd/v2/client"
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
-	"github.com/jobx/jobx/processors"
+	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sharedfs"
 )
 
-// containerdCluster is a cluster whose runner runs handlers in containerd
-// sandboxes on a private containerd; shared holds the workflows' shared
-// directories.
-func containerdCluster(t *testing.T) (c *cluster, addr, shared string) {
+// containerdRunner starts a private containerd and a runner whose handlers
+// run in containerd sandboxes.
+func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) {
 	t.Helper()
-	addr = testenv.Containerd(t)
-	c = startCluster(t)
-	shared = t.TempDir()
-	c.addRunner(func(o *runner.Options) { o.Sandbox = newContainerdSandbox(t, addr, o.ID, o.Dir, shared) })
-	return c, addr, shared
+	containerdRunnerWith(t, c, nil, mods...)
 }
 
-func newContainerdSandbox(t *testing.T, addr, id, runnerDir, shared string) *ctrd.Sandbox {
+// containerdRunnerWith is containerdRunner with runner options of its own.
+func containerdRunnerWith(t *testing.T, c *cluster, rmod func(*runner.Options), mods ...func(*ctrd.Options)) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "jx-")
-	if err != nil {
-		t.Fatal(err)
+	addr := testenv.Containerd(t)
+	agentDir, _ := os.MkdirTemp("", "jobx-agent-")
+	t.Cleanup(func() { os.RemoveAll(agentDir) })
+	agent := filepath.Join(agentDir, "jobx-agent")
+	build := exec.Command("go", "build", "-o", agent, "../cmd/jobx-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build jobx-agent: %v: %s", err, out)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	runnerDir := t.TempDir()
+	boxDir, _ := os.MkdirTemp("", "jxc-")
+	t.Cleanup(func() { os.RemoveAll(boxDir) })
 	o := ctrd.NewOptions()
-	o.Address, o.RunnerID, o.Dir, o.HandlersDir = addr, id, dir, filepath.Join(runnerDir, "handlers")
-	o.AgentPath, o.Images, o.Log = testenv.Agent(t), testenv.Images(t), testenv.Logger(t)
-	o.SharedDir = func(wf string) string {
-		d := filepath.Join(shared, wf)
-		os.MkdirAll(d, 0o777)
-		os.Chmod(d, 0o777)
-		return d
+	o.Address, o.RunnerID, o.Dir, o.HandlersDir, o.AgentPath, o.Log = addr, "ctr1", boxDir, filepath.Join(runnerDir, "handlers"), agent, testenv.Logger(t)
+	o.Namespace = ctrd.NamespaceFor("ctr1")
+	o.Images = containerdImages(t)
+	for _, f := range mods {
+		f(o)
 	}
-	sb, err := ctrd.New(context.Background(), o)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sb, err := ctrd.New(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.Close() })
-	return sb
-}
-
-// limitedHandler stores a handler and then sets its pids limit, which the
-// generic helper does not copy from the header.
-func (c *cluster) limitedHandler(wf, name, file, src string, pids int) {
-	c.t.Helper()
-	h := c.handler(wf, name, file, src)
-	if pids > 0 {
-		h.Options.Pids = pids
-		if err := c.store.Update(context.Background(), h); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-}
-
-const shSumReducer = `#!/bin/sh
-# Sum each key's values, in POSIX sh.
-#
-# **
-# handler_type: reducer
-while IFS= read -r line; do
-  key=$(printf '%s' "$line" | sed 's/^\[\([^,]*\),.*/\1/')
-  vals=$(printf '%s' "$line" | sed 's/^\[[^,]*,\[\(.*\)\]\]$/\1/' | tr ',' ' ')
-  total=0
-  for v in $vals; do total=$((total + v)); done
-  printf '[%s,%s]\n' "$key" "$total"
-done
-`
-
-const jsYieldMapper = `/*
-Yield n numbered pairs over three keys, in JavaScript.
-
-**
-handler_type: mapper
-*/
-const lines = require('fs').readFileSync(0, 'utf8').split('\n').filter(Boolean).map(JSON.parse);
-const n = lines[0][1];
-const out = [JSON.stringify({jobx: 'return'})];
-for (let i = 0; i < n; i++) out.push(JSON.stringify([i % 3, i]));
-process.stdout.write(out.join('\n') + '\n');
-`
-
-func TestContainerdRunsHandlersInEveryLanguage(t *testing.T) {
-	c, _, _ := containerdCluster(t)
-	c.workflow("wf")
-	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
-	c.handler("wf", "map_split", "map/split.py", splitPy)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.handler("wf", "reduce_noop", "reduce/noop.py", noopPy)
-	c.handler("wf", "map_js", "map/js.js", jsYieldMapper)
-	c.handler("wf", "reduce_sh", "reduce/sh.sh", shSumReducer)
-	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
-	c.step("wf", "split", "map_split", "", "reduce_noop")
-	c.step("wf", "js_sh", "map_js", "", "reduce_sh")
-	c.job("wf", "leaf", "chunk")
-	c.job("wf", "branch", "split")
-	c.job("wf", "js_sh", "js_sh")
-	t.Run("python", func(t *testing.T) {
-		assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":10}}`, "").pairs(t), sumsOf(10))
-	})
-	t.Run("python branch", func(t *testing.T) {
-		got := c.post("wf", "branch", `{"arguments":{"arg1":7}}`, "").pairs(t)
-		if len(got) == 0 {
-			t.Fatal("no pairs")
+	c.addRunner(func(ro *runner.Options) {
+		ro.Sandbox, ro.Dir, ro.ID = sb, runnerDir, "ctr1"
+		if rmod != nil {
+			rmod(ro)
 		}
 	})
-	t.Run("node and sh", func(t *testing.T) {
-		assertPairs(t, c.post("wf", "js_sh", `{"arguments":{"n":9}}`, "").pairs(t), sumsOf(9))
-	})
 }
 
-// failure posts a job and returns its structured error.
-func (c *cluster) failure(wf, job, body string) map[string]any {
-	c.t.Helper()
-	r := c.post(wf, job, body, "")
-	if r.status != 500 {
-		c.t.Fatalf("want 500, got %d: %s", r.status, r.raw)
-	}
-	e, _ := r.body["error"].(map[string]any)
-	if e == nil {
-		c.t.Fatalf("no error: %s", r.raw)
-	}
-	return e
-}
-
-func TestContainerdLimitsNetworkAndMounts(t *testing.T) {
-	c, _, shared := containerdCluster(t)
-	c.workflow("wf")
-	c.workflow("other")
-	os.MkdirAll(filepath.Join(shared, "other"), 0o777)
-	os.WriteFile(filepath.Join(shared, "other", "secret"), []byte("other's"), 0o644)
-	hostSecret := filepath.Join(t.TempDir(), "host-secret")
-	os.WriteFile(hostSecret, []byte("host's"), 0o644)
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
-	dialAddr := fmt.Sprintf("%s:%d", hostIPv4(), ln.Addr().(*net.TCPAddr).Port)
-
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
-	dial := `"""
-Dial the host.
-
-**
-handler_type: mapper
-%s
-"""
-import socket
-host, port = %q.rsplit(':', 1)
-socket.create_connection((host, int(port)), timeout=2).close()
-yield MrConfigureToReturn()
-yield ("dialed", 1)
-`
-	c.handler("wf", "map_dial", "map/dial.py", fmt.Sprintf(dial, "", dialAddr))
-	c.handler("wf", "map_dial_host", "map/dial_host.py", fmt.Sprintf(dial, "network: host", dialAddr))
-	c.handler("wf", "map_read", "map/read.py", `"""
-Read a path outside the sandbox's mounts.
-
-**
-handler_type: mapper
-"""
-path = dict(arguments)['path']
-open(path).read()
-yield MrConfigureToReturn()
-`)
-	c.handler("wf", "map_shared", "map/shared.py", `"""
-Write and read the workflow's shared directory.
-
-**
-handler_type: mapper
-"""
-import os
-d = os.environ['JOBX_SHARED_DIR']
-open(os.path.join(d, 'out'), 'w').write('hello')
-yield MrConfigureToReturn()
-yield ("read", open(os.path.join(d, 'out')).read())
-`)
-	c.handler("wf", "map_hog", "map/hog.py", `"""
-Allocate memory without bound.
-
-**
-handler_type: mapper
-memory: 64Mi
-"""
-chunks = []
-while True:
-    chunks.append(bytearray(8 << 20))
-yield MrConfigureToReturn()
-`)
-	c.handler("wf", "map_sleep", "map/sleep.py", `"""
-Sleep past the timeout.
-
-**
-handler_type: mapper
-timeout: 500ms
-"""
-import time
-time.sleep(60)
-yield MrConfigureToReturn()
-`)
-	c.limitedHandler("wf", "map_bomb", "map/bomb.sh", `#!/bin/sh
-# A fork bomb.
-#
-# **
-# handler_type: mapper
-# timeout: 10s
-b() { b | b & }
-b
-wait
-`, 32)
-	for _, s := range []struct{ step, mapper string }{{"chunk", "map_yield"}, {"dial", "map_dial"}, {"dial_host", "map_dial_host"}, {"read", "map_read"},
-		{"shared", "map_shared"}, {"hog", "map_hog"}, {"sleep", "map_sleep"}, {"bomb", "map_bomb"}} {
-		c.step("wf", s.step, s.mapper, "", "reduce_sum")
-		c.job("wf", s.step, s.step)
-	}
-	next := func(t *testing.T) {
+// containerdImages builds jobx's sandbox images once per test binary (the
+// build is cached and reproducible).
+var containerdImages = func() func(t *testing.T) *images.Store {
+	var st *images.Store
+	var err error
+	return func(t *testing.T) *images.Store {
 		t.Helper()
-		assertPairs(t, c.post("wf", "chunk", `{"arguments":{"n":5}}`, "").pairs(t), sumsOf(5))
-	}
-
-	t.Run("no network by default", func(t *testing.T) {
-		e := c.failure("wf", "dial", `{"arguments":{"x":1}}`)
-		if tail, _ := e["stderr_tail"].(string); !strings.Contains(tail, "Error") {
-			t.Fatalf("dial failed without an error: %v", e)
-		}
-		next(t)
-	})
-	t.Run("host network as opted in", func(t *testing.T) {
-		assertPairs(t, c.post("wf", "dial_host", `{"arguments":{"x":1}}`, "").pairs(t), map[string]string{`"dialed"`: "1"})
-	})
-	for _, path := range []string{hostSecret, filepath.Join(shared, "other", "secret"), "/working/other/secret"} {
-		t.Run("cannot read "+path, func(t *testing.T) {
-			e := c.failure("wf", "read", fmt.Sprintf(`{"arguments":{"path":%q}}`, path))
-			if tail, _ := e["stderr_tail"].(string); !strings.Contains(tail, "No such file") && !strings.Contains(tail, "Permission denied") {
-				t.Fatalf("unexpected failure: %v", e)
+		if st == nil && err == nil {
+			dir := filepath.Join(os.TempDir(), "jobx-test-images")
+			if st, err = images.Open(dir); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				_, err = st.Build(ctx, images.Buildable()...)
 			}
+		}
+		if err != nil {
+			t.Fatalf("build sandbox images: %v", err)
+		}
+		return st
+	}
+}()
+
+func TestContainerdSandboxRunsAJob(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	c.leafWorkflow("wf")
+	assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":6}}`, "").pairs(t), sumsOf(6))
+}
+
+func TestContainerdSandboxRunsEveryLanguage(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	for _, d := range []string{"../examples/languages", "../examples/dev"} {
+		if _, err := manifest.Apply(context.Background(), c.store, d, testenv.Logger(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertPairs(t, c.post("languages", "letters", `{"arguments":{"text":"Hello, World"}}`, "").pairs(t),
+		map[string]string{`"h"`: "1", `"e"`: "1", `"l"`: "3", `"o"`: "2", `"w"`: "1", `"r"`: "1", `"d"`: "1"})
+	assertPairs(t, c.post("languages", "squares", `{"arguments":{"a":3,"b":4}}`, "").pairs(t), map[string]string{`"squares"`: "25"})
+	got := c.post("dev", "job4", `{"arguments":{"arg1":1000}}`, "").pairs(t)
+	total := 0
+	for _, v := range got {
+		total += sumValues(t, v)
+	}
+	if total != 1000 {
+		t.Fatalf("job4 intervals add up to %d: %v", total, got)
+	}
+}
+
+func TestContainerdSandboxIsolatesAndLimitsHandlers(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c, func(o *ctrd.Options) { o.Defaults.Timeout = 5 * time.Second })
+	c.leafWorkflow("wf")
+	// The gateway listens on the host's loopback: a sandbox without network
+	// has a loopback of its own, where nothing listens.
+	_, port, _ := net.SplitHostPort(c.gw.Addr())
+	dial := "import socket\ns = socket.create_connection(('127.0.0.1', " + port + "), timeout=2)\n"
+	header := "\"\"\"\nHostile.\n\n**\nhandler_type: mapper\n%s\"\"\"\n"
+	for _, tc := range []struct {
+		name, extra, body, kind, mention string
+		ok                               bool
+	}{
+		{"cannot dial the host", "", dial + "yield MrConfigureToReturn()\n", "handler_failed", "Connection refused", false},
+		{"can dial the host with host networking", "network: host\n", dial + "yield MrConfigureToReturn()\nyield ('dialled', 1)\n", "", "", true},
+		{"cannot read host paths", "", "open('/etc/shadow').read()\nyield MrConfigureToReturn()\n", "handler_failed", "No such file or directory", false},
+		{"memory hog is killed", "memory: 64Mi\n", "x = []\nwhile True:\n    x.append(bytearray(8 << 20))\n    x[-1][::4096] = b'x' * len(x[-1][::4096])\nyield MrConfigureToReturn()\n", "oom", "memory limit", false},
+		{"sleeper is killed at its timeout", "timeout: 2s\n", "import time\ntime.sleep(60)\nyield MrConfigureToReturn()\n", "timeout", "timed out", false},
+		{"fork bomb is stopped by the pids limit", "pids: 32\n", "import os\nfor i in range(1000):\n    os.fork()\nyield MrConfigureToReturn()\n", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "map_" + strings.NewReplacer(" ", "_", "-", "_").Replace(tc.name)
+			c.handler("wf", name, "map/"+name+".py", fmt.Sprintf(header, tc.extra)+tc.body)
+			c.step("wf", name, name, "", "reduce_sum")
+			c.job("wf", name, name)
+			r := c.post("wf", name, `{"arguments":{"n":1}}`, "")
+			if tc.ok {
+				if r.status != 200 {
+					t.Fatalf("want success, got %d: %.400s", r.status, r.raw)
+				}
+			} else {
+				if r.status != 500 {
+					t.Fatalf("want failure, got %d: %.400s", r.status, r.raw)
+				}
+				e, _ := r.body["error"].(map[string]any)
+				msg := fmt.Sprint(e["message"]) + " " + fmt.Sprint(e["stderr_tail"])
+				if tc.kind != "" && (e["kind"] != tc.kind || !strings.Contains(msg, tc.mention)) {
+					t.Fatalf("want kind %s mentioning %q, got %v: %s", tc.kind, tc.mention, e["kind"], msg)
+				}
+			}
+			// The runner keeps serving.
+			assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
 		})
 	}
-	t.Run("shared directory is read-write", func(t *testing.T) {
-		assertPairs(t, c.post("wf", "shared", `{"arguments":{"x":1}}`, "").pairs(t), map[string]string{`"read"`: `"hello"`})
-		if b, _ := os.ReadFile(filepath.Join(shared, "wf", "out")); string(b) != "hello" {
-			t.Fatalf("shared file holds %q", b)
-		}
-	})
-	t.Run("memory hog is reported as OOM", func(t *testing.T) {
-		if e := c.failure("wf", "hog", `{"arguments":{"x":1}}`); e["kind"] != "oom" {
-			t.Fatalf("want an oom failure, got %v", e)
-		}
-		next(t)
-	})
-	t.Run("sleeper is killed at its timeout", func(t *testing.T) {
-		if e := c.failure("wf", "sleep", `{"arguments":{"x":1}}`); e["kind"] != "timeout" {
-			t.Fatalf("want a timeout failure, got %v", e)
-		}
-		next(t)
-	})
-	t.Run("fork bomb is stopped by the pids limit", func(t *testing.T) {
-		start := time.Now()
-		e := c.failure("wf", "bomb", `{"arguments":{"x":1}}`)
-		t.Logf("fork bomb: %v after %s", e["kind"], time.Since(start))
-		if tail, _ := e["stderr_tail"].(string); !strings.Contains(tail, "fork") && e["kind"] != "timeout" {
-			t.Fatalf("unexpected failure: %v", e)
-		}
-		next(t)
-	})
 }
 
-func hostIPv4() string {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if ip, ok := a.(*net.IPNet); ok && !ip.IP.IsLoopback() && ip.IP.To4() != nil {
-			return ip.IP.String()
-		}
+// TestKilledContainerdRunnerLeavesNoStaleContainers: kill -9 a runner
+// process whose handlers run in containerd; its warm containers outlive
+// it, and the next start of a runner with its id removes them.
+func TestKilledContainerdRunnerLeavesNoStaleContainers(t *testing.T) {
+	bin := jobxBinary(t)
+	agent := filepath.Join(filepath.Dir(bin), "jobx-agent")
+	build := exec.Command("go", "build", "-o", agent, "../cmd/jobx-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build jobx-agent: %v: %s", err, out)
 	}
-	return "127.0.0.1"
-}
-
-// TestContainerdHelperRunner is a runner's sandbox in a child process
-// (run by TestContainerdKilledRunnerLeavesNoStaleContainers): it starts a
-// warm sandbox, says so, and waits to be killed.
-func TestContainerdHelperRunner(t *testing.T) {
-	addr := os.Getenv("JOBX_HELPER_CONTAINERD")
-	if addr == "" {
-		t.Skip("helper process")
-	}
-	dir := os.Getenv("JOBX_HELPER_DIR")
-	sb := newContainerdSandbox(t, addr, "crashing-runner", dir, t.TempDir())
-	spec := helperSpec(t, dir)
-	out, err := sb.Run(context.Background(), spec)
-	if err != nil || !out.Succeeded() {
-		t.Fatalf("%+v %v", out, err)
-	}
-	fmt.Println("READY")
-	time.Sleep(time.Minute)
-}
-
-func helperSpec(t *testing.T, runnerDir string) *runner.RunSpec {
-	proc, _ := processors.ByName("sh")
-	prog, err := proc.Install(filepath.Join(runnerDir, "handlers", "wf"), processors.Handler{
-		Workflow: "wf", Name: "map_true", Type: "mapper", SourceType: "sh", Source: "#!/bin/sh\necho '{\"jobx\":\"return\"}'\n"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &runner.RunSpec{Workflow: "wf", Handler: "map_true", HandlerType: "mapper", Program: prog,
-		Stdin: strings.NewReader(""), Stdout: io.Discard, Env: []string{"PATH=/usr/bin:/bin"}, Limits: runner.Limits{Timeout: 10 * time.Second}}
-}
-
-func TestContainerdKilledRunnerLeavesNoStaleContainers(t *testing.T) {
 	addr := testenv.Containerd(t)
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestContainerdHelperRunner$", "-test.v")
-	cmd.Env = append(os.Environ(), "JOBX_HELPER_CONTAINERD="+addr, "JOBX_HELPER_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startCluster(t)
+	c.leafWorkflow("wf")
+	imagesDir := filepath.Join(os.TempDir(), "jobx-test-images")
+	containerdImages(t)
+	cmd := exec.Command(bin, "runner", "--etcd", c.etcd, "--nsqd", c.nsqd, "--id", "victim", "--dir", t.TempDir(),
+		"--sandbox", "containerd", "--containerd", addr, "--images-dir", imagesDir, "--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 4096)
-	var seen string
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(seen, "READY") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("helper not ready: %s", seen)
-		}
-		n, err := out.Read(buf)
-		seen += string(buf[:n])
-		if err != nil {
-			t.Fatalf("helper: %v: %s", err, seen)
-		}
-	}
+	waitFor(t, "the victim runner", 30*time.Second, func() bool { return runnerAnnounced(t, c, "victim") })
+	assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":3}}`, "").pairs(t), sumsOf(3))
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	cli, err := client.New(addr)
+	cli, err := containerd.New(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	ns := namespaces.WithNamespace(context.Background(), ctrd.NamespaceFor("crashing-runner"))
-	if ctrs, _ := cli.Containers(ns); len(ctrs) == 0 {
-		t.Fatal("the killed runner left no container: the test proves nothing")
+	ctx := namespaces.WithNamespace(context.Background(), ctrd.NamespaceFor("victim"))
+	left, err := cli.Containers(ctx)
+	if err != nil || len(left) == 0 {
+		t.Fatalf("the killed runner left no warm container to clean (%d, %v): the test proves nothing", len(left), err)
 	}
-	// The next runner (another id) starts and removes them.
-	newContainerdSandbox(t, addr, "next-runner", t.TempDir(), t.TempDir())
-	ctrs, err := cli.Containers(ns)
+	// The runner starts again (in-process here) under the same id.
+	o := ctrd.NewOptions()
+	boxDir, _ := os.MkdirTemp("", "jxc-")
+	defer os.RemoveAll(boxDir)
+	o.Address, o.RunnerID, o.Namespace, o.Dir, o.HandlersDir, o.AgentPath, o.Images, o.Log =
+		addr, "victim", ctrd.NamespaceFor("victim"), boxDir, filepath.Join(t.TempDir(), "handlers"), agent, containerdImages(t), testenv.Logger(t)
+	sb, err := ctrd.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ctrs) != 0 {
-		t.Fatalf("%d stale containers left", len(ctrs))
+	defer sb.Close()
+	if left, err := cli.Containers(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("after the restart %d stale containers remain (%v)", len(left), err)
+	}
+}
+
+func TestContainerdSandboxSessionsAndSharedFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := startCluster(t)
+	containerdRunnerWith(t, c, func(o *runner.Options) { o.FS = sharedfs.Config{Backend: "local", Dir: dir} })
+	// Files: written through FS and into the mounted root, read by the
+	// next step; nothing outside the workflow's root is reachable.
+	os.MkdirAll(filepath.Join(dir, "working", "other"), 0o755)
+	os.WriteFile(filepath.Join(dir, "working", "other", "secret.txt"), []byte("no"), 0o644)
+	fsJob(t, c, "files")
+	assertPairs(t, c.post("files", "j", `{"arguments":{"x":5}}`, "").pairs(t), map[string]string{
+		`"a"`: `"written through FS: 5"`, `"names"`: `["deep","direct.txt"]`, `"isdir"`: "true", `"escape"`: `"RuntimeError"`,
+	})
+	if b, err := os.ReadFile(filepath.Join(dir, "working", "files", "out", "direct.txt")); err != nil || string(b) != "written to the mount" {
+		t.Fatalf("the mounted root's file is not on the host: %q %v", b, err)
+	}
+	// Sessions.
+	c.workflow("wf")
+	c.handler("wf", "map_remember", "map/remember.py", `"""
+Write the session and a file.
+
+**
+handler_type: mapper
+"""
+S_SET('seen', arguments[0][1])
+yield MrConfigureToReturn()
+yield ('v', arguments[0][1])
+`)
+	c.handler("wf", "reduce_session", "reduce/session.py", `"""
+Read the session.
+
+**
+handler_type: reducer
+"""
+yield ('seen', S_GET('seen'))
+`)
+	c.step("wf", "s", "map_remember", "", "reduce_session")
+	c.job("wf", "j", "s")
+	assertPairs(t, c.post("wf", "j", `{"arguments":{"x":7}}`, "").pairs(t), map[string]string{`"seen"`: "7"})
+}
+
+func TestContainerdWorkflowDefaultsApplyUnderTheHandlersHeader(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	_, port, _ := net.SplitHostPort(c.gw.Addr())
+	wf := &kvmodel.Workflow{Name: "hosted", Description: "host networking by default", Defaults: &kvmodel.HandlerOptions{Network: "host"}}
+	if err := c.store.Create(context.Background(), wf); err != nil {
+		t.Fatal(err)
+	}
+	dial := "import socket\ns = socket.create_connection(('127.0.0.1', " + port + "), timeout=2)\nyield MrConfigureToReturn()\nyield ('dialled', 1)\n"
+	c.handler("hosted", "map_dial", "map/dial.py", "\"\"\"\nDial the host.\n\n**\nhandler_type: mapper\n\"\"\"\n"+dial)
+	c.handler("hosted", "map_dial_none", "map/dial_none.py", "\"\"\"\nDial the host, opting out.\n\n**\nhandler_type: mapper\nnetwork: none\n\"\"\"\n"+dial)
+	c.handler("hosted", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("hosted", "dial", "map_dial", "", "reduce_sum")
+	c.step("hosted", "dial_none", "map_dial_none", "", "reduce_sum")
+	c.job("hosted", "dial", "dial")
+	c.job("hosted", "dial_none", "dial_none")
+	assertPairs(t, c.post("hosted", "dial", `{"arguments":{}}`, "").pairs(t), map[string]string{`"dialled"`: "1"})
+	if r := c.post("hosted", "dial_none", `{"arguments":{}}`, ""); r.status != 500 {
+		t.Fatalf("the handler's network: none did not win over the workflow's default: %d %s", r.status, r.raw)
 	}
 }
