@@ -33,6 +33,7 @@ import (
 	"time"
 
 	client "github.com/containerd/containerd/v2/client"
+	cimages "github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -393,26 +394,35 @@ func (s *Store) importRecord(ctx context.Context, cli *client.Client, rec Record
 		return nil, fmt.Errorf("image %s: %w", rec.Ref, err)
 	}
 	defer f.Close()
-	var opts []client.ImportOpt
-	if !strings.HasPrefix(rec.Source, "build:") {
-		// The name may have been given at import time rather than by the
-		// archive: name the archive's index too.
-		opts = append(opts, client.WithIndexName(rec.Ref))
-	}
-	imgs, err := cli.Import(ctx, f, opts...)
+	imgs, err := cli.Import(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("import image %s: %w", rec.Ref, err)
 	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("import image %s: the archive names no image", rec.Ref)
+	}
+	chosen := imgs[0]
 	for _, im := range imgs {
-		if im.Name == rec.Ref {
-			return client.NewImage(cli, im), nil
+		if im.Name == rec.Ref || (rec.Digest != "" && im.Target.Digest.String() == rec.Digest) {
+			chosen = im
+			break
 		}
 	}
-	img, err := cli.GetImage(ctx, rec.Ref)
-	if err != nil {
-		return nil, fmt.Errorf("import image %s: the archive does not hold it: %w", rec.Ref, err)
+	if chosen.Name != rec.Ref {
+		// A name given at import time: point it at the archive's image.
+		named := cimages.Image{Name: rec.Ref, Target: chosen.Target}
+		is := cli.ImageService()
+		if _, err := is.Update(ctx, named, "target"); err != nil {
+			if !errdefs.IsNotFound(err) {
+				return nil, fmt.Errorf("import image %s: %w", rec.Ref, err)
+			}
+			if _, err := is.Create(ctx, named); err != nil {
+				return nil, fmt.Errorf("import image %s: %w", rec.Ref, err)
+			}
+		}
+		chosen = named
 	}
-	return img, nil
+	return client.NewImage(cli, chosen), nil
 }
 
 // Verify checks that a record's archive still has the digest recorded.

@@ -277,3 +277,30 @@ func TestContainerdWorkflowDefaultsApplyUnderTheHandlersHeader(t *testing.T) {
 		t.Fatalf("the handler's network: none did not win over the workflow's default: %d %s", r.status, r.raw)
 	}
 }
+
+func TestContainerdWarmSandboxLeaksNothingToTheNextInvocation(t *testing.T) {
+	c := startCluster(t)
+	containerdRunner(t, c)
+	c.workflow("wf")
+	c.handler("wf", "map_leak", "map/leak.py", `"""
+Look for what an earlier invocation left, then leave it.
+
+**
+handler_type: mapper
+"""
+import os
+marker = os.path.join(os.environ['TMPDIR'], 'marker')
+seen = [os.path.exists(marker), globals().get('LEAK') is not None, os.environ.get('LEAK_ENV') is not None]
+open(marker, 'w').write('x')
+globals()['LEAK'] = 1
+os.environ['LEAK_ENV'] = '1'
+yield MrConfigureToReturn()
+yield ('seen', seen)
+`)
+	c.handler("wf", "reduce_noop", "reduce/noop.py", noopPy)
+	c.step("wf", "leak", "map_leak", "", "reduce_noop")
+	c.job("wf", "leak", "leak")
+	for i := 0; i < 3; i++ {
+		assertPairs(t, c.post("wf", "leak", `{"arguments":{"x":1}}`, "").pairs(t), map[string]string{`"seen"`: `[[false,false,false]]`})
+	}
+}

@@ -3,12 +3,15 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/jobx/jobx/images"
 	ctrd "github.com/jobx/jobx/runner/containerd"
 )
 
@@ -95,4 +98,63 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+var agentOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// Agent builds the static jobx-agent binary once per test process and
+// returns its path.
+func Agent(t testing.TB) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "jobx-agent-")
+		if err != nil {
+			agentOnce.err = err
+			return
+		}
+		agentOnce.path, agentOnce.err = BuildAgent(filepath.Join(dir, "jobx-agent"))
+	})
+	if agentOnce.err != nil {
+		t.Fatalf("build jobx-agent: %v", agentOnce.err)
+	}
+	return agentOnce.path
+}
+
+// BuildAgent builds cmd/jobx-agent (static) to out with the go command;
+// it must run inside the jobx module.
+func BuildAgent(out string) (string, error) {
+	cmd := exec.Command("go", "build", "-o", out, "github.com/jobx/jobx/cmd/jobx-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%w: %s", err, b)
+	}
+	return out, nil
+}
+
+var imagesOnce struct {
+	sync.Once
+	st  *images.Store
+	err error
+}
+
+// Images returns an image store holding jobx's images for every processor,
+// built once per test process into a cache under the system temporary
+// directory (rebuilt only when their inputs change).
+func Images(t testing.TB) *images.Store {
+	t.Helper()
+	imagesOnce.Do(func() {
+		st, err := images.Open(filepath.Join(os.TempDir(), "jobx-test-images"))
+		if err == nil {
+			_, err = st.Build(context.Background())
+		}
+		imagesOnce.st, imagesOnce.err = st, err
+	})
+	if imagesOnce.err != nil {
+		t.Fatalf("build images: %v", imagesOnce.err)
+	}
+	return imagesOnce.st
 }

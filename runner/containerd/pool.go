@@ -2,141 +2,138 @@ package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 )
 
-// errPoolClosed means the sandbox is closing.
-var errPoolClosed = errors.New("containerd sandbox is closed")
-
-// pool keeps warm boxes per key. It bounds the live boxes (MaxSandboxes)
-// and the sum of their memory limits (MemoryBudget): when full, it stops an
-// idle box of another key, else waits for one to be released.
+// pool keeps warm boxes per key. It creates boxes on demand while the live
+// boxes stay within MaxSandboxes and their memory limits within
+// MemoryBudget, evicting idle boxes of other keys to make room, and stops
+// boxes idle longer than IdleTimeout or used MaxReuse times.
 type pool struct {
 	s *Sandbox
 
-	mu     sync.Mutex // guards everything below
-	cond   *sync.Cond
-	idle   map[key][]*box
-	live   int
-	mem    int64
-	closed bool
+	mu       sync.Mutex // guards the fields below
+	idle     map[key][]*box
+	live     int   // boxes created or being created, not destroyed
+	memory   int64 // sum of their memory limits
+	changed  chan struct{}
+	closed   bool
+	destroys sync.WaitGroup
 }
 
 func newPool(s *Sandbox) *pool {
-	p := &pool{s: s, idle: map[key][]*box{}}
-	p.cond = sync.NewCond(&p.mu)
-	return p
+	return &pool{s: s, idle: map[key][]*box{}, changed: make(chan struct{})}
 }
 
-// acquire returns a box for k: a warm one when idle (fresh false), else a
-// new one.
-func (p *pool) acquire(ctx context.Context, k key) (*box, bool, error) {
-	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer stop()
-	p.mu.Lock()
+func (p *pool) notify() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// acquire returns an idle box for k (fresh=false) or a new one.
+func (p *pool) acquire(ctx context.Context, k key) (b *box, fresh bool, err error) {
 	for {
+		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, false, errPoolClosed
+			return nil, false, errClosed
 		}
-		if err := ctx.Err(); err != nil {
-			p.mu.Unlock()
-			return nil, false, err
-		}
-		if list := p.idle[k]; len(list) > 0 {
-			b := list[len(list)-1]
-			p.idle[k] = list[:len(list)-1]
+		for len(p.idle[k]) > 0 {
+			l := p.idle[k]
+			b = l[len(l)-1]
+			p.idle[k] = l[:len(l)-1]
 			if b.alive() {
 				p.mu.Unlock()
 				return b, false, nil
 			}
-			p.drop(b)
-			continue
+			p.dropLocked(b)
 		}
-		if p.live < p.s.opts.MaxSandboxes && p.mem+k.memory <= p.s.opts.MemoryBudget {
+		if p.live < p.s.opts.MaxSandboxes && p.memory+k.memory <= p.s.opts.MemoryBudget {
 			p.live++
-			p.mem += k.memory
+			p.memory += k.memory
 			p.mu.Unlock()
 			b, err := p.s.create(ctx, k)
 			if err != nil {
 				p.mu.Lock()
 				p.live--
-				p.mem -= k.memory
-				p.cond.Broadcast()
+				p.memory -= k.memory
+				p.notify()
 				p.mu.Unlock()
-				return nil, false, fmt.Errorf("start sandbox %s: %w", k, err)
+				return nil, false, err
 			}
 			return b, true, nil
 		}
-		if k.memory > p.s.opts.MemoryBudget {
+		if v := p.oldestIdleLocked(); v != nil {
+			p.dropLocked(v)
 			p.mu.Unlock()
-			return nil, false, fmt.Errorf("sandbox %s: its memory limit exceeds the runner's memory budget (%d bytes)", k, p.s.opts.MemoryBudget)
-		}
-		if victim := p.oldestIdle(); victim != nil {
-			p.drop(victim)
 			continue
 		}
-		p.cond.Wait()
+		if k.memory > p.s.opts.MemoryBudget {
+			p.mu.Unlock()
+			return nil, false, fmt.Errorf("memory limit %d exceeds the runner's sandbox memory budget %d", k.memory, p.s.opts.MemoryBudget)
+		}
+		wait := p.changed
+		p.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("waiting for a sandbox: %w", ctx.Err())
+		}
 	}
 }
 
-// release returns b after an invocation; keep says it is clean for reuse.
+// release returns b to the idle set, or destroys it.
 func (p *pool) release(b *box, keep bool) {
-	b.uses++
-	b.lastUsed = time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	reuse := keep && !p.closed && b.alive() &&
-		(p.s.opts.MaxReuse == 0 || b.uses < p.s.opts.MaxReuse) && len(p.idle[b.key]) < p.s.opts.MaxIdle
-	if reuse {
-		p.idle[b.key] = append(p.idle[b.key], b)
-	} else {
-		p.drop(b)
+	b.uses++
+	b.lastUsed = time.Now()
+	if !keep || p.closed || !b.alive() || (p.s.opts.MaxReuse > 0 && b.uses >= p.s.opts.MaxReuse) || len(p.idle[b.key]) >= p.s.opts.MaxIdle {
+		p.dropLocked(b)
+		return
 	}
-	p.cond.Broadcast()
+	p.idle[b.key] = append(p.idle[b.key], b)
+	p.notify()
 }
 
-// drop forgets b and destroys it in the background; p.mu must be held.
-func (p *pool) drop(b *box) {
+// dropLocked forgets b and destroys it in the background.
+func (p *pool) dropLocked(b *box) {
 	p.live--
-	p.mem -= b.key.memory
-	go p.s.destroy(b)
+	p.memory -= b.key.memory
+	p.notify()
+	p.destroys.Add(1)
+	go func() {
+		defer p.destroys.Done()
+		p.s.destroy(b)
+	}()
 }
 
-// oldestIdle removes and returns the idle box unused the longest; p.mu
-// must be held.
-func (p *pool) oldestIdle() *box {
-	var oldest *box
-	var at key
-	for k, list := range p.idle {
-		for _, b := range list {
-			if oldest == nil || b.lastUsed.Before(oldest.lastUsed) {
-				oldest, at = b, k
-			}
+func (p *pool) oldestIdleLocked() *box {
+	var old *box
+	var ok key
+	for k, l := range p.idle {
+		if len(l) > 0 && (old == nil || l[0].lastUsed.Before(old.lastUsed)) {
+			old, ok = l[0], k
 		}
 	}
-	if oldest != nil {
-		list := p.idle[at]
-		for i, b := range list {
-			if b == oldest {
-				p.idle[at] = append(list[:i:i], list[i+1:]...)
-				break
-			}
-		}
+	if old != nil {
+		p.idle[ok] = p.idle[ok][1:]
 	}
-	return oldest
+	return old
 }
 
-// janitor stops boxes idle longer than IdleTimeout, and dead ones.
+// janitor stops boxes idle longer than IdleTimeout.
 func (p *pool) janitor(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	every := p.s.opts.IdleTimeout / 4
+	if every > 10*time.Second {
+		every = 10 * time.Second
+	}
+	if every < 10*time.Millisecond {
+		every = 10 * time.Millisecond
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -145,40 +142,43 @@ func (p *pool) janitor(ctx context.Context) {
 		case <-t.C:
 		}
 		p.mu.Lock()
-		for k, list := range p.idle {
-			kept := list[:0]
-			for _, b := range list {
-				if !b.alive() || (p.s.opts.IdleTimeout > 0 && time.Since(b.lastUsed) > p.s.opts.IdleTimeout) {
-					p.drop(b)
+		for k, l := range p.idle {
+			kept := l[:0]
+			for _, b := range l {
+				if time.Since(b.lastUsed) > p.s.opts.IdleTimeout || !b.alive() {
+					p.dropLocked(b)
 				} else {
 					kept = append(kept, b)
 				}
 			}
 			p.idle[k] = kept
 		}
-		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
 }
 
-// close stops taking boxes and destroys every box, idle or busy (a busy
-// box's invocation then fails).
+// close destroys the idle boxes and waits for every destroy; busy boxes
+// are destroyed as their invocations release them, and the caller's Close
+// removes any the shutdown raced with.
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
-	p.idle = map[key][]*box{}
-	p.cond.Broadcast()
+	for k, l := range p.idle {
+		for _, b := range l {
+			p.dropLocked(b)
+		}
+		delete(p.idle, k)
+	}
 	p.mu.Unlock()
-	p.s.boxMu.Lock()
-	boxes := make([]*box, 0, len(p.s.byID))
-	for _, b := range p.s.byID {
-		boxes = append(boxes, b)
+	p.destroys.Wait()
+}
+
+// stats reports the live boxes and their memory.
+func (p *pool) stats() (live int, memory int64, idle int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.idle {
+		idle += len(l)
 	}
-	p.s.boxMu.Unlock()
-	var wg sync.WaitGroup
-	for _, b := range boxes {
-		wg.Add(1)
-		go func() { defer wg.Done(); p.s.destroy(b) }()
-	}
-	wg.Wait()
+	return p.live, p.memory, idle
 }

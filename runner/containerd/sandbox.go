@@ -40,6 +40,7 @@ import (
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/runner"
+	"golang.org/x/sys/unix"
 )
 
 // Sandbox runs handlers in containerd containers. It is safe for concurrent
@@ -168,6 +169,15 @@ func (s *Sandbox) Close() error {
 		if s.pool != nil {
 			s.pool.close()
 		}
+		s.boxMu.Lock()
+		busy := make([]*box, 0, len(s.byID))
+		for _, b := range s.byID {
+			busy = append(busy, b)
+		}
+		s.boxMu.Unlock()
+		for _, b := range busy {
+			s.destroy(b)
+		}
 		if s.cancel != nil {
 			s.cancel()
 		}
@@ -198,6 +208,10 @@ func (s *Sandbox) image(ctx context.Context, ref string) (client.Image, error) {
 	e.img = img
 	return img, nil
 }
+
+// Stats reports the live sandboxes, the sum of their memory limits and
+// how many are idle.
+func (s *Sandbox) Stats() (live int, memory int64, idle int) { return s.pool.stats() }
 
 // Prepare loads the images of the named processors into the namespace, so
 // that the first invocation does not pay for it.
@@ -431,9 +445,6 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		if errors.Is(err, errServerGone) || !b.alive() {
-			return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
-		}
 		return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
 	}
 	defer c.close()
@@ -507,17 +518,4 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func unixSignalName(sig int) string {
-	name := syscall.Signal(sig).String()
-	switch sig {
-	case int(syscall.SIGKILL):
-		return "SIGKILL"
-	case int(syscall.SIGTERM):
-		return "SIGTERM"
-	case int(syscall.SIGSEGV):
-		return "SIGSEGV"
-	case int(syscall.SIGABRT):
-		return "SIGABRT"
-	}
-	return name
-}
+func unixSignalName(sig int) string { return unix.SignalName(syscall.Signal(sig)) }

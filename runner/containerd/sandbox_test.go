@@ -1,0 +1,421 @@
+package containerd_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/processors"
+	_ "github.com/jobx/jobx/processors/all"
+	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
+)
+
+// env is a sandbox with its handler directory, on a private containerd.
+type env struct {
+	t   testing.TB
+	sb  *ctrd.Sandbox
+	dir string // handlers dir
+}
+
+func newEnv(t testing.TB, mods ...func(*ctrd.Options)) *env {
+	t.Helper()
+	addr := testenv.Containerd(t)
+	return newEnvAt(t, addr, mods...)
+}
+
+func newEnvAt(t testing.TB, addr string, mods ...func(*ctrd.Options)) *env {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "jx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	o := ctrd.NewOptions()
+	o.Address, o.RunnerID, o.Dir, o.HandlersDir = addr, "test", filepath.Join(dir, "sb"), filepath.Join(dir, "handlers")
+	o.AgentPath, o.Images, o.Log = testenv.Agent(t), testenv.Images(t), testenv.Logger(t)
+	for _, m := range mods {
+		m(o)
+	}
+	sb, err := ctrd.New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	return &env{t: t, sb: sb, dir: o.HandlersDir}
+}
+
+// run installs src as a handler of workflow wf and runs it on stdin.
+func (e *env) run(wf, file, src, stdin string, limits runner.Limits) (*runner.Outcome, string, error) {
+	e.t.Helper()
+	proc, ok := processors.ForFile(file, []byte(src))
+	if !ok {
+		e.t.Fatalf("no processor for %s", file)
+	}
+	meta, err := processors.ParseHeader(file, []byte(src))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	name := strings.NewReplacer("/", "_", ".", "_").Replace(file)
+	prog, err := proc.Install(filepath.Join(e.dir, wf), processors.Handler{Workflow: wf, Name: name, Type: meta.HandlerType, SourceType: proc.Name(), Source: src})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if limits.Timeout == 0 {
+		limits.Timeout = 20 * time.Second
+	}
+	var stdout, stderr bytes.Buffer
+	out, err := e.sb.Run(context.Background(), &runner.RunSpec{
+		Workflow: wf, Handler: name, HandlerType: meta.HandlerType, Invocation: "i1", Program: prog,
+		Env:   []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "JOBX_WORKFLOW=" + wf, "JOBX_HANDLER=" + name, "JOBX_HANDLER_TYPE=" + meta.HandlerType},
+		Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: &stderr, Limits: limits,
+	})
+	return out, stdout.String(), err
+}
+
+func (e *env) mustSucceed(wf, file, src, stdin string, limits runner.Limits) (*runner.Outcome, string) {
+	e.t.Helper()
+	out, stdout, err := e.run(wf, file, src, stdin, limits)
+	if err != nil {
+		e.t.Fatalf("%s: %v", file, err)
+	}
+	if !out.Succeeded() {
+		e.t.Fatalf("%s failed: %+v", file, out)
+	}
+	return out, stdout
+}
+
+const pyEcho = `"""
+Echo the pairs.
+
+**
+handler_type: mapper
+"""
+yield MrConfigureToReturn()
+for k, v in arguments:
+    yield (k, v)
+`
+
+const jsEcho = `/*
+Echo the pairs.
+
+**
+handler_type: mapper
+*/
+const lines = require('fs').readFileSync(0, 'utf8').split('\n').filter(Boolean);
+process.stdout.write(JSON.stringify({jobx: 'return'}) + '\n' + lines.join('\n') + '\n');
+`
+
+const shEcho = `#!/bin/sh
+# Echo the pairs.
+#
+# **
+# handler_type: mapper
+echo '{"jobx":"return"}'
+cat
+`
+
+const execEcho = `#!/usr/bin/env python3
+# Echo the pairs.
+#
+# **
+# handler_type: mapper
+import sys
+print('{"jobx":"return"}')
+for line in sys.stdin:
+    print(line.strip())
+`
+
+func TestHandlersInEveryLanguageRunWarm(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ file, src string }{
+		{"map/echo.py", pyEcho}, {"map/echo.js", jsEcho}, {"map/echo.sh", shEcho}, {"map/echo", execEcho},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			for i := 0; i < 3; i++ {
+				out, stdout := e.mustSucceed("wf", tc.file, tc.src, "[\"a\", 1]\n", runner.Limits{})
+				if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["a",1]` {
+					t.Fatalf("stdout %q", stdout)
+				}
+				if i > 0 && !out.Warm {
+					t.Fatalf("run %d was not warm", i)
+				}
+			}
+		})
+	}
+}
+
+const pyProbe = `"""
+Report what the sandbox looks like.
+
+**
+handler_type: mapper
+"""
+import os, socket
+yield MrConfigureToReturn()
+yield ("uid", os.getuid())
+yield ("cwd", os.getcwd())
+try:
+    open('/etc/jobx-test', 'w')
+    yield ("rootfs", "writable")
+except OSError:
+    yield ("rootfs", "read-only")
+marker = os.path.join(os.environ['TMPDIR'], 'marker')
+yield ("seen", os.path.exists(marker))
+open(marker, 'w').write('x')
+yield ("global", globals().get('LEAK', None))
+globals()['LEAK'] = 1
+yield ("nnp", open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])
+`
+
+func TestSandboxIsolatesInvocations(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i < 2; i++ {
+		_, stdout := e.mustSucceed("wf", "map/probe.py", pyProbe, "", runner.Limits{})
+		for _, want := range []string{`["uid",65534]`, `["rootfs","read-only"]`, `["seen",false]`, `["global",null]`, `["nnp","1"]`, `["cwd","/scratch/inv-`} {
+			if !strings.Contains(stdout, want) {
+				t.Fatalf("run %d: want %s in %s", i, want, stdout)
+			}
+		}
+	}
+}
+
+const pyDial = `"""
+Dial the address in the argument.
+
+**
+handler_type: mapper
+"""
+import socket
+yield MrConfigureToReturn()
+addr = arguments[0][1]
+host, port = addr.rsplit(':', 1)
+try:
+    socket.create_connection((host, int(port)), timeout=2).close()
+    yield ("dial", "ok")
+except OSError as e:
+    yield ("dial", "failed: %s" % e)
+`
+
+func TestNetworkIsOffByDefaultAndOptIn(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	host := hostAddr(t)
+	in := fmt.Sprintf("[\"addr\", \"%s:%d\"]\n", host, port)
+	_, stdout := e.mustSucceed("wf", "map/dial.py", pyDial, in, runner.Limits{})
+	if !strings.Contains(stdout, "failed") {
+		t.Fatalf("a default sandbox reached the host: %s", stdout)
+	}
+	_, stdout = e.mustSucceed("wf", "map/dial.py", pyDial, in, runner.Limits{Network: "host"})
+	if !strings.Contains(stdout, `["dial","ok"]`) {
+		t.Fatalf("a host-network sandbox did not reach the host: %s", stdout)
+	}
+}
+
+// hostAddr returns a non-loopback address of this host (loopback otherwise).
+func hostAddr(t testing.TB) string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok && !ip.IP.IsLoopback() && ip.IP.To4() != nil {
+			return ip.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+const pyRead = `"""
+Read the path in the argument.
+
+**
+handler_type: mapper
+"""
+yield MrConfigureToReturn()
+for _, path in arguments:
+    try:
+        open(path).read()
+        yield (path, "read")
+    except OSError as e:
+        yield (path, "denied")
+`
+
+func TestHandlerSeesOnlyItsMountsAndItsWorkflowsSharedDir(t *testing.T) {
+	shared := t.TempDir()
+	for _, wf := range []string{"wf", "other"} {
+		d := filepath.Join(shared, wf)
+		os.MkdirAll(d, 0o777)
+		os.Chmod(d, 0o777)
+		os.WriteFile(filepath.Join(d, "data"), []byte("x"), 0o644)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("s"), 0o644)
+	e := newEnv(t, func(o *ctrd.Options) {
+		o.SharedDir = func(wf string) string { return filepath.Join(shared, wf) }
+	})
+	in := fmt.Sprintf("[\"a\", %q]\n[\"b\", \"/working/wf/data\"]\n[\"c\", \"/working/other/data\"]\n[\"d\", %q]\n[\"e\", \"/etc/shadow\"]\n",
+		secret, filepath.Join(shared, "other", "data"))
+	_, stdout := e.mustSucceed("wf", "map/read.py", pyRead, in, runner.Limits{})
+	want := map[string]string{secret: "denied", "/working/wf/data": "read", "/working/other/data": "denied", filepath.Join(shared, "other", "data"): "denied"}
+	for p, w := range want {
+		if !strings.Contains(stdout, fmt.Sprintf("[%q,%q]", p, w)) {
+			t.Fatalf("%s: want %s in %s", p, w, stdout)
+		}
+	}
+}
+
+const pyHog = `"""
+Allocate memory until killed.
+
+**
+handler_type: mapper
+"""
+yield MrConfigureToReturn()
+chunks = []
+while True:
+    chunks.append(bytearray(8 << 20))
+`
+
+const pySleep = `"""
+Sleep.
+
+**
+handler_type: mapper
+"""
+import time
+time.sleep(60)
+yield MrConfigureToReturn()
+`
+
+const pyForkBomb = `"""
+Fork until the pids limit stops it.
+
+**
+handler_type: mapper
+"""
+import os, time
+yield MrConfigureToReturn()
+for i in range(100000):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+`
+
+const shForkBomb = `#!/bin/sh
+# A shell fork bomb.
+#
+# **
+# handler_type: mapper
+b() { b | b & }
+b
+sleep 2
+echo '{"jobx":"return"}'
+`
+
+func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
+	e := newEnv(t)
+	next := func() {
+		t.Helper()
+		e.mustSucceed("wf", "map/echo.py", pyEcho, "[\"a\", 1]\n", runner.Limits{Memory: 64 << 20, Pids: 32})
+	}
+	t.Run("memory hog is OOM killed", func(t *testing.T) {
+		out, _, err := e.run("wf", "map/hog.py", pyHog, "", runner.Limits{Memory: 64 << 20})
+		if err != nil || !out.OOMKilled {
+			t.Fatalf("want an OOM kill, got %+v, %v", out, err)
+		}
+		next()
+	})
+	t.Run("sleeper is killed at its timeout", func(t *testing.T) {
+		start := time.Now()
+		out, _, err := e.run("wf", "map/sleep.py", pySleep, "", runner.Limits{Timeout: 500 * time.Millisecond})
+		if err != nil || !out.TimedOut {
+			t.Fatalf("want a timeout, got %+v, %v", out, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("timeout took %s", d)
+		}
+		next()
+	})
+	t.Run("fork bomb is stopped by the pids limit", func(t *testing.T) {
+		out, _, err := e.run("wf", "map/bomb.py", pyForkBomb, "", runner.Limits{Pids: 32, Timeout: 10 * time.Second})
+		if err != nil || out.Succeeded() || !strings.Contains(out.StderrTail, "Resource temporarily unavailable") {
+			t.Fatalf("want a failed fork, got %+v, %v", out, err)
+		}
+		next()
+	})
+	t.Run("shell fork bomb is stopped by the pids limit", func(t *testing.T) {
+		out, _, err := e.run("wf", "map/bomb.sh", shForkBomb, "", runner.Limits{Pids: 32, Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatalf("sandbox failed: %v", err)
+		}
+		t.Logf("shell bomb: %+v", out)
+		next()
+	})
+	t.Run("output limit", func(t *testing.T) {
+		out, _, err := e.run("wf", "map/echo.sh", shEcho, strings.Repeat("[\"a\", 1]\n", 1000), runner.Limits{MaxOutput: 100})
+		if err != nil || !out.OutputExceeded {
+			t.Fatalf("want output exceeded, got %+v, %v", out, err)
+		}
+	})
+}
+
+func TestMemoryBudgetBoundsThePool(t *testing.T) {
+	e := newEnv(t, func(o *ctrd.Options) {
+		o.Defaults.Memory = 64 << 20
+		o.MemoryBudget = 128 << 20
+	})
+	done := make(chan error, 6)
+	for i := 0; i < 6; i++ {
+		go func(i int) {
+			out, _, err := e.run(fmt.Sprintf("wf%d", i%3), "map/echo.sh", shEcho, "[\"a\", 1]\n", runner.Limits{})
+			if err == nil && !out.Succeeded() {
+				err = fmt.Errorf("failed: %+v", out)
+			}
+			done <- err
+		}(i)
+	}
+	for i := 0; i < 6; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, mem, _ := e.sb.Stats(); mem > 128<<20 {
+			t.Fatalf("memory %d over budget", mem)
+		}
+	}
+}
+
+func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
+	addr := testenv.Containerd(t)
+	e := newEnvAt(t, addr)
+	e.mustSucceed("wf", "map/echo.sh", shEcho, "", runner.Limits{})
+	ctx := context.Background()
+	// A second runner with the same id finds the first one's containers
+	// (as after kill -9) and removes them.
+	e2 := newEnvAt(t, addr)
+	ctrs, err := e2.sb.Client().Containers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != 0 {
+		t.Fatalf("%d stale containers left", len(ctrs))
+	}
+}
