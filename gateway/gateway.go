@@ -158,6 +158,12 @@ func (g *Gateway) routes() *gin.Engine {
 	e.POST("/job/:workflow/:job", g.requireToken, g.submit)
 	e.GET("/request/:workflow/:id", g.requireToken, g.status)
 	e.GET("/request/:workflow/:id/graph", g.requireToken, g.graph)
+	e.GET("/ui", uiRedirect)
+	e.GET("/ui/*filepath", g.uiHandler())
+	e.GET("/api/workflows", g.apiWorkflows)
+	e.GET("/api/workflows/:workflow", g.requireToken, g.apiWorkflow)
+	e.GET("/api/workflows/:workflow/handlers/:handler", g.requireToken, g.apiHandler)
+	e.GET("/api/workflows/:workflow/requests", g.requireToken, g.apiRequests)
 	return e
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -38,14 +39,17 @@ list), anything else as a string; --json gives the arguments as one JSON object
 
 By default the request blocks and the result pairs are printed, one
 key<TAB>value line each (-o json prints the gateway's response). --no-wait
-submits a non-blocking request and prints its id; --no-wait --wait also polls
-GET /request/<workflow>/<id> until it is done. A blocking request that outlives
-the gateway's --blocking-timeout is polled the same way.
+submits a non-blocking request and prints its id. --wait submits a
+non-blocking request and polls GET /request/<workflow>/<id> until it is done,
+showing its progress (invocations done / known) on stderr: a live bar on a
+terminal, a line per change otherwise. A blocking request that outlives the
+gateway's --blocking-timeout is polled the same way.
 
 A failed request prints its error (kind, handler, invocation, exit status,
 stderr tail) on stderr and exits with status 1.`,
 		Example: `  jobx submit dev job4 -a arg1=17413412
   jobx submit dev job4 --json '{"arg1": 17413412}' -o json
+  jobx submit dev job4 -a arg1=17413412 --wait --keep
   jobx submit dev job5 -a arg1=100 --no-wait`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -55,8 +59,8 @@ stderr tail) on stderr and exits with status 1.`,
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.args, "argument", "a", nil, "an argument key=value (value parsed as JSON when it is valid JSON)")
 	f.StringVar(&o.json, "json", "", "the arguments as a JSON object")
-	f.BoolVar(&o.wait, "wait", true, "wait for the result")
-	f.BoolVar(&o.noWait, "no-wait", false, "submit non-blocking and print the request id (with --wait: then poll for the result)")
+	f.BoolVar(&o.wait, "wait", true, "wait for the result; given explicitly: submit non-blocking and poll, showing progress")
+	f.BoolVar(&o.noWait, "no-wait", false, "submit non-blocking and print the request id")
 	f.BoolVar(&o.keep, "keep", false, "keep the request after it is done, for tracing (cleanup: jobx request cleanup)")
 	f.DurationVar(&o.poll, "poll-interval", time.Second, "longest interval between polls")
 	return cmd
@@ -121,6 +125,7 @@ type jobResponse struct {
 	State     string                             `json:"state"`
 	Result    *struct{ Pairs []json.RawMessage } `json:"result"`
 	Error     json.RawMessage                    `json:"error"`
+	Progress  *gateway.Progress                  `json:"progress"`
 }
 
 func (a *app) submit(ctx context.Context, cmd *cobra.Command, wf, job string, o submitOptions) error {
@@ -132,8 +137,8 @@ func (a *app) submit(ctx context.Context, cmd *cobra.Command, wf, job string, o 
 	if _, err := url.Parse(base); err != nil || !strings.HasPrefix(base, "http") {
 		return fmt.Errorf("--gateway %q: want an http(s) URL", a.gateway)
 	}
-	blocking := !o.noWait
-	poll := o.noWait && cmd.Flags().Changed("wait") && o.wait
+	poll := cmd.Flags().Changed("wait") && o.wait
+	blocking := !o.noWait && !poll
 	q := url.Values{"blocking": {fmt.Sprint(blocking)}}
 	if o.keep {
 		q.Set("keep", "true")
@@ -169,10 +174,13 @@ func (a *app) submit(ctx context.Context, cmd *cobra.Command, wf, job string, o 
 	return a.pollRequest(ctx, base, wf, id, o.poll)
 }
 
-// pollRequest polls GET /request/<wf>/<id> until the request is done.
+// pollRequest polls GET /request/<wf>/<id> until the request is done,
+// reporting its progress on stderr.
 func (a *app) pollRequest(ctx context.Context, base, wf, id string, maxInterval time.Duration) error {
 	u := base + "/request/" + url.PathEscape(wf) + "/" + url.PathEscape(id)
 	interval := 50 * time.Millisecond
+	pr := newProgressReporter(a.stderr, id)
+	defer pr.finish()
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
@@ -194,7 +202,11 @@ func (a *app) pollRequest(ctx context.Context, base, wf, id string, maxInterval 
 		if err := json.Unmarshal(raw, &jr); err != nil {
 			return fmt.Errorf("poll request %s: %w", id, err)
 		}
+		if jr.Progress != nil {
+			pr.report(*jr.Progress)
+		}
 		if jr.State != kvmodel.StatePending {
+			pr.finish()
 			return a.finish(resp.StatusCode, raw)
 		}
 		select {
@@ -268,4 +280,58 @@ func printFailure(w io.Writer, id string, f *kvmodel.Failure) {
 			fmt.Fprintln(w, "    "+l)
 		}
 	}
+}
+
+// progressReporter shows a polled request's progress: on a terminal, one
+// bar redrawn in place; otherwise a plain line whenever the counts change.
+type progressReporter struct {
+	w        io.Writer
+	id       string
+	terminal bool
+	start    time.Time
+	last     gateway.Progress
+	shown    bool
+	done     bool
+}
+
+func newProgressReporter(w io.Writer, id string) *progressReporter {
+	return &progressReporter{w: w, id: id, terminal: isTerminal(w), start: time.Now(), last: gateway.Progress{Done: -1}}
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func (p *progressReporter) report(pg gateway.Progress) {
+	if p.terminal {
+		fmt.Fprintf(p.w, "\r\033[K%s %d/%d invocations  %s", progressBar(pg.Done, pg.Known, 30), pg.Done, pg.Known,
+			time.Since(p.start).Round(100*time.Millisecond))
+		p.shown = true
+	} else if pg != p.last {
+		fmt.Fprintf(p.w, "request %s: %d/%d invocations done\n", p.id, pg.Done, pg.Known)
+	}
+	p.last = pg
+}
+
+// finish ends the bar's line; it is idempotent.
+func (p *progressReporter) finish() {
+	if p.shown && !p.done {
+		fmt.Fprintln(p.w)
+	}
+	p.done = true
+}
+
+// progressBar draws done of known as width cells.
+func progressBar(done, known, width int) string {
+	filled := 0
+	if known > 0 {
+		filled = min(width, max(0, done*width/known))
+	}
+	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]"
 }

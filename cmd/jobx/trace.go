@@ -71,8 +71,9 @@ reduced data, and each failed invocation's error and stderr tail.`,
 		Short: "Print the request's invocation graph as Graphviz DOT, SVG or PNG (mr_draw_invocation_graph)",
 		Long: `Print the request's physical invocation graph: request, workflow and job nodes,
 map (MI) and reduce (RI) invocations coloured by state, edges "mapped to",
-"data reduced by", "step reduced by" and "stored to". --format svg|png needs
-Graphviz's dot.`,
+"data reduced by", "step reduced by" and "stored to". --format png needs
+Graphviz's dot; without it, svg comes from a simple built-in layout. -o json
+prints the graph as trace tree -o json does.`,
 		Example: `  jobx trace graph dev 3c74e0d5... > request.dot
   jobx trace graph dev 3c74e0d5... --format svg > request.svg`,
 		Args: cobra.ExactArgs(2),
@@ -80,6 +81,9 @@ Graphviz's dot.`,
 			g, err := load(ctx, st, args, false)
 			if err != nil {
 				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, g)
 			}
 			if format == "dot" {
 				g.DOT(a.stdout)
@@ -116,7 +120,7 @@ still be kept (submit with keep=true to keep it past delivery).`,
 				Values     map[string]any `json:"values"`
 				Order      []string       `json:"-"`
 			}
-			var out []session
+			out := []session{}
 			queue := []string{req.InvocationID}
 			for len(queue) > 0 {
 				m := queue[0]

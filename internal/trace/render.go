@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -112,7 +113,7 @@ func quote(s string) string {
 func (g *Graph) DOT(w io.Writer) {
 	r := g.Request
 	fmt.Fprintf(w, "digraph request {\n  rankdir=TB;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];\n  edge [fontname=\"Helvetica\", fontsize=9];\n")
-	fmt.Fprintf(w, "  Q [label=%s, fillcolor=%q];\n", quote("Request ("+short(r.ID)+")"), stateColor[r.State])
+	fmt.Fprintf(w, "  Q [label=%s, fillcolor=%q];\n", quote("Request ("+short(r.ID)+")"), stateColor[g.RequestState()])
 	fmt.Fprintf(w, "  W [label=%s, fillcolor=\"#dde8f8\"];\n", quote("Workflow ("+r.WorkflowName+")"))
 	fmt.Fprintf(w, "  J [label=%s, fillcolor=\"#dde8f8\"];\n", quote("Job ("+r.JobName+")"))
 	fmt.Fprintf(w, "  Q -> W [label=\"resolve workflow\"];\n  W -> J [label=\"resolve job from request in workflow\"];\n")
@@ -140,15 +141,24 @@ func (g *Graph) DOT(w io.Writer) {
 	fmt.Fprintln(w, "}")
 }
 
-// Render runs Graphviz's dot to turn the graph into format ("svg" or
-// "png"); dot must be installed (Debian: graphviz).
+// ErrNoGraphviz means a PNG was asked for and Graphviz's dot is not
+// installed.
+var ErrNoGraphviz = errors.New("rendering png needs Graphviz's dot (apt-get install graphviz); dot and svg work without it")
+
+// Render turns the graph into format ("svg" or "png") with Graphviz's dot.
+// Without dot, SVG comes from LayoutSVG and PNG fails with ErrNoGraphviz.
 func (g *Graph) Render(ctx context.Context, format string) ([]byte, error) {
 	if format != "svg" && format != "png" {
 		return nil, fmt.Errorf("format %q: want dot, svg or png", format)
 	}
 	dotPath, err := exec.LookPath("dot")
 	if err != nil {
-		return nil, fmt.Errorf("rendering %s needs Graphviz's dot (apt-get install graphviz); the DOT source is available as format dot", format)
+		if format == "png" {
+			return nil, ErrNoGraphviz
+		}
+		var b bytes.Buffer
+		g.LayoutSVG(&b)
+		return b.Bytes(), nil
 	}
 	var src, out, stderr bytes.Buffer
 	g.DOT(&src)

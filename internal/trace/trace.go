@@ -21,7 +21,7 @@ type Node struct {
 	Kind      string           `json:"kind"` // map or reduce
 	Step      string           `json:"step"`
 	Handler   string           `json:"handler"`
-	State     string           `json:"state"` // pending, done or failed
+	State     string           `json:"state"` // pending, running, done or failed (see stateOf)
 	Created   string           `json:"created_timestamp,omitempty"`
 	Finished  string           `json:"finished_timestamp,omitempty"`
 	Datasets  Datasets         `json:"datasets"`
@@ -59,6 +59,7 @@ type Counts struct {
 	Done        int `json:"done"`
 	Failed      int `json:"failed"`
 	Pending     int `json:"pending"`
+	Running     int `json:"running"`
 }
 
 // Load reads request id of workflow wf and its whole invocation graph;
@@ -82,6 +83,8 @@ func Load(ctx context.Context, st *kvmodel.Store, wf, id string, withData bool) 
 			g.Counts.Done++
 		case kvmodel.StateFailed:
 			g.Counts.Failed++
+		case StateRunning:
+			g.Counts.Running++
 		default:
 			g.Counts.Pending++
 		}
@@ -181,11 +184,8 @@ func (l *loader) load(m string) (*Node, error) {
 }
 
 func (l *loader) node(inv *kvmodel.Invocation, kind string) *Node {
-	n := &Node{ID: inv.ID, Kind: kind, Step: inv.StepName, Handler: inv.HandlerName, State: inv.State,
+	n := &Node{ID: inv.ID, Kind: kind, Step: inv.StepName, Handler: inv.HandlerName, State: stateOf(inv),
 		Created: inv.CreatedTimestamp, Finished: inv.FinishedTimestamp, Failure: inv.Failure}
-	if n.State == "" {
-		n.State = kvmodel.StatePending
-	}
 	if n.Handler == "" {
 		if s := l.step(inv.StepName); s != nil {
 			n.Handler = s.MapHandlerName
@@ -195,6 +195,36 @@ func (l *loader) node(inv *kvmodel.Invocation, kind string) *Node {
 		}
 	}
 	return n
+}
+
+// StateRunning is the display state of an invocation a runner is working
+// on. Runners do not record it yet; see stateOf.
+const StateRunning = "running"
+
+// stateOf is the one place where an invocation's display state is decided.
+// Runners store pending, done or failed; an invocation being run is still
+// pending in etcd. When runners record that they took an invocation (a
+// stored state "running", or a claim key read here), map it to
+// StateRunning in this function: counts, colours and pages follow.
+func stateOf(inv *kvmodel.Invocation) string {
+	if inv.State == "" {
+		return kvmodel.StatePending
+	}
+	return inv.State
+}
+
+// RequestState is the request's state for display: pending until one of
+// its invocations has finished, then running until the request is done or
+// failed.
+func (g *Graph) RequestState() string {
+	s := g.Request.State
+	if s == "" || s == kvmodel.StatePending {
+		if g.Counts.Done+g.Counts.Failed+g.Counts.Running > 0 {
+			return StateRunning
+		}
+		return kvmodel.StatePending
+	}
+	return s
 }
 
 func decode(rr interface {
