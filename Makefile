@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test vet fmt-check deps bench bench-quick fuzz clean
+.PHONY: build run test vet fmt-check deps bench bench-quick fuzz demo-artifacts clean
 
 build: bin/jobx bin/jobx-agent
 
@@ -55,6 +55,10 @@ bench: deps
 
 bench-quick: deps
 	$(GO) run ./bench -quick -out bench/out/results-quick.json
+
+## demo-artifacts: the request page of dev's job4 (screenshot) and its graph (DOT, SVG) in docs/demo/
+demo-artifacts: deps
+	JOBX_DEMO_DIR=$(CURDIR)/docs/demo $(GO) test -count=1 -run '^TestWebUIInABrowser$$' ./integration
 
 ## fuzz: run each fuzz test for FUZZTIME (their seed corpora also run in make test)
 FUZZTIME ?= 30s
