@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,13 +26,13 @@ import (
 
 // containerdRunner starts a private containerd and a runner whose handlers
 // run in containerd sandboxes.
-func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) {
+func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) *runner.Runner {
 	t.Helper()
-	containerdRunnerWith(t, c, nil, mods...)
+	return containerdRunnerWith(t, c, nil, mods...)
 }
 
 // containerdRunnerWith is containerdRunner with runner options of its own.
-func containerdRunnerWith(t *testing.T, c *cluster, rmod func(*runner.Options), mods ...func(*ctrd.Options)) {
+func containerdRunnerWith(t *testing.T, c *cluster, rmod func(*runner.Options), mods ...func(*ctrd.Options)) *runner.Runner {
 	t.Helper()
 	addr := testenv.Containerd(t)
 	agentDir, _ := os.MkdirTemp("", "jobx-agent-")
@@ -59,12 +60,13 @@ func containerdRunnerWith(t *testing.T, c *cluster, rmod func(*runner.Options), 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.Close() })
-	c.addRunner(func(ro *runner.Options) {
+	r, _ := c.addRunner(func(ro *runner.Options) {
 		ro.Sandbox, ro.Dir, ro.ID = sb, runnerDir, "ctr1"
 		if rmod != nil {
 			rmod(ro)
 		}
 	})
+	return r
 }
 
 // containerdImages builds jobx's sandbox images once per test binary (the
@@ -302,5 +304,23 @@ yield ('seen', seen)
 	c.job("wf", "leak", "leak")
 	for i := 0; i < 3; i++ {
 		assertPairs(t, c.post("wf", "leak", `{"arguments":{"x":1}}`, "").pairs(t), map[string]string{`"seen"`: `[[false,false,false]]`})
+	}
+}
+
+func TestContainerdPoolMetrics(t *testing.T) {
+	c := startCluster(t)
+	r := containerdRunner(t, c)
+	c.leafWorkflow("wf")
+	for i := 0; i < 3; i++ {
+		assertPairs(t, c.post("wf", "leaf", `{"arguments":{"n":2}}`, "").pairs(t), sumsOf(2))
+	}
+	rec := httptest.NewRecorder()
+	r.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{`jobx_runner_sandboxes_live{runner="ctr1"} 1`, `jobx_runner_sandboxes_idle{runner="ctr1"} 1`,
+		`jobx_sandbox_starts_total{runner="ctr1",sandbox="containerd",start="warm"} 5`, `jobx_sandbox_starts_total{runner="ctr1",sandbox="containerd",start="cold"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("runner metrics lack %s", want)
+		}
 	}
 }

@@ -45,9 +45,26 @@ func newMetrics(r *Runner) *metrics {
 		defer r.mu.Unlock()
 		return float64(len(r.consumers))
 	})
+	if ps, ok := r.sandbox.(poolStats); ok {
+		for _, g := range []struct {
+			name, help string
+			value      func() float64
+		}{
+			{"jobx_runner_sandboxes_live", "Warm or busy sandboxes of the runner's pool.", func() float64 { n, _, _ := ps.Stats(); return float64(n) }},
+			{"jobx_runner_sandboxes_idle", "Idle warm sandboxes of the runner's pool.", func() float64 { _, _, n := ps.Stats(); return float64(n) }},
+			{"jobx_runner_sandbox_memory_bytes", "Sum of the live sandboxes' memory limits.", func() float64 { _, b, _ := ps.Stats(); return float64(b) }},
+		} {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help, ConstLabels: labels}, g.value))
+		}
+	}
 	m.reg.MustRegister(m.invocations, m.duration, m.starts, m.inFlight, m.consumers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// poolStats is implemented by sandboxes that keep a pool (containerd).
+type poolStats interface {
+	Stats() (live int, memory int64, idle int)
 }
 
 // observe records one handler run.
