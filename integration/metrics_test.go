@@ -3,8 +3,13 @@ package integration
 import (
 	"io"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/runner"
 )
 
 func TestMetricsCountRequestsInvocationsAndWarmStarts(t *testing.T) {
@@ -49,4 +54,27 @@ func TestMetricsCountRequestsInvocationsAndWarmStarts(t *testing.T) {
 			t.Errorf("runner metrics lack %s", want)
 		}
 	}
+}
+
+// TestQueueDepthMetric: a runner busy with one slow invocation at a time
+// reports the requests waiting behind it, from nsqd's stats.
+func TestQueueDepthMetric(t *testing.T) {
+	tcp, httpAddr := testenv.NSQDWithHTTP(t)
+	c := startClusterWithNSQD(t, tcp)
+	r, _ := c.addRunner(func(o *runner.Options) { o.Concurrency = 1; o.NSQDHTTP = []string{httpAddr} })
+	c.workflow("wf")
+	c.handler("wf", "map_slow", "map/slow.py", "\"\"\"\nSlow.\n\n**\nhandler_type: mapper\n\"\"\"\nimport time\ntime.sleep(3)\nyield MrConfigureToReturn()\n")
+	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("wf", "slow", "map_slow", "", "reduce_sum")
+	c.job("wf", "slow", "slow")
+	for i := 0; i < 4; i++ {
+		c.post("wf", "slow", `{"arguments":{}}`, "blocking=false")
+	}
+	re := regexp.MustCompile(`jobx_queue_depth\{runner="runner1",topic="mr.wf.map.general"\} (\d+)`)
+	waitFor(t, "a queue depth of at least 2", 20*time.Second, func() bool {
+		rec := httptest.NewRecorder()
+		r.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		m := re.FindStringSubmatch(rec.Body.String())
+		return m != nil && m[1] >= "2" && len(m[1]) == 1
+	})
 }

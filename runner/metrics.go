@@ -17,6 +17,7 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	starts      *prometheus.CounterVec
 	inFlight    prometheus.GaugeFunc
+	depth       *prometheus.GaugeVec
 	consumers   prometheus.GaugeFunc
 }
 
@@ -45,6 +46,11 @@ func newMetrics(r *Runner) *metrics {
 		defer r.mu.Unlock()
 		return float64(len(r.consumers))
 	})
+	m.depth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "jobx_queue_depth", Help: "Messages waiting on each consumed topic for the runner's channel, summed over the nsqd in --nsqd-http.",
+		ConstLabels: labels,
+	}, []string{"topic"})
+	m.reg.MustRegister(m.depth)
 	if ps, ok := r.sandbox.(poolStats); ok {
 		for _, g := range []struct {
 			name, help string

@@ -23,6 +23,9 @@ type Options struct {
 	Etcd *clientv3.Client
 	// NSQDs are nsqd TCP addresses to consume from and publish to.
 	NSQDs []string
+	// NSQDHTTP are nsqd HTTP addresses whose /stats give the queue depth
+	// metric; empty: no depth metric.
+	NSQDHTTP []string
 	// Lookupds are nsqlookupd HTTP addresses; when set, consumers discover
 	// nsqd through them (publishing still uses NSQDs).
 	Lookupds []string

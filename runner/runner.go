@@ -179,6 +179,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer srv.Close()
 		r.log.Info("serving metrics", "addr", ln.Addr().String())
 	}
+	if len(r.opts.NSQDHTTP) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.pollDepth(ctx, 2*time.Second) }()
+	}
 	if r.opts.CleanupInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.cleanupLoop(ctx) }()

@@ -121,6 +121,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 		f.StringVar(&o.ID, "id", o.ID, "runner id in logs and the registry")
 		f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) on this address")
 		f.StringSliceVar(&o.Lookupds, "lookupd", nil, "nsqlookupd HTTP addresses to discover nsqd through (publishing still uses --nsqd)")
+		f.StringSliceVar(&o.NSQDHTTP, "nsqd-http", nil, "nsqd HTTP addresses whose /stats feed the jobx_queue_depth metric")
 	}
 	return rf
 }

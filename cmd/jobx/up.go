@@ -148,6 +148,9 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		ro.ID = fmt.Sprintf("up-%d", i+1)
 		ro.Dir = filepath.Join(dataDir, "runner-"+fmt.Sprint(i+1))
 		ro.Etcd, ro.NSQDs, ro.Log = c.cli, c.nsqdAddr, a.log
+		if c.nsqd != nil {
+			ro.NSQDHTTP = []string{c.nsqd.HTTPAddr}
+		}
 		if ro.FS.Backend == "" {
 			ro.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
 		}

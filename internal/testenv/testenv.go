@@ -36,6 +36,13 @@ func Etcd(t testing.TB) (string, *clientv3.Client) {
 // NSQD starts an in-process nsqd and returns its TCP address.
 func NSQD(t testing.TB) string {
 	t.Helper()
+	tcp, _ := NSQDWithHTTP(t)
+	return tcp
+}
+
+// NSQDWithHTTP is NSQD, also returning nsqd's HTTP address.
+func NSQDWithHTTP(t testing.TB) (tcp, http string) {
+	t.Helper()
 	n, err := embedded.StartNSQD(context.Background(), embedded.NSQDOptions{
 		Dir: t.TempDir(), TCPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: Logger(t),
 	})
@@ -43,7 +50,7 @@ func NSQD(t testing.TB) string {
 		t.Fatalf("start nsqd: %v", err)
 	}
 	t.Cleanup(n.Close)
-	return n.TCPAddr
+	return n.TCPAddr, n.HTTPAddr
 }
 
 // Logger returns a slog.Logger that writes to t.Log, so daemon logs show
