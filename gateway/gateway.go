@@ -5,8 +5,10 @@
 //	go gw.Run(ctx) // serves opts.Addr until ctx is cancelled
 //	defer gw.Close()
 //
-// Routes: POST /job/<workflow>/<job>?blocking=true|false, GET
-// /request/<workflow>/<id>, GET /healthz, GET /.
+// Routes: POST /job/<workflow>/<job>?blocking=true|false&keep=true,
+// GET /request/<workflow>/<id>, GET /request/<workflow>/<id>/graph,
+// GET /ui/ (the web UI) and GET /api/workflows/... (its data),
+// GET /metrics, GET /healthz, GET /.
 package gateway
 
 import (
