@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -106,69 +105,33 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 		return nil, err
 	}
 	start := time.Now()
-	var files []*os.File
-	pipe := func() (*os.File, *os.File) {
-		r, w, err2 := os.Pipe()
-		if err2 != nil && err == nil {
-			err = err2
-		}
-		files = append(files, r, w)
-		return r, w
-	}
-	inR, inW := pipe()
-	outR, outW := pipe()
-	errR, errW := pipe()
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	pipes, err := NewPipes()
 	if err != nil {
 		return nil, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
+	defer pipes.Close()
 	child, err := z.Spawn(ctx, python.SpawnRequest{
 		HandlerPath: spec.Program.Warm.HandlerPath,
 		HandlerType: spec.HandlerType,
 		Env:         env,
 		Dir:         scratch,
-		Stdin:       inR, Stdout: outW, Stderr: errW,
+		Stdin:       pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr,
 		Rlimits: python.Rlimits{AS: spec.Limits.Memory},
 	})
-	inR.Close()
-	outW.Close()
-	errW.Close()
+	pipes.CloseChildEnds()
 	if err != nil {
 		return nil, fmt.Errorf("fork handler %s from zygote: %w", spec.Handler, err)
 	}
 	var once sync.Once
 	kill := func() { once.Do(func() { child.Kill() }) }
 	st := NewStreams(spec, kill)
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		if spec.Stdin != nil {
-			io.Copy(inW, spec.Stdin)
-		}
-		inW.Close()
-	}()
-	go func() { defer wg.Done(); io.Copy(st.Stdout, outR) }()
-	go func() { defer wg.Done(); io.Copy(st.Stderr, errR) }()
+	pipes.Pump(spec.Stdin, st)
 	stop := context.AfterFunc(ctx, kill)
 	status, werr := child.Wait()
 	stop()
 	// Processes the handler started would hold the pipes open: kill its group.
 	syscall.Kill(-child.Pid(), syscall.SIGKILL)
-	copied := make(chan struct{})
-	go func() { wg.Wait(); close(copied) }()
-	select {
-	case <-copied:
-	case <-time.After(time.Second):
-		inW.Close()
-		outR.Close()
-		errR.Close()
-		<-copied
-	}
+	pipes.Finish(time.Second)
 	if werr != nil {
 		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, werr)
 	}

@@ -24,7 +24,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -420,60 +419,25 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 		msg = map[string]any{"argv": argv, "env": env, "cwd": scratch}
 	}
 
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	pipe := func() (*os.File, *os.File, error) {
-		r, w, err := os.Pipe()
-		if err == nil {
-			files = append(files, r, w)
-		}
-		return r, w, err
-	}
-	inR, inW, err1 := pipe()
-	outR, outW, err2 := pipe()
-	errR, errW, err3 := pipe()
-	if err := errors.Join(err1, err2, err3); err != nil {
+	pipes, err := runner.NewPipes()
+	if err != nil {
 		return nil, true, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
+	defer pipes.Close()
 	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
-	c, err := spawn(ctx, b.socket(), msg, inR, outW, errW)
-	inR.Close()
-	outW.Close()
-	errW.Close()
+	c, err := spawn(ctx, b.socket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
+	pipes.CloseChildEnds()
 	if err != nil {
 		return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
 	}
 	defer c.close()
 	st := runner.NewStreams(spec, c.kill)
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		if spec.Stdin != nil {
-			io.Copy(inW, spec.Stdin)
-		}
-		inW.Close()
-	}()
-	go func() { defer wg.Done(); io.Copy(st.Stdout, outR) }()
-	go func() { defer wg.Done(); io.Copy(st.Stderr, errR) }()
+	pipes.Pump(spec.Stdin, st)
 	stop := context.AfterFunc(ctx, c.kill)
 	status, werr := c.wait()
 	stop()
 	clean := b.sweep()
-	copied := make(chan struct{})
-	go func() { wg.Wait(); close(copied) }()
-	select {
-	case <-copied:
-	case <-time.After(time.Second):
-		inW.Close()
-		outR.Close()
-		errR.Close()
-		<-copied
-	}
+	pipes.Finish(time.Second)
 	out := &runner.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
 	out.OOMKilled = b.cgroups.oomKills() > oomBefore || b.oom.Load() > oomEvents
 	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)

@@ -1,0 +1,81 @@
+package runner
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// Pipes are a handler's stdio pipes for a Sandbox that hands file
+// descriptors to another process (a zygote, an agent): the child ends go to
+// the handler, the parent ends are pumped to and from the run's streams.
+type Pipes struct {
+	// Stdin, Stdout and Stderr are the child ends.
+	Stdin, Stdout, Stderr *os.File
+	inW, outR, errR       *os.File
+	wg                    sync.WaitGroup
+}
+
+// NewPipes makes the three pipes. The caller must Close them.
+func NewPipes() (*Pipes, error) {
+	p := &Pipes{}
+	var errs [3]error
+	p.Stdin, p.inW, errs[0] = os.Pipe()
+	p.outR, p.Stdout, errs[1] = os.Pipe()
+	p.errR, p.Stderr, errs[2] = os.Pipe()
+	if err := errors.Join(errs[:]...); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// CloseChildEnds closes this process's copies of the child ends, once the
+// handler has them (else the output pipes never reach EOF).
+func (p *Pipes) CloseChildEnds() {
+	closeAll(p.Stdin, p.Stdout, p.Stderr)
+}
+
+// Pump copies stdin (if any) into the handler and its stdout and stderr
+// into st, in the background, until Finish.
+func (p *Pipes) Pump(stdin io.Reader, st *Streams) {
+	p.wg.Add(3)
+	go func() {
+		defer p.wg.Done()
+		if stdin != nil {
+			io.Copy(p.inW, stdin)
+		}
+		p.inW.Close()
+	}()
+	go func() { defer p.wg.Done(); io.Copy(st.Stdout, p.outR) }()
+	go func() { defer p.wg.Done(); io.Copy(st.Stderr, p.errR) }()
+}
+
+// Finish waits for the pumps after the handler has exited; when something
+// it left still holds the pipes open past grace, it closes this process's
+// ends to stop them.
+func (p *Pipes) Finish(grace time.Duration) {
+	copied := make(chan struct{})
+	go func() { p.wg.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(grace):
+		closeAll(p.inW, p.outR, p.errR)
+		<-copied
+	}
+}
+
+// Close closes every end; it may be called more than once.
+func (p *Pipes) Close() {
+	closeAll(p.Stdin, p.Stdout, p.Stderr, p.inW, p.outR, p.errR)
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
