@@ -7,7 +7,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jobx/jobx/kvmodel"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Progress counts a request's invocations.
@@ -61,43 +60,20 @@ func (g *Gateway) status(c *gin.Context) {
 // invocation count as known; those done count as done.
 func (g *Gateway) progress(ctx context.Context, req *kvmodel.Request) (Progress, error) {
 	var p Progress
-	wf := req.WorkflowName
-	level := []string{req.InvocationID}
-	for len(level) > 0 {
-		var next []string
-		for start := 0; start < len(level); start += kvmodel.MaxTxnOps / 2 {
-			batch := level[start:min(start+kvmodel.MaxTxnOps/2, len(level))]
-			var ops []clientv3.Op
-			for _, id := range batch {
-				ops = append(ops,
-					clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: id})),
-					clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: kvmodel.ReduceID(id)})))
+	err := g.store.WalkTree(ctx, req.WorkflowName, req.InvocationID, func(n kvmodel.Node) error {
+		for _, inv := range []*kvmodel.Invocation{n.Map, n.Reduce} {
+			if inv == nil {
+				continue
 			}
-			resp, err := g.store.Client().Txn(ctx).Then(ops...).Commit()
-			if err != nil {
-				return p, fmt.Errorf("progress: %w", err)
-			}
-			for i, r := range resp.Responses {
-				for _, kv := range r.GetResponseRange().Kvs {
-					inv := &kvmodel.Invocation{}
-					if err := kvmodel.Decode(inv, string(kv.Key), kv.Value, kv.ModRevision); err != nil {
-						return p, err
-					}
-					p.Known++
-					if inv.State != kvmodel.StatePending {
-						p.Done++
-					}
-					if i%2 == 0 && inv.IsBranch() && *inv.MappedCount > 0 {
-						children, err := g.store.Children(ctx, wf, inv.ID)
-						if err != nil {
-							return p, err
-						}
-						next = append(next, children...)
-					}
-				}
+			p.Known++
+			if inv.State != kvmodel.StatePending {
+				p.Done++
 			}
 		}
-		level = next
+		return nil
+	})
+	if err != nil {
+		return p, fmt.Errorf("progress: %w", err)
 	}
 	return p, nil
 }

@@ -40,7 +40,7 @@ type counterBatch struct {
 const maxCounterAttempts = 100
 
 func countedKey(wf, child string) string {
-	return kvmodel.RelationshipsPrefix(wf, child) + "counted"
+	return kvmodel.CountedKey(wf, child)
 }
 
 // decrement counts child as done for parent. It returns the parent
