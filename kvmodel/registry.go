@@ -68,18 +68,28 @@ func (s *Store) Announce(ctx context.Context, info RunnerInfo, ttl time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("announce runner %s: keepalive: %w", info.ID, err)
 	}
+	// The lease is lost once etcd has not acknowledged it for a whole TTL:
+	// the server may have expired it by then, whatever the client's
+	// keep-alive loop (which goes on retrying) reports later.
+	ttlD := time.Duration(lease.TTL) * time.Second
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		expiry := time.NewTimer(ttlD)
+		defer expiry.Stop()
 		for {
 			select {
 			case <-a.done:
+				return
+			case <-expiry.C:
+				close(a.lost)
 				return
 			case _, ok := <-ka:
 				if !ok {
 					close(a.lost)
 					return
 				}
+				expiry.Reset(ttlD)
 			}
 		}
 	}()

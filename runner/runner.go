@@ -236,6 +236,7 @@ func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 	cfg.OutputBufferTimeout = -1 // (a buffer would hold messages up to 250 ms)
 	cfg.LookupdPollInterval = 5 * time.Second
 	cfg.MsgTimeout = r.opts.MsgTimeout
+	cfg.ClientID = r.opts.ID // nsqd's /stats and nsqadmin name the runner
 	cons, err := nsq.NewConsumer(topic, r.opts.Channel, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer for %s: %w", topic, err)
@@ -375,7 +376,10 @@ func (r *Runner) announce(ctx context.Context) {
 			case <-a.Lost():
 				lost = true
 			case <-tick.C:
-				if err := a.Update(ctx, int(r.inFlight.Load())); err != nil {
+				uctx, cancel := context.WithTimeout(ctx, r.opts.LeaseTTL/2)
+				err := a.Update(uctx, int(r.inFlight.Load()))
+				cancel()
+				if err != nil {
 					r.log.Debug("update registry entry", "err", err)
 				}
 			}
