@@ -121,7 +121,10 @@ func (g *Gateway) submit(c *gin.Context) {
 	}
 	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name}
 	if err := g.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(mapper.RequiredCapability)), msg.Encode()); err != nil {
-		c.Error(fmt.Errorf("queue the request: %w", err))
+		// Not queued: end the recorded request, so nothing runs it behind
+		// the back of a client told to submit again.
+		g.failUnqueued(req, created, err)
+		c.Error(&apiError{http.StatusServiceUnavailable, "queue_unavailable", fmt.Sprintf("request %s was not queued (it is recorded as failed; submit again): %v", reqID, err)})
 		return
 	}
 	g.log.Debug("request accepted", "workflow", wf, "job", jobName, "request_id", reqID, "blocking", blocking)
@@ -225,4 +228,23 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 		}
 	}
 	return nil, nil
+}
+
+// failUnqueued records a request whose first message could not be
+// published as failed. If even that write fails, the runners' recovery
+// finds the request pending and queues it after --stall-after.
+func (g *Gateway) failUnqueued(req *kvmodel.Request, rev int64, cause error) {
+	f := &kvmodel.Failure{Kind: "infrastructure", Message: "the request could not be queued: " + cause.Error()}
+	d := *req
+	d.IsDone, d.State, d.Error, d.DoneTimestamp = true, kvmodel.StateFailed, f, kvmodel.Now()
+	ops := []kvmodel.Op{kvmodel.PutOp(&d)}
+	if !req.Keep {
+		ops = append(ops, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(g.opts.Retention)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmp := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(req)), "=", rev)
+	if _, err := g.store.Commit(ctx, []clientv3.Cmp{cmp}, nil, ops); err != nil {
+		g.log.Warn("could not record an unqueued request as failed", "workflow", req.WorkflowName, "request_id", req.ID, "err", err)
+	}
 }

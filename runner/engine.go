@@ -81,10 +81,22 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 		}
 		m.Finish()
 	default:
-		log.Warn("infrastructure failure; message requeued", "attempt", m.Attempts, "err", err)
-		m.RequeueWithoutBackoff(r.opts.RequeueDelay)
+		delay := r.requeueDelay(m.Attempts)
+		log.Warn("infrastructure failure; message requeued", "attempt", m.Attempts, "delay", delay, "err", err)
+		m.RequeueWithoutBackoff(delay)
 	}
 	return nil
+}
+
+// requeueDelay doubles RequeueDelay with each attempt (at most a minute),
+// so a dependency that is away for a while (an etcd restarting) is waited
+// for, not raced through MaxAttempts.
+func (r *Runner) requeueDelay(attempts uint16) time.Duration {
+	d := r.opts.RequeueDelay
+	for i := uint16(1); i < attempts && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
 }
 
 // process handles one message. A nil error means the message is done with

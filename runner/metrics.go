@@ -19,6 +19,7 @@ type metrics struct {
 	inFlight    prometheus.GaugeFunc
 	depth       *prometheus.GaugeVec
 	consumers   prometheus.GaugeFunc
+	recovered   prometheus.Counter
 }
 
 func newMetrics(r *Runner) *metrics {
@@ -50,7 +51,11 @@ func newMetrics(r *Runner) *metrics {
 		Name: "jobx_queue_depth", Help: "Messages waiting on each consumed topic for the runner's channel, summed over the nsqd in --nsqd-http.",
 		ConstLabels: labels,
 	}, []string{"topic"})
-	m.reg.MustRegister(m.depth)
+	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "jobx_recovered_messages_total", Help: "Messages published again for requests whose work stopped moving (lost queue messages).",
+		ConstLabels: labels,
+	})
+	m.reg.MustRegister(m.depth, m.recovered)
 	if ps, ok := r.sandbox.(poolStats); ok {
 		for _, g := range []struct {
 			name, help string

@@ -51,7 +51,8 @@ type Options struct {
 	// it; the runner touches in-flight messages every third of it, so a
 	// long-running invocation is not redelivered while it runs.
 	MsgTimeout time.Duration
-	// RequeueDelay is the delay before an infrastructure failure is retried.
+	// RequeueDelay is the delay before an infrastructure failure is retried
+	// the first time; it doubles with each further attempt.
 	RequeueDelay time.Duration
 	// Retention is how long a finished request is kept before cleanup
 	// (a blocking request is cleaned once its result was delivered).
@@ -59,6 +60,15 @@ type Options struct {
 	// CleanupInterval is how often the cleanup queue is polled; 0 disables
 	// cleanup on this runner.
 	CleanupInterval time.Duration
+	// StallAfter is how long a pending request's invocations may stay
+	// unchanged before the recovery runner publishes its pending work again
+	// (messages lost with an nsqd killed by SIGKILL); it should exceed the
+	// longest handler timeout plus MsgTimeout, since a duplicate delivery,
+	// though harmless, runs a handler twice. 0 disables recovery here.
+	StallAfter time.Duration
+	// RequestDeadline fails requests still pending this long after they
+	// were accepted (kind "deadline"); 0: no deadline.
+	RequestDeadline time.Duration
 	// Timeout and MaxOutput are the defaults for handlers that set none.
 	Timeout   time.Duration
 	MaxOutput int64
@@ -111,6 +121,8 @@ func NewOptions() *Options {
 		Retention:       time.Hour,
 		CleanupInterval: time.Second,
 		Timeout:         10 * time.Minute,
+		StallAfter:      15 * time.Minute,
+		RequestDeadline: 24 * time.Hour,
 		MaxOutput:       1 << 30,
 		Grace:           30 * time.Second,
 		LeaseTTL:        10 * time.Second,
@@ -147,6 +159,9 @@ func (o *Options) validate() error {
 	}
 	if o.MsgTimeout < time.Second {
 		return fmt.Errorf("runner: --msg-timeout must be at least 1s, not %s", o.MsgTimeout)
+	}
+	if o.StallAfter < 0 || o.RequestDeadline < 0 {
+		return errors.New("runner: --stall-after and --request-deadline must not be negative")
 	}
 	if o.MaxAttempts < 1 {
 		return errors.New("runner: --max-attempts must be at least 1")

@@ -187,6 +187,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.cleanupLoop(ctx) }()
 	}
+	if r.opts.StallAfter > 0 || r.opts.RequestDeadline > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.recoverLoop(ctx) }()
+	}
 	<-ctx.Done()
 	r.drain()
 	wg.Wait()

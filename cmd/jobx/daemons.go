@@ -99,6 +99,8 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.IntVar(&rf.pool.MaxReuse, "pool-max-reuse", rf.pool.MaxReuse, "containerd: stop a sandbox after this many invocations (0: no limit)")
 	f.BoolVar(&rf.pool.PerHandler, "sandbox-per-handler", rf.pool.PerHandler, "containerd: keep warm sandboxes per handler, not per workflow and processor")
 	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
+	f.DurationVar(&o.StallAfter, "stall-after", o.StallAfter, "publish again the pending work of a request unchanged this long (queue messages lost with a crashed nsqd); keep it above the longest handler timeout plus --msg-timeout; 0 disables")
+	f.DurationVar(&o.RequestDeadline, "request-deadline", o.RequestDeadline, "fail requests still pending this long after they were accepted (kind deadline); 0: none")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
