@@ -154,6 +154,14 @@ func (g *Gateway) routes() *gin.Engine {
 		g.metrics.observe(c, start)
 	}, respondErrors)
 	e.HandleMethodNotAllowed = true
+	e.NoRoute(func(c *gin.Context) {
+		c.Error(&apiError{http.StatusNotFound, "not_found", fmt.Sprintf(
+			"no route for %s %s (names cannot contain '/'; the routes are POST /job/<workflow>/<job>, GET /request/<workflow>/<id>, /ui/, /healthz, /metrics)",
+			c.Request.Method, c.Request.URL.EscapedPath())})
+	})
+	e.NoMethod(func(c *gin.Context) {
+		c.Error(&apiError{http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s", c.Request.Method, c.Request.URL.EscapedPath())})
+	})
 	e.GET("/", func(c *gin.Context) { c.String(http.StatusOK, "Map me. Reduce me.\n") })
 	e.GET("/healthz", g.healthz)
 	e.GET("/metrics", g.metricsHandler())

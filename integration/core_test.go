@@ -447,16 +447,29 @@ func TestBadRequestsAreAnsweredWithClearErrors(t *testing.T) {
 		{"unknown workflow", "/job/nope/leaf", "application/json", `{"arguments":{}}`, 404, `workflow "nope"`},
 		{"unknown job", "/job/wf/nope", "application/json", `{"arguments":{}}`, 404, `job "nope"`},
 		{"dotted workflow", "/job/a.b/leaf", "application/json", `{"arguments":{}}`, 400, "'.'"},
+		{"unicode workflow name", "/job/wf_%C3%BC/leaf", "application/json", `{"arguments":{}}`, 400, "ASCII"},
+		{"very long workflow name", "/job/" + strings.Repeat("w", 300) + "/leaf", "application/json", `{"arguments":{}}`, 400, "long"},
+		{"NUL in workflow name", "/job/wf%00/leaf", "application/json", `{"arguments":{}}`, 400, "workflow"},
+		{"path trick in workflow name", "/job/..%2F..%2Fetc/leaf", "application/json", `{"arguments":{}}`, 404, "no route for POST /job/..%2F..%2Fetc/leaf"},
+		{"NUL in job name", "/job/wf/leaf%00", "application/json", `{"arguments":{}}`, 400, "control characters"},
+		{"path trick in job name", "/job/wf/..%2Fleaf", "application/json", `{"arguments":{}}`, 404, "no route"},
+		{"absolute path as request id", "/request/wf/%2Fetc%2Fpasswd", "", "", 404, "no route"},
+		{"path trick in request id", "/request/wf/..", "", "", 404, "request .. of workflow wf"},
+		{"unicode job name", "/job/wf/l%C3%A9af", "application/json", `{"arguments":{}}`, 404, `job "léaf"`},
 		{"oversized body", "/job/wf/leaf", "application/json", `{"arguments":{"x":"` + strings.Repeat("x", 9<<20) + `"}}`, 413, "too large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := c.do("POST", tc.path, tc.ctype, tc.body)
+			method := "POST"
+			if strings.HasPrefix(tc.path, "/request/") {
+				method = "GET"
+			}
+			r := c.do(method, tc.path, tc.ctype, tc.body)
 			e, _ := r.body["error"].(map[string]any)
 			msg, _ := e["message"].(string)
 			if r.status != tc.status || !strings.Contains(msg, tc.mention) {
 				t.Fatalf("want %d mentioning %q, got %d: %.300s", tc.status, tc.mention, r.status, r.raw)
 			}
-			if r.header.Get("X-MR-REQUEST-ID") == "" || r.header.Get("X-FULFILLED-BY") == "" {
+			if r.header.Get("X-FULFILLED-BY") == "" || method == "POST" && !strings.Contains(msg, "no route") && r.header.Get("X-MR-REQUEST-ID") == "" {
 				t.Fatalf("missing JobX headers: %v", r.header)
 			}
 		})
