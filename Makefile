@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test vet fmt-check deps bench bench-quick fuzz demo-artifacts clean
+.PHONY: build run test test-faults vet fmt-check deps bench bench-quick fuzz demo-artifacts clean
 
 build: bin/jobx bin/jobx-agent
 
@@ -37,9 +37,20 @@ deps:
 run: deps build
 	./bin/jobx up --data-dir $(DATA) --http $(HTTP) $(addprefix --load ,$(EXAMPLES))
 
-## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd) with -race
+## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd) with -race;
+## prints the fault matrix's counts (its fast subset runs here)
+FAULT_REPORT = $(CURDIR)/bin/fault-report.txt
 test: deps fmt-check vet
-	$(GO) test -race -count=1 -timeout 30m ./...
+	@mkdir -p bin; rm -f $(FAULT_REPORT)
+	@JOBX_FAULT_REPORT=$(FAULT_REPORT) $(GO) test -race -count=1 -timeout 30m ./...; status=$$?; \
+	if [ -f $(FAULT_REPORT) ]; then cat $(FAULT_REPORT); fi; exit $$status
+
+## test-faults: the full fault matrix (30 runner kills, nsqd, etcd and gateway restarts, a
+## partition), the 1,000-request load test and the 20,000-child fan-out, with their counts
+test-faults: deps
+	@mkdir -p bin; rm -f $(FAULT_REPORT)
+	@JOBX_FAULTS=full JOBX_FAULT_REPORT=$(FAULT_REPORT) $(GO) test -race -count=1 -timeout 60m -run '^(TestFault|TestLoad|TestHugeFanOut)' ./integration; status=$$?; \
+	if [ -f $(FAULT_REPORT) ]; then cat $(FAULT_REPORT); fi; exit $$status
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -33,6 +33,9 @@ type cluster struct {
 	url   string
 	mu    sync.Mutex
 	n     int
+
+	gwOpts      []func(*gateway.Options)
+	stopGateway func()
 }
 
 func startCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
@@ -44,23 +47,37 @@ func startCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
 func startClusterWithNSQD(t *testing.T, nsqd string, gwOpts ...func(*gateway.Options)) *cluster {
 	t.Helper()
 	endpoint, cli := testenv.Etcd(t)
-	c := &cluster{t: t, etcd: endpoint, cli: cli, store: kvmodel.NewStore(cli), nsqd: nsqd}
+	return startClusterOn(t, endpoint, cli, nsqd, gwOpts...)
+}
+
+// startClusterOn is startCluster on a given etcd (and a client of it) and nsqd.
+func startClusterOn(t *testing.T, endpoint string, cli *clientv3.Client, nsqd string, gwOpts ...func(*gateway.Options)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, etcd: endpoint, cli: cli, store: kvmodel.NewStore(cli), nsqd: nsqd, gwOpts: gwOpts}
+	c.startGateway("127.0.0.1:0")
+	return c
+}
+
+// startGateway starts the cluster's gateway on addr; stopGateway stops it.
+func (c *cluster) startGateway(addr string) {
+	c.t.Helper()
 	o := gateway.NewOptions()
-	o.Addr, o.Etcd, o.NSQDs, o.Log = "127.0.0.1:0", cli, []string{c.nsqd}, testenv.Logger(t)
+	o.Addr, o.Etcd, o.NSQDs, o.Log = addr, c.cli, []string{c.nsqd}, testenv.Logger(c.t)
 	o.BlockingTimeout = 60 * time.Second
-	for _, f := range gwOpts {
+	for _, f := range c.gwOpts {
 		f(o)
 	}
 	gw, err := gateway.New(context.Background(), o)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); gw.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; gw.Close() })
+	var once sync.Once
+	c.stopGateway = func() { once.Do(func() { cancel(); <-done; gw.Close() }) }
+	c.t.Cleanup(c.stopGateway)
 	c.gw, c.url = gw, "http://"+gw.Addr()
-	return c
 }
 
 // addRunner starts a runner; it is stopped when the test ends. stop stops it early.

@@ -108,6 +108,7 @@ type NSQDOptions struct {
 	TCPAddr  string // "127.0.0.1:0" picks a port
 	HTTPAddr string
 	MemQueue int64 // messages kept in memory per topic/channel before spilling to disk
+	DiskOnly bool  // keep no message in memory: every message is written to disk
 	// TLSCert and TLSKey (PEM files), when set, make nsqd require TLS.
 	TLSCert, TLSKey string
 	Log             *slog.Logger
@@ -139,6 +140,9 @@ func StartNSQD(ctx context.Context, o NSQDOptions) (*NSQD, error) {
 	opts.HTTPSAddress = ""
 	if o.MemQueue > 0 {
 		opts.MemQueueSize = o.MemQueue
+	}
+	if o.DiskOnly {
+		opts.MemQueueSize = 0
 	}
 	if o.TLSCert != "" {
 		opts.TLSCert, opts.TLSKey = o.TLSCert, o.TLSKey
