@@ -17,6 +17,7 @@ import (
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	client "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -150,6 +151,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 		oci.WithRootFSReadonly(),
 		oci.WithNoNewPrivileges,
 		oci.WithCapabilities(nil),
+		seccomp.WithDefaultProfile(), // Docker's default profile, narrowed to the (no) capabilities
 		oci.WithHostname("jobx"),
 		oci.WithMounts(mounts),
 		oci.WithEnv(env),

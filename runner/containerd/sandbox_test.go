@@ -172,14 +172,17 @@ yield ("seen", os.path.exists(marker))
 open(marker, 'w').write('x')
 yield ("global", globals().get('LEAK', None))
 globals()['LEAK'] = 1
-yield ("nnp", open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])
+status = open('/proc/self/status').read()
+yield ("nnp", status.split('NoNewPrivs:')[1].split()[0])
+yield ("seccomp", status.split('Seccomp:')[1].split()[0])
+yield ("capeff", status.split('CapEff:')[1].split()[0])
 `
 
 func TestSandboxIsolatesInvocations(t *testing.T) {
 	e := newEnv(t)
 	for i := 0; i < 2; i++ {
 		_, stdout := e.mustSucceed("wf", "map/probe.py", pyProbe, "", runner.Limits{})
-		for _, want := range []string{`["uid",65534]`, `["rootfs","read-only"]`, `["seen",false]`, `["global",null]`, `["nnp","1"]`, `["cwd","/scratch/inv-`} {
+		for _, want := range []string{`["uid",65534]`, `["rootfs","read-only"]`, `["seen",false]`, `["global",null]`, `["nnp","1"]`, `["seccomp","2"]`, `["capeff","0000000000000000"]`, `["cwd","/scratch/inv-`} {
 			if !strings.Contains(stdout, want) {
 				t.Fatalf("run %d: want %s in %s", i, want, stdout)
 			}
