@@ -257,16 +257,20 @@ func fits(ops []Op, extra int) bool {
 // Apply writes ops in as few transactions as etcd's limits allow, in
 // order. It is not atomic across transactions: use it for writes that
 // become visible only through a later commit (datasets, children).
+//
+// Without a deadline in ctx, the 10 s default bounds each transaction, not
+// the whole write: a 20,000-child fan-out is hundreds of transactions.
 func (s *Store) Apply(ctx context.Context, ops []Op) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
 	for len(ops) > 0 {
 		n, size := 0, 0
 		for n < len(ops) && n < MaxTxnOps && (n == 0 || size+ops[n].size() <= MaxTxnBytes-64<<10) {
 			size += ops[n].size()
 			n++
 		}
-		if _, err := s.cli.Txn(ctx).Then(etcdOps(ops[:n])...).Commit(); err != nil {
+		tctx, cancel := s.ctx(ctx)
+		_, err := s.cli.Txn(tctx).Then(etcdOps(ops[:n])...).Commit()
+		cancel()
+		if err != nil {
 			return fmt.Errorf("write %d keys from %s: %w", n, ops[0].Key, err)
 		}
 		ops = ops[n:]
@@ -279,14 +283,14 @@ func (s *Store) Apply(ctx context.Context, ops []Op) error {
 // common case costs one round trip. It returns the transaction response so
 // callers can inspect Succeeded and their else-reads.
 func (s *Store) Commit(ctx context.Context, cmps []clientv3.Cmp, bulk, final []Op, orElse ...clientv3.Op) (*clientv3.TxnResponse, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
 	then := final
 	if fits(append(bulk[:len(bulk):len(bulk)], final...), len(cmps)+len(orElse)) {
 		then = append(bulk[:len(bulk):len(bulk)], final...)
 	} else if err := s.Apply(ctx, bulk); err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(etcdOps(then)...).Else(orElse...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
