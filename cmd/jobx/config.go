@@ -21,7 +21,7 @@ const (
 	defaultNSQDPort = "4150"
 	// defaultLookupdPort is nsqlookupd's HTTP port.
 	defaultLookupdPort = "4161"
-	defaultGateway  = "http://127.0.0.1:8080"
+	defaultGateway     = "http://127.0.0.1:8080"
 )
 
 // envConfig is everything jobx reads from the environment. It is the only

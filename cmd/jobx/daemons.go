@@ -27,7 +27,7 @@ GET /healthz checks etcd. The first SIGINT/SIGTERM stops accepting and lets
 blocking requests in flight finish; a second exits at once.`,
 		Example: `  jobx gateway --etcd 127.0.0.1:2379 --nsqd 127.0.0.1:4150 --http :8080
   JOBX_ETCD=e1:2379,e2:2379,e3:2379 JOBX_LOOKUPD=lookupd:4161 JOBX_HTTP=:8080 jobx gateway`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cli, err := a.etcdClient()
 			if err != nil {
@@ -80,8 +80,8 @@ type runnerFlags struct {
 	// buildImages builds missing or outdated sandbox images from this
 	// host's files on start; false uses the image store as it is.
 	buildImages bool
-	fsDir      string
-	pool       *ctrd.Options // pool settings of the containerd sandbox
+	fsDir       string
+	pool        *ctrd.Options // pool settings of the containerd sandbox
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
