@@ -98,6 +98,29 @@ func (c *compose) logs() string {
 	return out
 }
 
+// nsqdMessages returns the number of messages an nsqd service has taken,
+// over all topics, from its /stats (read inside its container).
+func (c *compose) nsqdMessages(service string) int {
+	c.t.Helper()
+	out, err := exec.Command("docker", "exec", c.container(service), "wget", "-q", "-O-", "http://127.0.0.1:4151/stats?format=json").Output()
+	if err != nil {
+		c.t.Fatalf("%s /stats: %v", service, err)
+	}
+	var stats struct {
+		Topics []struct {
+			MessageCount int `json:"message_count"`
+		} `json:"topics"`
+	}
+	if err := json.Unmarshal(out, &stats); err != nil {
+		c.t.Fatalf("%s /stats: %v: %s", service, err, out)
+	}
+	n := 0
+	for _, tp := range stats.Topics {
+		n += tp.MessageCount
+	}
+	return n
+}
+
 // job is one example job and the check of its result.
 type job struct {
 	wf, name string
@@ -282,6 +305,24 @@ func TestComposeCluster(t *testing.T) {
 		t.Fatalf("docker cp texts: %v: %s", err, out)
 	}
 
+	// Two runners with different capabilities, both with containerd sandboxes.
+	st := kvmodel.NewStore(cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	runners, err := st.Runners(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runners) != 2 {
+		t.Fatalf("%d runners announced, want 2: %+v", len(runners), runners)
+	}
+	for _, r := range runners {
+		fmt.Printf("    runner %s: capabilities %s, sandbox %s\n", r.ID, strings.Join(r.Capabilities, ","), r.Sandbox)
+		if r.Sandbox != "containerd" {
+			t.Errorf("runner %s runs handlers in the %s sandbox, want containerd", r.ID, r.Sandbox)
+		}
+	}
+
 	jobs := exampleJobs(t, root)
 	var rows []row
 	for _, p := range []phase{
@@ -312,6 +353,16 @@ func TestComposeCluster(t *testing.T) {
 		}
 		r.took = time.Since(began)
 		rows = append(rows, r)
+		if p.service == "" {
+			// Publishers found both nsqd through nsqlookupd and spread over them.
+			for _, n := range []string{"nsqd1", "nsqd2"} {
+				count := c.nsqdMessages(n)
+				fmt.Printf("    %s has taken %d messages\n", n, count)
+				if count == 0 {
+					t.Errorf("%s has taken no message: publishers do not spread over the nsqd nsqlookupd lists", n)
+				}
+			}
+		}
 		if p.service != "" {
 			step("start " + p.service + " again")
 			c.run("start", p.service)
