@@ -255,7 +255,7 @@ func (p *Publisher) producer(addr string) (*nsq.Producer, error) {
 
 // Publish sends bodies to topic (one MultiPublish round trip per 500). When
 // every nsqd fails and nsqlookupd are configured, it asks them again and
-// tries the nsqd it had not tried.
+// tries the nsqd it had not tried, then the static ones it had not tried.
 func (p *Publisher) Publish(topic string, bodies ...[]byte) error {
 	if len(bodies) == 0 {
 		return nil
@@ -268,8 +268,8 @@ func (p *Publisher) Publish(topic string, bodies ...[]byte) error {
 	if len(p.opts.Lookupds) > 0 {
 		p.refresh()
 		var fresh []string
-		for _, a := range p.Targets() {
-			if !tried[a] {
+		for _, a := range append(p.Targets(), p.opts.NSQDs...) {
+			if !tried[a] && !slices.Contains(fresh, a) {
 				fresh = append(fresh, a)
 			}
 		}

@@ -178,3 +178,34 @@ func TestPublisherOptionsAreValidated(t *testing.T) {
 }
 
 var quiet = slog.New(slog.DiscardHandler)
+
+func TestPublisherTriesStaticNSQDWhenEveryListedOneFails(t *testing.T) {
+	l, err := embedded.StartLookupd(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	listed, err := embedded.StartNSQD(t.Context(), embedded.NSQDOptions{Dir: t.TempDir(), TCPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Lookupds: []string{l.TCPAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	static, err := embedded.StartNSQD(t.Context(), embedded.NSQDOptions{Dir: t.TempDir(), TCPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(static.Close)
+	p, err := queue.NewPublisherWith(queue.PublisherOptions{NSQDs: []string{static.TCPAddr}, Lookupds: []string{l.HTTPAddr}, Refresh: 50 * time.Millisecond, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	waitFor(t, "the listed nsqd is discovered", func() bool { return slices.Equal(p.Targets(), []string{listed.TCPAddr}) })
+	// Stopped in-process, it stays listed (see above): every listed nsqd fails.
+	listed.Close()
+	if err := p.Publish("last-resort", []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	if d := static.Depth("last-resort"); d != 1 {
+		t.Fatalf("the static nsqd holds %d messages, want 1", d)
+	}
+}
