@@ -201,7 +201,12 @@ func newEtcdClient(endpoints []string, files tlsFiles) (*clientv3.Client, error)
 	cfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
+		// Keepalives find a member whose host died without closing its
+		// connections, so that watches and requests move to another
+		// endpoint within seconds instead of waiting on TCP timeouts.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zap.NewNop(),
 	}
 	for _, e := range endpoints {
 		if strings.HasPrefix(e, "https://") {
