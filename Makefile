@@ -4,7 +4,8 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test test-faults vet fmt-check deps bench bench-quick fuzz demo-artifacts clean
+.PHONY: build run test test-faults vet fmt-check deps bench bench-quick fuzz demo-artifacts clean \
+	cluster-stage cluster-up cluster-down test-cluster
 
 build: bin/jobx bin/jobx-agent
 
@@ -80,5 +81,32 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*} || exit 1; \
 	done
 
+## cluster-stage: the build context of docker-compose.yml's FROM-scratch images, in build/cluster
+## (static etcd, nsqd, nsqlookupd, jobx; containerd and runc with their libraries; sandbox images)
+COMPOSE ?= docker-compose
+CLUSTER_STAGE = build/cluster
+cluster-stage: deps build
+	GO=$(GO) deploy/compose/stage.sh $(CLUSTER_STAGE)
+
+## cluster-up: build the images and start the compose cluster; returns once every service is healthy
+cluster-up: cluster-stage
+	$(COMPOSE) build
+	$(COMPOSE) up -d
+	@echo "waiting for every service to be healthy"; \
+	for i in $$(seq 1 120); do \
+		states=$$($(COMPOSE) ps -q | xargs docker inspect -f '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}'); \
+		if ! echo "$$states" | grep -qv ' healthy$$'; then echo "$$states"; echo "the cluster is up: gateway http://127.0.0.1:$${JOBX_CLUSTER_HTTP:-18080}"; exit 0; fi; \
+		sleep 2; \
+	done; echo "$$states"; echo "the cluster did not become healthy ($(COMPOSE) logs)"; exit 1
+
+## cluster-down: stop the compose cluster and remove its containers, network and volumes
+cluster-down:
+	$(COMPOSE) down -v --remove-orphans
+
+## test-cluster: bring the compose cluster up, run every example job, then under each fault in turn
+## (one etcd member, one nsqd, one runner stopped), and tear it all down
+test-cluster: cluster-stage
+	JOBX_COMPOSE='$(COMPOSE)' $(GO) test -tags cluster -count=1 -timeout 30m -v -run '^TestComposeCluster$$' ./integration/compose
+
 clean:
-	rm -rf bin $(DATA) bench/out
+	rm -rf bin $(DATA) bench/out build

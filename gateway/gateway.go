@@ -57,7 +57,7 @@ func New(ctx context.Context, opts *Options) (*Gateway, error) {
 	}
 	g := &Gateway{opts: o, log: o.Log.With("component", "gateway"), store: kvmodel.NewStore(o.Etcd), metrics: newMetrics()}
 	var err error
-	if g.pub, err = queue.NewPublisher(o.NSQDs, o.NSQTLS, g.log); err != nil {
+	if g.pub, err = queue.NewPublisherWith(queue.PublisherOptions{NSQDs: o.NSQDs, Lookupds: o.Lookupds, TLS: o.NSQTLS, Log: g.log}); err != nil {
 		return nil, err
 	}
 	if g.catalog, err = kvmodel.NewCatalog(ctx, g.store, g.log); err != nil {

@@ -16,8 +16,12 @@ type Options struct {
 	Addr string
 	// Etcd is the etcd client; required. The gateway does not close it.
 	Etcd *clientv3.Client
-	// NSQDs are the nsqd TCP addresses to publish to.
+	// NSQDs are the nsqd TCP addresses to publish to (with Lookupds: while
+	// the nsqlookupd list no nsqd).
 	NSQDs []string
+	// Lookupds are nsqlookupd HTTP addresses; when set, the gateway
+	// publishes to the live nsqd they list.
+	Lookupds []string
 	// MaxBodyBytes bounds a request body; larger bodies get 413.
 	MaxBodyBytes int64
 	// BlockingTimeout bounds a blocking request's wait; past it the
@@ -58,8 +62,8 @@ func (o *Options) validate() error {
 	if o.Etcd == nil {
 		return errors.New("gateway: no etcd client (--etcd / MR_ETCD_HOST)")
 	}
-	if len(o.NSQDs) == 0 {
-		return errors.New("gateway: no nsqd address (--nsqd / MR_NSQD_HOSTS)")
+	if len(o.NSQDs) == 0 && len(o.Lookupds) == 0 {
+		return errors.New("gateway: no nsqd address (--nsqd / MR_NSQD_HOSTS, or --lookupd / JOBX_LOOKUPD)")
 	}
 	if o.MaxBodyBytes <= 0 {
 		return errors.New("gateway: --max-body must be positive")

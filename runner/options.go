@@ -27,7 +27,8 @@ type Options struct {
 	// metric; empty: no depth metric.
 	NSQDHTTP []string
 	// Lookupds are nsqlookupd HTTP addresses; when set, consumers discover
-	// nsqd through them (publishing still uses NSQDs).
+	// nsqd through them and publishing goes to the live nsqd they list
+	// (NSQDs while they list none).
 	Lookupds []string
 	// NSQTLS, when set, makes the connections to nsqd use TLS.
 	NSQTLS *tls.Config
@@ -135,8 +136,8 @@ func (o *Options) validate() error {
 	if o.Etcd == nil {
 		return errors.New("runner: no etcd client (--etcd / MR_ETCD_HOST)")
 	}
-	if len(o.NSQDs) == 0 {
-		return errors.New("runner: no nsqd address (--nsqd / MR_NSQD_HOSTS)")
+	if len(o.NSQDs) == 0 && len(o.Lookupds) == 0 {
+		return errors.New("runner: no nsqd address (--nsqd / MR_NSQD_HOSTS, or --lookupd / JOBX_LOOKUPD)")
 	}
 	if o.Dir == "" {
 		return errors.New("runner: no working directory (--dir)")

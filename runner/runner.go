@@ -92,7 +92,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
-	if r.pub, err = queue.NewPublisher(o.NSQDs, o.NSQTLS, r.log); err != nil {
+	if r.pub, err = queue.NewPublisherWith(queue.PublisherOptions{NSQDs: o.NSQDs, Lookupds: o.Lookupds, TLS: o.NSQTLS, Log: r.log}); err != nil {
 		return nil, err
 	}
 	if r.catalog, err = kvmodel.NewCatalog(ctx, r.store, r.log); err != nil {
@@ -174,6 +174,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", r.Metrics())
+		mux.HandleFunc("GET /healthz", r.healthz)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
@@ -195,6 +196,24 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.drain()
 	wg.Wait()
 	return nil
+}
+
+// healthz answers 200 once the runner has announced itself and while etcd
+// answers, 503 otherwise: a probe for container health checks.
+func (r *Runner) healthz(w http.ResponseWriter, req *http.Request) {
+	select {
+	case <-r.ready:
+	default:
+		http.Error(w, "runner not announced yet", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := r.opts.Etcd.Get(ctx, "health"); err != nil {
+		http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
 }
 
 func (r *Runner) serves(wf string) bool {

@@ -19,7 +19,9 @@ const (
 	defaultEtcdHost = "127.0.0.1"
 	defaultEtcdPort = "2379" // JobX used 4001, etcd v2's legacy port
 	defaultNSQDPort = "4150"
-	defaultGateway  = "http://127.0.0.1:8080"
+	// defaultLookupdPort is nsqlookupd's HTTP port.
+	defaultLookupdPort = "4161"
+	defaultGateway     = "http://127.0.0.1:8080"
 )
 
 // envConfig is everything jobx reads from the environment. It is the only
@@ -29,6 +31,7 @@ type envConfig struct {
 	Etcd    []string // JOBX_ETCD, or MR_ETCD_HOST + MR_ETCD_PORT + MR_ETCD_IS_SSL
 	EtcdErr error    // a malformed etcd variable, reported when the default is used
 	NSQD    []string // JOBX_NSQD or MR_NSQD_HOSTS
+	Lookupd []string // JOBX_LOOKUPD: nsqlookupd HTTP addresses
 	Gateway string   // JOBX_GATEWAY
 	// GatewayToken is JOBX_GATEWAY_TOKEN (not JOBX_TOKEN, which handlers
 	// get for the services endpoint).
@@ -39,6 +42,12 @@ type envConfig struct {
 	// SMTPPassword is JOBX_SMTP_PASSWORD, the runner's --smtp-user password
 	// (an environment variable so it stays out of process listings).
 	SMTPPassword string
+
+	// Listen addresses and sockets of the daemons.
+	HTTP        string   // JOBX_HTTP: the gateway's --http
+	MetricsAddr string   // JOBX_METRICS_ADDR: a runner's --metrics-addr
+	NSQDHTTP    []string // JOBX_NSQD_HTTP: a runner's --nsqd-http
+	Containerd  string   // JOBX_CONTAINERD: a runner's --containerd socket
 
 	Capabilities []string // MR_SYSTEM_CAPABILITIES
 	Workflows    []string // MR_WORKFLOW_NAMES
@@ -73,6 +82,11 @@ func loadEnv(getenv func(string) string) envConfig {
 	if v := orDefault(getenv("JOBX_NSQD"), getenv("MR_NSQD_HOSTS")); v != "" {
 		c.NSQD = splitList(v)
 	}
+	c.Lookupd = splitList(getenv("JOBX_LOOKUPD"))
+	c.HTTP = getenv("JOBX_HTTP")
+	c.MetricsAddr = getenv("JOBX_METRICS_ADDR")
+	c.NSQDHTTP = splitList(getenv("JOBX_NSQD_HTTP"))
+	c.Containerd = getenv("JOBX_CONTAINERD")
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
 	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")
 	c.NotifyListen = net.JoinHostPort(orDefault(getenv("HTTP_LISTEN_HOSTNAME"), "127.0.0.1"), orDefault(getenv("HTTP_LISTEN_PORT"), "3333"))
@@ -130,6 +144,25 @@ func nsqdAddrs(list []string) ([]string, error) {
 	return out, nil
 }
 
+// lookupdAddrs normalises nsqlookupd HTTP addresses: a bare host gets port
+// 4161, and a URL's scheme and path are refused (go-nsq adds them).
+func lookupdAddrs(list []string) ([]string, error) {
+	out := make([]string, 0, len(list))
+	for _, a := range list {
+		if strings.Contains(a, "://") || strings.Contains(a, "/") {
+			return nil, fmt.Errorf("--lookupd %q: want host or host:port of nsqlookupd's HTTP API", a)
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			if strings.Count(a, ":") == 1 {
+				return nil, fmt.Errorf("--lookupd %q: want host or host:port", a)
+			}
+			a = net.JoinHostPort(strings.Trim(a, "[]"), defaultLookupdPort)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // newEtcdClient connects to endpoints (already normalised). Any https
 // endpoint enables TLS with the system's roots.
 // tlsFiles name PEM files for a TLS client: a CA bundle to verify the
@@ -168,7 +201,12 @@ func newEtcdClient(endpoints []string, files tlsFiles) (*clientv3.Client, error)
 	cfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
+		// Keepalives find a member whose host died without closing its
+		// connections, so that watches and requests move to another
+		// endpoint within seconds instead of waiting on TCP timeouts.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zap.NewNop(),
 	}
 	for _, e := range endpoints {
 		if strings.HasPrefix(e, "https://") {

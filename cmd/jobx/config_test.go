@@ -65,3 +65,21 @@ func TestBadEtcdEnvironmentIsReportedWhenUsed(t *testing.T) {
 		t.Errorf("version failed (exit %d) although it needs no etcd", code)
 	}
 }
+
+func TestDaemonAddressesComeFromTheEnvironment(t *testing.T) {
+	c := loadEnv(func(k string) string {
+		return map[string]string{"JOBX_LOOKUPD": "l1, l2:4171", "JOBX_HTTP": ":9000", "JOBX_METRICS_ADDR": ":9090",
+			"JOBX_NSQD_HTTP": "n1:4151", "JOBX_CONTAINERD": "/c.sock"}[k]
+	})
+	if !reflect.DeepEqual(c.Lookupd, []string{"l1", "l2:4171"}) || c.HTTP != ":9000" || c.MetricsAddr != ":9090" ||
+		!reflect.DeepEqual(c.NSQDHTTP, []string{"n1:4151"}) || c.Containerd != "/c.sock" {
+		t.Errorf("got %+v", c)
+	}
+	addrs, err := lookupdAddrs(c.Lookupd)
+	if err != nil || !reflect.DeepEqual(addrs, []string{"l1:4161", "l2:4171"}) {
+		t.Errorf("lookupdAddrs = %v, %v", addrs, err)
+	}
+	if _, err := lookupdAddrs([]string{"http://l1:4161"}); err == nil || !strings.Contains(err.Error(), "--lookupd") {
+		t.Errorf("a URL gave %v, want an error naming --lookupd", err)
+	}
+}

@@ -25,8 +25,9 @@ queues their root invocation on nsqd and, for blocking requests, answers with th
 result. GET /request/<workflow>/<id> shows a request's status and result;
 GET /healthz checks etcd. The first SIGINT/SIGTERM stops accepting and lets
 blocking requests in flight finish; a second exits at once.`,
-		Example: `  jobx gateway --etcd 127.0.0.1:2379 --nsqd 127.0.0.1:4150 --http :8080`,
-		Args:    cobra.NoArgs,
+		Example: `  jobx gateway --etcd 127.0.0.1:2379 --nsqd 127.0.0.1:4150 --http :8080
+  JOBX_ETCD=e1:2379,e2:2379,e3:2379 JOBX_LOOKUPD=lookupd:4161 JOBX_HTTP=:8080 jobx gateway`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cli, err := a.etcdClient()
 			if err != nil {
@@ -34,6 +35,9 @@ blocking requests in flight finish; a second exits at once.`,
 			}
 			defer cli.Close()
 			if opts.NSQDs, err = a.nsqdAddrs(); err != nil {
+				return err
+			}
+			if opts.Lookupds, err = a.lookupdAddrs(); err != nil {
 				return err
 			}
 			if opts.NSQTLS, err = a.nsqTLS(); err != nil {
@@ -54,7 +58,7 @@ blocking requests in flight finish; a second exits at once.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.Addr, "http", opts.Addr, "HTTP listen address")
+	f.StringVar(&opts.Addr, "http", orDefault(a.env.HTTP, opts.Addr), "HTTP listen address (env JOBX_HTTP)")
 	f.DurationVar(&opts.BlockingTimeout, "blocking-timeout", opts.BlockingTimeout, "longest wait of a blocking request (then 504 with the request id; the job goes on)")
 	f.Int64Var(&opts.MaxBodyBytes, "max-body", opts.MaxBodyBytes, "largest request body, in bytes")
 	f.DurationVar(&opts.DeliveredRetention, "delivered-retention", opts.DeliveredRetention, "how long a blocking request is kept after its result was delivered")
@@ -69,13 +73,19 @@ type runnerFlags struct {
 	opts       *runner.Options
 	sandbox    string
 	containerd string
-	imagesDir  string
-	fsDir      string
-	pool       *ctrd.Options // pool settings of the containerd sandbox
+	// containerdDir, when set, is where a runner starts its own containerd
+	// when none answers at containerd.
+	containerdDir string
+	imagesDir     string
+	// buildImages builds missing or outdated sandbox images from this
+	// host's files on start; false uses the image store as it is.
+	buildImages bool
+	fsDir       string
+	pool        *ctrd.Options // pool settings of the containerd sandbox
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
-	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: sandboxAuto, containerd: defaultContainerd, pool: ctrd.NewOptions()}
+	rf := &runnerFlags{opts: runner.NewOptions(), sandbox: sandboxAuto, containerd: orDefault(a.env.Containerd, defaultContainerd), pool: ctrd.NewOptions(), buildImages: true}
 	rf.opts.Version = buildVersion()
 	o := rf.opts
 	if len(a.env.Capabilities) > 0 {
@@ -91,7 +101,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs in flight (JobX's MR_NSQ_MAX_IN_FLIGHT)")
 	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
 	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, process, or auto (containerd when one answers, else process with a warning)")
-	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox")
+	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox (env JOBX_CONTAINERD)")
 	f.IntVar(&rf.pool.MaxSandboxes, "max-sandboxes", rf.pool.MaxSandboxes, "containerd: most sandboxes alive at once (warm or busy)")
 	f.Int64Var(&rf.pool.MemoryBudget, "sandbox-memory-budget", rf.pool.MemoryBudget, "containerd: bound on the sum of live sandboxes' memory limits, in bytes")
 	f.IntVar(&rf.pool.MaxIdle, "pool-max-idle", rf.pool.MaxIdle, "containerd: warm sandboxes kept idle per workflow and processor")
@@ -101,6 +111,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
 	f.DurationVar(&o.StallAfter, "stall-after", o.StallAfter, "publish again the pending work of a request unchanged this long (queue messages lost with a crashed nsqd); keep it above the longest handler timeout plus --msg-timeout; 0 disables")
 	f.DurationVar(&o.RequestDeadline, "request-deadline", o.RequestDeadline, "fail requests still pending this long after they were accepted (kind deadline); 0: none")
+	f.BoolVar(&rf.buildImages, "images-build", rf.buildImages, "build missing or outdated sandbox images from this host's interpreters on start; false uses --images-dir as it is (images built elsewhere with jobx images build, e.g. in a container image)")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
@@ -121,9 +132,9 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 		f.StringVar(&o.Dir, "dir", "", "working directory for installed handlers and scratch (default: a temporary directory, removed on exit)")
 		f.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel (env MR_CHANNEL)")
 		f.StringVar(&o.ID, "id", o.ID, "runner id in logs and the registry")
-		f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (GET /metrics) on this address")
-		f.StringSliceVar(&o.Lookupds, "lookupd", nil, "nsqlookupd HTTP addresses to discover nsqd through (publishing still uses --nsqd)")
-		f.StringSliceVar(&o.NSQDHTTP, "nsqd-http", nil, "nsqd HTTP addresses whose /stats feed the jobx_queue_depth metric")
+		f.StringVar(&o.MetricsAddr, "metrics-addr", a.env.MetricsAddr, "serve Prometheus metrics (GET /metrics) and GET /healthz on this address (env JOBX_METRICS_ADDR)")
+		f.StringSliceVar(&o.NSQDHTTP, "nsqd-http", a.env.NSQDHTTP, "nsqd HTTP addresses whose /stats feed the jobx_queue_depth metric (env JOBX_NSQD_HTTP)")
+		f.StringVar(&rf.containerdDir, "containerd-dir", "", "when no containerd answers at --containerd, start a private one (as root; containerd and runc in PATH) keeping its config, root, state and socket in this directory, e.g. a volume at /var/lib/containerd inside a container")
 	}
 	return rf
 }
@@ -183,6 +194,9 @@ exits at once.`,
 			}
 			defer cli.Close()
 			if o.NSQDs, err = a.nsqdAddrs(); err != nil {
+				return err
+			}
+			if o.Lookupds, err = a.lookupdAddrs(); err != nil {
 				return err
 			}
 			if o.NSQTLS, err = a.nsqTLS(); err != nil {

@@ -26,6 +26,7 @@ type app struct {
 	root      *cobra.Command
 	etcd      []string
 	nsqd      []string
+	lookupd   []string
 	gateway   string
 	token     string
 	etcdTLS   tlsFiles
@@ -88,6 +89,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 	pf := root.PersistentFlags()
 	pf.StringSliceVar(&a.etcd, "etcd", a.env.Etcd, "etcd endpoints, comma-separated (env JOBX_ETCD, or MR_ETCD_HOST, MR_ETCD_PORT, MR_ETCD_IS_SSL)")
 	pf.StringSliceVar(&a.nsqd, "nsqd", a.env.NSQD, "nsqd TCP addresses, comma-separated; a bare host gets :4150 (env JOBX_NSQD or MR_NSQD_HOSTS)")
+	pf.StringSliceVar(&a.lookupd, "lookupd", a.env.Lookupd, "nsqlookupd HTTP addresses, comma-separated; a bare host gets :4161. Gateways and runners then publish to the nsqd it lists (--nsqd only while it lists none) and runners consume from every nsqd holding their topics (env JOBX_LOOKUPD)")
 	pf.StringVar(&a.gateway, "gateway", a.env.Gateway, "gateway URL for submit (env JOBX_GATEWAY)")
 	pf.StringVar(&a.etcdTLS.CA, "etcd-cacert", "", "CA bundle (PEM) to verify etcd's certificate")
 	pf.StringVar(&a.etcdTLS.Cert, "etcd-cert", "", "client certificate (PEM) for etcd")
@@ -171,6 +173,10 @@ func (a *app) etcdClient() (*clientv3.Client, error) {
 
 // nsqdAddrs returns the normalised --nsqd addresses.
 func (a *app) nsqdAddrs() ([]string, error) { return nsqdAddrs(a.nsqd) }
+
+// lookupdAddrs returns the normalised --lookupd addresses (none: no
+// discovery).
+func (a *app) lookupdAddrs() ([]string, error) { return lookupdAddrs(a.lookupd) }
 
 // withStore runs fn with a Store on --etcd, closing the client afterwards.
 // etcd errors name the endpoints.

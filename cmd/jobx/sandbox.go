@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,15 +62,28 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 	}
 	addr := rf.containerd
 	if !ctrd.Reachable(ctx, addr) {
+		startPrivate = startPrivate || rf.containerdDir != ""
 		if _, lerr := exec.LookPath("containerd"); !startPrivate || os.Geteuid() != 0 || lerr != nil {
-			return fallback(fmt.Sprintf("no containerd answers at %s (--containerd); run as root with containerd installed to start a private one", addr))
+			hint := "run as root with containerd installed to start a private one"
+			if !startPrivate {
+				hint = "give --containerd-dir, as root with containerd installed, to start a private one"
+			}
+			return fallback(fmt.Sprintf("no containerd answers at %s (--containerd); %s", addr, hint))
 		}
-		dir, err := os.MkdirTemp("", "jobx-ctrd-")
-		if err != nil {
-			return nil, err
+		dir := rf.containerdDir
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "jobx-ctrd-"); err != nil {
+				return nil, err
+			}
+			sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(dir) })
+		} else if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("--containerd-dir: %w", err)
 		}
-		sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(dir) })
-		d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: dir})
+		var daemonLog io.Writer
+		if a.logLevel == "debug" {
+			daemonLog = a.stderr
+		}
+		d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: dir, Log: daemonLog})
 		if err != nil {
 			return fallback("start a private containerd: " + err.Error())
 		}
@@ -81,9 +95,20 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 	if err != nil {
 		return fallback(err.Error())
 	}
-	a.log.Info("building sandbox images (cached)", "dir", imagesDir)
-	if _, err := st.Build(ctx, images.Buildable()...); err != nil {
-		return fallback("build sandbox images: " + err.Error())
+	if rf.buildImages {
+		a.log.Info("building sandbox images (cached)", "dir", imagesDir)
+		if _, err := st.Build(ctx, images.Buildable()...); err != nil {
+			return fallback("build sandbox images (--images-build=false uses --images-dir as it is): " + err.Error())
+		}
+	} else {
+		recs, err := st.List()
+		if err != nil {
+			return fallback(err.Error())
+		}
+		if len(recs) == 0 {
+			return fallback(fmt.Sprintf("--images-build=false but the image store %s holds no image (jobx images build --images-dir %s)", imagesDir, imagesDir))
+		}
+		a.log.Info("using prebuilt sandbox images", "dir", imagesDir, "images", len(recs))
 	}
 	boxDir, err := os.MkdirTemp("", "jxc-")
 	if err != nil {

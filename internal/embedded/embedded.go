@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nsqio/nsq/nsqd"
+	"github.com/nsqio/nsq/nsqlookupd"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -111,7 +112,10 @@ type NSQDOptions struct {
 	DiskOnly bool  // keep no message in memory: every message is written to disk
 	// TLSCert and TLSKey (PEM files), when set, make nsqd require TLS.
 	TLSCert, TLSKey string
-	Log             *slog.Logger
+	// Lookupds are nsqlookupd TCP addresses nsqd registers with, under
+	// the host of TCPAddr.
+	Lookupds []string
+	Log      *slog.Logger
 }
 
 // NSQD is a running in-process nsqd.
@@ -153,6 +157,13 @@ func StartNSQD(ctx context.Context, o NSQDOptions) (*NSQD, error) {
 	}
 	opts.Logger = nsqLogger{o.Log}
 	opts.LogLevel = nsqd.LOG_WARN
+	if len(o.Lookupds) > 0 {
+		host, _, err := net.SplitHostPort(opts.TCPAddress)
+		if err != nil {
+			return nil, fmt.Errorf("start nsqd: %w", err)
+		}
+		opts.NSQLookupdTCPAddresses, opts.BroadcastAddress = o.Lookupds, host
+	}
 	n, err := nsqd.New(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start nsqd: %w", err)
@@ -164,6 +175,43 @@ func StartNSQD(ctx context.Context, o NSQDOptions) (*NSQD, error) {
 
 // Close stops nsqd, persisting queued messages to its data directory.
 func (n *NSQD) Close() { n.n.Exit() }
+
+// Depth returns the number of messages queued on topic, 0 when nsqd has
+// no such topic.
+func (n *NSQD) Depth(topic string) int64 {
+	t, err := n.n.GetExistingTopic(topic)
+	if err != nil {
+		return 0
+	}
+	return t.Depth()
+}
+
+// Lookupd is a running in-process nsqlookupd.
+type Lookupd struct {
+	l        *nsqlookupd.NSQLookupd
+	TCPAddr  string // where nsqd register
+	HTTPAddr string // the HTTP API (GET /nodes, /lookup)
+}
+
+// StartLookupd starts an nsqlookupd on loopback ports of its own choosing.
+func StartLookupd(log *slog.Logger) (*Lookupd, error) {
+	opts := nsqlookupd.NewOptions()
+	opts.TCPAddress, opts.HTTPAddress, opts.BroadcastAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	opts.Logger = nsqLogger{log}
+	opts.LogLevel = nsqlookupd.LOG_WARN
+	l, err := nsqlookupd.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start nsqlookupd: %w", err)
+	}
+	go l.Main()
+	return &Lookupd{l: l, TCPAddr: l.RealTCPAddr().String(), HTTPAddr: l.RealHTTPAddr().String()}, nil
+}
+
+// Close stops nsqlookupd.
+func (l *Lookupd) Close() { l.l.Exit() }
 
 func orDefault(s, d string) string {
 	if s == "" {

@@ -1,5 +1,6 @@
 // Package queue is jobx's use of NSQ: message bodies, topics and a
-// publisher that spreads messages over several nsqd.
+// publisher that spreads messages over several nsqd, found statically or
+// through nsqlookupd.
 package queue
 
 import (
@@ -7,8 +8,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/nsqio/go-nsq"
@@ -51,11 +58,38 @@ func Decode(body []byte) (Message, error) {
 }
 
 // Publisher publishes to a set of nsqd, round-robin, falling over to the
-// next nsqd when one fails. It is safe for concurrent use.
+// next nsqd when one fails. With nsqlookupd addresses it publishes to the
+// nsqd they list as live, refreshed periodically and whenever every nsqd it
+// knows fails; its static addresses are the fallback while the nsqlookupd
+// list none or cannot be reached. It is safe for concurrent use; Close stops
+// its refresh loop and producers.
 type Publisher struct {
-	producers []*nsq.Producer
-	next      atomic.Uint64
+	opts PublisherOptions
+	http *http.Client
+	next atomic.Uint64
+
+	mu         sync.Mutex // guards producers and discovered
+	producers  map[string]*nsq.Producer
+	discovered []string // nsqd TCP addresses the nsqlookupd listed last; nil: none
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
 	closeOnce sync.Once
+}
+
+// PublisherOptions configure a Publisher.
+type PublisherOptions struct {
+	// NSQDs are nsqd TCP addresses (host:port): the publisher's targets
+	// without Lookupds, its fallback with them.
+	NSQDs []string
+	// Lookupds are nsqlookupd HTTP addresses (host:port); GET /nodes on
+	// them lists the live nsqd.
+	Lookupds []string
+	// Refresh is how often the nsqlookupd are asked (default 5 s).
+	Refresh time.Duration
+	// TLS, when not nil, makes nsqd connections use TLS.
+	TLS *tls.Config
+	Log *slog.Logger
 }
 
 // Config returns a go-nsq config, with TLS when tlsCfg is not nil.
@@ -71,54 +105,223 @@ func Config(tlsCfg *tls.Config) *nsq.Config {
 // NewPublisher connects lazily to each nsqd address (host:port), over TLS
 // when tlsCfg is not nil.
 func NewPublisher(addrs []string, tlsCfg *tls.Config, log *slog.Logger) (*Publisher, error) {
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("no nsqd address: set --nsqd or MR_NSQD_HOSTS")
+	return NewPublisherWith(PublisherOptions{NSQDs: addrs, TLS: tlsCfg, Log: log})
+}
+
+// NewPublisherWith validates o and, with Lookupds, asks them for the live
+// nsqd once before returning (an unreachable nsqlookupd is logged, not an
+// error: the static NSQDs serve meanwhile). Producers connect lazily.
+func NewPublisherWith(o PublisherOptions) (*Publisher, error) {
+	if len(o.NSQDs) == 0 && len(o.Lookupds) == 0 {
+		return nil, fmt.Errorf("no nsqd address: set --nsqd (MR_NSQD_HOSTS) or --lookupd (JOBX_LOOKUPD)")
 	}
-	p := &Publisher{}
-	for _, a := range addrs {
-		cfg := Config(tlsCfg)
-		prod, err := nsq.NewProducer(a, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("nsqd %s: %w", a, err)
+	for _, a := range append(append([]string(nil), o.NSQDs...), o.Lookupds...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("nsq address %q: want host:port", a)
 		}
-		prod.SetLogger(NSQLogger(log), nsq.LogLevelWarning)
-		p.producers = append(p.producers, prod)
+	}
+	if o.Refresh <= 0 {
+		o.Refresh = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	p := &Publisher{opts: o, http: &http.Client{Timeout: 2 * time.Second}, producers: map[string]*nsq.Producer{}, stop: make(chan struct{})}
+	if len(o.Lookupds) > 0 {
+		p.refresh()
+		p.wg.Add(1)
+		go p.loop()
 	}
 	return p, nil
 }
 
-// Publish sends bodies to topic (one MultiPublish round trip).
+func (p *Publisher) loop() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.opts.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.refresh()
+		}
+	}
+}
+
+// lookupdNodes is the part of nsqlookupd's GET /nodes answer jobx reads.
+type lookupdNodes struct {
+	Producers []struct {
+		BroadcastAddress string `json:"broadcast_address"`
+		TCPPort          int    `json:"tcp_port"`
+	} `json:"producers"`
+}
+
+// refresh asks every nsqlookupd for its nsqd and records their union. When
+// none answers, the previous list stays.
+func (p *Publisher) refresh() {
+	seen := map[string]bool{}
+	var nodes []string
+	answered := 0
+	for _, l := range p.opts.Lookupds {
+		got, err := p.nodes(l)
+		if err != nil {
+			p.opts.Log.Warn("nsqlookupd does not answer", "lookupd", l, "err", err)
+			continue
+		}
+		answered++
+		for _, n := range got {
+			if !seen[n] {
+				seen[n] = true
+				nodes = append(nodes, n)
+			}
+		}
+	}
+	if answered == 0 {
+		return
+	}
+	sort.Strings(nodes)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Equal(nodes, p.discovered) {
+		p.opts.Log.Info("nsqd discovered", "nsqd", nodes)
+	}
+	p.discovered = nodes
+	for addr, prod := range p.producers {
+		if !seen[addr] && !slices.Contains(p.opts.NSQDs, addr) {
+			prod.Stop()
+			delete(p.producers, addr)
+		}
+	}
+}
+
+func (p *Publisher) nodes(lookupd string) ([]string, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+lookupd+"/nodes", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /nodes: %s", resp.Status)
+	}
+	var n lookupdNodes
+	if err := json.NewDecoder(resp.Body).Decode(&n); err != nil {
+		return nil, fmt.Errorf("GET /nodes: %w", err)
+	}
+	var out []string
+	for _, pr := range n.Producers {
+		if pr.BroadcastAddress != "" && pr.TCPPort > 0 {
+			out = append(out, net.JoinHostPort(pr.BroadcastAddress, strconv.Itoa(pr.TCPPort)))
+		}
+	}
+	return out, nil
+}
+
+// Targets returns the nsqd addresses publishing uses now: the discovered
+// ones, or the static ones while none is discovered.
+func (p *Publisher) Targets() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.targetsLocked()
+}
+
+func (p *Publisher) targetsLocked() []string {
+	if len(p.discovered) > 0 {
+		return slices.Clone(p.discovered)
+	}
+	return slices.Clone(p.opts.NSQDs)
+}
+
+// producer returns the producer of addr, creating it.
+func (p *Publisher) producer(addr string) (*nsq.Producer, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if prod, ok := p.producers[addr]; ok {
+		return prod, nil
+	}
+	prod, err := nsq.NewProducer(addr, Config(p.opts.TLS))
+	if err != nil {
+		return nil, fmt.Errorf("nsqd %s: %w", addr, err)
+	}
+	prod.SetLogger(NSQLogger(p.opts.Log), nsq.LogLevelWarning)
+	p.producers[addr] = prod
+	return prod, nil
+}
+
+// Publish sends bodies to topic (one MultiPublish round trip per 500). When
+// every nsqd fails and nsqlookupd are configured, it asks them again and
+// tries the nsqd it had not tried, then the static ones it had not tried.
 func (p *Publisher) Publish(topic string, bodies ...[]byte) error {
 	if len(bodies) == 0 {
 		return nil
 	}
+	tried := map[string]bool{}
+	errs := p.publishTo(topic, &bodies, p.Targets(), tried)
+	if errs == nil {
+		return nil
+	}
+	if len(p.opts.Lookupds) > 0 {
+		p.refresh()
+		var fresh []string
+		for _, a := range append(p.Targets(), p.opts.NSQDs...) {
+			if !tried[a] && !slices.Contains(fresh, a) {
+				fresh = append(fresh, a)
+			}
+		}
+		if len(fresh) > 0 {
+			err := p.publishTo(topic, &bodies, fresh, tried)
+			if err == nil {
+				return nil
+			}
+			errs = multierror.Append(errs, err)
+		}
+	}
+	return errs
+}
+
+// publishTo tries addrs round-robin until one takes every body; bodies
+// shrinks as batches succeed.
+func (p *Publisher) publishTo(topic string, bodies *[][]byte, addrs []string, tried map[string]bool) error {
 	var errs error
 	start := p.next.Add(1)
-	for i := range p.producers {
-		prod := p.producers[(int(start)+i)%len(p.producers)]
-		var err error
-		for len(bodies) > 0 && err == nil {
-			n := min(len(bodies), 500)
+	for i := range addrs {
+		addr := addrs[(int(start)+i)%len(addrs)]
+		tried[addr] = true
+		prod, err := p.producer(addr)
+		for err == nil && len(*bodies) > 0 {
+			n := min(len(*bodies), 500)
 			if n == 1 {
-				err = prod.Publish(topic, bodies[0])
+				err = prod.Publish(topic, (*bodies)[0])
 			} else {
-				err = prod.MultiPublish(topic, bodies[:n])
+				err = prod.MultiPublish(topic, (*bodies)[:n])
 			}
 			if err == nil {
-				bodies = bodies[n:]
+				*bodies = (*bodies)[n:]
 			}
 		}
 		if err == nil {
 			return nil
 		}
-		errs = multierror.Append(errs, fmt.Errorf("publish to %s on %s: %w", topic, prod.String(), err))
+		errs = multierror.Append(errs, fmt.Errorf("publish to %s on %s: %w", topic, addr, err))
+	}
+	if errs == nil {
+		errs = fmt.Errorf("publish to %s: no nsqd to publish to", topic)
 	}
 	return errs
 }
 
-// Close stops every producer.
+// Close stops the refresh loop and every producer. It is idempotent.
 func (p *Publisher) Close() {
 	p.closeOnce.Do(func() {
+		close(p.stop)
+		p.wg.Wait()
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		for _, prod := range p.producers {
 			prod.Stop()
 		}
