@@ -253,6 +253,20 @@ func (p *Publisher) producer(addr string) (*nsq.Producer, error) {
 	return prod, nil
 }
 
+// discard drops a producer that failed, so the next publish to addr
+// connects a new one. go-nsq's Producer reconnects by itself, but its
+// reconnect writes the connection while the exiting router goroutine of
+// the old one still reads it (a data race the race detector reports when
+// an nsqd restarts); a fresh Producer shares nothing with the old router.
+func (p *Publisher) discard(addr string, prod *nsq.Producer) {
+	p.mu.Lock()
+	if p.producers[addr] == prod {
+		delete(p.producers, addr)
+	}
+	p.mu.Unlock()
+	prod.Stop() // marks it stopped at once: a publisher still holding it fails instead of reconnecting it
+}
+
 // Publish sends bodies to topic (one MultiPublish round trip per 500). When
 // every nsqd fails and nsqlookupd are configured, it asks them again and
 // tries the nsqd it had not tried, then the static ones it had not tried.
@@ -306,6 +320,9 @@ func (p *Publisher) publishTo(topic string, bodies *[][]byte, addrs []string, tr
 		}
 		if err == nil {
 			return nil
+		}
+		if prod != nil {
+			p.discard(addr, prod)
 		}
 		errs = multierror.Append(errs, fmt.Errorf("publish to %s on %s: %w", topic, addr, err))
 	}
