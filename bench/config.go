@@ -27,8 +27,15 @@ type config struct {
 	// Containerd adds the containerd sandbox's figures (as root, with
 	// containerd installed).
 	Containerd bool
-	Log        *slog.Logger
-	Stdout     io.Writer
+	// ScaleSizes are the word-count sizes, ascending, of the scaling runs
+	// on a cluster of separate processes.
+	ScaleSizes []int
+	// Celery adds the peer: the word count on Celery, at Docs and at
+	// each of ScaleSizes, run by CeleryPython.
+	Celery       bool
+	CeleryPython string
+	Log          *slog.Logger
+	Stdout       io.Writer
 }
 
 func defaultConfig() *config {
@@ -44,6 +51,9 @@ func defaultConfig() *config {
 		Seed:         20240601,
 		WarmDocs:     20,
 		BaselineRuns: 5,
+		ScaleSizes:   []int{500, 2000, 8000},
+		Celery:       true,
+		CeleryPython: "/usr/bin/python3",
 		Stdout:       os.Stdout,
 	}
 }
@@ -55,4 +65,6 @@ func (c *config) quick() {
 	c.Docs = 200
 	c.WarmDocs = 5
 	c.BaselineRuns = 1
+	c.ScaleSizes = []int{50, 200}
+	c.Celery = false
 }
