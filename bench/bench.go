@@ -24,6 +24,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
+	loadStart := loadAverage()
 	largest := cfg.Docs
 	for _, n := range cfg.ScaleSizes {
 		largest = max(largest, n)
@@ -155,7 +156,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 			r.CelerySkipped = why
 			fmt.Fprintf(os.Stderr, "bench: Celery skipped: %s\n", why)
 		} else {
-			sizes := append([]int{cfg.Docs}, cfg.ScaleSizes...)
+			sizes := append([]int{cfg.Docs}, cfg.CelerySizes...)
 			slices.Sort(sizes)
 			sizes = slices.Compact(sizes)
 			fmt.Fprintf(os.Stderr, "bench: Celery: redis-server and a worker of %d processes; word count over %v documents\n", celeryConcurrency, sizes)
@@ -182,6 +183,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 		}
 	}
 
+	r.Machine.LoadStart, r.Machine.LoadEnd = loadStart, loadAverage()
 	if err := r.writeTable(cfg.Stdout); err != nil {
 		return nil, err
 	}

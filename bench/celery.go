@@ -41,10 +41,15 @@ type celeryResult struct {
 
 // celeryRun is one timed chord.
 type celeryRun struct {
-	Docs   int              `json:"docs"`
-	Tasks  int              `json:"tasks"`
-	WallS  float64          `json:"wall_s"`
-	Counts map[string]int64 `json:"-"`
+	Docs  int     `json:"docs"`
+	Tasks int     `json:"tasks"`
+	WallS float64 `json:"wall_s"`
+	// SubmitS is the part of WallS the chord call took (publishing the
+	// tasks, subscribing to their results); ClientCPUS the CPU the
+	// submitting process used during WallS.
+	SubmitS    float64          `json:"submit_s"`
+	ClientCPUS float64          `json:"client_cpu_s"`
+	Counts     map[string]int64 `json:"-"`
 }
 
 // run returns the run over n documents, or nil.
@@ -141,9 +146,7 @@ func benchCelery(ctx context.Context, python string, bl *baseline, dir string, d
 		Version string  `json:"celery_version"`
 		Ready   float64 `json:"ready_unix"`
 		Runs    []struct {
-			Docs  int               `json:"docs"`
-			Tasks int               `json:"tasks"`
-			WallS float64           `json:"wall_s"`
+			celeryRun
 			Pairs []json.RawMessage `json:"result"`
 		} `json:"runs"`
 	}
@@ -163,7 +166,8 @@ func benchCelery(ctx context.Context, python string, bl *baseline, dir string, d
 		if err != nil {
 			return nil, fmt.Errorf("celery word count over %d documents: %w", run.Docs, err)
 		}
-		r.Runs = append(r.Runs, celeryRun{Docs: run.Docs, Tasks: run.Tasks, WallS: run.WallS, Counts: counts})
+		run.Counts = counts
+		r.Runs = append(r.Runs, run.celeryRun)
 	}
 	if len(r.Runs) != len(sizes) {
 		return nil, fmt.Errorf("celery client: %d runs, want %d", len(r.Runs), len(sizes))

@@ -5,8 +5,10 @@ Reads {"docs": [[name, text], ...], "sizes": [n, ...], "warmup_docs": n,
 a ping, runs one unmeasured chord over the first warmup_docs documents, then
 one chord over the first n documents for each size, and writes
 {"celery_version": v, "ready_unix": t, "runs": [{"docs": n, "tasks": n + 1,
-"wall_s": s, "result": [[word, count], ...]}, ...]} on stdout. wall_s is
-from submitting the chord to having its result.
+"wall_s": s, "submit_s": s, "client_cpu_s": s, "result": [[word, count],
+...]}, ...]} on stdout. wall_s is from submitting the chord to having its
+result, submit_s until the chord call returned, client_cpu_s the CPU this
+process used meanwhile.
 """
 
 import json
@@ -20,10 +22,11 @@ import celery_tasks as tasks
 
 
 def wordcount(docs, timeout):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = chord([tasks.count.s(name, text) for name, text in docs])(tasks.sum_counts.s())
+    submitted = time.perf_counter() - t0
     out = res.get(timeout=timeout)
-    return time.perf_counter() - t0, out
+    return {'wall_s': time.perf_counter() - t0, 'submit_s': submitted, 'client_cpu_s': time.process_time() - c0}, out
 
 
 def main():
@@ -37,8 +40,9 @@ def main():
     wordcount(docs[:spec['warmup_docs']], spec['timeout_s'])
     runs = []
     for n in spec['sizes']:
-        wall, out = wordcount(docs[:n], spec['timeout_s'])
-        runs.append({'docs': n, 'tasks': n + 1, 'wall_s': wall, 'result': out})
+        run, out = wordcount(docs[:n], spec['timeout_s'])
+        run.update({'docs': n, 'tasks': n + 1, 'result': out})
+        runs.append(run)
     json.dump({'celery_version': celery.__version__, 'ready_unix': ready, 'runs': runs}, sys.stdout)
     sys.stdout.write('\n')
     return 0

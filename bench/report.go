@@ -89,6 +89,10 @@ type machine struct {
 	Python     string `json:"python_version"`
 	Kernel     string `json:"kernel"`
 	Date       string `json:"date"`
+	// LoadStart and LoadEnd are the 1-minute load averages when the run
+	// started and ended: other work on the machine shows in them.
+	LoadStart float64 `json:"load_1m_at_start"`
+	LoadEnd   float64 `json:"load_1m_at_end"`
 }
 
 // sizes are the run's parameters.
@@ -160,6 +164,9 @@ func (r *results) figures() []*figure {
 
 // writeNotes prints what the table's columns hold beyond the figures.
 func (r *results) writeNotes(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %d cores (%s), Go %s, Python %s, kernel %s, %s; load average %.1f at the start, %.1f at the end.\n",
+		m.NProc, m.CPUModel, m.GoVersion, m.Python, m.Kernel, m.Date, m.LoadStart, m.LoadEnd)
 	fmt.Fprintln(w, "baseline: the same Python handlers in one Python process (bench/baseline.py), same run.")
 	switch {
 	case r.Celery != nil:
@@ -276,6 +283,20 @@ func describeMachine() machine {
 		m.Python = strings.TrimSpace(strings.TrimPrefix(string(out), "Python "))
 	}
 	return m
+}
+
+// loadAverage is the machine's 1-minute load average, or 0.
+func loadAverage() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // peakRSS returns a process's VmHWM in bytes (pid 0: this process).
