@@ -83,7 +83,7 @@ func benchContainerd(ctx context.Context, cfg *config, dir string, docs []docume
 		box.Close()
 		return nil, "", err
 	}
-	cl := &client{url: c.url, http: &http.Client{Timeout: 5 * time.Minute}}
+	cl := &client{url: c.url, http: &http.Client{Timeout: 15 * time.Minute}}
 	if err := waitReady(ctx, cl, 60*time.Second); err != nil {
 		c.Close()
 		box.Close()
