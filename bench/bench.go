@@ -147,7 +147,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 			fmt.Fprintf(os.Stderr, "bench: containerd figures skipped: %s\n", why)
 		default:
 			r.CtrTrivialP50, r.CtrTrivialP99, r.CtrColdStart = cf.TrivialP50, cf.TrivialP99, cf.ColdStart
-			r.CtrWordcountInvocationsPerS = cf.WordcountInvocationsPerS
+			r.CtrWordcountInvocationsPerS, r.CtrWordcountUnfinished = cf.WordcountInvocationsPerS, cf.WordcountUnfinished
 		}
 	}
 

@@ -26,6 +26,7 @@ import (
 type ctrFigures struct {
 	TrivialP50, TrivialP99   *figure
 	WordcountInvocationsPerS *figure
+	WordcountUnfinished      string // why WordcountInvocationsPerS is nil
 	ColdStart                *figure
 }
 
@@ -92,27 +93,41 @@ func benchContainerd(ctx context.Context, cfg *config, dir string, docs []docume
 	fmt.Fprintf(os.Stderr, "bench: containerd: trivial job, %d warm-up + %d requests\n", cfg.Warmup, cfg.Requests)
 	lat, err := measureTrivial(ctx, cl, cfg.Warmup, cfg.Requests)
 	var wc *wordcountRun
+	var unfinished string
 	if err == nil {
-		fmt.Fprintf(os.Stderr, "bench: containerd: word count over %d documents\n", len(docs))
-		if _, err = measureWordcount(ctx, cl, c.store, docs[:min(cfg.WarmDocs, len(docs))]); err == nil {
-			wc, err = measureWordcount(ctx, cl, c.store, docs)
+		// A loaded machine can make this run last many minutes (sandboxes
+		// that miss their start deadline are retried); past the limit it
+		// is reported as unfinished rather than failing the whole run.
+		fmt.Fprintf(os.Stderr, "bench: containerd: word count over %d documents (at most %s)\n", len(docs), cfg.CtrWordcountLimit)
+		wctx, cancel := context.WithTimeout(ctx, cfg.CtrWordcountLimit)
+		if _, err = measureWordcount(wctx, cl, c.store, docs[:min(cfg.WarmDocs, len(docs))]); err == nil {
+			wc, err = measureWordcount(wctx, cl, c.store, docs)
 		}
+		if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+			unfinished = fmt.Sprintf("the word count over %d documents did not finish within %s (load average %.1f)", len(docs), cfg.CtrWordcountLimit, loadAverage())
+			fmt.Fprintln(os.Stderr, "bench: containerd:", unfinished)
+			err = nil
+		}
+		cancel()
 	}
 	c.Close()
 	box.Close()
 	if err != nil {
 		return nil, "", err
 	}
-	if d := diffCounts(wc.Counts, want); d != "" {
-		return nil, "", fmt.Errorf("WORD COUNT MISMATCH on containerd: %s", d)
-	}
 	s := summarize(millis(lat))
-	ips := float64(wc.Maps+wc.Reduces) / wc.Wall.Seconds()
 	f := &ctrFigures{
-		TrivialP50: newFigure("trivial job p50, warm containerd (baseline: process sandbox)", s.P50, "ms").vs(processP50).atMost("<= 8 ms", 8),
-		TrivialP99: newFigure("trivial job p99, warm containerd (baseline: process sandbox)", s.P99, "ms").vs(processP99),
-		WordcountInvocationsPerS: newFigure(fmt.Sprintf("word count %d docs invocations/s, warm containerd (baseline: process sandbox)", len(docs)), ips, "1/s").
-			vs(processIPS).atLeast(">= 500 /s", 500),
+		TrivialP50:          newFigure("trivial job p50, warm containerd (baseline: process sandbox)", s.P50, "ms").vs(processP50).atMost("<= 8 ms", 8),
+		TrivialP99:          newFigure("trivial job p99, warm containerd (baseline: process sandbox)", s.P99, "ms").vs(processP99),
+		WordcountUnfinished: unfinished,
+	}
+	if wc != nil {
+		if d := diffCounts(wc.Counts, want); d != "" {
+			return nil, "", fmt.Errorf("WORD COUNT MISMATCH on containerd: %s", d)
+		}
+		ips := float64(wc.Maps+wc.Reduces) / wc.Wall.Seconds()
+		f.WordcountInvocationsPerS = newFigure(fmt.Sprintf("word count %d docs invocations/s, warm containerd (baseline: process sandbox)", len(docs)), ips, "1/s").
+			vs(processIPS).atLeast(">= 500 /s", 500)
 	}
 
 	// (d) cold start: a sandbox that keeps nothing warm, so every run
