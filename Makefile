@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test test-faults vet fmt-check deps bench bench-quick fuzz demo-artifacts clean \
+.PHONY: build run test test-faults vet fmt-check deps bench-deps bench bench-quick fuzz demo-artifacts clean \
 	cluster-stage cluster-up cluster-down test-cluster
 
 build: bin/jobx bin/jobx-agent
@@ -21,11 +21,17 @@ bin/jobx-agent: $(shell find cmd/jobx-agent runner/containerd/agent -name '*.go'
 ## images), graphviz (graphs), chromium (the browser test)
 DEB_DEPS = python3:python3 node:nodejs perl:perl curl:curl containerd:containerd runc:runc \
 	busybox:busybox-static dot:graphviz chromium:chromium
-deps:
+# install_missing installs the Debian packages of the check:package pairs in $(1) whose check
+# fails; a check is a command on PATH, or py.<module> for a module Debian's python3 imports.
+DEB_PYTHON = /usr/bin/python3
+define install_missing
 	@missing=""; \
-	for pair in $(DEB_DEPS); do \
-		cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-		command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	for pair in $(1); do \
+		chk=$${pair%%:*}; pkg=$${pair#*:}; \
+		case $$chk in \
+		py.*) $(DEB_PYTHON) -c "import $${chk#py.}" >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+		*) command -v $$chk >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+		esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing (install them, or run as root)"; exit 1; fi; \
@@ -33,6 +39,15 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+deps:
+	$(call install_missing,$(DEB_DEPS))
+
+## bench-deps: the benchmark's peer, Celery with a Redis broker (started privately by the
+## harness; the packages' services are not used)
+BENCH_DEB_DEPS = py.celery:python3-celery py.redis:python3-redis redis-server:redis-server
+bench-deps: deps
+	$(call install_missing,$(BENCH_DEB_DEPS))
 
 ## run: the all-in-one local cluster (embedded etcd and nsqd) with the examples loaded
 run: deps build
@@ -60,9 +75,10 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-## bench: in-process cluster (etcd fsync on): latency and throughput beside an in-process Python
-## baseline; prints a table and writes bench/out/results.json
-bench: deps
+## bench: latency, throughput and scaling (500, 2,000, 8,000 documents) beside an in-process Python
+## baseline and Celery (the peer) on the same word count; prints a table and writes
+## bench/out/results.json
+bench: bench-deps
 	$(GO) run ./bench -out bench/out/results.json
 
 bench-quick: deps

@@ -63,18 +63,22 @@ func newBaseline(dir string) (*baseline, error) {
 	return b, nil
 }
 
+// spec is what baseline.py's Baseline loads the handlers from: the
+// runtime module, the handler files and the steps.
+func (b *baseline) spec() map[string]any {
+	return map[string]any{
+		"runtime":  filepath.Join(b.dir, python.RuntimeFile),
+		"handlers": b.handlers,
+		"steps":    steps,
+	}
+}
+
 // run runs a job's steps over args warmup+iterations times and returns the
 // timings of the measured runs and the last result.
 func (b *baseline) run(ctx context.Context, job string, args [][2]any, warmup, iterations int) (*baselineRun, error) {
-	spec, err := json.Marshal(map[string]any{
-		"runtime":      filepath.Join(b.dir, python.RuntimeFile),
-		"handlers":     b.handlers,
-		"steps":        steps,
-		"initial_step": jobs[job],
-		"arguments":    args,
-		"warmup":       warmup,
-		"iterations":   iterations,
-	})
+	sp := b.spec()
+	sp["initial_step"], sp["arguments"], sp["warmup"], sp["iterations"] = jobs[job], args, warmup, iterations
+	spec, err := json.Marshal(sp)
 	if err != nil {
 		return nil, err
 	}

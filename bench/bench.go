@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"time"
 )
 
@@ -23,7 +24,15 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	docs := generateDocs(cfg.Docs, cfg.DocBytes, cfg.Vocabulary, cfg.Seed)
+	loadStart := loadAverage()
+	largest := cfg.Docs
+	for _, n := range cfg.ScaleSizes {
+		largest = max(largest, n)
+	}
+	// One seed: the first n documents of a longer run are the n documents
+	// of a shorter one, so every size is a prefix of all.
+	all := generateDocs(largest, cfg.DocBytes, cfg.Vocabulary, cfg.Seed)
+	docs := all[:cfg.Docs]
 	want := countWords(docs)
 
 	// The baseline runs first, alone on the machine.
@@ -36,11 +45,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := make([][2]any, len(docs))
-	for i, d := range docs {
-		args[i] = [2]any{d.Name, d.Text}
-	}
-	blWC, err := bl.run(ctx, wordcountJob, args, 1, cfg.BaselineRuns)
+	blWC, err := bl.run(ctx, wordcountJob, docArgs(docs), 1, cfg.BaselineRuns)
 	if err != nil {
 		return nil, err
 	}
@@ -96,15 +101,27 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	if wc.Maps+wc.Reduces != wantInv {
 		return nil, fmt.Errorf("word count ran %d map and %d reduce invocations, want %d in all", wc.Maps, wc.Reduces, wantInv)
 	}
+	rss, err := peakRSS(0)
+	if err != nil {
+		return nil, err
+	}
+	var zrss int64
+	zs := zygotes(os.Getpid())
+	for _, pid := range zs {
+		if n, err := peakRSS(pid); err == nil {
+			zrss += n
+		}
+	}
+	c.Close()
 
 	r := &results{Machine: describeMachine(), WordcountMatchesBaseline: true}
 	r.Sizes = sizes{
 		Mode: cfg.Mode, TrivialWarmup: cfg.Warmup, TrivialRequests: cfg.Requests, Docs: cfg.Docs, DocBytes: cfg.DocBytes,
 		Vocabulary: cfg.Vocabulary, Seed: cfg.Seed, WordcountBody: wc.RequestSize, BaselineWCRuns: cfg.BaselineRuns,
-		EtcdFsync: true, Sandbox: "process", RunnerConcurency: c.runnerConcurrency,
+		EtcdFsync: true, Sandbox: "process", RunnerConcurency: c.runnerConcurrency, ScaleSizes: cfg.ScaleSizes,
 	}
 	js, bs := summarize(millis(lat)), summarize(blTrivial.TimingsMS)
-	r.TrivialP50 = newFigure("trivial job p50", js.P50, "ms").vs(bs.P50).target("<= 5 ms", js.P50 <= 5)
+	r.TrivialP50 = newFigure("trivial job p50", js.P50, "ms").vs(bs.P50).atMost("<= 5 ms", 5)
 	r.TrivialP99 = newFigure("trivial job p99", js.P99, "ms").vs(bs.P99)
 	r.TrivialMean = newFigure("trivial job mean", js.Mean, "ms").vs(bs.Mean)
 	label := fmt.Sprintf("word count %d docs", len(docs))
@@ -113,13 +130,16 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	inv := float64(wc.Maps + wc.Reduces)
 	r.WordcountInvocations = newFigure(label+" invocations", inv, "count")
 	ips := inv / wc.Wall.Seconds()
-	r.WordcountInvocationsPerS = newFigure("word count invocations/s", ips, "1/s").target(">= 1000 /s", ips >= 1000)
+	r.WordcountInvocationsPerS = newFigure("word count invocations/s", ips, "1/s").atLeast(">= 1000 /s", 1000)
+	r.WordcountDocsPerS = newFigure("word count documents/s", float64(len(docs))/wc.Wall.Seconds(), "1/s").vs(float64(len(docs)) / blWall)
 	r.WordcountPhases = wc.Phases
 	wc.Phases.write(os.Stderr, len(docs))
 	r.WordcountDistinctWords = newFigure("word count distinct words (= baseline)", float64(len(wc.Counts)), "count").vs(float64(len(blCounts)))
+	r.PeakRSS = newFigure("peak RSS (bench process: etcd+nsqd+gateway+runner)", float64(rss)/(1<<20), "MiB")
+	r.PeakRSSZygotes = newFigure(fmt.Sprintf("peak RSS (%d python zygotes, summed)", len(zs)), float64(zrss)/(1<<20), "MiB")
 
 	if cfg.Containerd {
-		cf, why, err := benchContainerd(ctx, cfg, dir, js.P50, js.P99)
+		cf, why, err := benchContainerd(ctx, cfg, dir, docs, blCounts, js.P50, js.P99, ips)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("containerd figures: %w", err)
@@ -127,26 +147,47 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 			fmt.Fprintf(os.Stderr, "bench: containerd figures skipped: %s\n", why)
 		default:
 			r.CtrTrivialP50, r.CtrTrivialP99, r.CtrColdStart = cf.TrivialP50, cf.TrivialP99, cf.ColdStart
+			r.CtrWordcountInvocationsPerS, r.CtrWordcountUnfinished = cf.WordcountInvocationsPerS, cf.WordcountUnfinished
 		}
 	}
 
-	rss, err := peakRSS(0)
-	if err != nil {
-		return nil, err
-	}
-	r.PeakRSS = newFigure("peak RSS (bench process: etcd+nsqd+gateway+runner)", float64(rss)/(1<<20), "MiB")
-	var zrss int64
-	zs := zygotes()
-	for _, pid := range zs {
-		if n, err := peakRSS(pid); err == nil {
-			zrss += n
+	if cfg.Celery {
+		if why := celeryAvailable(ctx, cfg.CeleryPython); why != "" {
+			r.CelerySkipped = why
+			fmt.Fprintf(os.Stderr, "bench: Celery skipped: %s\n", why)
+		} else {
+			sizes := append([]int{cfg.Docs}, cfg.CelerySizes...)
+			slices.Sort(sizes)
+			sizes = slices.Compact(sizes)
+			fmt.Fprintf(os.Stderr, "bench: Celery: redis-server and a worker of %d processes; word count over %v documents\n", celeryConcurrency, sizes)
+			if r.Celery, err = benchCelery(ctx, cfg.CeleryPython, bl, filepath.Join(dir, "celery"), all, sizes, cfg.WarmDocs); err != nil {
+				return nil, fmt.Errorf("celery: %w", err)
+			}
+			for _, run := range r.Celery.Runs {
+				if d := diffCounts(run.Counts, countWords(all[:run.Docs])); d != "" {
+					return nil, fmt.Errorf("CELERY WORD COUNT MISMATCH over %d documents: %s", run.Docs, d)
+				}
+			}
+			p := r.Celery.run(cfg.Docs)
+			if d := diffCounts(p.Counts, blCounts); d != "" {
+				return nil, fmt.Errorf("CELERY WORD COUNT MISMATCH: Celery's result differs from the baseline's: %s", d)
+			}
+			r.WordcountWall.vsCelery(p.WallS).target("< Celery's", r.WordcountWall.Value < p.WallS, r.WordcountWall.Value/p.WallS)
+			r.WordcountDocsPerS.vsCelery(float64(p.Docs) / p.WallS)
 		}
 	}
-	r.PeakRSSZygotes = newFigure(fmt.Sprintf("peak RSS (%d python zygotes, summed)", len(zs)), float64(zrss)/(1<<20), "MiB")
 
+	if len(cfg.ScaleSizes) > 0 {
+		if r.Scaling, err = benchScaling(ctx, cfg, filepath.Join(dir, "scale"), bl, all, r.Celery); err != nil {
+			return nil, fmt.Errorf("scaling: %w", err)
+		}
+	}
+
+	r.Machine.LoadStart, r.Machine.LoadEnd = loadStart, loadAverage()
 	if err := r.writeTable(cfg.Stdout); err != nil {
 		return nil, err
 	}
+	r.writeNotes(cfg.Stdout)
 	if cfg.Out != "" {
 		if err := r.writeJSON(cfg.Out); err != nil {
 			return nil, err
@@ -154,4 +195,13 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 		fmt.Fprintln(os.Stderr, "bench: wrote", cfg.Out)
 	}
 	return r, nil
+}
+
+// docArgs are the word-count job's arguments as the baseline takes them.
+func docArgs(docs []document) [][2]any {
+	args := make([][2]any, len(docs))
+	for i, d := range docs {
+		args[i] = [2]any{d.Name, d.Text}
+	}
+	return args
 }

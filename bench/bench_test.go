@@ -106,9 +106,55 @@ func TestQuickRunMatchesTheBaseline(t *testing.T) {
 			t.Errorf("figure %s has no baseline or ratio: %v", name, f)
 		}
 	}
-	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline"} {
+	if s := r.Scaling; s == nil || len(s.Runs) != len(cfg.ScaleSizes) || s.CostGrowth == nil {
+		t.Errorf("want a scaling run per size %v: %+v", cfg.ScaleSizes, s)
+	} else {
+		for _, run := range s.Runs {
+			for _, f := range []*figure{run.Wall, run.PerInvocation, run.RSSGateway, run.RSSRunner} {
+				if f.Value <= 0 {
+					t.Errorf("%s: %v is not positive", f.Label, f.Value)
+				}
+			}
+		}
+	}
+	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline", "scaling"} {
 		if _, ok := doc[k]; !ok {
 			t.Errorf("no %q in the JSON", k)
 		}
+	}
+}
+
+// TestCeleryPeerMatchesTheBaseline runs the peer on a few documents: a
+// private redis-server and a Celery worker, both gone afterwards.
+func TestCeleryPeerMatchesTheBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server and a Celery worker")
+	}
+	cfg := defaultConfig()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if why := celeryAvailable(ctx, cfg.CeleryPython); why != "" {
+		t.Skip(why)
+	}
+	dir := t.TempDir()
+	bl, err := newBaseline(filepath.Join(dir, "baseline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := generateDocs(40, 1000, 300, 7)
+	r, err := benchCelery(ctx, cfg.CeleryPython, bl, filepath.Join(dir, "celery"), docs, []int{10, 40}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range r.Runs {
+		if d := diffCounts(run.Counts, countWords(docs[:run.Docs])); d != "" {
+			t.Errorf("Celery's count over %d documents: %s", run.Docs, d)
+		}
+		if run.WallS <= 0 || run.Tasks != run.Docs+1 {
+			t.Errorf("run %+v: want a positive wall time and one task per document and one more", run)
+		}
+	}
+	if r.WorkerStart <= 0 || r.Version == "" || r.Redis == "" {
+		t.Errorf("want the worker's start time and the versions: %+v", r)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 )
 
 // config sizes and routes one benchmark run.
@@ -27,24 +28,42 @@ type config struct {
 	// Containerd adds the containerd sandbox's figures (as root, with
 	// containerd installed).
 	Containerd bool
-	Log        *slog.Logger
-	Stdout     io.Writer
+	// CtrWordcountLimit bounds the containerd word count.
+	CtrWordcountLimit time.Duration
+	// ScaleSizes are the word-count sizes, ascending, of the scaling runs
+	// on a cluster of separate processes.
+	ScaleSizes []int
+	// Celery adds the peer: the word count on Celery, at Docs and at
+	// each of CelerySizes, run by CeleryPython. CelerySizes stop at 2,000
+	// documents: Celery 5.2's client subscribes to every task's result and
+	// drains those messages slower than the tasks finish, so a chord of
+	// 8,000 took many minutes.
+	Celery       bool
+	CelerySizes  []int
+	CeleryPython string
+	Log          *slog.Logger
+	Stdout       io.Writer
 }
 
 func defaultConfig() *config {
 	return &config{
-		Out:          "bench/out/results.json",
-		Containerd:   true,
-		Mode:         "full",
-		Warmup:       20,
-		Requests:     300,
-		Docs:         2000,
-		DocBytes:     1000,
-		Vocabulary:   300,
-		Seed:         20240601,
-		WarmDocs:     20,
-		BaselineRuns: 5,
-		Stdout:       os.Stdout,
+		Out:               "bench/out/results.json",
+		Containerd:        true,
+		CtrWordcountLimit: 4 * time.Minute,
+		Mode:              "full",
+		Warmup:            20,
+		Requests:          300,
+		Docs:              2000,
+		DocBytes:          1000,
+		Vocabulary:        300,
+		Seed:              20240601,
+		WarmDocs:          20,
+		BaselineRuns:      5,
+		ScaleSizes:        []int{500, 2000, 8000},
+		Celery:            true,
+		CelerySizes:       []int{500, 2000},
+		CeleryPython:      "/usr/bin/python3",
+		Stdout:            os.Stdout,
 	}
 }
 
@@ -55,4 +74,6 @@ func (c *config) quick() {
 	c.Docs = 200
 	c.WarmDocs = 5
 	c.BaselineRuns = 1
+	c.ScaleSizes = []int{25, 100}
+	c.Celery = false
 }

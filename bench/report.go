@@ -17,16 +17,23 @@ import (
 )
 
 // figure is one reported measurement. Baseline and Ratio (Value/Baseline)
-// are null where there is no baseline; Target and MeetsTarget only where
-// DESIGN sets a target.
+// are null where there is no baseline; Celery and CeleryRatio
+// (Value/Celery) where the peer did not run the same work; Target,
+// MeetsTarget and MissedBy only where the project sets a target.
 type figure struct {
 	Label       string   `json:"label"`
 	Value       float64  `json:"value"`
 	Unit        string   `json:"unit"`
 	Baseline    *float64 `json:"baseline"`
 	Ratio       *float64 `json:"ratio"`
+	Celery      *float64 `json:"celery,omitempty"`
+	CeleryRatio *float64 `json:"ratio_to_celery,omitempty"`
 	Target      string   `json:"target,omitempty"`
 	MeetsTarget *bool    `json:"meets_target,omitempty"`
+	// MissedBy is how far a missed target is, as a factor above 1 (the
+	// value over the limit for an upper bound, the limit over the value
+	// for a lower bound).
+	MissedBy *float64 `json:"missed_by,omitempty"`
 }
 
 func newFigure(label string, value float64, unit string) *figure {
@@ -43,9 +50,33 @@ func (f *figure) vs(baseline float64) *figure {
 	return f
 }
 
-// target records a design target and whether the value meets it.
-func (f *figure) target(desc string, met bool) *figure {
+// vsCelery sets the peer's figure and the ratio to it.
+func (f *figure) vsCelery(celery float64) *figure {
+	f.Celery = &celery
+	if celery > 0 {
+		r := f.Value / celery
+		f.CeleryRatio = &r
+	}
+	return f
+}
+
+// atMost records the target value <= limit.
+func (f *figure) atMost(desc string, limit float64) *figure {
+	return f.target(desc, f.Value <= limit, f.Value/limit)
+}
+
+// atLeast records the target value >= limit.
+func (f *figure) atLeast(desc string, limit float64) *figure {
+	return f.target(desc, f.Value >= limit, limit/f.Value)
+}
+
+// target records a target, whether the value meets it and, if not, by
+// what factor it misses.
+func (f *figure) target(desc string, met bool, factor float64) *figure {
 	f.Target, f.MeetsTarget = desc, &met
+	if !met {
+		f.MissedBy = &factor
+	}
 	return f
 }
 
@@ -58,6 +89,10 @@ type machine struct {
 	Python     string `json:"python_version"`
 	Kernel     string `json:"kernel"`
 	Date       string `json:"date"`
+	// LoadStart and LoadEnd are the 1-minute load averages when the run
+	// started and ended: other work on the machine shows in them.
+	LoadStart float64 `json:"load_1m_at_start"`
+	LoadEnd   float64 `json:"load_1m_at_end"`
 }
 
 // sizes are the run's parameters.
@@ -74,6 +109,7 @@ type sizes struct {
 	EtcdFsync        bool   `json:"etcd_fsync"`
 	Sandbox          string `json:"sandbox"`
 	RunnerConcurency int    `json:"runner_concurrency"`
+	ScaleSizes       []int  `json:"scale_sizes"`
 }
 
 // results is the JSON document: the machine, the sizes and one entry per figure.
@@ -86,13 +122,22 @@ type results struct {
 	WordcountWall            *figure `json:"wordcount_wall"`
 	WordcountInvocations     *figure `json:"wordcount_invocations"`
 	WordcountInvocationsPerS *figure `json:"wordcount_invocations_per_s"`
+	WordcountDocsPerS        *figure `json:"wordcount_docs_per_s"`
 	WordcountDistinctWords   *figure `json:"wordcount_distinct_words"`
 	WordcountPhases          *phases `json:"wordcount_phases"`
-	CtrTrivialP50            *figure `json:"containerd_trivial_p50,omitempty"`
-	CtrTrivialP99            *figure `json:"containerd_trivial_p99,omitempty"`
-	CtrColdStart             *figure `json:"containerd_cold_start,omitempty"`
 	PeakRSS                  *figure `json:"peak_rss_bench_process"`
 	PeakRSSZygotes           *figure `json:"peak_rss_python_zygotes"`
+	CtrTrivialP50            *figure `json:"containerd_trivial_p50,omitempty"`
+	CtrTrivialP99            *figure `json:"containerd_trivial_p99,omitempty"`
+	// CtrWordcountInvocationsPerS is the word count on warm containerd
+	// sandboxes; its baseline is the process sandbox's rate.
+	CtrWordcountInvocationsPerS *figure `json:"containerd_wordcount_invocations_per_s,omitempty"`
+	CtrWordcountUnfinished      string  `json:"containerd_wordcount_unfinished,omitempty"`
+	CtrColdStart                *figure `json:"containerd_cold_start,omitempty"`
+	// Celery is the peer's run; CelerySkipped says why there is none.
+	Celery        *celeryResult `json:"celery,omitempty"`
+	CelerySkipped string        `json:"celery_skipped,omitempty"`
+	Scaling       *scaling      `json:"scaling,omitempty"`
 	// WordcountMatchesBaseline is true when jobx's word counts equal the
 	// baseline's (and Go's) exactly; a run where they differ fails.
 	WordcountMatchesBaseline bool `json:"wordcount_matches_baseline"`
@@ -100,37 +145,88 @@ type results struct {
 
 func (r *results) figures() []*figure {
 	out := []*figure{r.TrivialP50, r.TrivialP99, r.TrivialMean, r.WordcountWall, r.WordcountInvocations,
-		r.WordcountInvocationsPerS, r.WordcountDistinctWords}
-	for _, f := range []*figure{r.CtrTrivialP50, r.CtrTrivialP99, r.CtrColdStart} {
+		r.WordcountInvocationsPerS, r.WordcountDocsPerS, r.WordcountDistinctWords, r.PeakRSS, r.PeakRSSZygotes}
+	for _, f := range []*figure{r.CtrTrivialP50, r.CtrTrivialP99, r.CtrWordcountInvocationsPerS, r.CtrColdStart} {
 		if f != nil {
 			out = append(out, f)
 		}
 	}
-	return append(out, r.PeakRSS, r.PeakRSSZygotes)
+	if s := r.Scaling; s != nil {
+		for _, run := range s.Runs {
+			out = append(out, run.Wall, run.PerInvocation)
+		}
+		out = append(out, s.CostGrowth)
+		for _, run := range s.Runs {
+			out = append(out, run.RSSGateway, run.RSSRunner, run.RSSZygotes)
+		}
+	}
+	return out
+}
+
+// writeNotes prints what the table's columns hold beyond the figures.
+func (r *results) writeNotes(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %d cores (%s), Go %s, Python %s, kernel %s, %s; load average %.1f at the start, %.1f at the end.\n",
+		m.NProc, m.CPUModel, m.GoVersion, m.Python, m.Kernel, m.Date, m.LoadStart, m.LoadEnd)
+	fmt.Fprintln(w, "baseline: the same Python handlers in one Python process (bench/baseline.py), same run.")
+	if r.CtrWordcountUnfinished != "" {
+		fmt.Fprintln(w, "containerd: target >= 500 /s MISSED:", r.CtrWordcountUnfinished+".")
+	}
+	switch {
+	case r.Celery != nil:
+		c := r.Celery
+		fmt.Fprintf(w, "Celery %s on %s, redis-server %s: %s. Worker start (exec to first ping answered) %.2f s, not in the wall times.\n",
+			c.Version, c.Python, c.Redis, c.Setup, c.WorkerStart)
+		if run := c.run(r.Sizes.Docs); run != nil {
+			fmt.Fprintf(w, "Celery word count %d docs: %d tasks, %.0f tasks/s (jobx runs 2 invocations per document, Celery 1 task).\n",
+				run.Docs, run.Tasks, float64(run.Tasks)/run.WallS)
+		}
+	case r.CelerySkipped != "":
+		fmt.Fprintln(w, "Celery: skipped:", r.CelerySkipped)
+	}
+	if r.Scaling != nil {
+		fmt.Fprintln(w, "scaling:", r.Scaling.Cluster+"; peak RSS is VmHWM, reset before each size's run.")
+	}
 }
 
 // writeTable prints the figures as an aligned plain-text table.
 func (r *results) writeTable(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "benchmark\tjobx\tbaseline\tratio\ttarget")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "benchmark\tjobx\tbaseline\tjobx/baseline\tCelery\tjobx/Celery\ttarget")
+	ratio := func(r *float64) string {
+		if r == nil {
+			return ""
+		}
+		return formatRatio(*r)
+	}
 	for _, f := range r.figures() {
-		base, ratio, target := "", "", ""
+		base, peer, target := "", "", ""
 		if f.Baseline != nil {
 			base = formatValue(*f.Baseline, f.Unit)
 		}
-		if f.Ratio != nil {
-			ratio = fmt.Sprintf("%.1fx", *f.Ratio)
+		if f.Celery != nil {
+			peer = formatValue(*f.Celery, f.Unit)
 		}
 		if f.MeetsTarget != nil {
-			verdict := "met"
-			if !*f.MeetsTarget {
-				verdict = "MISSED"
+			target = f.Target + ": met"
+			if f.MissedBy != nil {
+				target = fmt.Sprintf("%s: MISSED by %.2fx", f.Target, *f.MissedBy)
 			}
-			target = f.Target + " " + verdict
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio, target)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio), peer, ratio(f.CeleryRatio), target)
 	}
 	return tw.Flush()
+}
+
+func formatRatio(r float64) string {
+	switch {
+	case r >= 10:
+		return fmt.Sprintf("%.0fx", r)
+	case r >= 0.1:
+		return fmt.Sprintf("%.2fx", r)
+	default:
+		return fmt.Sprintf("%.2gx", r)
+	}
 }
 
 func formatValue(v float64, unit string) string {
@@ -149,6 +245,8 @@ func formatValue(v float64, unit string) string {
 		return fmt.Sprintf("%.0f MiB", v)
 	case "1/s":
 		return fmt.Sprintf("%.0f /s", v)
+	case "x":
+		return fmt.Sprintf("%.2fx", v)
 	default:
 		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
@@ -191,6 +289,20 @@ func describeMachine() machine {
 	return m
 }
 
+// loadAverage is the machine's 1-minute load average, or 0.
+func loadAverage() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
 // peakRSS returns a process's VmHWM in bytes (pid 0: this process).
 func peakRSS(pid int) (int64, error) {
 	path := "/proc/self/status"
@@ -222,10 +334,9 @@ func statusField(path, field string) (int64, error) {
 	return 0, fmt.Errorf("%s: no %s", path, field)
 }
 
-// zygotes returns the pids of this process's Python zygotes (children
-// running jobx_runtime.py in zygote mode).
-func zygotes() []int {
-	self := os.Getpid()
+// zygotes returns the pids of the Python zygotes (children running
+// jobx_runtime.py in zygote mode) of process parent.
+func zygotes(parent int) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range ents {
@@ -237,7 +348,7 @@ func zygotes() []int {
 		if err != nil || !bytes.Contains(cmdline, []byte("jobx_runtime.py")) || !bytes.Contains(cmdline, []byte("\x00zygote\x00")) {
 			continue
 		}
-		if parentOf(pid) == self {
+		if parentOf(pid) == parent {
 			out = append(out, pid)
 		}
 	}
