@@ -53,10 +53,11 @@ bench-deps: deps
 run: deps build
 	./bin/jobx up --data-dir $(DATA) --http $(HTTP) $(addprefix --load ,$(EXAMPLES))
 
-## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd) with -race;
+## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd, the Celery
+## peer of the benchmark) with -race;
 ## prints the fault matrix's counts (its fast subset runs here)
 FAULT_REPORT = $(CURDIR)/bin/fault-report.txt
-test: deps fmt-check vet
+test: bench-deps fmt-check vet
 	@mkdir -p bin; rm -f $(FAULT_REPORT)
 	@JOBX_FAULT_REPORT=$(FAULT_REPORT) $(GO) test -race -count=1 -timeout 30m ./...; status=$$?; \
 	if [ -f $(FAULT_REPORT) ]; then cat $(FAULT_REPORT); fi; exit $$status
