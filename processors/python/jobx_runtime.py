@@ -496,13 +496,24 @@ for k, v in arguments:
 WARM_UP = os.environ.get('JOBX_ZYGOTE_WARMUP', '1') != '0'
 
 
+_warm_up_code = None
+
+
+def _compile_warm_up():
+    """Compiles the warm-up handler once, in the zygote, so that forked
+    children inherit it instead of each parsing and compiling it again."""
+    global _warm_up_code
+    if WARM_UP and _warm_up_code is None:
+        _warm_up_code = compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
+
+
 def _warm_up():
     """Runs a throwaway invocation in a pre-forked child, so that the pages a
     handler run touches are copied before the real invocation arrives."""
     stderr = sys.stderr
     sys.stderr = io.StringIO()
     try:
-        code = compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
+        code = _warm_up_code or compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
         invoke(code, 'mapper', 'warmup', io.StringIO('["k", 1]\n["k", "two"]\n'), io.StringIO())
     except BaseException:
         pass
@@ -553,6 +564,7 @@ class Zygote(object):
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, ('accept', None))
+        _compile_warm_up()
         self.refill()
         # The parent keeps our stdin open; EOF means it went away.
         self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, ('parent', None))
