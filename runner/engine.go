@@ -12,6 +12,7 @@ import (
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/processors"
 	"github.com/nsqio/go-nsq"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -666,6 +667,10 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		env = append(env, "JOBX_FS_ROOT="+shared)
 	}
 	backoff, _ := time.ParseDuration(h.Options.RetryBackoff)
+	reuse := ""
+	if h.Options.Reuse == processors.ReuseRequest {
+		reuse = t.req.ID
+	}
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {
 		out.reset()
@@ -674,6 +679,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
 			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
+			Reuse: reuse,
 		}
 		outcome, err := r.sandbox.Run(ctx, spec)
 		if err != nil {
