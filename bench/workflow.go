@@ -90,7 +90,7 @@ func loadWorkflow(ctx context.Context, store *kvmodel.Store) error {
 			Name: h.Name, WorkflowName: workflowName, Description: m.Description, SourceType: proc.Name(),
 			SourceCode: string(h.Src), Version: processors.Version(h.Src), HandlerType: m.HandlerType,
 			RequiredCapability: m.RequiredCapability,
-			Options:            kvmodel.HandlerOptions{File: h.File, Retries: m.Retries.Count, Network: m.Network, MaxOutput: m.MaxOutput, Memory: m.Memory},
+			Options:            kvmodel.HandlerOptions{File: h.File, Retries: m.Retries.Count, Network: m.Network, MaxOutput: m.MaxOutput, Memory: m.Memory, Reuse: m.Reuse},
 		}
 		if m.Timeout > 0 {
 			e.Options.Timeout = m.Timeout.String()

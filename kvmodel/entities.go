@@ -185,6 +185,9 @@ type HandlerOptions struct {
 	Retries      int     `json:"retries,omitempty"`
 	RetryBackoff string  `json:"retry_backoff,omitempty"`
 	Image        string  `json:"image,omitempty"`
+	// Reuse is "request" when warm sandboxes may run several invocations
+	// of the handler in one request in one process (header `reuse`).
+	Reuse string `json:"reuse,omitempty"`
 }
 
 func (h *Handler) Class() string          { return "handler" }

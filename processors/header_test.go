@@ -62,6 +62,7 @@ network: host
 max_output: 64Mi
 retries: {count: 3, backoff: 2s}
 image: python:3.11
+reuse: request
 '''
 return []
 `,
@@ -69,6 +70,7 @@ return []
 				Description: "Sum values.\nSecond line.", HandlerType: "reducer", RequiredCapability: "gpu_big",
 				Timeout: 90 * time.Second, Memory: 256 << 20, CPU: 1.5, Pids: 64, Network: "host",
 				MaxOutput: 64 << 20, Retries: processors.Retries{Count: 3, Backoff: 2 * time.Second}, Image: "python:3.11",
+				Reuse: "request",
 			},
 		},
 		{
@@ -172,6 +174,7 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"a negative max_output", file, "\"\"\"\n**\nhandler_type: mapper\nmax_output: -5\n\"\"\"\n", 4, "max_output", `invalid max_output "-5"`},
 		{"a bad cpu", file, "\"\"\"\n**\nhandler_type: mapper\ncpu: 0\n\"\"\"\n", 4, "cpu", `invalid cpu "0"`},
 		{"a bad pids", file, "\"\"\"\n**\nhandler_type: mapper\npids: many\n\"\"\"\n", 4, "pids", `invalid pids "many"`},
+		{"a bad reuse", file, "\"\"\"\n**\nhandler_type: mapper\nreuse: always\n\"\"\"\n", 4, "reuse", `invalid reuse "always"`},
 		{"a bad network", file, "\"\"\"\n**\nhandler_type: mapper\nnetwork: bridge\n\"\"\"\n", 4, "network", `invalid network "bridge"`},
 		{"a capability with a dot", file, "\"\"\"\n**\nhandler_type: mapper\nrequired_capability: a.b\n\"\"\"\n", 4,
 			"required_capability", `invalid required_capability "a.b"`},

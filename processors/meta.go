@@ -52,7 +52,17 @@ type Meta struct {
 	MaxOutput int64
 	Retries   Retries
 	Image     string
+	// Reuse is ReuseRequest when the handler lets one warm process run
+	// several of its invocations of one request (see ReuseRequest).
+	Reuse string
 }
+
+// ReuseRequest is the value of the reuse metadata key that lets a warm
+// sandbox keep a handler's process between its invocations of one request,
+// instead of forking a fresh one for each: faster, but those invocations
+// then share module state, leftover processes and open files. Invocations of
+// other requests or other handlers never share a process.
+const ReuseRequest = "request"
 
 // ArgSpec is one entry of JobX's argument_spec. Type is a Python builtin name
 // such as "list", or empty for null.
@@ -91,6 +101,7 @@ type metaWire struct {
 	MaxOutput          int64        `json:"max_output,omitempty"`
 	Retries            *retriesWire `json:"retries,omitempty"`
 	Image              string       `json:"image,omitempty"`
+	Reuse              string       `json:"reuse,omitempty"`
 }
 
 type retriesWire struct {
@@ -104,7 +115,7 @@ func (m Meta) MarshalJSON() ([]byte, error) {
 	w := metaWire{
 		Description: m.Description, HandlerType: m.HandlerType, RequiredCapability: m.RequiredCapability,
 		ArgumentSpec: m.ArgumentSpec, Memory: m.Memory, CPU: m.CPU, Pids: m.Pids,
-		Network: m.Network, MaxOutput: m.MaxOutput, Image: m.Image,
+		Network: m.Network, MaxOutput: m.MaxOutput, Image: m.Image, Reuse: m.Reuse,
 	}
 	if m.Timeout != 0 {
 		w.Timeout = m.Timeout.String()
@@ -245,6 +256,14 @@ func decodeMetadata(file string, firstLine, pivotLine int, format string, text [
 			m.Image, err = d.str(v, key)
 			if err == nil && strings.TrimSpace(m.Image) == "" {
 				err = d.errf(v, key, "image must not be empty")
+			}
+		case "reuse":
+			m.Reuse, err = d.str(v, key)
+			if err == nil && m.Reuse != ReuseRequest && m.Reuse != "none" {
+				err = d.errf(v, key, "invalid reuse %q (want request or none)", m.Reuse)
+			}
+			if m.Reuse == "none" {
+				m.Reuse = ""
 			}
 		default:
 			err = d.errf(k, key, "unknown metadata key %q", key)

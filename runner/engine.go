@@ -12,6 +12,7 @@ import (
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/processors"
 	"github.com/nsqio/go-nsq"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -240,6 +241,9 @@ func (r *Runner) runMap(ctx context.Context, t *task) error {
 	for _, g := range groups {
 		data = kvmodel.AppendGroupItem(data, g)
 	}
+	if r.fusable(ctx, wf, step) {
+		return r.mapAndReduce(ctx, t, h, step, data, groups)
+	}
 	return r.commitLeaf(ctx, t, h, step, data)
 }
 
@@ -448,15 +452,7 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	wf := t.inv.WorkflowName
 	parent := t.m.Parent()
 	if parent != "" {
-		p := &kvmodel.Invocation{WorkflowName: wf, ID: parent}
-		if err := r.store.Get(ctx, p); err != nil {
-			return fmt.Errorf("parent of reduced invocation: %w", err)
-		}
-		pstep, f, err := r.stepFor(ctx, wf, p.StepName)
-		if f != nil || err != nil {
-			return r.failOr(ctx, t, f, err)
-		}
-		if f, err := r.checkOffered(ctx, wf, pstep.ReduceHandlerName); f != nil || err != nil {
+		if f, err := r.checkParentReducer(ctx, wf, parent); f != nil || err != nil {
 			return r.failOr(ctx, t, f, err)
 		}
 	}
@@ -579,14 +575,7 @@ func (r *Runner) failForInfra(ctx context.Context, msg queue.Message, attempts i
 // Everything it publishes is idempotent to process.
 func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
 	wf := t.inv.WorkflowName
-	pending := func(id string) (*kvmodel.Invocation, bool, error) {
-		inv := &kvmodel.Invocation{WorkflowName: wf, ID: id}
-		err := r.store.Get(ctx, inv)
-		if errors.Is(err, kvmodel.ErrNotFound) {
-			return nil, false, nil
-		}
-		return inv, err == nil && inv.State == kvmodel.StatePending, err
-	}
+	pending := func(id string) (*kvmodel.Invocation, bool, error) { return r.pending(ctx, wf, id) }
 	if t.inv.Direction == kvmodel.DirectionMap {
 		if t.inv.IsBranch() && *t.inv.MappedCount > 0 {
 			step, err := r.catalog.Step(ctx, wf, t.inv.MappedStep)
@@ -610,15 +599,42 @@ func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
 			return r.publishMaps(ctx, t.inv.RequestID, wf, step, todo)
 		}
 		red, ok, err := pending(kvmodel.ReduceID(t.inv.ID))
-		if err != nil || !ok {
+		if err != nil {
 			return err
 		}
-		return r.publishReduce(ctx, t.inv, red)
+		if ok {
+			return r.publishReduce(ctx, t.inv, red)
+		}
+		if red != nil && red.State == kvmodel.StateDone {
+			// Reduced by the same runner in the map's commit (fused.go).
+			return r.reducedFollowUps(ctx, t.inv)
+		}
+		return nil
 	}
 	m := &kvmodel.Invocation{WorkflowName: wf, ID: t.inv.Parent()}
 	if err := r.store.Get(ctx, m); err != nil {
 		return err
 	}
+	return r.reducedFollowUps(ctx, m)
+}
+
+// pending reads invocation id: nil when it does not exist, and whether it
+// is pending.
+func (r *Runner) pending(ctx context.Context, wf, id string) (*kvmodel.Invocation, bool, error) {
+	inv := &kvmodel.Invocation{WorkflowName: wf, ID: id}
+	err := r.store.Get(ctx, inv)
+	if errors.Is(err, kvmodel.ErrNotFound) {
+		return nil, false, nil
+	}
+	return inv, err == nil && inv.State == kvmodel.StatePending, err
+}
+
+// reducedFollowUps re-drives what the reduction of map invocation m should
+// have queued: its parent's counter and, when that reached 0, the parent's
+// reduction.
+func (r *Runner) reducedFollowUps(ctx context.Context, m *kvmodel.Invocation) error {
+	wf := m.WorkflowName
+	pending := func(id string) (*kvmodel.Invocation, bool, error) { return r.pending(ctx, wf, id) }
 	if m.Parent() == "" {
 		return nil
 	}
@@ -678,6 +694,10 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		env = append(env, "JOBX_FS_ROOT="+shared)
 	}
 	backoff, _ := time.ParseDuration(h.Options.RetryBackoff)
+	reuse := ""
+	if h.Options.Reuse == processors.ReuseRequest {
+		reuse = t.req.ID
+	}
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {
 		out.reset()
@@ -686,6 +706,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
 			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
+			Reuse: reuse,
 		}
 		outcome, err := r.sandbox.Run(ctx, spec)
 		if err != nil {

@@ -55,15 +55,19 @@ func (p *Pipes) Pump(stdin io.Reader, st *Streams) {
 
 // Finish waits for the pumps after the handler has exited; when something
 // it left still holds the pipes open past grace, it closes this process's
-// ends to stop them.
-func (p *Pipes) Finish(grace time.Duration) {
+// ends to stop them and returns false.
+func (p *Pipes) Finish(grace time.Duration) bool {
 	copied := make(chan struct{})
 	go func() { p.wg.Wait(); close(copied) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
 	select {
 	case <-copied:
-	case <-time.After(grace):
+		return true
+	case <-t.C:
 		closeAll(p.inW, p.outR, p.errR)
 		<-copied
+		return false
 	}
 }
 

@@ -66,6 +66,8 @@ type Runner struct {
 	closeOnce sync.Once
 	// notifying tracks handler NOTIFY deliveries; Close waits for them.
 	notifying sync.WaitGroup
+	// parentSteps caches the step names of branching invocations.
+	parentSteps stepNames
 }
 
 // New validates opts, loads the catalog and prepares the sandbox.

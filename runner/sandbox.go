@@ -44,6 +44,11 @@ type RunSpec struct {
 	// read-write (and nothing else of the host) and sets JOBX_FS_ROOT to
 	// where the handler sees it; the process sandbox leaves it in place.
 	SharedDir string
+	// Reuse, when set, is the key under which a warm sandbox may run this
+	// invocation in a process kept from an earlier successful run of the
+	// same handler with the same key (the request id of a handler whose
+	// header says `reuse: request`); sandboxes may ignore it.
+	Reuse string
 }
 
 // Limits bound one handler run. Zero values mean no limit.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"sync"
@@ -37,9 +38,18 @@ func newWarmPool(opts ProcessOptions) *warmPool {
 	return &warmPool{opts: opts, zygotes: make([]*python.Zygote, opts.Zygotes)}
 }
 
-// get returns a live zygote, starting one if needed.
-func (p *warmPool) get(ctx context.Context) (*python.Zygote, error) {
-	i := int(p.next.Add(1) % uint64(len(p.zygotes)))
+// get returns a live zygote, starting one if needed: the next in turn, or
+// for a reuse key always the same one (the one that may keep a process for
+// it).
+func (p *warmPool) get(ctx context.Context, reuse string) (*python.Zygote, error) {
+	var i int
+	if reuse != "" {
+		h := fnv.New32a()
+		h.Write([]byte(reuse))
+		i = int(h.Sum32() % uint32(len(p.zygotes)))
+	} else {
+		i = int(p.next.Add(1) % uint64(len(p.zygotes)))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -100,7 +110,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	if spec.Program.Warm.Kind != "python" {
 		return nil, errNoWarm
 	}
-	z, err := p.get(context.WithoutCancel(ctx))
+	z, err := p.get(context.WithoutCancel(ctx), spec.Reuse)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +127,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 		Dir:         scratch,
 		Stdin:       pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr,
 		Rlimits: python.Rlimits{AS: spec.Limits.Memory},
+		Reuse:   spec.Reuse,
 	})
 	pipes.CloseChildEnds()
 	if err != nil {
@@ -129,9 +140,19 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	stop := context.AfterFunc(ctx, kill)
 	status, werr := child.Wait()
 	stop()
-	// Processes the handler started would hold the pipes open: kill its group.
-	syscall.Kill(-child.Pid(), syscall.SIGKILL)
-	pipes.Finish(time.Second)
+	if status.Parked {
+		// The zygote kept the child for the next run of its reuse key; its
+		// stdio is closed. Whatever it started and still holds the pipes
+		// open is stopped with it.
+		if !pipes.Finish(time.Second) {
+			syscall.Kill(-child.Pid(), syscall.SIGKILL)
+		}
+	} else {
+		// Processes the handler started would hold the pipes open: kill
+		// its group.
+		syscall.Kill(-child.Pid(), syscall.SIGKILL)
+		pipes.Finish(time.Second)
+	}
 	if werr != nil {
 		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, werr)
 	}

@@ -384,6 +384,7 @@ func HandlerOptions(relPath string, meta *processors.Meta) kvmodel.HandlerOption
 		MaxOutput: meta.MaxOutput,
 		Retries:   meta.Retries.Count,
 		Image:     meta.Image,
+		Reuse:     meta.Reuse,
 	}
 	if meta.Timeout > 0 {
 		o.Timeout = meta.Timeout.String()

@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import traceback
 import types
 
@@ -472,6 +473,10 @@ def run(path, handler_type, handler_name, code=None):
     except BrokenPipeError:
         status = status or 1
     try:
+        out.close()
+    except OSError:
+        pass
+    try:
         sys.stderr.flush()
     except Exception:
         pass
@@ -496,13 +501,24 @@ for k, v in arguments:
 WARM_UP = os.environ.get('JOBX_ZYGOTE_WARMUP', '1') != '0'
 
 
+_warm_up_code = None
+
+
+def _compile_warm_up():
+    """Compiles the warm-up handler once, in the zygote, so that forked
+    children inherit it instead of each parsing and compiling it again."""
+    global _warm_up_code
+    if WARM_UP and _warm_up_code is None:
+        _warm_up_code = compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
+
+
 def _warm_up():
     """Runs a throwaway invocation in a pre-forked child, so that the pages a
     handler run touches are copied before the real invocation arrives."""
     stderr = sys.stderr
     sys.stderr = io.StringIO()
     try:
-        code = compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
+        code = _warm_up_code or compile_source(_WARM_UP_SOURCE, '<warm-up>', 'mapper')
         invoke(code, 'mapper', 'warmup', io.StringIO('["k", 1]\n["k", "two"]\n'), io.StringIO())
     except BaseException:
         pass
@@ -528,9 +544,19 @@ class Zygote(object):
     """A single-threaded fork server. Per connection: one JSON request line
     with three fds (stdin, stdout, stderr); reply {"pid": N} and later
     {"exit_code": c} or {"signal": s}. A client that hangs up before its child
-    ends gets the child's process group killed."""
+    ends gets the child's process group killed.
+
+    A request with a "reuse" key (a handler whose header says `reuse:
+    request`; the key is its request id) may run on a parked child: one that
+    ran the same handler for the same key, exited 0 and kept its process.
+    Such a child replies {"exit_code": 0, "parked": true}; it is retired
+    after PARK_SECONDS idle or MAX_USES runs, and no more than MAX_PARKED
+    wait per key, MAX_PARKED_TOTAL in all (the oldest go first)."""
 
     MAX_CODE_CACHE = 512
+    PARK_SECONDS = float(os.environ.get('JOBX_ZYGOTE_PARK_SECONDS', '1'))
+    MAX_PARKED = 16
+    MAX_PARKED_TOTAL = 32
 
     def __init__(self, sock_path):
         self.sock_path = sock_path
@@ -542,6 +568,9 @@ class Zygote(object):
         # heap (copy-on-write faults) then happen off the critical path.
         self.idle = collections.deque()
         self.prefork_target = int(os.environ.get('JOBX_ZYGOTE_PREFORK', '2'))
+        # Parked children by reuse key: lists of (pid, socket, parked at).
+        self.parked = {}
+        self.reuse_keys = {}  # pid -> reuse key of the run it was given
 
     def serve(self):
         try:
@@ -553,6 +582,7 @@ class Zygote(object):
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, ('accept', None))
+        _compile_warm_up()
         self.refill()
         # The parent keeps our stdin open; EOF means it went away.
         self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, ('parent', None))
@@ -568,9 +598,14 @@ class Zygote(object):
                 timeout = 0
             elif len(self.idle) < self.prefork_target:
                 timeout = 0.002
+            if self.parked:
+                wait = self.retire_parked()
+                if wait is not None and (timeout is None or wait < timeout):
+                    timeout = wait
             events = self.sel.select(timeout=timeout)
             if not events:
-                self.prefork()
+                if len(self.idle) < self.prefork_target:
+                    self.prefork()
                 continue
             for key, _ in events:
                 kind, state = key.data
@@ -664,7 +699,14 @@ class Zygote(object):
     def spawn(self, conn, state, req):
         code = self.compiled(req['handler_path'], req['handler_type'])
         fds = state['fds']
-        pid = self.assign_idle(req, fds, code)
+        pid = None
+        key = _reuse_key(req)
+        if key is not None and isinstance(code, types.CodeType):
+            pid = self.assign_parked(key, req, fds, code)
+        else:
+            req.pop('reuse', None)
+        if pid is None:
+            pid = self.assign_idle(req, fds, code)
         if pid is None:
             pid = self.fork_for(conn, state, req, fds, code)
             if pid is None:
@@ -715,8 +757,78 @@ class Zygote(object):
                 continue
             sock.setblocking(False)
             self.sel.register(sock, selectors.EVENT_READ, ('status', pid))
+            key = _reuse_key(req)
+            if key is not None:
+                self.reuse_keys[pid] = key
             return pid
         return None
+
+    def assign_parked(self, key, req, fds, code):
+        """Hands the request to a child parked under key; returns its pid, or
+        None when none is."""
+        parked = self.parked.get(key)
+        while parked:
+            pid, sock, _ = parked.pop()
+            if not parked:
+                del self.parked[key]
+            msg = dict(req)
+            msg['code'] = base64.b64encode(marshal.dumps(code)).decode()
+            try:
+                sock.setblocking(True)
+                socket.send_fds(sock, [(json.dumps(msg) + '\n').encode()], fds)
+            except OSError:
+                _kill_group(pid)
+                sock.close()
+                parked = self.parked.get(key)
+                continue
+            sock.setblocking(False)
+            self.sel.register(sock, selectors.EVENT_READ, ('status', pid))
+            self.reuse_keys[pid] = key
+            return pid
+        return None
+
+    def park(self, pid, sock):
+        """Keeps a child that ran a reusable invocation for the next one of
+        its key."""
+        key = self.reuse_keys.pop(pid, None)
+        if key is None:
+            _kill_group(pid)
+            sock.close()
+            return
+        parked = self.parked.setdefault(key, [])
+        parked.append((pid, sock, time.monotonic()))
+        while len(parked) > self.MAX_PARKED:
+            old_pid, old_sock, _ = parked.pop(0)
+            _kill_group(old_pid)
+            old_sock.close()
+        while sum(len(p) for p in self.parked.values()) > self.MAX_PARKED_TOTAL:
+            oldest = min(self.parked, key=lambda k: self.parked[k][0][2])
+            old_pid, old_sock, _ = self.parked[oldest].pop(0)
+            if not self.parked[oldest]:
+                del self.parked[oldest]
+            _kill_group(old_pid)
+            old_sock.close()
+
+    def retire_parked(self):
+        """Kills the children parked longer than PARK_SECONDS; returns the
+        seconds until the next one is due, or None when none is parked."""
+        now = time.monotonic()
+        due = None
+        for key in list(self.parked):
+            keep = []
+            for pid, sock, since in self.parked[key]:
+                if now - since >= self.PARK_SECONDS:
+                    _kill_group(pid)
+                    sock.close()
+                else:
+                    keep.append((pid, sock, since))
+                    left = self.PARK_SECONDS - (now - since)
+                    due = left if due is None else min(due, left)
+            if keep:
+                self.parked[key] = keep
+            else:
+                del self.parked[key]
+        return due
 
     def early_status(self, sock, pid):
         """A pre-forked child reports its exit status before it exits."""
@@ -727,14 +839,20 @@ class Zygote(object):
         except OSError:
             data = b''
         self.sel.unregister(sock)
-        sock.close()
         entry = self.children.get(pid)
-        if not data or entry is None or entry[0] is None:
+        msg = None
+        if data:
+            try:
+                msg = json.loads(data.split(b'\n', 1)[0])
+            except ValueError:
+                pass
+        if msg is not None and msg.get('parked') and entry is not None and entry[0] is not None:
+            self.park(pid, sock)
+        else:
+            self.reuse_keys.pop(pid, None)
+            sock.close()
+        if msg is None or entry is None or entry[0] is None:
             return  # it died without a report: reap tells
-        try:
-            msg = json.loads(data.split(b'\n', 1)[0])
-        except ValueError:
-            return
         conn, entry[0] = entry[0], None
         self.reply(conn, msg)
         try:
@@ -774,34 +892,49 @@ class Zygote(object):
         os.closerange(keep + 1, _max_fd())
         if WARM_UP:
             _warm_up()
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
-        while data and b'\n' not in data:
-            more = sock.recv(1 << 16)
-            if not more:
-                break
-            data += more
-        if not data or len(fds) != 3:
-            return 0  # the zygote went away
-        req = json.loads(data.split(b'\n', 1)[0])
-        code = None
-        if req.get('code'):
-            code = marshal.loads(base64.b64decode(req['code']))
-        status = self.child(req, fds, code, keep=keep)
-        # Report the status before exiting: closing stdio first gives the
-        # client its EOFs, and the exit itself (tearing down the address
-        # space) then costs nobody any latency.
-        for stream in (sys.stdout, sys.stderr):
+        uses = 0
+        while True:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+            while data and b'\n' not in data:
+                more = sock.recv(1 << 16)
+                if not more:
+                    break
+                data += more
+            if not data or len(fds) != 3:
+                return 0  # the zygote went away (or retired this child)
+            req = json.loads(data.split(b'\n', 1)[0])
+            code = None
+            if req.get('code'):
+                code = marshal.loads(base64.b64decode(req['code']))
+            status = self.child(req, fds, code, keep=keep)
+            uses += 1
+            park = bool(req.get('reuse')) and status == 0 and uses < MAX_USES
+            # Report the status before exiting: closing stdio first gives
+            # the client its EOFs, and the exit itself (tearing down the
+            # address space) then costs nobody any latency. A child kept for
+            # reuse points its stdio at /dev/null instead.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
+            if park:
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                _close(null)
+            else:
+                for fd in (0, 1, 2):
+                    _close(fd)
+            reply = {'exit_code': status}
+            if park:
+                reply['parked'] = True
             try:
-                stream.flush()
-            except BaseException:
-                pass
-        for fd in (0, 1, 2):
-            _close(fd)
-        try:
-            sock.sendall((json.dumps({'exit_code': status}) + '\n').encode())
-        except OSError:
-            pass
-        return status
+                sock.sendall((json.dumps(reply) + '\n').encode())
+            except OSError:
+                return status
+            if not park:
+                return status
 
     def child(self, req, fds, code, keep=-1):
         """Runs one invocation in a forked child that is already the leader
@@ -841,6 +974,15 @@ class Zygote(object):
                 del self.idle[i]
                 sock.close()
                 break
+        self.reuse_keys.pop(pid, None)
+        for key, parked in list(self.parked.items()):
+            for i, (parked_pid, sock, _) in enumerate(parked):
+                if parked_pid == pid:
+                    del parked[i]
+                    sock.close()
+                    if not parked:
+                        del self.parked[key]
+                    break
         self.sel.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
@@ -880,6 +1022,17 @@ def apply_rlimits(limits):
             raise ValueError('unknown rlimit %r' % name)
         if value:
             resource.setrlimit(RLIMITS[name], (int(value), int(value)))
+
+
+# MAX_USES bounds the invocations one reused child runs.
+MAX_USES = 1000
+
+
+def _reuse_key(req):
+    """The key under which a request may reuse a parked child, or None."""
+    if not req.get('reuse'):
+        return None
+    return (str(req['reuse']), req['handler_path'], req['handler_type'])
 
 
 def _kill_group(pid):

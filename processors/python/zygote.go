@@ -71,6 +71,13 @@ type SpawnRequest struct {
 	// once Spawn returns.
 	Stdin, Stdout, Stderr *os.File
 	Rlimits               Rlimits
+	// Reuse, when set, lets the run go to a child that ran the same handler
+	// under the same Reuse key and was kept (parked) after exiting 0, and
+	// lets this run's child be kept in turn (see ExitStatus.Parked). Only
+	// handlers that opt in (header `reuse: request`) set it, to their
+	// request id: parked children keep their module state and leftover
+	// processes, so reuse never crosses requests or handlers.
+	Reuse string
 }
 
 // ExitStatus is how a child ended: Signal is the terminating signal (and
@@ -78,6 +85,10 @@ type SpawnRequest struct {
 type ExitStatus struct {
 	Code   int
 	Signal int
+	// Parked reports that the child finished (Code 0) but was kept for
+	// another run of its Reuse key: its process group lives on, and its
+	// stdio now points at /dev/null.
+	Parked bool
 }
 
 // Success reports whether the child exited with status 0.
@@ -211,6 +222,7 @@ type spawnMsg struct {
 	Env         map[string]string `json:"env"`
 	Cwd         string            `json:"cwd,omitempty"`
 	Rlimits     Rlimits           `json:"rlimits"`
+	Reuse       string            `json:"reuse,omitempty"`
 }
 
 type replyMsg struct {
@@ -218,6 +230,7 @@ type replyMsg struct {
 	ExitCode *int   `json:"exit_code"`
 	Signal   *int   `json:"signal"`
 	Error    string `json:"error"`
+	Parked   bool   `json:"parked"`
 }
 
 // Spawn forks a child of the zygote running req's handler. ctx bounds the
@@ -234,7 +247,7 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
 	}
 	msg := spawnMsg{HandlerPath: req.HandlerPath, HandlerType: req.HandlerType,
-		Env: map[string]string{}, Cwd: req.Dir, Rlimits: req.Rlimits}
+		Env: map[string]string{}, Cwd: req.Dir, Rlimits: req.Rlimits, Reuse: req.Reuse}
 	for _, kv := range req.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		msg.Env[k] = v
@@ -362,7 +375,7 @@ func (c *Child) wait() {
 	case reply.Signal != nil:
 		c.status = ExitStatus{Code: -1, Signal: *reply.Signal}
 	case reply.ExitCode != nil:
-		c.status = ExitStatus{Code: *reply.ExitCode}
+		c.status = ExitStatus{Code: *reply.ExitCode, Parked: reply.Parked}
 	default:
 		c.err = fmt.Errorf("wait for pid %d: unexpected reply %q", c.pid, b)
 	}

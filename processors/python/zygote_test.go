@@ -50,10 +50,17 @@ type spawned struct {
 	stdout []string
 	stderr string
 	status python.ExitStatus
+	pid    int
 }
 
 // spawnRun runs one invocation on z, feeding stdin and collecting output.
 func spawnRun(t testing.TB, z *python.Zygote, prog processors.Program, typ, stdin string, env ...string) (spawned, error) {
+	t.Helper()
+	return spawnReuse(t, z, prog, "", typ, stdin, env...)
+}
+
+// spawnReuse is spawnRun with a reuse key.
+func spawnReuse(t testing.TB, z *python.Zygote, prog processors.Program, reuse, typ, stdin string, env ...string) (spawned, error) {
 	t.Helper()
 	inR, inW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
@@ -64,7 +71,7 @@ func spawnRun(t testing.TB, z *python.Zygote, prog processors.Program, typ, stdi
 	c, err := z.Spawn(context.Background(), python.SpawnRequest{
 		HandlerPath: prog.Warm.HandlerPath, HandlerType: typ,
 		Env:   append(append([]string{"PATH=" + os.Getenv("PATH")}, prog.Env...), env...),
-		Stdin: inR, Stdout: outW, Stderr: errW,
+		Stdin: inR, Stdout: outW, Stderr: errW, Reuse: reuse,
 	})
 	inR.Close()
 	outW.Close()
@@ -86,7 +93,7 @@ func spawnRun(t testing.TB, z *python.Zygote, prog processors.Program, typ, stdi
 	outb, _ := io.ReadAll(outR)
 	wg.Wait()
 	st, err := c.Wait()
-	return spawned{stdout: proctest.Lines(string(outb)), stderr: string(errb), status: st}, err
+	return spawned{stdout: proctest.Lines(string(outb)), stderr: string(errb), status: st, pid: c.Pid()}, err
 }
 
 func TestZygoteRunsConcurrentInvocations(t *testing.T) {
@@ -143,6 +150,65 @@ yield 'env', os.environ.get('VISIBLE')
 		if got := strings.Join(res.stdout, "|"); got != want {
 			t.Fatalf("run %d: %s, want %s; stderr %s", i, got, want, res.stderr)
 		}
+	}
+}
+
+func TestZygoteReusesAChildOnlyForItsKeyAndHandler(t *testing.T) {
+	t.Setenv("JOBX_ZYGOTE_PARK_SECONDS", "0.3")
+	body := `"""
+**
+handler_type: reducer
+"""
+import json, os
+seen = hasattr(json, 'LEAK')
+json.LEAK = True
+for k, v in results:
+    if k == 'fail':
+        raise ValueError('asked to fail')
+yield 'seen', seen
+yield 'env', os.environ.get('VISIBLE')
+`
+	prog := proctest.Install(t, python.Processor{}, "reuse", "reducer", body)
+	z := startZygote(t, prog)
+	run := func(key, stdin string, i int) spawned {
+		t.Helper()
+		res, err := spawnReuse(t, z, prog, key, "reducer", stdin, fmt.Sprintf("VISIBLE=%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := run("r1", "", 0)
+	if got := strings.Join(first.stdout, "|"); got != `["seen",false]|["env","0"]` || !first.status.Parked || first.status.Code != 0 {
+		t.Fatalf("first run: %s %+v; stderr %s", got, first.status, first.stderr)
+	}
+	second := run("r1", "", 1)
+	if got := strings.Join(second.stdout, "|"); got != `["seen",true]|["env","1"]` || second.pid != first.pid {
+		t.Fatalf("second run of the same key: %s (pid %d, first %d); stderr %s", got, second.pid, first.pid, second.stderr)
+	}
+	other := run("r2", "", 2)
+	if got := strings.Join(other.stdout, "|"); got != `["seen",false]|["env","2"]` || other.pid == first.pid {
+		t.Fatalf("another key: %s (pid %d, first %d)", got, other.pid, first.pid)
+	}
+	plain := run("", "", 3)
+	if got := strings.Join(plain.stdout, "|"); got != `["seen",false]|["env","3"]` || plain.status.Parked {
+		t.Fatalf("no key: %s %+v", got, plain.status)
+	}
+	failed := run("r1", "[\"fail\", [1]]\n", 4)
+	if failed.status.Code != 1 || failed.status.Parked || failed.pid != first.pid {
+		t.Fatalf("failing run: %+v (pid %d, first %d); stderr %s", failed.status, failed.pid, first.pid, failed.stderr)
+	}
+	fresh := run("r1", "", 5)
+	if got := strings.Join(fresh.stdout, "|"); got != `["seen",false]|["env","5"]` || fresh.pid == first.pid {
+		t.Fatalf("after a failure the key got %s (pid %d, first %d)", got, fresh.pid, first.pid)
+	}
+	// An idle parked child is retired.
+	deadline := time.Now().Add(5 * time.Second)
+	for liveInGroup(fresh.pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked child %d still alive after its idle time", fresh.pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
