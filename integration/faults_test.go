@@ -208,6 +208,19 @@ func faultRunner(o *runner.Options) {
 	o.Concurrency = 6
 }
 
+// treeCluster loads the tree job on c and starts two runners quick to
+// recover; it returns the shape of the requests a restart test submits and
+// how many restarts it injects (more in make test-faults).
+func treeCluster(c *cluster) (treeShape, int) {
+	treeJob(c, "wf")
+	c.addRunner(faultRunner)
+	c.addRunner(faultRunner)
+	if fullFaults() {
+		return treeShape{b: 3, l: 4, ms: 40}, 3
+	}
+	return treeShape{b: 3, l: 4, ms: 40}, 1
+}
+
 // runnerProc is a `jobx runner` process, killed with SIGKILL by the tests.
 type runnerProc struct {
 	id     string
@@ -318,14 +331,7 @@ func TestFaultRunnerKilled(t *testing.T) {
 func TestFaultNSQDRestarted(t *testing.T) {
 	nsqd := testenv.NSQDProc(t, true)
 	c := startClusterWithNSQD(t, nsqd.Addr)
-	treeJob(c, "wf")
-	c.addRunner(faultRunner)
-	c.addRunner(faultRunner)
-	s := treeShape{b: 3, l: 4, ms: 40}
-	rounds := 1
-	if fullFaults() {
-		rounds = 3
-	}
+	s, rounds := treeCluster(c)
 	for _, kill := range []bool{false, true} {
 		row := faultRow{Fault: "nsqd restarted mid-job (SIGTERM)"}
 		if kill {
@@ -360,14 +366,7 @@ func TestFaultEtcdRestarted(t *testing.T) {
 	}
 	t.Cleanup(func() { cli.Close() })
 	c := startClusterOn(t, etcd.Addr, cli, testenv.NSQD(t))
-	treeJob(c, "wf")
-	c.addRunner(faultRunner)
-	c.addRunner(faultRunner)
-	s := treeShape{b: 3, l: 4, ms: 40}
-	rounds := 1
-	if fullFaults() {
-		rounds = 3
-	}
+	s, rounds := treeCluster(c)
 	row := faultRow{Fault: "etcd killed -9 mid-job, restarted"}
 	for range rounds {
 		locs := submitTrees(t, c, "wf", s, 3)
