@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +70,7 @@ type Publisher struct {
 	next atomic.Uint64
 
 	mu         sync.Mutex // guards producers and discovered
-	producers  map[string]*nsq.Producer
+	producers  map[string]*producer
 	discovered []string // nsqd TCP addresses the nsqlookupd listed last; nil: none
 
 	stop      chan struct{}
@@ -126,7 +127,7 @@ func NewPublisherWith(o PublisherOptions) (*Publisher, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	p := &Publisher{opts: o, http: &http.Client{Timeout: 2 * time.Second}, producers: map[string]*nsq.Producer{}, stop: make(chan struct{})}
+	p := &Publisher{opts: o, http: &http.Client{Timeout: 2 * time.Second}, producers: map[string]*producer{}, stop: make(chan struct{})}
 	if len(o.Lookupds) > 0 {
 		p.refresh()
 		p.wg.Add(1)
@@ -237,34 +238,59 @@ func (p *Publisher) targetsLocked() []string {
 	return slices.Clone(p.opts.NSQDs)
 }
 
-// producer returns the producer of addr, creating it.
-func (p *Publisher) producer(addr string) (*nsq.Producer, error) {
+// producer is a go-nsq Producer used for one connection only. go-nsq
+// reconnects a Producer whose connection broke on its next publish, but
+// that reconnect writes the connection while the exiting router goroutine
+// of the old one still reads it (a data race, caught by the race detector
+// when an nsqd restarts; go-nsq issues #171 and #345 report other faults of
+// that path). So the Producer's own log lines are watched: the first error
+// or router exit marks it broken, and the Publisher replaces it with a new
+// one instead of letting it reconnect.
+type producer struct {
+	*nsq.Producer
+	broken atomic.Bool
+	log    nsqLog
+}
+
+// Output receives the Producer's (and its connection's) log lines.
+func (pr *producer) Output(depth int, s string) error {
+	if strings.HasPrefix(s, "ERR") || strings.Contains(s, "exiting router") {
+		pr.broken.Store(true)
+	}
+	return pr.log.Output(depth, s)
+}
+
+// producer returns a usable producer of addr: the current one, or a new
+// one when there is none or the current one's connection broke.
+func (p *Publisher) producer(addr string) (*producer, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if prod, ok := p.producers[addr]; ok {
-		return prod, nil
+	if pr, ok := p.producers[addr]; ok {
+		if !pr.broken.Load() {
+			return pr, nil
+		}
+		pr.Stop()
+		delete(p.producers, addr)
 	}
 	prod, err := nsq.NewProducer(addr, Config(p.opts.TLS))
 	if err != nil {
 		return nil, fmt.Errorf("nsqd %s: %w", addr, err)
 	}
-	prod.SetLogger(NSQLogger(p.opts.Log), nsq.LogLevelWarning)
-	p.producers[addr] = prod
-	return prod, nil
+	pr := &producer{Producer: prod, log: NSQLogger(p.opts.Log)}
+	prod.SetLogger(pr, nsq.LogLevelInfo) // Info: to see the router exit
+	p.producers[addr] = pr
+	return pr, nil
 }
 
-// discard drops a producer that failed, so the next publish to addr
-// connects a new one. go-nsq's Producer reconnects by itself, but its
-// reconnect writes the connection while the exiting router goroutine of
-// the old one still reads it (a data race the race detector reports when
-// an nsqd restarts); a fresh Producer shares nothing with the old router.
-func (p *Publisher) discard(addr string, prod *nsq.Producer) {
+// discard drops a producer whose publish failed.
+func (p *Publisher) discard(addr string, pr *producer) {
+	pr.broken.Store(true)
 	p.mu.Lock()
-	if p.producers[addr] == prod {
+	if p.producers[addr] == pr {
 		delete(p.producers, addr)
 	}
 	p.mu.Unlock()
-	prod.Stop() // marks it stopped at once: a publisher still holding it fails instead of reconnecting it
+	pr.Stop() // marks it stopped at once: a publisher still holding it fails instead of reconnecting it
 }
 
 // Publish sends bodies to topic (one MultiPublish round trip per 500). When
