@@ -87,7 +87,7 @@ func TestRequestCleanupAfterDeliveryRetentionAndKeep(t *testing.T) {
 	count := func(queueToo bool) int {
 		n := 0
 		for _, kv := range mustList(t, c, "/") {
-			if (queueToo || !strings.HasPrefix(kv[0], "/jobx/cleanup/")) && !strings.HasPrefix(kv[0], "/jobx/runners/") && !strings.HasPrefix(kv[0], "/entities/workflow/") && !strings.HasPrefix(kv[0], "/entities/handler/") &&
+			if (queueToo || !strings.HasPrefix(kv[0], "/jobx/cleanup/")) && !strings.HasPrefix(kv[0], "/jobx/runners/") && !strings.HasPrefix(kv[0], "/jobx/recovery/") && !strings.HasPrefix(kv[0], "/entities/workflow/") && !strings.HasPrefix(kv[0], "/entities/handler/") &&
 				!strings.HasPrefix(kv[0], "/entities/step/") && !strings.HasPrefix(kv[0], "/entities/job/") {
 				n++
 			}
