@@ -85,12 +85,8 @@ func (g *Gateway) submit(c *gin.Context) {
 	final := []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)}
 	if missing != nil {
 		// Reported, not parked: the request exists, already failed.
-		req.IsDone, req.State, req.Error, req.DoneTimestamp = true, kvmodel.StateFailed, missing, kvmodel.Now()
 		root.State, root.Failure = kvmodel.StateFailed, missing
-		final = []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)}
-		if !req.Keep {
-			final = append(final, kvmodel.CleanupOp(wf, reqID, time.Now().Add(g.opts.Retention)))
-		}
+		final = append([]kvmodel.Op{kvmodel.PutOp(root)}, kvmodel.EndOps(req, missing, g.opts.Retention)...)
 	}
 	resp, err := g.store.Commit(ctx,
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(kvmodel.Key(req)), "=", 0)},
@@ -107,7 +103,7 @@ func (g *Gateway) submit(c *gin.Context) {
 	if missing != nil {
 		loc := "/request/" + wf + "/" + reqID
 		c.Header("Location", loc)
-		c.JSON(http.StatusAccepted, gin.H{"request_id": reqID, "status_url": loc, "result": nil, "state": req.State, "error": missing})
+		c.JSON(http.StatusAccepted, gin.H{"request_id": reqID, "status_url": loc, "result": nil, "state": kvmodel.StateFailed, "error": missing})
 		return
 	}
 
@@ -235,12 +231,7 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 // finds the request pending and queues it after --stall-after.
 func (g *Gateway) failUnqueued(req *kvmodel.Request, rev int64, cause error) {
 	f := &kvmodel.Failure{Kind: "infrastructure", Message: "the request could not be queued: " + cause.Error()}
-	d := *req
-	d.IsDone, d.State, d.Error, d.DoneTimestamp = true, kvmodel.StateFailed, f, kvmodel.Now()
-	ops := []kvmodel.Op{kvmodel.PutOp(&d)}
-	if !req.Keep {
-		ops = append(ops, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(g.opts.Retention)))
-	}
+	ops := kvmodel.EndOps(req, f, g.opts.Retention)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cmp := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(req)), "=", rev)

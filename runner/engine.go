@@ -274,18 +274,29 @@ func (r *Runner) unchanged(t *task) []clientv3.Cmp {
 // invocation, then queues the reduction.
 func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, step *kvmodel.Step, data []byte) error {
 	red := newReduceInvocation(t.inv)
+	if ok, err := r.recordLeaf(ctx, t, h, data, red); !ok || err != nil {
+		return err
+	}
+	return r.publishReduce(ctx, t.inv, red)
+}
+
+// recordLeaf commits leaf map invocation t as done, with its combined
+// output and its pending reduce invocation red (whose revision it sets).
+// ok is false when the invocation or its request changed meanwhile.
+func (r *Runner) recordLeaf(ctx context.Context, t *task, h *kvmodel.Handler, data []byte, red *kvmodel.Invocation) (ok bool, err error) {
 	resp, err := r.store.Commit(ctx, r.unchanged(t),
 		kvmodel.DatasetOps(t.inv.WorkflowName, t.inv.ID, kvmodel.PostCombine, data),
 		[]kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.PutOp(red)})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !resp.Succeeded {
 		t.log.Debug("invocation or request changed meanwhile; leaving it")
-		return nil
+		return false, nil
 	}
+	red.SetRevision(resp.Header.Revision)
 	r.count(t, h, "done")
-	return r.publishReduce(ctx, t.inv, red)
+	return true, nil
 }
 
 // commitBranch creates one child map invocation per pair, records the
@@ -456,11 +467,7 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 			return r.failOr(ctx, t, f, err)
 		}
 	}
-	final := []kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.ReducedOp(wf, t.m.ID, t.inv.ID)}
-	if parent == "" {
-		final = append(final, r.completeRequest(t.req)...)
-	}
-	resp, err := r.store.Commit(ctx, r.unchanged(t), kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data), final)
+	resp, err := r.store.Commit(ctx, r.unchanged(t), kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data), r.reductionOps(t, h))
 	if err != nil {
 		return err
 	}
@@ -468,12 +475,29 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return nil // a duplicate finished it, or the request ended
 	}
 	r.count(t, h, "done")
+	return r.reduced(ctx, t)
+}
+
+// reductionOps are the ops that record reduce invocation t of t.m as done
+// by h, and at the root end the request.
+func (r *Runner) reductionOps(t *task, h *kvmodel.Handler) []kvmodel.Op {
+	ops := []kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.ReducedOp(t.inv.WorkflowName, t.m.ID, t.inv.ID)}
+	if t.m.Parent() == "" {
+		ops = append(ops, r.completeRequest(t.req)...)
+	}
+	return ops
+}
+
+// reduced follows a committed reduction of t.m: at the root it finishes
+// the request, else it counts t.m done in its parent.
+func (r *Runner) reduced(ctx context.Context, t *task) error {
+	parent := t.m.Parent()
 	if parent == "" {
 		t.log.Info("request done")
 		r.finishRequest(ctx, t)
 		return nil
 	}
-	return r.countDone(ctx, wf, parent, t.m.ID)
+	return r.countDone(ctx, t.inv.WorkflowName, parent, t.m.ID)
 }
 
 // countDone decrements parent's counter for its child m (once, however
@@ -488,13 +512,7 @@ func (r *Runner) countDone(ctx context.Context, wf, parent, m string) error {
 
 // completeRequest returns the ops that mark a request done.
 func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
-	d := *req
-	d.IsDone, d.State, d.DoneTimestamp = true, kvmodel.StateDone, kvmodel.Now()
-	ops := []kvmodel.Op{kvmodel.PutOp(&d)}
-	if !req.Keep {
-		ops = append(ops, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
-	}
-	return ops
+	return kvmodel.EndOps(req, nil, r.opts.Retention)
 }
 
 // checkOffered fails with a no_capability Failure when no live runner
@@ -537,12 +555,8 @@ func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
 	inv.Error = &text
 	inv.HandlerName = f.Handler
 	req := *t.req
-	req.IsDone, req.State, req.Error, req.DoneTimestamp = true, kvmodel.StateFailed, f, kvmodel.Now()
 	req.FailedInvocationID = kvmodel.StrPtr(t.inv.ID)
-	final := []kvmodel.Op{kvmodel.PutOp(&inv), kvmodel.PutOp(&req)}
-	if !req.Keep {
-		final = append(final, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
-	}
+	final := append([]kvmodel.Op{kvmodel.PutOp(&inv)}, kvmodel.EndOps(&req, f, r.opts.Retention)...)
 	resp, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
 	if err == nil && resp.Succeeded {
 		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+f.Kind).Inc()

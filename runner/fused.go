@@ -53,26 +53,17 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	if f != nil {
 		// Record the leaf and its pending reduction, then fail the
 		// reduction as its own run would have.
-		resp, err := r.store.Commit(ctx, r.unchanged(t),
-			kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostCombine, data),
-			[]kvmodel.Op{kvmodel.PutOp(m), kvmodel.PutOp(red)})
-		if err != nil || !resp.Succeeded {
+		if ok, err := r.recordLeaf(ctx, t, h, data, red); !ok || err != nil {
 			return err
 		}
-		r.count(t, h, "done")
-		red.SetRevision(resp.Header.Revision)
 		return r.fail(ctx, rt, f)
 	}
 	var reduced []byte
 	for _, p := range out.pairs {
 		reduced = kvmodel.AppendPairItem(reduced, p)
 	}
-	redDone := r.done(red, rh.Name)
 	bulk := append(kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostCombine, data), kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostReduce, reduced)...)
-	final := []kvmodel.Op{kvmodel.PutOp(m), kvmodel.PutOp(redDone), kvmodel.ReducedOp(wf, m.ID, red.ID)}
-	if parent == "" {
-		final = append(final, r.completeRequest(t.req)...)
-	}
+	final := append([]kvmodel.Op{kvmodel.PutOp(m)}, r.reductionOps(rt, rh)...)
 	resp, err := r.store.Commit(ctx, r.unchanged(t), bulk, final)
 	if err != nil {
 		return err
@@ -83,12 +74,7 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	}
 	r.count(t, h, "done")
 	r.count(rt, rh, "done")
-	if parent == "" {
-		t.log.Info("request done")
-		r.finishRequest(ctx, rt)
-		return nil
-	}
-	return r.countDone(ctx, wf, parent, m.ID)
+	return r.reduced(ctx, rt)
 }
 
 // checkParentReducer fails with a Failure when no live runner offers the

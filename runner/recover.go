@@ -208,12 +208,7 @@ func (rc *recovery) expire(ctx context.Context, req *kvmodel.Request) error {
 	r := rc.r
 	f := &kvmodel.Failure{Kind: "deadline",
 		Message: fmt.Sprintf("the request did not finish within %s (jobx runner --request-deadline)", r.opts.RequestDeadline)}
-	d := *req
-	d.IsDone, d.State, d.Error, d.DoneTimestamp = true, kvmodel.StateFailed, f, kvmodel.Now()
-	ops := []kvmodel.Op{kvmodel.PutOp(&d)}
-	if !req.Keep {
-		ops = append(ops, kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(r.opts.Retention)))
-	}
+	ops := kvmodel.EndOps(req, f, r.opts.Retention)
 	resp, err := r.store.Commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(kvmodel.Key(req)), "=", req.Revision())}, nil, ops)
 	if err != nil || !resp.Succeeded {
 		return err
