@@ -589,7 +589,6 @@ func (r *Runner) failForInfra(ctx context.Context, msg queue.Message, attempts i
 // Everything it publishes is idempotent to process.
 func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
 	wf := t.inv.WorkflowName
-	pending := func(id string) (*kvmodel.Invocation, bool, error) { return r.pending(ctx, wf, id) }
 	if t.inv.Direction == kvmodel.DirectionMap {
 		if t.inv.IsBranch() && *t.inv.MappedCount > 0 {
 			step, err := r.catalog.Step(ctx, wf, t.inv.MappedStep)
@@ -602,7 +601,7 @@ func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
 			}
 			var todo []string
 			for _, c := range children {
-				_, ok, err := pending(c)
+				_, ok, err := r.pending(ctx, wf, c)
 				if err != nil {
 					return err
 				}
@@ -612,7 +611,7 @@ func (r *Runner) ensureFollowUps(ctx context.Context, t *task) error {
 			}
 			return r.publishMaps(ctx, t.inv.RequestID, wf, step, todo)
 		}
-		red, ok, err := pending(kvmodel.ReduceID(t.inv.ID))
+		red, ok, err := r.pending(ctx, wf, kvmodel.ReduceID(t.inv.ID))
 		if err != nil {
 			return err
 		}
@@ -648,7 +647,6 @@ func (r *Runner) pending(ctx context.Context, wf, id string) (*kvmodel.Invocatio
 // reduction.
 func (r *Runner) reducedFollowUps(ctx context.Context, m *kvmodel.Invocation) error {
 	wf := m.WorkflowName
-	pending := func(id string) (*kvmodel.Invocation, bool, error) { return r.pending(ctx, wf, id) }
 	if m.Parent() == "" {
 		return nil
 	}
@@ -664,7 +662,7 @@ func (r *Runner) reducedFollowUps(ctx context.Context, m *kvmodel.Invocation) er
 	if p.MappedWaiting == nil || *p.MappedWaiting != 0 {
 		return nil
 	}
-	red, ok, err := pending(kvmodel.ReduceID(p.ID))
+	red, ok, err := r.pending(ctx, wf, kvmodel.ReduceID(p.ID))
 	if err != nil || !ok {
 		return err
 	}
