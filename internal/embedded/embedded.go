@@ -4,6 +4,7 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/nsqio/nsq/nsqd"
@@ -34,7 +36,21 @@ type Etcd struct {
 }
 
 // StartEtcd starts etcd and waits until it serves.
+//
+// A port picked for "host:0" is only free when it is picked: etcd binds it
+// a moment later, and another process may take it in between. When that
+// happens StartEtcd picks new ports and tries again, a few times.
 func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
+	picks := pickedPort(o.ClientAddr, "127.0.0.1:2379") || pickedPort(o.PeerAddr, "127.0.0.1:0")
+	for attempt := 1; ; attempt++ {
+		e, err := startEtcd(ctx, o)
+		if err == nil || !picks || attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
+			return e, err
+		}
+	}
+}
+
+func startEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(o.Dir, "etcd")
 	cfg.Name = "jobx"
@@ -82,6 +98,16 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 // Close stops etcd.
 func (e *Etcd) Close() { e.e.Close() }
 
+// pickedPort says whether addr (or def, when addr is empty) asks for a
+// port to be picked.
+func pickedPort(addr, def string) bool {
+	if addr == "" {
+		addr = def
+	}
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
+}
+
 // listenURL turns host:port into a URL, picking a free port for port 0
 // (etcd needs a concrete port to advertise).
 func listenURL(addr, def string) (*url.URL, error) {
@@ -93,14 +119,22 @@ func listenURL(addr, def string) (*url.URL, error) {
 		return nil, err
 	}
 	if port == "0" {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
+		if addr, err = pickAddr(host); err != nil {
 			return nil, err
 		}
-		addr = l.Addr().String()
-		l.Close()
 	}
 	return url.Parse("http://" + addr)
+}
+
+// pickAddr returns host with a port that is free now; a variable so that
+// a test can hand out a taken one.
+var pickAddr = func(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // NSQDOptions configure an in-process nsqd.

@@ -36,9 +36,8 @@ const daemonEnv = "JOBX_TESTENV_DAEMON"
 
 // EtcdProc starts etcd (fast ticks, no fsync) in a child process.
 func EtcdProc(t testing.TB) *Proc {
-	p := &Proc{t: t, kind: "etcd", dir: t.TempDir(), ports: FreeAddrs(t, 2)}
-	p.Addr = "http://" + p.ports[0]
-	p.Start()
+	p := &Proc{t: t, kind: "etcd", dir: t.TempDir()}
+	p.firstStart(func() { p.Addr = "http://" + p.ports[0] })
 	t.Cleanup(p.Kill)
 	return p
 }
@@ -50,26 +49,50 @@ func NSQDProc(t testing.TB, diskOnly bool) *Proc {
 	if diskOnly {
 		kind = "nsqd-disk"
 	}
-	p := &Proc{t: t, kind: kind, dir: t.TempDir(), ports: FreeAddrs(t, 2)}
-	p.Addr, p.HTTPAddr = p.ports[0], p.ports[1]
-	p.Start()
+	p := &Proc{t: t, kind: kind, dir: t.TempDir()}
+	p.firstStart(func() { p.Addr, p.HTTPAddr = p.ports[0], p.ports[1] })
 	t.Cleanup(p.Kill)
 	return p
+}
+
+// firstStart starts the daemon on two free ports. A port is only free when
+// FreeAddrs picks it; when another process takes one before the daemon
+// binds it, firstStart picks new ports and tries again, a few times.
+// Restarts keep the ports.
+func (p *Proc) firstStart(setAddrs func()) {
+	p.t.Helper()
+	for attempt := 1; ; attempt++ {
+		p.ports = FreeAddrs(p.t, 2)
+		setAddrs()
+		err := p.start()
+		if err == nil {
+			return
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			p.t.Fatal(err)
+		}
+	}
 }
 
 // Start (re)starts the daemon and waits until it serves.
 func (p *Proc) Start() {
 	p.t.Helper()
+	if err := p.start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *Proc) start() error {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strings.Join(append([]string{p.kind, p.dir}, p.ports...), ","))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		p.t.Fatal(err)
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", p.kind, err)
+		return fmt.Errorf("start %s: %w", p.kind, err)
 	}
 	ready := make(chan string, 1)
 	go func() {
@@ -81,15 +104,16 @@ func (p *Proc) Start() {
 		if line != "ready" {
 			cmd.Process.Kill()
 			cmd.Wait()
-			p.t.Fatalf("%s did not start: %q", p.kind, line)
+			return fmt.Errorf("%s did not start: %q", p.kind, line)
 		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		cmd.Wait()
-		p.t.Fatalf("%s not ready within 30s", p.kind)
+		return fmt.Errorf("%s not ready within 30s", p.kind)
 	}
 	p.cmd, p.exited = cmd, make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(cmd, p.exited)
+	return nil
 }
 
 // Pid is the running daemon's process id (0 when it is not running).

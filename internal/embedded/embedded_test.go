@@ -1,0 +1,54 @@
+package embedded
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+)
+
+// A port picked for etcd can be taken by another process before etcd binds
+// it; StartEtcd then picks again instead of failing.
+func TestStartEtcdPicksAgainWhenAPickedPortIsTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	pick := pickAddr
+	var handedOutTaken bool
+	pickAddr = func(host string) (string, error) {
+		if !handedOutTaken {
+			handedOutTaken = true
+			return taken.Addr().String(), nil
+		}
+		return pick(host)
+	}
+	defer func() { pickAddr = pick }()
+
+	e, err := StartEtcd(context.Background(), EtcdOptions{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true})
+	if err != nil {
+		t.Fatalf("StartEtcd: %v", err)
+	}
+	defer e.Close()
+	if !handedOutTaken {
+		t.Fatal("the taken port was never handed out")
+	}
+	if strings.HasSuffix(e.Endpoint, taken.Addr().String()) {
+		t.Fatalf("etcd serves on the taken address %s", e.Endpoint)
+	}
+}
+
+// A port the caller chose is not picked again: its being taken is an error
+// that names the address.
+func TestStartEtcdReportsATakenChosenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = StartEtcd(context.Background(), EtcdOptions{Dir: t.TempDir(), ClientAddr: taken.Addr().String(), PeerAddr: "127.0.0.1:0", Fast: true})
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("StartEtcd on a taken chosen port: %v", err)
+	}
+}
