@@ -41,6 +41,7 @@ type Gateway struct {
 	runners *kvmodel.Registry
 	metrics *metrics
 	pub     *queue.Publisher
+	cleanup *deliveredCleanups
 	engine  *gin.Engine
 	ln      net.Listener
 	srv     *http.Server
@@ -68,6 +69,7 @@ func New(ctx context.Context, opts *Options) (*Gateway, error) {
 		g.Close()
 		return nil, err
 	}
+	g.cleanup = newDeliveredCleanups(g.store, g.log)
 	g.engine = g.routes()
 	if o.Addr != "" {
 		if g.ln, err = net.Listen("tcp", o.Addr); err != nil {
@@ -130,6 +132,9 @@ func (g *Gateway) Close() {
 		}
 		if g.runners != nil {
 			g.runners.Close()
+		}
+		if g.cleanup != nil {
+			g.cleanup.close()
 		}
 		if g.pub != nil {
 			g.pub.Close()

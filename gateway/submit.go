@@ -182,10 +182,7 @@ func (g *Gateway) respondDone(c *gin.Context, req *kvmodel.Request, delivered bo
 	}
 	c.JSON(http.StatusOK, gin.H{"result": gin.H{"pairs": pairs}, "request_id": req.ID, "state": req.State})
 	if delivered && !req.Keep {
-		op := kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(g.opts.DeliveredRetention))
-		if err := g.store.Apply(context.WithoutCancel(c.Request.Context()), []kvmodel.Op{op}); err != nil {
-			g.log.Warn("schedule cleanup", "request_id", req.ID, "err", err)
-		}
+		g.cleanup.schedule(kvmodel.CleanupOp(req.WorkflowName, req.ID, time.Now().Add(g.opts.DeliveredRetention)))
 	}
 }
 
