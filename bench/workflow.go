@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 
+	"github.com/jobx/jobx/internal/handlersync"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
 )
@@ -90,10 +91,7 @@ func loadWorkflow(ctx context.Context, store *kvmodel.Store) error {
 			Name: h.Name, WorkflowName: workflowName, Description: m.Description, SourceType: proc.Name(),
 			SourceCode: string(h.Src), Version: processors.Version(h.Src), HandlerType: m.HandlerType,
 			RequiredCapability: m.RequiredCapability,
-			Options:            kvmodel.HandlerOptions{File: h.File, Retries: m.Retries.Count, Network: m.Network, MaxOutput: m.MaxOutput, Memory: m.Memory, Reuse: m.Reuse},
-		}
-		if m.Timeout > 0 {
-			e.Options.Timeout = m.Timeout.String()
+			Options:            handlersync.HandlerOptions(h.File, m),
 		}
 		if err := store.Create(ctx, e); err != nil {
 			return err

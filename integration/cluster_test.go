@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/handlersync"
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
@@ -138,13 +139,7 @@ func (c *cluster) handler(wf, name, file, src string) *kvmodel.Handler {
 	h := &kvmodel.Handler{
 		Name: name, WorkflowName: wf, Description: meta.Description, SourceType: proc.Name(), SourceCode: src,
 		Version: processors.Version([]byte(src)), HandlerType: meta.HandlerType, RequiredCapability: meta.RequiredCapability,
-		Options: kvmodel.HandlerOptions{File: file, Retries: meta.Retries.Count, Network: meta.Network, MaxOutput: meta.MaxOutput, Memory: meta.Memory},
-	}
-	if meta.Timeout > 0 {
-		h.Options.Timeout = meta.Timeout.String()
-	}
-	if meta.Retries.Backoff > 0 {
-		h.Options.RetryBackoff = meta.Retries.Backoff.String()
+		Options: handlersync.HandlerOptions(file, meta),
 	}
 	existing := &kvmodel.Handler{WorkflowName: wf, Name: name}
 	if c.store.Get(context.Background(), existing) == nil {

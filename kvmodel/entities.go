@@ -186,7 +186,8 @@ type HandlerOptions struct {
 	RetryBackoff string  `json:"retry_backoff,omitempty"`
 	Image        string  `json:"image,omitempty"`
 	// Reuse is "request" when warm sandboxes may run several invocations
-	// of the handler in one request in one process (header `reuse`).
+	// of the handler in one request in one process, "handler" when they may
+	// across requests (header `reuse`).
 	Reuse string `json:"reuse,omitempty"`
 }
 

@@ -52,8 +52,9 @@ type Meta struct {
 	MaxOutput int64
 	Retries   Retries
 	Image     string
-	// Reuse is ReuseRequest when the handler lets one warm process run
-	// several of its invocations of one request (see ReuseRequest).
+	// Reuse is ReuseRequest or ReuseHandler when the handler lets one warm
+	// process run several of its invocations; empty for a fresh process
+	// per invocation.
 	Reuse string
 }
 
@@ -63,6 +64,14 @@ type Meta struct {
 // then share module state, leftover processes and open files. Invocations of
 // other requests or other handlers never share a process.
 const ReuseRequest = "request"
+
+// ReuseHandler is the value of the reuse metadata key that lets a warm
+// sandbox keep a handler's process between its invocations across
+// requests, as a function runtime keeps a warm instance: the runs of one
+// version of one handler of one workflow then share module state, leftover
+// processes and open files. Other handlers, and other versions of this
+// one, never share its process.
+const ReuseHandler = "handler"
 
 // ArgSpec is one entry of JobX's argument_spec. Type is a Python builtin name
 // such as "list", or empty for null.
@@ -259,8 +268,8 @@ func decodeMetadata(file string, firstLine, pivotLine int, format string, text [
 			}
 		case "reuse":
 			m.Reuse, err = d.str(v, key)
-			if err == nil && m.Reuse != ReuseRequest && m.Reuse != "none" {
-				err = d.errf(v, key, "invalid reuse %q (want request or none)", m.Reuse)
+			if err == nil && m.Reuse != ReuseRequest && m.Reuse != ReuseHandler && m.Reuse != "none" {
+				err = d.errf(v, key, "invalid reuse %q (want request, handler or none)", m.Reuse)
 			}
 			if m.Reuse == "none" {
 				m.Reuse = ""

@@ -707,8 +707,13 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	}
 	backoff, _ := time.ParseDuration(h.Options.RetryBackoff)
 	reuse := ""
-	if h.Options.Reuse == processors.ReuseRequest {
-		reuse = t.req.ID
+	switch h.Options.Reuse {
+	case processors.ReuseRequest:
+		reuse = "request " + t.req.ID
+	case processors.ReuseHandler:
+		// The zygote's key also holds the installed program's path, which
+		// names the handler's version.
+		reuse = "handler " + h.WorkflowName + "/" + h.Name
 	}
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {

@@ -46,8 +46,9 @@ type RunSpec struct {
 	SharedDir string
 	// Reuse, when set, is the key under which a warm sandbox may run this
 	// invocation in a process kept from an earlier successful run of the
-	// same handler with the same key (the request id of a handler whose
-	// header says `reuse: request`); sandboxes may ignore it.
+	// same handler with the same key (derived from the request id for a
+	// handler whose header says `reuse: request`, from the handler for
+	// `reuse: handler`); sandboxes may ignore it.
 	Reuse string
 }
 

@@ -547,8 +547,9 @@ class Zygote(object):
     ends gets the child's process group killed.
 
     A request with a "reuse" key (a handler whose header says `reuse:
-    request`; the key is its request id) may run on a parked child: one that
-    ran the same handler for the same key, exited 0 and kept its process.
+    request` or `reuse: handler`; the runner derives the key from the
+    request or the handler) may run on a parked child: one that ran the same
+    handler file for the same key, exited 0 and kept its process.
     Such a child replies {"exit_code": 0, "parked": true}; it is retired
     after PARK_SECONDS idle or MAX_USES runs, and no more than MAX_PARKED
     wait per key, MAX_PARKED_TOTAL in all (the oldest go first)."""
