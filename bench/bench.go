@@ -81,7 +81,12 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	}
 
 	fmt.Fprintf(os.Stderr, "bench: trivial job, %d warm-up + %d requests\n", cfg.Warmup, cfg.Requests)
-	lat, err := measureTrivial(ctx, cl, cfg.Warmup, cfg.Requests)
+	lat, err := measureTrivial(ctx, cl, trivialJob, cfg.Warmup, cfg.Requests)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "bench: trivial job without reuse, %d warm-up + %d requests\n", cfg.Warmup, cfg.Requests)
+	latFork, err := measureTrivial(ctx, cl, trivialFork, cfg.Warmup, cfg.Requests)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +129,9 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	r.TrivialP50 = newFigure("trivial job p50", js.P50, "ms").vs(bs.P50).atMost("<= 5 ms", 5)
 	r.TrivialP99 = newFigure("trivial job p99", js.P99, "ms").vs(bs.P99)
 	r.TrivialMean = newFigure("trivial job mean", js.Mean, "ms").vs(bs.Mean)
+	fs := summarize(millis(latFork))
+	r.TrivialForkP50 = newFigure("trivial job p50, without reuse (a fresh process per invocation)", fs.P50, "ms").vs(bs.P50)
+	r.TrivialForkP99 = newFigure("trivial job p99, without reuse (a fresh process per invocation)", fs.P99, "ms").vs(bs.P99)
 	label := fmt.Sprintf("word count %d docs", len(docs))
 	blWall := summarize(blWC.TimingsMS).P50 / 1000
 	r.WordcountWall = newFigure(label+" wall", wc.Wall.Seconds(), "s").vs(blWall)

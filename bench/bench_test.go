@@ -84,7 +84,7 @@ func TestQuickRunMatchesTheBaseline(t *testing.T) {
 		}
 	}
 	withBaseline := map[string]bool{
-		"trivial_p50": true, "trivial_p99": true, "trivial_mean": true, "wordcount_wall": true,
+		"trivial_p50": true, "trivial_p99": true, "trivial_mean": true, "trivial_fork_p50": true, "trivial_fork_p99": true, "wordcount_wall": true,
 		"wordcount_invocations": false, "wordcount_invocations_per_s": false, "wordcount_distinct_words": true,
 		"peak_rss_bench_process": false, "peak_rss_python_zygotes": false,
 	}

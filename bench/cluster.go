@@ -36,13 +36,15 @@ type cluster struct {
 
 // startCluster starts the servers under dir; load writes the workflow
 // definitions before the gateway and runner start, so both see them at once.
-func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error, box ...runner.Sandbox) (c *cluster, err error) {
-	c = &cluster{}
+func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error, box ...runner.Sandbox) (*cluster, error) {
+	c := &cluster{}
+	ok := false
 	defer func() {
-		if err != nil {
+		if !ok {
 			c.Close()
 		}
 	}()
+	var err error
 	if c.etcd, err = embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"}); err != nil {
 		return nil, err
 	}
@@ -82,6 +84,7 @@ func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(c
 		return nil, err
 	}
 	c.stops = append(c.stops, background(c.rn.Run, func() { c.rn.Close() }, log, "runner"))
+	ok = true
 	return c, nil
 }
 

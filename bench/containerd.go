@@ -91,7 +91,7 @@ func benchContainerd(ctx context.Context, cfg *config, dir string, docs []docume
 		return nil, "", err
 	}
 	fmt.Fprintf(os.Stderr, "bench: containerd: trivial job, %d warm-up + %d requests\n", cfg.Warmup, cfg.Requests)
-	lat, err := measureTrivial(ctx, cl, cfg.Warmup, cfg.Requests)
+	lat, err := measureTrivial(ctx, cl, trivialJob, cfg.Warmup, cfg.Requests)
 	var wc *wordcountRun
 	var unfinished string
 	if err == nil {

@@ -76,14 +76,15 @@ func waitReady(ctx context.Context, c *client, within time.Duration) error {
 	}
 }
 
-// measureTrivial posts warmup then n trivial jobs one after the other and
-// returns the latencies of the measured ones.
-func measureTrivial(ctx context.Context, c *client, warmup, n int) ([]time.Duration, error) {
+// measureTrivial posts warmup then n requests of a trivial job (trivialJob
+// or trivialFork) one after the other and returns the latencies of the
+// measured ones.
+func measureTrivial(ctx context.Context, c *client, job string, warmup, n int) ([]time.Duration, error) {
 	body := []byte(`{"arguments":{"x":1}}`)
 	lat := make([]time.Duration, 0, n)
 	for i := range warmup + n {
 		start := time.Now()
-		pairs, _, err := c.post(ctx, trivialJob, body, "")
+		pairs, _, err := c.post(ctx, job, body, "")
 		d := time.Since(start)
 		if err != nil {
 			return nil, fmt.Errorf("trivial request %d: %w", i, err)

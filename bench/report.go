@@ -119,6 +119,8 @@ type results struct {
 	TrivialP50               *figure `json:"trivial_p50"`
 	TrivialP99               *figure `json:"trivial_p99"`
 	TrivialMean              *figure `json:"trivial_mean"`
+	TrivialForkP50           *figure `json:"trivial_fork_p50"`
+	TrivialForkP99           *figure `json:"trivial_fork_p99"`
 	WordcountWall            *figure `json:"wordcount_wall"`
 	WordcountInvocations     *figure `json:"wordcount_invocations"`
 	WordcountInvocationsPerS *figure `json:"wordcount_invocations_per_s"`
@@ -144,7 +146,7 @@ type results struct {
 }
 
 func (r *results) figures() []*figure {
-	out := []*figure{r.TrivialP50, r.TrivialP99, r.TrivialMean, r.WordcountWall, r.WordcountInvocations,
+	out := []*figure{r.TrivialP50, r.TrivialP99, r.TrivialMean, r.TrivialForkP50, r.TrivialForkP99, r.WordcountWall, r.WordcountInvocations,
 		r.WordcountInvocationsPerS, r.WordcountDocsPerS, r.WordcountDistinctWords, r.PeakRSS, r.PeakRSSZygotes}
 	for _, f := range []*figure{r.CtrTrivialP50, r.CtrTrivialP99, r.CtrWordcountInvocationsPerS, r.CtrColdStart} {
 		if f != nil {

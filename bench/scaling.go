@@ -30,13 +30,15 @@ type procCluster struct {
 	url   string
 }
 
-func startProcCluster(ctx context.Context, dir string, cfg *config) (c *procCluster, err error) {
-	c = &procCluster{}
+func startProcCluster(ctx context.Context, dir string, cfg *config) (*procCluster, error) {
+	c := &procCluster{}
+	ok := false
 	defer func() {
-		if err != nil {
+		if !ok {
 			c.close()
 		}
 	}()
+	var err error
 	bin := filepath.Join(dir, "jobx")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/jobx/jobx/cmd/jobx")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -71,6 +73,7 @@ func startProcCluster(ctx context.Context, dir string, cfg *config) (c *procClus
 	if c.rn, err = startDaemon("jobx runner", filepath.Join(dir, "runner.log"), exec.Command(bin, rnArgs...)); err != nil {
 		return nil, err
 	}
+	ok = true
 	return c, nil
 }
 

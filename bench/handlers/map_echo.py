@@ -7,6 +7,7 @@ argument_spec:
       type: list
 handler_type: mapper
 required_capability: none
+reuse: handler
 """
 key, value = arguments[0]
 yield MrConfigureToReturn()
