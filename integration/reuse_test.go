@@ -72,7 +72,7 @@ func TestReuseHeaderDecidesWhichRunsShareAProcess(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			a, b := run(t, mode), run(t, mode)
 			if a["scratch"] == b["scratch"] {
-				t.Fatalf("two runs shared a scratch directory %s", a["scratch"])
+				t.Fatalf("a scratch directory its run left a file in was given to the next run: %s", a["scratch"])
 			}
 			samePid := a["pid"] == b["pid"]
 			switch mode {

@@ -31,8 +31,9 @@ type ProcessOptions struct {
 // embedded default when no containerd is reachable; it isolates handlers
 // from each other's state, not from the host.
 type ProcessSandbox struct {
-	opts ProcessOptions
-	warm *warmPool
+	opts    ProcessOptions
+	warm    *warmPool
+	scratch *scratchDirs
 }
 
 var _ Sandbox = (*ProcessSandbox)(nil)
@@ -48,22 +49,26 @@ func NewProcessSandbox(opts ProcessOptions) (*ProcessSandbox, error) {
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "scratch"), 0o755); err != nil {
 		return nil, fmt.Errorf("process sandbox: %w", err)
 	}
-	return &ProcessSandbox{opts: opts, warm: newWarmPool(opts)}, nil
+	scratch := &scratchDirs{parent: filepath.Join(opts.Dir, "scratch"), max: 64}
+	return &ProcessSandbox{opts: opts, warm: newWarmPool(opts), scratch: scratch}, nil
 }
 
 // Kind returns "process".
 func (s *ProcessSandbox) Kind() string { return "process" }
 
-// Close stops the zygotes.
-func (s *ProcessSandbox) Close() error { return s.warm.close() }
+// Close stops the zygotes and removes the kept scratch directories.
+func (s *ProcessSandbox) Close() error {
+	s.scratch.close()
+	return s.warm.close()
+}
 
 // Run runs one handler.
 func (s *ProcessSandbox) Run(ctx context.Context, spec *RunSpec) (*Outcome, error) {
-	scratch, err := os.MkdirTemp(filepath.Join(s.opts.Dir, "scratch"), "inv-")
+	scratch, err := s.scratch.get()
 	if err != nil {
 		return nil, fmt.Errorf("scratch directory: %w", err)
 	}
-	defer os.RemoveAll(scratch)
+	defer s.scratch.put(scratch)
 	env := append(append([]string{}, spec.Env...), "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
 	env = append(env, spec.Program.Env...)
 	if spec.Limits.Timeout > 0 {
