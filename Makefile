@@ -91,7 +91,7 @@ demo-artifacts: deps
 
 ## fuzz: run each fuzz test for FUZZTIME (their seed corpora also run in make test)
 FUZZTIME ?= 30s
-FUZZ = ./processors:FuzzParseHeader ./runner:FuzzMapperOutput ./gateway:FuzzParseJobBody
+FUZZ = ./processors:FuzzParseHeader ./runner:FuzzMapperOutput ./kvmodel:FuzzParsePair ./gateway:FuzzParseJobBody
 fuzz:
 	@for t in $(FUZZ); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \

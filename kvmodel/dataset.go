@@ -110,8 +110,19 @@ func (p Pair) MarshalJSON() ([]byte, error) {
 	return []byte("[" + string(p.Key) + "," + string(p.Value) + "]"), nil
 }
 
-// ParsePair decodes a JSON [key, value] array.
+// ParsePair decodes a JSON [key, value] array. The key and value are kept
+// compact; they do not share memory with line.
 func ParsePair(line []byte) (Pair, error) {
+	if k, v, ok := splitCompactPair(line); ok {
+		// One copy for both: a pair per output line of every handler.
+		c := bytes.Clone(line)
+		return Pair{Key: c[k[0]:k[1]:k[1]], Value: c[v[0]:v[1]:v[1]]}, nil
+	}
+	return parsePairJSON(line)
+}
+
+// parsePairJSON is ParsePair by encoding/json, for any line.
+func parsePairJSON(line []byte) (Pair, error) {
 	var a []json.RawMessage
 	if err := json.Unmarshal(line, &a); err != nil {
 		return Pair{}, fmt.Errorf("not a JSON [key, value] pair: %w", err)
@@ -120,6 +131,52 @@ func ParsePair(line []byte) (Pair, error) {
 		return Pair{}, fmt.Errorf("want a [key, value] pair, got an array of %d", len(a))
 	}
 	return Pair{Key: compact(a[0]), Value: compact(a[1])}, nil
+}
+
+// splitCompactPair finds the key and the value of line when it is a valid
+// JSON array of two elements without whitespace outside strings, which is
+// what the runtimes write: once json.Valid has checked the line, a scan
+// that follows only strings and nesting finds the top-level comma. Any
+// other line (spaced, invalid, another length) is left to encoding/json.
+func splitCompactPair(line []byte) (key, value [2]int, ok bool) {
+	n := len(line)
+	if n < 5 || line[0] != '[' || line[n-1] != ']' || !json.Valid(line) {
+		return key, value, false
+	}
+	comma, depth, inString := -1, 0, false
+	for i := 1; i < n-1; i++ {
+		c := line[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+		case ']', '}':
+			depth--
+		case ',':
+			if depth == 0 {
+				if comma >= 0 {
+					return key, value, false // more than two elements
+				}
+				comma = i
+			}
+		case ' ', '\t', '\n', '\r':
+			return key, value, false // not compact
+		}
+	}
+	if comma < 0 {
+		return key, value, false
+	}
+	return [2]int{1, comma}, [2]int{comma + 1, n - 1}, true
 }
 
 // Group is one key with its values, as a combiner or reducer reads it.
@@ -198,6 +255,13 @@ func AppendGroupItem(buf []byte, g Group) []byte {
 func DecodePairItems(data []byte) ([]Pair, error) {
 	var out []Pair
 	err := eachLine(data, func(line []byte) error {
+		if p, ok := bytes.CutPrefix(line, []byte(`{"p":`)); ok && bytes.HasSuffix(p, []byte("}")) {
+			// As AppendPairItem writes it.
+			if pair, err := ParsePair(p[:len(p)-1]); err == nil {
+				out = append(out, pair)
+				return nil
+			}
+		}
 		var item struct {
 			P json.RawMessage `json:"p"`
 		}
