@@ -19,7 +19,9 @@ type deliveredCleanups struct {
 	ops   chan kvmodel.Op
 	stop  chan struct{}
 	done  chan struct{}
-	once  sync.Once
+
+	mu     sync.Mutex // orders schedule's sends before close's final drain
+	closed bool
 }
 
 func newDeliveredCleanups(store *kvmodel.Store, log *slog.Logger) *deliveredCleanups {
@@ -31,12 +33,16 @@ func newDeliveredCleanups(store *kvmodel.Store, log *slog.Logger) *deliveredClea
 // schedule queues op; when the queue is full or closed it writes op at
 // once, so a burst slows its senders rather than growing without bound.
 func (d *deliveredCleanups) schedule(op kvmodel.Op) {
-	select {
-	case <-d.stop:
-	case d.ops <- op:
-		return
-	default:
+	d.mu.Lock()
+	if !d.closed {
+		select {
+		case d.ops <- op:
+			d.mu.Unlock()
+			return
+		default:
+		}
 	}
+	d.mu.Unlock()
 	d.apply([]kvmodel.Op{op})
 }
 
@@ -81,6 +87,11 @@ func (d *deliveredCleanups) apply(ops []kvmodel.Op) {
 
 // close writes what is queued and stops.
 func (d *deliveredCleanups) close() {
-	d.once.Do(func() { close(d.stop) })
+	d.mu.Lock()
+	if !d.closed {
+		d.closed = true
+		close(d.stop)
+	}
+	d.mu.Unlock()
 	<-d.done
 }
