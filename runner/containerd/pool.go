@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // pool keeps warm boxes per key. It creates boxes on demand while the live
 // boxes stay within MaxSandboxes and their memory limits within
 // MemoryBudget, evicting idle boxes of other keys to make room, and stops
-// boxes idle longer than IdleTimeout or used MaxReuse times.
+// boxes used MaxReuse times, boxes idle longer than IdleTimeout, and, of a
+// key with more than MaxIdle idle boxes, the extra ones once idle longer
+// than Linger. A burst of concurrent invocations thus keeps its boxes
+// while it lasts instead of destroying and creating one per invocation.
+// With MaxIdle 0 no box outlives its invocation.
 type pool struct {
 	s *Sandbox
 
@@ -21,6 +26,7 @@ type pool struct {
 	changed  chan struct{}
 	closed   bool
 	destroys sync.WaitGroup
+	created  atomic.Int64 // boxes started, for tests and figures
 }
 
 func newPool(s *Sandbox) *pool {
@@ -63,6 +69,7 @@ func (p *pool) acquire(ctx context.Context, k key) (b *box, fresh bool, err erro
 				p.mu.Unlock()
 				return nil, false, err
 			}
+			p.created.Add(1)
 			return b, true, nil
 		}
 		if v := p.oldestIdleLocked(); v != nil {
@@ -90,7 +97,7 @@ func (p *pool) release(b *box, keep bool) {
 	defer p.mu.Unlock()
 	b.uses++
 	b.lastUsed = time.Now()
-	if !keep || p.closed || !b.alive() || (p.s.opts.MaxReuse > 0 && b.uses >= p.s.opts.MaxReuse) || len(p.idle[b.key]) >= p.s.opts.MaxIdle {
+	if !keep || p.closed || !b.alive() || (p.s.opts.MaxReuse > 0 && b.uses >= p.s.opts.MaxReuse) || p.s.opts.MaxIdle == 0 {
 		p.dropLocked(b)
 		return
 	}
@@ -124,9 +131,10 @@ func (p *pool) oldestIdleLocked() *box {
 	return old
 }
 
-// janitor stops boxes idle longer than IdleTimeout.
+// janitor stops boxes idle longer than IdleTimeout, and the idle boxes of
+// a key beyond MaxIdle once idle longer than Linger.
 func (p *pool) janitor(ctx context.Context) {
-	every := p.s.opts.IdleTimeout / 4
+	every := min(p.s.opts.IdleTimeout, p.s.opts.Linger) / 4
 	if every > 10*time.Second {
 		every = 10 * time.Second
 	}
@@ -143,9 +151,13 @@ func (p *pool) janitor(ctx context.Context) {
 		}
 		p.mu.Lock()
 		for k, l := range p.idle {
+			// l is in release order: the boxes beyond MaxIdle are the
+			// longest idle, at its front.
+			extra := len(l) - p.s.opts.MaxIdle
 			kept := l[:0]
-			for _, b := range l {
-				if time.Since(b.lastUsed) > p.s.opts.IdleTimeout || !b.alive() {
+			for i, b := range l {
+				idle := time.Since(b.lastUsed)
+				if idle > p.s.opts.IdleTimeout || (i < extra && idle > p.s.opts.Linger) || !b.alive() {
 					p.dropLocked(b)
 				} else {
 					kept = append(kept, b)

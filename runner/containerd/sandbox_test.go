@@ -422,3 +422,58 @@ func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 		t.Fatalf("%d stale containers left", len(ctrs))
 	}
 }
+
+func TestABurstKeepsItsSandboxesUntilTheyLinger(t *testing.T) {
+	e := newEnv(t, func(o *ctrd.Options) {
+		o.MaxIdle = 1
+		o.Linger = 300 * time.Millisecond
+	})
+	const n = 4
+	burst := func() {
+		t.Helper()
+		done := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				out, _, err := e.run("wf", "map/sleep.sh", shSleep, "", runner.Limits{})
+				if err == nil && !out.Succeeded() {
+					err = fmt.Errorf("failed: %+v", out)
+				}
+				done <- err
+			}()
+		}
+		for i := 0; i < n; i++ {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	burst()
+	created := e.sb.Created()
+	if _, _, idle := e.sb.Stats(); idle != n {
+		t.Fatalf("%d idle sandboxes after a burst of %d, want %d", idle, n, n)
+	}
+	burst()
+	if got := e.sb.Created(); got != created {
+		t.Fatalf("a second burst created %d more sandboxes, want none", got-created)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		live, _, idle := e.sb.Stats()
+		if live == 1 && idle == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live, %d idle sandboxes long after the burst, want MaxIdle (1)", live, idle)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const shSleep = `#!/bin/sh
+# Sleep a little, so that concurrent runs overlap.
+#
+# **
+# handler_type: mapper
+sleep 0.2
+echo '{"jobx":"return"}'
+`

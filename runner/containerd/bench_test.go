@@ -1,0 +1,84 @@
+package containerd_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jobx/jobx/processors"
+	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
+)
+
+// benchSpec installs a python handler and returns a RunSpec maker for it.
+func (e *env) benchSpec(tb testing.TB, file, src string) func(reuse string) *runner.RunSpec {
+	proc, _ := processors.ForFile(file, []byte(src))
+	meta, _ := processors.ParseHeader(file, []byte(src))
+	name := strings.NewReplacer("/", "_", ".", "_").Replace(file)
+	prog, err := proc.Install(filepath.Join(e.dir, "wf"), processors.Handler{Workflow: "wf", Name: name, Type: meta.HandlerType, SourceType: proc.Name(), Source: src})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return func(reuse string) *runner.RunSpec {
+		return &runner.RunSpec{Workflow: "wf", Handler: name, HandlerType: meta.HandlerType, Program: prog, Reuse: reuse,
+			Env:   []string{"PATH=/usr/bin:/bin", "JOBX_HANDLER_TYPE=" + meta.HandlerType},
+			Stdin: strings.NewReader("[\"a\", 1]\n"), Stdout: discardW{}, Limits: runner.Limits{Timeout: 20 * time.Second}}
+	}
+}
+
+// BenchmarkWarmRun runs a trivial python handler on warm boxes, one
+// invocation at a time, then 8 at a time (the runner's concurrency on two
+// cores), with and without a reuse key.
+func BenchmarkWarmRun(b *testing.B) {
+	e := newEnv(b, func(o *ctrd.Options) { o.MaxIdle = 2 })
+	spec := e.benchSpec(b, "map/echo.py", pyEcho)
+	ctx := context.Background()
+	for _, par := range []int{1, 8} {
+		for _, reuse := range []string{"", "r1"} {
+			b.Run(fmt.Sprintf("concurrency=%d/reuse=%q", par, reuse), func(b *testing.B) {
+				var wg sync.WaitGroup
+				work := make(chan struct{})
+				errs := make(chan error, par)
+				for w := 0; w < par; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range work {
+							out, err := e.sb.Run(ctx, spec(reuse))
+							if err == nil && !out.Succeeded() {
+								err = fmt.Errorf("failed: %+v", out)
+							}
+							if err != nil {
+								select {
+								case errs <- err:
+								default:
+								}
+							}
+						}
+					}()
+				}
+				for i := 0; i < 2*par; i++ { // warm the boxes up
+					work <- struct{}{}
+				}
+				created := e.sb.Created()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					work <- struct{}{}
+				}
+				close(work)
+				wg.Wait()
+				b.StopTimer()
+				select {
+				case err := <-errs:
+					b.Fatal(err)
+				default:
+				}
+				b.ReportMetric(float64(e.sb.Created()-created)/float64(b.N), "boxes/op")
+			})
+		}
+	}
+}
