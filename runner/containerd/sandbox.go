@@ -356,16 +356,17 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 	}
 	s.learn(spec)
 	k := s.keyOf(spec)
+	park := parkKeyOf(spec)
 	for attempt := 0; ; attempt++ {
-		b, fresh, err := s.pool.acquire(ctx, k)
+		b, fresh, err := s.pool.acquire(ctx, k, park)
 		if err != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return &runner.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
 			}
 			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
 		}
-		out, keep, err := s.runOn(ctx, b, spec)
-		s.pool.release(b, keep)
+		out, settle, err := s.runOn(ctx, b, spec)
+		s.pool.settle(b, settle)
 		if err != nil && errors.Is(err, errServerGone) && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A warm sandbox died while idle: try a fresh one.
 			continue
@@ -377,18 +378,33 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 	}
 }
 
-// runOn runs spec on box b and says whether b may be reused.
-func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, bool, error) {
+// parkKeyOf is the key under which a box's zygote may keep spec's process
+// for the next run (RunSpec.Reuse, per handler), "" when it may not.
+func parkKeyOf(spec *runner.RunSpec) string {
+	if spec.Reuse == "" || spec.Program.Warm == nil || spec.Program.Warm.Kind != "python" {
+		return ""
+	}
+	return spec.Reuse + "\x00" + spec.Program.Warm.HandlerPath + "\x00" + spec.HandlerType
+}
+
+// runOn runs spec on box b. It returns once the handler has ended and its
+// output is read, with settle, which the caller must call (in the
+// background) before b runs anything else: it kills and waits for what
+// the run left, removes its scratch directory and says whether b may be
+// reused.
+func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, func() bool, error) {
 	start := time.Now()
 	inv := "inv-" + randomHex(8)
 	hostScratch := filepath.Join(b.hostDir, "scratch", inv)
+	drop := func() bool { os.RemoveAll(hostScratch); return false }
 	if err := os.Mkdir(hostScratch, 0o700); err != nil {
-		return nil, false, fmt.Errorf("scratch directory: %w", err)
+		return nil, drop, fmt.Errorf("scratch directory: %w", err)
 	}
-	defer os.RemoveAll(hostScratch)
 	if err := os.Chown(hostScratch, s.opts.UID, s.opts.GID); err != nil {
-		return nil, false, fmt.Errorf("scratch directory: %w", err)
+		return nil, drop, fmt.Errorf("scratch directory: %w", err)
 	}
+	park := parkKeyOf(spec)
+	b.takeParked(park)
 	scratch := ctrScratch + "/" + inv
 	rewrite := s.rewriter(spec.Workflow)
 	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
@@ -409,8 +425,12 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 			k, v, _ := strings.Cut(kv, "=")
 			m[k] = v
 		}
-		msg = map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
+		req := map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
 			"env": m, "cwd": scratch, "rlimits": map[string]int64{}}
+		if park != "" {
+			req["reuse"] = spec.Reuse
+		}
+		msg = req
 	} else {
 		argv := make([]string, len(spec.Program.Argv))
 		for i, a := range spec.Program.Argv {
@@ -421,14 +441,14 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 
 	pipes, err := runner.NewPipes()
 	if err != nil {
-		return nil, true, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+		return nil, func() bool { os.RemoveAll(hostScratch); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
 	defer pipes.Close()
 	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
 	c, err := spawn(ctx, b.socket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
 	pipes.CloseChildEnds()
 	if err != nil {
-		return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
+		return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
 	}
 	defer c.close()
 	st := runner.NewStreams(spec, c.kill)
@@ -436,7 +456,22 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 	stop := context.AfterFunc(ctx, c.kill)
 	status, werr := c.wait()
 	stop()
-	clean := b.sweep()
+	// What survives the run: the zygote's idle pre-forked children, and
+	// the run's own process when the zygote parked it.
+	var spare map[int]bool
+	if werr == nil && (len(status.idle) > 0 || status.parked) {
+		spare = map[int]bool{}
+		for _, p := range status.idle {
+			spare[p] = true
+		}
+		delete(spare, c.pid)
+		if status.parked && park != "" {
+			spare[c.pid] = true
+		}
+	}
+	// Kill the rest now, so that nothing holds the pipes open; settle
+	// waits for them to be gone.
+	b.killExtra(spare)
 	pipes.Finish(time.Second)
 	out := &runner.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
 	out.OOMKilled = b.cgroups.oomKills() > oomBefore || b.oom.Load() > oomEvents
@@ -454,14 +489,22 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 		}
 		out.ExitCode, out.Signal = 137, "SIGKILL"
 		out.StderrTail += "\njobx: the sandbox died during the invocation"
-		return out, false, nil
+		return out, drop, nil
 	}
 	out.ExitCode = status.code
 	if status.signal != 0 {
 		out.Signal = unixSignalName(status.signal)
 	}
-	keep := clean && b.alive() && !out.OOMKilled
-	return out, keep, nil
+	oom := out.OOMKilled
+	settle := func() bool {
+		defer os.RemoveAll(hostScratch)
+		clean, kept := b.sweep(spare)
+		if clean && status.parked && park != "" {
+			b.park(park, kept[c.pid])
+		}
+		return clean && b.alive() && !oom
+	}
+	return out, settle, nil
 }
 
 // rewriter maps the runner's handler directory of a workflow to its path

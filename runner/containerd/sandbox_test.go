@@ -449,8 +449,8 @@ func TestABurstKeepsItsSandboxesUntilTheyLinger(t *testing.T) {
 	}
 	burst()
 	created := e.sb.Created()
-	if _, _, idle := e.sb.Stats(); idle != n {
-		t.Fatalf("%d idle sandboxes after a burst of %d, want %d", idle, n, n)
+	if live, _, _ := e.sb.Stats(); live != n {
+		t.Fatalf("%d sandboxes after a burst of %d, want %d", live, n, n)
 	}
 	burst()
 	if got := e.sb.Created(); got != created {
@@ -477,3 +477,141 @@ const shSleep = `#!/bin/sh
 sleep 0.2
 echo '{"jobx":"return"}'
 `
+
+const pyReused = `"""
+Report this process, its scratch and environment, and leave a detached
+sleeper and a marker behind.
+
+**
+handler_type: mapper
+"""
+import os, subprocess, sys
+
+def alive(pid):
+    # A killed child of a parked process stays a zombie until it reaps.
+    try:
+        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+yield MrConfigureToReturn()
+for _, old in arguments:
+    yield ("alive:%d" % old, alive(old))
+yield ("pid", os.getpid())
+yield ("cwd", os.getcwd())
+yield ("seen", os.path.exists(os.path.join(os.environ['TMPDIR'], 'marker')))
+open(os.path.join(os.environ['TMPDIR'], 'marker'), 'w').write('x')
+yield ("env", os.environ.get('LEFT', ''))
+os.environ['LEFT'] = 'over'
+p = subprocess.Popen(['sleep', '60'], start_new_session=True)
+yield ("sleeper", p.pid)
+`
+
+func TestReuseKeepsTheProcessButNothingElseAndNeverServesAnotherKey(t *testing.T) {
+	e := newEnv(t)
+	spec := e.benchSpec(t, "map/reused.py", pyReused)
+	type report struct {
+		pid, sleeper int
+		cwd          string
+		alive        map[int]bool
+		stdout       string
+	}
+	run := func(reuse string, check ...int) report {
+		t.Helper()
+		sp := spec(reuse)
+		var in, out strings.Builder
+		for _, p := range check {
+			fmt.Fprintf(&in, "[\"p\", %d]\n", p)
+		}
+		sp.Stdin, sp.Stdout = strings.NewReader(in.String()), &out
+		o, err := e.sb.Run(context.Background(), sp)
+		if err != nil || !o.Succeeded() {
+			t.Fatalf("run %q: %+v %v", reuse, o, err)
+		}
+		r := report{alive: map[int]bool{}, stdout: out.String()}
+		for _, line := range strings.Split(out.String(), "\n") {
+			var k string
+			var v any
+			if n, _ := fmt.Sscanf(line, "[%q,", &k); n != 1 {
+				continue
+			}
+			_, rest, _ := strings.Cut(line, ",")
+			rest = strings.TrimSuffix(rest, "]")
+			v = rest
+			switch {
+			case k == "pid":
+				fmt.Sscan(rest, &r.pid)
+			case k == "sleeper":
+				fmt.Sscan(rest, &r.sleeper)
+			case k == "cwd":
+				r.cwd = rest
+			case strings.HasPrefix(k, "alive:"):
+				var p int
+				fmt.Sscanf(k, "alive:%d", &p)
+				r.alive[p] = v == "true"
+			}
+			if k == "seen" && rest != "false" || k == "env" && rest != `""` {
+				t.Fatalf("run %q sees what an earlier run left: %s", reuse, line)
+			}
+		}
+		return r
+	}
+	// A run without reuse leaves nothing: not its process, not its sleeper.
+	plain := run("")
+	a1 := run("A", plain.pid, plain.sleeper)
+	if plain.pid == 0 || a1.alive[plain.pid] || a1.alive[plain.sleeper] {
+		t.Fatalf("a run without reuse left processes behind: %+v then %s", plain, a1.stdout)
+	}
+	// The next run of key A gets A's parked process, with a fresh scratch
+	// directory and environment, but not the sleeper A's first run left.
+	a2 := run("A", a1.sleeper)
+	if a2.pid != a1.pid {
+		t.Fatalf("the second run of key A ran in process %d, not the parked %d", a2.pid, a1.pid)
+	}
+	if a2.alive[a1.sleeper] {
+		t.Fatalf("the sleeper of a parked run survived it: %s", a2.stdout)
+	}
+	if a2.cwd == a1.cwd {
+		t.Fatalf("a reused process got the same scratch directory %s", a2.cwd)
+	}
+	// A run of key B never gets A's process, and A's parked process is
+	// gone before B runs.
+	b := run("B", a2.pid)
+	if b.pid == a2.pid || b.alive[a2.pid] {
+		t.Fatalf("a run of key B met the process parked for A (%d): %s", a2.pid, b.stdout)
+	}
+	if a3 := run("A"); a3.pid == a2.pid {
+		t.Fatalf("A's process survived a run of key B")
+	}
+}
+
+const pyServers = `"""
+Try to reach the box's agent and zygote, and to replace their sockets.
+
+**
+handler_type: mapper
+"""
+import os, socket
+yield MrConfigureToReturn()
+for name in ("agent.sock", "zygote.sock"):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect("/jobx/run/" + name)
+        yield (name, "connected")
+    except OSError:
+        yield (name, "refused")
+    try:
+        os.rename("/jobx/run/" + name, "/jobx/run/" + name + ".old")
+        yield (name, "moved")
+    except OSError:
+        pass
+`
+
+func TestHandlersCannotAskTheBoxForProcesses(t *testing.T) {
+	e := newEnv(t)
+	_, stdout := e.mustSucceed("wf", "map/servers.py", pyServers, "", runner.Limits{})
+	if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["agent.sock","refused"]["zygote.sock","refused"]` {
+		t.Fatalf("a handler reached or moved the box's servers: %s", stdout)
+	}
+	e.mustSucceed("wf", "map/echo.py", pyEcho, "", runner.Limits{})
+}
