@@ -80,6 +80,12 @@ type box struct {
 	parkKey string
 	parked  int
 
+	// scratch names the box's clean scratch directory, left by a run that
+	// did not touch it, with the ctime it had when made ("" when none).
+	// Only the box's current user touches them.
+	scratch      string
+	scratchCtime unix.Timespec
+
 	uses     int
 	lastUsed time.Time
 	oom      atomic.Int64 // /tasks/oom events seen
@@ -405,6 +411,53 @@ func (b *box) parkedKey() string {
 	b.parkMu.Lock()
 	defer b.parkMu.Unlock()
 	return b.parkKey
+}
+
+// takeScratch returns the name of an empty scratch directory for a run,
+// owned by uid and gid with mode 0700: the one the last run left untouched,
+// or a new one. Call it after takeParked.
+func (b *box) takeScratch(uid, gid int) (string, error) {
+	if name := b.scratch; name != "" {
+		// Checked again: a parked child of the last run's key may have
+		// written in it since.
+		b.scratch = ""
+		var st unix.Stat_t
+		dir := filepath.Join(b.hostDir, "scratch", name)
+		if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+			return name, nil
+		}
+		os.RemoveAll(dir)
+	}
+	name := "inv-" + randomHex(8)
+	dir := filepath.Join(b.hostDir, "scratch", name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	b.scratchCtime = st.Ctim
+	return name, nil
+}
+
+// putScratch keeps a run's scratch directory for the next run when the
+// run left it as it was made: its ctime changes with any entry created or
+// removed in it, and with any change of its mode, owner or extended
+// attributes. Otherwise it removes it. The run's processes must be gone.
+func (b *box) putScratch(name string) {
+	dir := filepath.Join(b.hostDir, "scratch", name)
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+		b.scratch = name
+		return
+	}
+	os.RemoveAll(dir)
 }
 
 // nsPidOf returns host process pid's pid in its innermost PID namespace

@@ -24,6 +24,7 @@ type pool struct {
 	live     int         // boxes created or being created, not destroyed
 	memory   int64       // sum of their memory limits
 	settling map[key]int // boxes whose last run is settling, per key
+	waiting  map[key]int // acquires waiting for one of them, per key
 	changed  chan struct{}
 	closed   bool
 	settles  sync.WaitGroup
@@ -32,7 +33,7 @@ type pool struct {
 }
 
 func newPool(s *Sandbox) *pool {
-	return &pool{s: s, idle: map[key][]*box{}, settling: map[key]int{}, changed: make(chan struct{})}
+	return &pool{s: s, idle: map[key][]*box{}, settling: map[key]int{}, waiting: map[key]int{}, changed: make(chan struct{})}
 }
 
 func (p *pool) notify() {
@@ -43,8 +44,9 @@ func (p *pool) notify() {
 // acquire returns an idle box for k (fresh=false) or a new one. Of the
 // idle boxes it prefers one whose parked child has reuse key park, then
 // one with none parked, the most recently used first. While no box of k
-// is idle but one is settling, it waits for that one rather than create
-// another: a settle takes about a millisecond, a new box a hundred.
+// is idle but more are settling than acquires wait for them, it waits
+// for one rather than create another: a settle takes about a
+// millisecond, a new box a hundred.
 func (p *pool) acquire(ctx context.Context, k key, park string) (b *box, fresh bool, err error) {
 	for {
 		p.mu.Lock()
@@ -63,12 +65,20 @@ func (p *pool) acquire(ctx context.Context, k key, park string) (b *box, fresh b
 			}
 			p.dropLocked(b)
 		}
-		if p.settling[k] > 0 {
+		if p.settling[k] > p.waiting[k] {
+			p.waiting[k]++
 			wait := p.changed
 			p.mu.Unlock()
 			select {
 			case <-wait:
 			case <-ctx.Done():
+			}
+			p.mu.Lock()
+			if p.waiting[k]--; p.waiting[k] == 0 {
+				delete(p.waiting, k)
+			}
+			p.mu.Unlock()
+			if ctx.Err() != nil {
 				return nil, false, fmt.Errorf("waiting for a sandbox: %w", ctx.Err())
 			}
 			continue

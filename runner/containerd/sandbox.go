@@ -6,12 +6,20 @@
 // and nothing else of the host, as a non-root user without new privileges.
 //
 // Containers are kept warm: a container per (workflow, processor, limits)
-// runs the jobx agent as init (and, for Python, a zygote beside it), and
-// each invocation is a fresh process forked in it with its own stdio passed
-// over a unix socket, so an invocation costs no container creation and, for
-// Python, no interpreter start. A warm container runs one invocation at a
-// time; after each, every process the invocation left is killed and its
-// scratch directory removed, so nothing leaks to the next.
+// runs the jobx agent as init (and, for Python, a zygote beside it, with
+// one pre-forked child), and each invocation is a fresh process forked in
+// it with its own stdio passed over a unix socket, so an invocation costs
+// no container creation and, for Python, no interpreter start. Only the
+// runner can reach the agent's and zygote's sockets. A warm container runs
+// one invocation at a time; after each, every process the invocation left
+// is killed but the agent, the zygote and the zygote's pre-forked children
+// (which never ran an invocation), and its scratch directory is removed
+// unless the run left it untouched, so nothing leaks to the next. With
+// RunSpec.Reuse the zygote may keep the invocation's own process (parked)
+// for the next run of the same key and handler; a container holds at most
+// one, and a run of any other key kills it first. The result of a run is
+// returned once its output is read; the clean-up completes before the
+// container runs anything else.
 //
 //	sb, err := containerd.New(ctx, opts) // removes stale containers of crashed runners
 //	out, err := sb.Run(ctx, spec)        // runner.Sandbox
@@ -394,17 +402,14 @@ func parkKeyOf(spec *runner.RunSpec) string {
 // reused.
 func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, func() bool, error) {
 	start := time.Now()
-	inv := "inv-" + randomHex(8)
-	hostScratch := filepath.Join(b.hostDir, "scratch", inv)
-	drop := func() bool { os.RemoveAll(hostScratch); return false }
-	if err := os.Mkdir(hostScratch, 0o700); err != nil {
-		return nil, drop, fmt.Errorf("scratch directory: %w", err)
-	}
-	if err := os.Chown(hostScratch, s.opts.UID, s.opts.GID); err != nil {
-		return nil, drop, fmt.Errorf("scratch directory: %w", err)
-	}
 	park := parkKeyOf(spec)
 	b.takeParked(park)
+	inv, err := b.takeScratch(s.opts.UID, s.opts.GID)
+	if err != nil {
+		return nil, func() bool { return false }, err
+	}
+	hostScratch := filepath.Join(b.hostDir, "scratch", inv)
+	drop := func() bool { os.RemoveAll(hostScratch); return false }
 	scratch := ctrScratch + "/" + inv
 	rewrite := s.rewriter(spec.Workflow)
 	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
@@ -441,7 +446,7 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 
 	pipes, err := runner.NewPipes()
 	if err != nil {
-		return nil, func() bool { os.RemoveAll(hostScratch); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+		return nil, func() bool { b.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
 	defer pipes.Close()
 	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
@@ -497,12 +502,15 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 	}
 	oom := out.OOMKilled
 	settle := func() bool {
-		defer os.RemoveAll(hostScratch)
 		clean, kept := b.sweep(spare)
-		if clean && status.parked && park != "" {
+		if !clean {
+			return drop()
+		}
+		b.putScratch(inv)
+		if status.parked && park != "" {
 			b.park(park, kept[c.pid])
 		}
-		return clean && b.alive() && !oom
+		return b.alive() && !oom
 	}
 	return out, settle, nil
 }

@@ -615,3 +615,45 @@ func TestHandlersCannotAskTheBoxForProcesses(t *testing.T) {
 	}
 	e.mustSucceed("wf", "map/echo.py", pyEcho, "", runner.Limits{})
 }
+
+const pyScratch = `"""
+Report the scratch directory; touch it when asked.
+
+**
+handler_type: mapper
+"""
+import os
+yield MrConfigureToReturn()
+yield ("cwd", os.getcwd())
+yield ("entries", len(os.listdir(".")))
+for _, how in arguments:
+    if how == "write":
+        open("left", "w").write("x")
+    elif how == "chmod":
+        os.chmod(".", 0o777)
+`
+
+func TestAnUntouchedScratchDirectoryIsReusedAndATouchedOneNever(t *testing.T) {
+	e := newEnv(t)
+	cwd := func(in string) string {
+		t.Helper()
+		_, stdout := e.mustSucceed("wf", "map/scratch.py", pyScratch, in, runner.Limits{})
+		if !strings.Contains(stdout, `["entries",0]`) {
+			t.Fatalf("a run found a scratch directory with entries: %s", stdout)
+		}
+		_, rest, _ := strings.Cut(stdout, `["cwd",`)
+		d, _, _ := strings.Cut(rest, "]")
+		return d
+	}
+	first := cwd("")
+	if again := cwd(`["how", "write"]` + "\n"); again != first {
+		t.Fatalf("an untouched scratch directory was not reused: %s, then %s", first, again)
+	}
+	written := cwd(`["how", "chmod"]` + "\n")
+	if written == first {
+		t.Fatalf("a scratch directory with a file left in it was reused")
+	}
+	if chmodded := cwd(""); chmodded == written {
+		t.Fatalf("a scratch directory whose mode changed was reused")
+	}
+}
