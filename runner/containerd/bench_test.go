@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,10 +37,23 @@ func (e *env) benchSpec(tb testing.TB, file, src string) func(reuse string) *run
 // cores), with and without a reuse key.
 func BenchmarkWarmRun(b *testing.B) {
 	e := newEnv(b, func(o *ctrd.Options) { o.MaxIdle = 2 })
-	spec := e.benchSpec(b, "map/echo.py", pyEcho)
+	echo := e.benchSpec(b, "map/echo.py", pyEcho)
+	echo2 := e.benchSpec(b, "map/echo2.py", pyEcho)
 	ctx := context.Background()
 	for _, par := range []int{1, 8} {
-		for _, reuse := range []string{"", "r1"} {
+		for _, reuse := range []string{"", "r1", "two handlers"} {
+			spec := echo
+			if reuse == "two handlers" {
+				// Alternate two handlers of one key, as a word count's
+				// mapper and reducer do.
+				var n atomic.Int64
+				spec = func(string) *runner.RunSpec {
+					if n.Add(1)%2 == 0 {
+						return echo2("r1")
+					}
+					return echo("r1")
+				}
+			}
 			b.Run(fmt.Sprintf("concurrency=%d/reuse=%q", par, reuse), func(b *testing.B) {
 				var wg sync.WaitGroup
 				work := make(chan struct{})

@@ -71,14 +71,16 @@ type box struct {
 	keep    map[int]bool // host pids of the agent and the zygote
 	zygote  int          // host pid of the zygote (0: none)
 
-	// parkKey is the reuse key of the child the box's zygote keeps parked
-	// (at most one: a box runs one invocation at a time), parked a pidfd
-	// of it; "" and -1 when none. A box runs an invocation of another key
-	// only after killing it, so a parked child never shares its box with
-	// a run of another key. Only the box's current user changes them.
-	parkMu  sync.Mutex // guards parked against a concurrent destroy
-	parkKey string
-	parked  int
+	// reuse is the RunSpec.Reuse of the children the box's zygote keeps
+	// parked, parked those children by handler (at most one each: a box
+	// runs one invocation at a time). A box runs an invocation of another
+	// reuse key (or none) only after killing them all, so a parked child
+	// never shares its box with a run of another key. Only the box's
+	// current user changes them (and destroy).
+	parkMu sync.Mutex // guards reuse, parked and gone
+	reuse  string
+	parked map[string]parkedChild
+	gone   bool // destroyed: parks nothing more
 
 	// scratch names the box's clean scratch directory, left by a run that
 	// did not touch it, with the ctime it had when made ("" when none).
@@ -118,7 +120,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{}), parked: -1}
+	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{}), parked: map[string]parkedChild{}}
 	b.hostDir = filepath.Join(s.opts.Dir, "c", b.id)
 	for _, d := range []string{"run", "scratch"} {
 		if err := os.MkdirAll(filepath.Join(b.hostDir, d), 0o711); err != nil {
@@ -143,11 +145,12 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 		bind(handlers, ctrHandlers, true),
 		bind(filepath.Join(b.hostDir, "scratch"), ctrScratch, false),
 	}
-	// The zygote keeps one pre-forked, warmed-up child: the fork and its
-	// copy-on-write faults happen between invocations, and the child
-	// reports its status before it exits. The sweep after a run spares it
-	// (the zygote names its idle children in its final reply).
-	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch, "JOBX_ZYGOTE_PREFORK=1"}
+	// The zygote keeps one pre-forked child: the fork happens between
+	// invocations, and the child reports its status before it exits. The
+	// sweep after a run spares it (the zygote names its idle children in
+	// its final reply). No warm-up run in it: on two cores its CPU (about
+	// 1 ms a fork in BenchmarkWarmRun) costs more than it saves.
+	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch, "JOBX_ZYGOTE_PREFORK=1", "JOBX_ZYGOTE_WARMUP=0"}
 	if shared := s.sharedDir(k.workflow); shared != "" {
 		// The sandbox user writes the workflow's files.
 		if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {
@@ -367,50 +370,91 @@ func (b *box) sweep(spare map[int]bool) (bool, map[int]int) {
 	return false, nil
 }
 
-// park records pid (host) as the box's parked child of key.
-func (b *box) park(key string, pid int) {
-	if pid <= 0 {
+// parkedChild is a parked process: its pid in the box and a pidfd of it,
+// which makes sure a signal reaches that process and no other that took
+// its pid.
+type parkedChild struct{ ns, fd int }
+
+func (c parkedChild) alive() bool {
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 0
+}
+
+func (c parkedChild) kill() {
+	if err := unix.PidfdSendSignal(c.fd, unix.SIGKILL, nil, 0); err == nil {
+		unix.Poll([]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}, 5000)
+	}
+	unix.Close(c.fd)
+}
+
+// park records the run's process (ns and host pids) as the box's parked
+// child of reuse key reuse and handler.
+func (b *box) park(reuse, handler string, ns, host int) {
+	if host <= 0 {
 		return
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	fd, err := unix.PidfdOpen(host, 0)
 	if err != nil {
 		return
 	}
 	b.parkMu.Lock()
 	defer b.parkMu.Unlock()
-	if b.parked != -1 {
-		unix.Close(fd) // destroyed meanwhile
+	if b.gone || (b.reuse != "" && b.reuse != reuse) {
+		unix.Close(fd)
 		return
 	}
-	b.parkKey, b.parked = key, fd
+	if old, ok := b.parked[handler]; ok {
+		unix.Close(old.fd)
+	}
+	b.reuse = reuse
+	b.parked[handler] = parkedChild{ns: ns, fd: fd}
 }
 
-// takeParked readies the box for a run of reuse key key: a parked child
-// of another key is killed (and waited for); one of key is left to the
+// takeParked readies the box for a run of handler with reuse key reuse:
+// parked children of another key (or all, for a run without one) are
+// killed and waited for; the one of this key and handler is left to the
 // zygote, which gives it the run, and forgotten here (the run's sweep
-// spares it again only if the zygote parks it again).
-func (b *box) takeParked(key string) {
+// spares it again only if the zygote parks it again). It returns the pids
+// in the box of the parked children that stay: the same key's, of other
+// handlers.
+func (b *box) takeParked(reuse, handler string) []int {
 	b.parkMu.Lock()
 	defer b.parkMu.Unlock()
-	if b.parked < 0 {
-		return
-	}
-	if key == "" || b.parkKey != key {
-		// The pidfd makes sure the signal reaches that process and no
-		// other that took its pid.
-		if err := unix.PidfdSendSignal(b.parked, unix.SIGKILL, nil, 0); err == nil {
-			unix.Poll([]unix.PollFd{{Fd: int32(b.parked), Events: unix.POLLIN}}, 5000)
+	if reuse == "" || reuse != b.reuse {
+		for h, c := range b.parked {
+			c.kill()
+			delete(b.parked, h)
 		}
+		b.reuse = reuse
+		return nil
 	}
-	unix.Close(b.parked)
-	b.parkKey, b.parked = "", -1
+	if c, ok := b.parked[handler]; ok {
+		unix.Close(c.fd)
+		delete(b.parked, handler)
+	}
+	var stay []int
+	for h, c := range b.parked {
+		if !c.alive() { // retired by the zygote
+			unix.Close(c.fd)
+			delete(b.parked, h)
+			continue
+		}
+		stay = append(stay, c.ns)
+	}
+	return stay
 }
 
-// parkedKey is the reuse key of the box's parked child, "" when none.
-func (b *box) parkedKey() string {
+// parkedFor says whether the box's parked children are of reuse key reuse
+// (or the box has none), and whether one is of handler.
+func (b *box) parkedFor(reuse, handler string) (sameKey, sameHandler bool) {
 	b.parkMu.Lock()
 	defer b.parkMu.Unlock()
-	return b.parkKey
+	if len(b.parked) == 0 {
+		return reuse == "", false
+	}
+	_, ok := b.parked[handler]
+	return b.reuse == reuse, b.reuse == reuse && ok
 }
 
 // takeScratch returns the name of an empty scratch directory for a run,
@@ -509,10 +553,11 @@ func (s *Sandbox) destroy(b *box) {
 			}
 		}
 		b.parkMu.Lock()
-		if b.parked >= 0 {
-			unix.Close(b.parked)
+		for h, c := range b.parked {
+			unix.Close(c.fd)
+			delete(b.parked, h)
 		}
-		b.parkKey, b.parked = "", -2 // never parks again
+		b.gone = true
 		b.parkMu.Unlock()
 		os.RemoveAll(b.hostDir)
 	})

@@ -42,12 +42,13 @@ func (p *pool) notify() {
 }
 
 // acquire returns an idle box for k (fresh=false) or a new one. Of the
-// idle boxes it prefers one whose parked child has reuse key park, then
-// one with none parked, the most recently used first. While no box of k
-// is idle but more are settling than acquires wait for them, it waits
-// for one rather than create another: a settle takes about a
-// millisecond, a new box a hundred.
-func (p *pool) acquire(ctx context.Context, k key, park string) (b *box, fresh bool, err error) {
+// idle boxes it prefers one with a child parked for reuse key reuse and
+// handler, then one with children parked for reuse, then one with none
+// parked, the most recently used first. While no box of k is idle but
+// more are settling than acquires wait for them, it waits for one rather
+// than create another: a settle takes about a millisecond, a new box a
+// hundred.
+func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *box, fresh bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -56,7 +57,7 @@ func (p *pool) acquire(ctx context.Context, k key, park string) (b *box, fresh b
 		}
 		for len(p.idle[k]) > 0 {
 			l := p.idle[k]
-			i := pick(l, park)
+			i := pick(l, reuse, handler)
 			b = l[i]
 			p.idle[k] = append(l[:i], l[i+1:]...)
 			if b.alive() {
@@ -118,20 +119,28 @@ func (p *pool) acquire(ctx context.Context, k key, park string) (b *box, fresh b
 	}
 }
 
-// pick chooses among idle boxes l (oldest first) for a run of reuse key
-// park.
-func pick(l []*box, park string) int {
-	unparked := -1
+// pick chooses among idle boxes l (oldest first) for a run of handler
+// with reuse key reuse.
+func pick(l []*box, reuse, handler string) int {
+	sameKey, unparked := -1, -1
 	for i := len(l) - 1; i >= 0; i-- {
-		pk := l[i].parkedKey()
-		if park != "" && pk == park {
+		key, h := l[i].parkedFor(reuse, handler)
+		if h {
 			return i
 		}
-		if pk == "" && unparked < 0 {
-			unparked = i
+		if key && sameKey < 0 {
+			sameKey = i
+		}
+		if unparked < 0 {
+			if none, _ := l[i].parkedFor("", ""); none {
+				unparked = i
+			}
 		}
 	}
-	if unparked >= 0 {
+	switch {
+	case sameKey >= 0:
+		return sameKey
+	case unparked >= 0:
 		return unparked
 	}
 	return len(l) - 1

@@ -364,9 +364,9 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 	}
 	s.learn(spec)
 	k := s.keyOf(spec)
-	park := parkKeyOf(spec)
+	reuse, handler := reuseOf(spec)
 	for attempt := 0; ; attempt++ {
-		b, fresh, err := s.pool.acquire(ctx, k, park)
+		b, fresh, err := s.pool.acquire(ctx, k, reuse, handler)
 		if err != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return &runner.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
@@ -386,13 +386,14 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 	}
 }
 
-// parkKeyOf is the key under which a box's zygote may keep spec's process
-// for the next run (RunSpec.Reuse, per handler), "" when it may not.
-func parkKeyOf(spec *runner.RunSpec) string {
+// reuseOf returns the key under which a box's zygote may keep spec's
+// process for the next run of its handler (RunSpec.Reuse; "" when it may
+// not) and the handler, as the zygote tells handlers apart.
+func reuseOf(spec *runner.RunSpec) (reuse, handler string) {
 	if spec.Reuse == "" || spec.Program.Warm == nil || spec.Program.Warm.Kind != "python" {
-		return ""
+		return "", ""
 	}
-	return spec.Reuse + "\x00" + spec.Program.Warm.HandlerPath + "\x00" + spec.HandlerType
+	return spec.Reuse, spec.Program.Warm.HandlerPath + "\x00" + spec.HandlerType
 }
 
 // runOn runs spec on box b. It returns once the handler has ended and its
@@ -402,8 +403,8 @@ func parkKeyOf(spec *runner.RunSpec) string {
 // reused.
 func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, func() bool, error) {
 	start := time.Now()
-	park := parkKeyOf(spec)
-	b.takeParked(park)
+	reuse, handler := reuseOf(spec)
+	stay := b.takeParked(reuse, handler)
 	inv, err := b.takeScratch(s.opts.UID, s.opts.GID)
 	if err != nil {
 		return nil, func() bool { return false }, err
@@ -432,8 +433,8 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 		}
 		req := map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
 			"env": m, "cwd": scratch, "rlimits": map[string]int64{}}
-		if park != "" {
-			req["reuse"] = spec.Reuse
+		if reuse != "" {
+			req["reuse"] = reuse
 		}
 		msg = req
 	} else {
@@ -461,17 +462,21 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 	stop := context.AfterFunc(ctx, c.kill)
 	status, werr := c.wait()
 	stop()
-	// What survives the run: the zygote's idle pre-forked children, and
-	// the run's own process when the zygote parked it.
+	// What survives the run: the zygote's idle pre-forked children, the
+	// run's own process when the zygote parked it, and the same reuse
+	// key's parked children of other handlers.
 	var spare map[int]bool
-	if werr == nil && (len(status.idle) > 0 || status.parked) {
+	if werr == nil && (len(status.idle) > 0 || status.parked || len(stay) > 0) {
 		spare = map[int]bool{}
 		for _, p := range status.idle {
 			spare[p] = true
 		}
 		delete(spare, c.pid)
-		if status.parked && park != "" {
+		if status.parked && reuse != "" {
 			spare[c.pid] = true
+		}
+		for _, p := range stay {
+			spare[p] = true
 		}
 	}
 	// Kill the rest now, so that nothing holds the pipes open; settle
@@ -507,8 +512,8 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 			return drop()
 		}
 		b.putScratch(inv)
-		if status.parked && park != "" {
-			b.park(park, kept[c.pid])
+		if status.parked && reuse != "" {
+			b.park(reuse, handler, c.pid, kept[c.pid])
 		}
 		return b.alive() && !oom
 	}

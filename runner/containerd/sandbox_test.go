@@ -509,7 +509,9 @@ yield ("sleeper", p.pid)
 
 func TestReuseKeepsTheProcessButNothingElseAndNeverServesAnotherKey(t *testing.T) {
 	e := newEnv(t)
-	spec := e.benchSpec(t, "map/reused.py", pyReused)
+	spec1 := e.benchSpec(t, "map/reused.py", pyReused)
+	spec2 := e.benchSpec(t, "map/reused2.py", pyReused)
+	spec := spec1
 	type report struct {
 		pid, sleeper int
 		cwd          string
@@ -574,11 +576,22 @@ func TestReuseKeepsTheProcessButNothingElseAndNeverServesAnotherKey(t *testing.T
 	if a2.cwd == a1.cwd {
 		t.Fatalf("a reused process got the same scratch directory %s", a2.cwd)
 	}
-	// A run of key B never gets A's process, and A's parked process is
+	// A run of another handler with key A meets A's parked process, but
+	// does not run in it, and leaves it parked.
+	spec = spec2
+	other := run("A", a2.pid)
+	spec = spec1
+	if other.pid == a2.pid || !other.alive[a2.pid] {
+		t.Fatalf("another handler of key A ran in %d or killed the parked %d: %s", other.pid, a2.pid, other.stdout)
+	}
+	if again := run("A"); again.pid != a2.pid {
+		t.Fatalf("a run of another handler of key A cost the parked process %d (now %d)", a2.pid, again.pid)
+	}
+	// A run of key B never gets A's process, and A's parked processes are
 	// gone before B runs.
-	b := run("B", a2.pid)
-	if b.pid == a2.pid || b.alive[a2.pid] {
-		t.Fatalf("a run of key B met the process parked for A (%d): %s", a2.pid, b.stdout)
+	b := run("B", a2.pid, other.pid)
+	if b.pid == a2.pid || b.alive[a2.pid] || b.alive[other.pid] {
+		t.Fatalf("a run of key B met the processes parked for A (%d, %d): %s", a2.pid, other.pid, b.stdout)
 	}
 	if a3 := run("A"); a3.pid == a2.pid {
 		t.Fatalf("A's process survived a run of key B")
