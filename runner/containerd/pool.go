@@ -258,12 +258,16 @@ func (p *pool) close() {
 	p.destroys.Wait()
 }
 
-// stats reports the live boxes and their memory.
+// stats reports the live boxes, their memory and how many run no
+// invocation (idle, or settling after one).
 func (p *pool) stats() (live int, memory int64, idle int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.idle {
 		idle += len(l)
+	}
+	for _, n := range p.settling {
+		idle += n
 	}
 	return p.live, p.memory, idle
 }

@@ -16,8 +16,9 @@
 // (which never ran an invocation), and its scratch directory is removed
 // unless the run left it untouched, so nothing leaks to the next. With
 // RunSpec.Reuse the zygote may keep the invocation's own process (parked)
-// for the next run of the same key and handler; a container holds at most
-// one, and a run of any other key kills it first. The result of a run is
+// for the next run of the same key and handler; a container holds parked
+// processes of one key only (one per handler), and a run of any other key
+// kills them first. The result of a run is
 // returned once its output is read; the clean-up completes before the
 // container runs anything else.
 //
@@ -217,7 +218,8 @@ func (s *Sandbox) image(ctx context.Context, ref string) (client.Image, error) {
 }
 
 // Stats reports the live sandboxes, the sum of their memory limits and
-// how many are idle.
+// how many are idle (running no invocation; a sandbox cleaning up after
+// one counts as idle).
 func (s *Sandbox) Stats() (live int, memory int64, idle int) { return s.pool.stats() }
 
 // Prepare loads the images of the named processors into the namespace, so
