@@ -856,7 +856,7 @@ class Zygote(object):
         if key is None:
             _kill_group(pid)
             sock.close()
-            return
+            return False
         parked = self.parked.setdefault(key, [])
         parked.append((pid, sock, time.monotonic()))
         while len(parked) > self.MAX_PARKED:
@@ -870,6 +870,7 @@ class Zygote(object):
                 del self.parked[oldest]
             _kill_group(old_pid)
             old_sock.close()
+        return pid in [p for p, _, _ in parked]
 
     def retire_parked(self):
         """Kills the children parked longer than PARK_SECONDS; returns the
@@ -908,15 +909,21 @@ class Zygote(object):
                 msg = json.loads(data.split(b'\n', 1)[0])
             except ValueError:
                 pass
+        parked = False
         if msg is not None and msg.get('parked') and entry is not None and entry[0] is not None:
-            self.park(pid, sock)
+            parked = self.park(pid, sock)
         else:
             self.reuse_keys.pop(pid, None)
             sock.close()
         if msg is None or entry is None or entry[0] is None:
             return  # it died without a report: reap tells
         conn, entry[0] = entry[0], None
-        self.reply(conn, msg)
+        # The reply is the zygote's, not the child's word: parked only when
+        # it was.
+        msg = {'exit_code': msg.get('exit_code')}
+        if parked:
+            msg['parked'] = True
+        self.reply(conn, self.with_idle(msg))
         try:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
@@ -1056,12 +1063,19 @@ class Zygote(object):
         else:
             msg = {'exit_code': os.waitstatus_to_exitcode(status)}
         if conn is not None:
-            self.reply(conn, msg)
+            self.reply(conn, self.with_idle(msg))
             try:
                 self.sel.unregister(conn)
             except (KeyError, ValueError):
                 pass
             conn.close()
+
+    def with_idle(self, msg):
+        """Adds the pids of the pre-forked children still waiting for an
+        invocation to a final reply: a containerd box spares them (and only
+        them, with a parked child) when it kills what a run left."""
+        msg['idle'] = [pid for pid, _ in self.idle]
+        return msg
 
     @staticmethod
     def reply(conn, msg):

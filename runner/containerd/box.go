@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/jobx/jobx/images"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Labels on every container a Sandbox creates.
@@ -68,6 +69,24 @@ type box struct {
 	dead    chan struct{} // closed when the task has exited
 	cgroups cgroupPaths
 	keep    map[int]bool // host pids of the agent and the zygote
+	zygote  int          // host pid of the zygote (0: none)
+
+	// reuse is the RunSpec.Reuse of the children the box's zygote keeps
+	// parked, parked those children by handler (at most one each: a box
+	// runs one invocation at a time). A box runs an invocation of another
+	// reuse key (or none) only after killing them all, so a parked child
+	// never shares its box with a run of another key. Only the box's
+	// current user changes them (and destroy).
+	parkMu sync.Mutex // guards reuse, parked and gone
+	reuse  string
+	parked map[string]parkedChild
+	gone   bool // destroyed: parks nothing more
+
+	// scratch names the box's clean scratch directory, left by a run that
+	// did not touch it, with the ctime it had when made ("" when none).
+	// Only the box's current user touches them.
+	scratch      string
+	scratchCtime unix.Timespec
 
 	uses     int
 	lastUsed time.Time
@@ -101,7 +120,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{})}
+	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{}), parked: map[string]parkedChild{}}
 	b.hostDir = filepath.Join(s.opts.Dir, "c", b.id)
 	for _, d := range []string{"run", "scratch"} {
 		if err := os.MkdirAll(filepath.Join(b.hostDir, d), 0o711); err != nil {
@@ -126,10 +145,12 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 		bind(handlers, ctrHandlers, true),
 		bind(filepath.Join(b.hostDir, "scratch"), ctrScratch, false),
 	}
-	// A box runs one invocation at a time and kills every process but its
-	// agent and zygote after each, so the zygote keeps no pre-forked
-	// children here.
-	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch, "JOBX_ZYGOTE_PREFORK=0"}
+	// The zygote keeps one pre-forked child: the fork happens between
+	// invocations, and the child reports its status before it exits. The
+	// sweep after a run spares it (the zygote names its idle children in
+	// its final reply). No warm-up run in it: on two cores its CPU (about
+	// 1 ms a fork in BenchmarkWarmRun) costs more than it saves.
+	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch, "JOBX_ZYGOTE_PREFORK=1", "JOBX_ZYGOTE_WARMUP=0"}
 	if shared := s.sharedDir(k.workflow); shared != "" {
 		// The sandbox user writes the workflow's files.
 		if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {
@@ -207,18 +228,55 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err := b.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	if b.cgroups, err = cgroupsOf(int(b.task.Pid())); err != nil {
+	if err := b.lockSockets(s.opts.UID); err != nil {
+		return nil, err
+	}
+	agent := int(b.task.Pid())
+	if b.cgroups, err = cgroupsOf(agent); err != nil {
 		return nil, err
 	}
 	pids, err := b.cgroups.procs()
 	if err != nil {
 		return nil, err
 	}
-	b.keep = map[int]bool{}
+	// The agent and its one child, the zygote; the zygote's own children
+	// (pre-forked) are not kept by pid.
+	b.keep = map[int]bool{agent: true}
 	for _, p := range pids {
-		b.keep[p] = true
+		if _, ppid, err := nsPidOf(p); err == nil && ppid == agent {
+			b.keep[p] = true
+			b.zygote = p
+		}
+	}
+	if k.processor == "python" && b.zygote == 0 {
+		return nil, fmt.Errorf("sandbox %s: no zygote among its processes", b.id)
 	}
 	return b, nil
+}
+
+// lockSockets gives the box's run directory and sockets to root once the
+// agent and zygote listen: only the runner (outside the box) can then ask
+// them for processes, and no handler can replace or remove a socket.
+func (b *box) lockSockets(uid int) error {
+	run := filepath.Join(b.hostDir, "run")
+	names, err := os.ReadDir(run)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := os.Lchown(filepath.Join(run, n.Name()), 0, 0); err != nil {
+			return err
+		}
+		if n.Type()&os.ModeSocket != 0 {
+			if err := os.Chmod(filepath.Join(run, n.Name()), 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Chown(run, 0, 0); err != nil {
+		return err
+	}
+	return os.Chmod(run, 0o755)
 }
 
 // pidsOverhead is added to a handler's pids limit for the agent (a Go
@@ -264,28 +322,210 @@ func (b *box) logTail() string {
 	return strings.TrimSpace(string(data))
 }
 
-// sweep kills every process of the box but the agent and the zygote, so
-// that nothing an invocation started outlives it. It reports whether the
-// box is clean.
-func (b *box) sweep() bool {
-	for round := 0; round < 100; round++ {
-		pids, err := b.cgroups.procs()
-		if err != nil {
-			return false
+// killExtra sends SIGKILL to every process of the box but the agent, the
+// zygote and the zygote's children whose pids in the box are in spare. It
+// returns how many it signalled and the spared ones (box pid -> host pid).
+// Spared processes must be the zygote's children: a process a handler
+// created (even with CLONE_PARENT, which makes it the zygote's child) is
+// unknown to the zygote, so never in spare.
+func (b *box) killExtra(spare map[int]bool) (killed int, kept map[int]int, err error) {
+	pids, err := b.cgroups.procs()
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, p := range pids {
+		if b.keep[p] {
+			continue
 		}
-		extra := 0
-		for _, p := range pids {
-			if !b.keep[p] {
-				extra++
-				syscall.Kill(p, syscall.SIGKILL)
+		if len(spare) > 0 {
+			if ns, ppid, err := nsPidOf(p); err == nil && ppid == b.zygote && spare[ns] {
+				if kept == nil {
+					kept = map[int]int{}
+				}
+				kept[ns] = p
+				continue
 			}
 		}
-		if extra == 0 {
-			return true
-		}
-		time.Sleep(time.Millisecond)
+		killed++
+		syscall.Kill(p, syscall.SIGKILL)
 	}
-	return false
+	return killed, kept, nil
+}
+
+// sweep kills every process of the box but the agent, the zygote and the
+// zygote children in spare, and waits until they are gone, so that
+// nothing an invocation started outlives it. It reports whether the box
+// is clean, and the spared processes.
+func (b *box) sweep(spare map[int]bool) (bool, map[int]int) {
+	for round := 0; round < 200; round++ {
+		killed, kept, err := b.killExtra(spare)
+		if err != nil {
+			return false, nil
+		}
+		if killed == 0 {
+			return true, kept
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	return false, nil
+}
+
+// parkedChild is a parked process: its pid in the box and a pidfd of it,
+// which makes sure a signal reaches that process and no other that took
+// its pid.
+type parkedChild struct{ ns, fd int }
+
+func (c parkedChild) alive() bool {
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 0
+}
+
+func (c parkedChild) kill() {
+	if err := unix.PidfdSendSignal(c.fd, unix.SIGKILL, nil, 0); err == nil {
+		unix.Poll([]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}, 5000)
+	}
+	unix.Close(c.fd)
+}
+
+// park records the run's process (ns and host pids) as the box's parked
+// child of reuse key reuse and handler.
+func (b *box) park(reuse, handler string, ns, host int) {
+	if host <= 0 {
+		return
+	}
+	fd, err := unix.PidfdOpen(host, 0)
+	if err != nil {
+		return
+	}
+	b.parkMu.Lock()
+	defer b.parkMu.Unlock()
+	if b.gone || (b.reuse != "" && b.reuse != reuse) {
+		unix.Close(fd)
+		return
+	}
+	if old, ok := b.parked[handler]; ok {
+		unix.Close(old.fd)
+	}
+	b.reuse = reuse
+	b.parked[handler] = parkedChild{ns: ns, fd: fd}
+}
+
+// takeParked readies the box for a run of handler with reuse key reuse:
+// parked children of another key (or all, for a run without one) are
+// killed and waited for; the one of this key and handler is left to the
+// zygote, which gives it the run, and forgotten here (the run's sweep
+// spares it again only if the zygote parks it again). It returns the pids
+// in the box of the parked children that stay: the same key's, of other
+// handlers.
+func (b *box) takeParked(reuse, handler string) []int {
+	b.parkMu.Lock()
+	defer b.parkMu.Unlock()
+	if reuse == "" || reuse != b.reuse {
+		for h, c := range b.parked {
+			c.kill()
+			delete(b.parked, h)
+		}
+		b.reuse = reuse
+		return nil
+	}
+	if c, ok := b.parked[handler]; ok {
+		unix.Close(c.fd)
+		delete(b.parked, handler)
+	}
+	var stay []int
+	for h, c := range b.parked {
+		if !c.alive() { // retired by the zygote
+			unix.Close(c.fd)
+			delete(b.parked, h)
+			continue
+		}
+		stay = append(stay, c.ns)
+	}
+	return stay
+}
+
+// parkedFor says whether the box's parked children are of reuse key reuse
+// (or the box has none), and whether one is of handler.
+func (b *box) parkedFor(reuse, handler string) (sameKey, sameHandler bool) {
+	b.parkMu.Lock()
+	defer b.parkMu.Unlock()
+	if len(b.parked) == 0 {
+		return reuse == "", false
+	}
+	_, ok := b.parked[handler]
+	return b.reuse == reuse, b.reuse == reuse && ok
+}
+
+// takeScratch returns the name of an empty scratch directory for a run,
+// owned by uid and gid with mode 0700: the one the last run left untouched,
+// or a new one. Call it after takeParked.
+func (b *box) takeScratch(uid, gid int) (string, error) {
+	if name := b.scratch; name != "" {
+		// Checked again: a parked child of the last run's key may have
+		// written in it since.
+		b.scratch = ""
+		var st unix.Stat_t
+		dir := filepath.Join(b.hostDir, "scratch", name)
+		if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+			return name, nil
+		}
+		os.RemoveAll(dir)
+	}
+	name := "inv-" + randomHex(8)
+	dir := filepath.Join(b.hostDir, "scratch", name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	b.scratchCtime = st.Ctim
+	return name, nil
+}
+
+// putScratch keeps a run's scratch directory for the next run when the
+// run left it as it was made: its ctime changes with any entry created or
+// removed in it, and with any change of its mode, owner or extended
+// attributes. Otherwise it removes it. The run's processes must be gone.
+func (b *box) putScratch(name string) {
+	dir := filepath.Join(b.hostDir, "scratch", name)
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+		b.scratch = name
+		return
+	}
+	os.RemoveAll(dir)
+}
+
+// nsPidOf returns host process pid's pid in its innermost PID namespace
+// and its parent's host pid.
+func nsPidOf(pid int) (ns, ppid int, err error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	ns, ppid = -1, -1
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			ppid, _ = strconv.Atoi(strings.TrimSpace(v))
+		} else if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				ns, _ = strconv.Atoi(f[len(f)-1])
+			}
+		}
+	}
+	if ns < 0 || ppid < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/status: no NSpid or PPid", pid)
+	}
+	return ns, ppid, nil
 }
 
 // destroy kills and deletes a box's task and container and removes its
@@ -312,6 +552,13 @@ func (s *Sandbox) destroy(b *box) {
 				s.log.Warn("delete sandbox container", "container", b.id, "err", err)
 			}
 		}
+		b.parkMu.Lock()
+		for h, c := range b.parked {
+			unix.Close(c.fd)
+			delete(b.parked, h)
+		}
+		b.gone = true
+		b.parkMu.Unlock()
 		os.RemoveAll(b.hostDir)
 	})
 }

@@ -28,7 +28,8 @@ func (s *Sandbox) ColdStart(ctx context.Context, spec *runner.RunSpec) (time.Dur
 	fw := &firstWriter{ch: first}
 	sp := *spec
 	sp.Stdout, sp.Stdin = fw, strings.NewReader("")
-	out, _, err := s.runOn(ctx, b, &sp)
+	out, settle, err := s.runOn(ctx, b, &sp)
+	settle()
 	if err != nil {
 		return 0, err
 	}

@@ -53,8 +53,13 @@ type Options struct {
 	MemoryBudget int64
 	// MaxSandboxes bounds the live sandboxes (warm or busy).
 	MaxSandboxes int
-	// MaxIdle bounds the idle sandboxes kept per pool key.
+	// MaxIdle bounds the idle sandboxes kept per pool key once demand
+	// falls: the extra ones are stopped after Linger idle. 0 keeps none,
+	// not even during a burst.
 	MaxIdle int
+	// Linger is how long idle sandboxes beyond MaxIdle are kept for the
+	// next invocations of a burst.
+	Linger time.Duration
 	// IdleTimeout stops a sandbox idle that long.
 	IdleTimeout time.Duration
 	// MaxReuse stops a sandbox after that many invocations (0: no limit).
@@ -69,7 +74,8 @@ type Options struct {
 
 // NewOptions returns the defaults: 512 MiB and 256 processes per sandbox,
 // half the host's memory as the budget, four sandboxes per CPU, two idle
-// per key for five minutes, no reuse limit.
+// per key for five minutes (more for two seconds after a burst), no reuse
+// limit.
 func NewOptions() *Options {
 	return &Options{
 		UID: 65534, GID: 65534,
@@ -77,6 +83,7 @@ func NewOptions() *Options {
 		MemoryBudget: hostMemory() / 2,
 		MaxSandboxes: 4 * runtime.NumCPU(),
 		MaxIdle:      2,
+		Linger:       2 * time.Second,
 		IdleTimeout:  5 * time.Minute,
 		Ready:        15 * time.Second,
 	}
@@ -124,6 +131,9 @@ func (o *Options) validate() error {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.Linger <= 0 {
+		o.Linger = 2 * time.Second
 	}
 	if o.Ready <= 0 {
 		o.Ready = 15 * time.Second

@@ -4,27 +4,36 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // pool keeps warm boxes per key. It creates boxes on demand while the live
 // boxes stay within MaxSandboxes and their memory limits within
 // MemoryBudget, evicting idle boxes of other keys to make room, and stops
-// boxes idle longer than IdleTimeout or used MaxReuse times.
+// boxes used MaxReuse times, boxes idle longer than IdleTimeout, and, of a
+// key with more than MaxIdle idle boxes, the extra ones once idle longer
+// than Linger. A burst of concurrent invocations thus keeps its boxes
+// while it lasts instead of destroying and creating one per invocation.
+// With MaxIdle 0 no box outlives its invocation.
 type pool struct {
 	s *Sandbox
 
 	mu       sync.Mutex // guards the fields below
 	idle     map[key][]*box
-	live     int   // boxes created or being created, not destroyed
-	memory   int64 // sum of their memory limits
+	live     int         // boxes created or being created, not destroyed
+	memory   int64       // sum of their memory limits
+	settling map[key]int // boxes whose last run is settling, per key
+	waiting  map[key]int // acquires waiting for one of them, per key
 	changed  chan struct{}
 	closed   bool
+	settles  sync.WaitGroup
 	destroys sync.WaitGroup
+	created  atomic.Int64 // boxes started, for tests and figures
 }
 
 func newPool(s *Sandbox) *pool {
-	return &pool{s: s, idle: map[key][]*box{}, changed: make(chan struct{})}
+	return &pool{s: s, idle: map[key][]*box{}, settling: map[key]int{}, waiting: map[key]int{}, changed: make(chan struct{})}
 }
 
 func (p *pool) notify() {
@@ -32,8 +41,14 @@ func (p *pool) notify() {
 	p.changed = make(chan struct{})
 }
 
-// acquire returns an idle box for k (fresh=false) or a new one.
-func (p *pool) acquire(ctx context.Context, k key) (b *box, fresh bool, err error) {
+// acquire returns an idle box for k (fresh=false) or a new one. Of the
+// idle boxes it prefers one with a child parked for reuse key reuse and
+// handler, then one with children parked for reuse, then one with none
+// parked, the most recently used first. While no box of k is idle but
+// more are settling than acquires wait for them, it waits for one rather
+// than create another: a settle takes about a millisecond, a new box a
+// hundred.
+func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *box, fresh bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -42,13 +57,32 @@ func (p *pool) acquire(ctx context.Context, k key) (b *box, fresh bool, err erro
 		}
 		for len(p.idle[k]) > 0 {
 			l := p.idle[k]
-			b = l[len(l)-1]
-			p.idle[k] = l[:len(l)-1]
+			i := pick(l, reuse, handler)
+			b = l[i]
+			p.idle[k] = append(l[:i], l[i+1:]...)
 			if b.alive() {
 				p.mu.Unlock()
 				return b, false, nil
 			}
 			p.dropLocked(b)
+		}
+		if p.settling[k] > p.waiting[k] {
+			p.waiting[k]++
+			wait := p.changed
+			p.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+			}
+			p.mu.Lock()
+			if p.waiting[k]--; p.waiting[k] == 0 {
+				delete(p.waiting, k)
+			}
+			p.mu.Unlock()
+			if ctx.Err() != nil {
+				return nil, false, fmt.Errorf("waiting for a sandbox: %w", ctx.Err())
+			}
+			continue
 		}
 		if p.live < p.s.opts.MaxSandboxes && p.memory+k.memory <= p.s.opts.MemoryBudget {
 			p.live++
@@ -63,6 +97,7 @@ func (p *pool) acquire(ctx context.Context, k key) (b *box, fresh bool, err erro
 				p.mu.Unlock()
 				return nil, false, err
 			}
+			p.created.Add(1)
 			return b, true, nil
 		}
 		if v := p.oldestIdleLocked(); v != nil {
@@ -84,13 +119,57 @@ func (p *pool) acquire(ctx context.Context, k key) (b *box, fresh bool, err erro
 	}
 }
 
-// release returns b to the idle set, or destroys it.
-func (p *pool) release(b *box, keep bool) {
+// pick chooses among idle boxes l (oldest first) for a run of handler
+// with reuse key reuse.
+func pick(l []*box, reuse, handler string) int {
+	sameKey, unparked := -1, -1
+	for i := len(l) - 1; i >= 0; i-- {
+		key, h := l[i].parkedFor(reuse, handler)
+		if h {
+			return i
+		}
+		if key && sameKey < 0 {
+			sameKey = i
+		}
+		if unparked < 0 {
+			if none, _ := l[i].parkedFor("", ""); none {
+				unparked = i
+			}
+		}
+	}
+	switch {
+	case sameKey >= 0:
+		return sameKey
+	case unparked >= 0:
+		return unparked
+	}
+	return len(l) - 1
+}
+
+// settle runs fn (a run's settle) in the background, then releases b as
+// fn says.
+func (p *pool) settle(b *box, fn func() bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.settling[b.key]++
+	p.settles.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.settles.Done()
+		keep := fn()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.settling[b.key]--; p.settling[b.key] == 0 {
+			delete(p.settling, b.key)
+		}
+		p.releaseLocked(b, keep)
+	}()
+}
+
+// releaseLocked returns b to the idle set, or destroys it.
+func (p *pool) releaseLocked(b *box, keep bool) {
 	b.uses++
 	b.lastUsed = time.Now()
-	if !keep || p.closed || !b.alive() || (p.s.opts.MaxReuse > 0 && b.uses >= p.s.opts.MaxReuse) || len(p.idle[b.key]) >= p.s.opts.MaxIdle {
+	if !keep || p.closed || !b.alive() || (p.s.opts.MaxReuse > 0 && b.uses >= p.s.opts.MaxReuse) || p.s.opts.MaxIdle == 0 {
 		p.dropLocked(b)
 		return
 	}
@@ -124,9 +203,10 @@ func (p *pool) oldestIdleLocked() *box {
 	return old
 }
 
-// janitor stops boxes idle longer than IdleTimeout.
+// janitor stops boxes idle longer than IdleTimeout, and the idle boxes of
+// a key beyond MaxIdle once idle longer than Linger.
 func (p *pool) janitor(ctx context.Context) {
-	every := p.s.opts.IdleTimeout / 4
+	every := min(p.s.opts.IdleTimeout, p.s.opts.Linger) / 4
 	if every > 10*time.Second {
 		every = 10 * time.Second
 	}
@@ -143,9 +223,13 @@ func (p *pool) janitor(ctx context.Context) {
 		}
 		p.mu.Lock()
 		for k, l := range p.idle {
+			// l is in release order: the boxes beyond MaxIdle are the
+			// longest idle, at its front.
+			extra := len(l) - p.s.opts.MaxIdle
 			kept := l[:0]
-			for _, b := range l {
-				if time.Since(b.lastUsed) > p.s.opts.IdleTimeout || !b.alive() {
+			for i, b := range l {
+				idle := time.Since(b.lastUsed)
+				if idle > p.s.opts.IdleTimeout || (i < extra && idle > p.s.opts.Linger) || !b.alive() {
 					p.dropLocked(b)
 				} else {
 					kept = append(kept, b)
@@ -170,15 +254,20 @@ func (p *pool) close() {
 		delete(p.idle, k)
 	}
 	p.mu.Unlock()
+	p.settles.Wait()
 	p.destroys.Wait()
 }
 
-// stats reports the live boxes and their memory.
+// stats reports the live boxes, their memory and how many run no
+// invocation (idle, or settling after one).
 func (p *pool) stats() (live int, memory int64, idle int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.idle {
 		idle += len(l)
+	}
+	for _, n := range p.settling {
+		idle += n
 	}
 	return p.live, p.memory, idle
 }

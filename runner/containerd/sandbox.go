@@ -6,12 +6,21 @@
 // and nothing else of the host, as a non-root user without new privileges.
 //
 // Containers are kept warm: a container per (workflow, processor, limits)
-// runs the jobx agent as init (and, for Python, a zygote beside it), and
-// each invocation is a fresh process forked in it with its own stdio passed
-// over a unix socket, so an invocation costs no container creation and, for
-// Python, no interpreter start. A warm container runs one invocation at a
-// time; after each, every process the invocation left is killed and its
-// scratch directory removed, so nothing leaks to the next.
+// runs the jobx agent as init (and, for Python, a zygote beside it, with
+// one pre-forked child), and each invocation is a fresh process forked in
+// it with its own stdio passed over a unix socket, so an invocation costs
+// no container creation and, for Python, no interpreter start. Only the
+// runner can reach the agent's and zygote's sockets. A warm container runs
+// one invocation at a time; after each, every process the invocation left
+// is killed but the agent, the zygote and the zygote's pre-forked children
+// (which never ran an invocation), and its scratch directory is removed
+// unless the run left it untouched, so nothing leaks to the next. With
+// RunSpec.Reuse the zygote may keep the invocation's own process (parked)
+// for the next run of the same key and handler; a container holds parked
+// processes of one key only (one per handler), and a run of any other key
+// kills them first. The result of a run is
+// returned once its output is read; the clean-up completes before the
+// container runs anything else.
 //
 //	sb, err := containerd.New(ctx, opts) // removes stale containers of crashed runners
 //	out, err := sb.Run(ctx, spec)        // runner.Sandbox
@@ -209,7 +218,8 @@ func (s *Sandbox) image(ctx context.Context, ref string) (client.Image, error) {
 }
 
 // Stats reports the live sandboxes, the sum of their memory limits and
-// how many are idle.
+// how many are idle (running no invocation; a sandbox cleaning up after
+// one counts as idle).
 func (s *Sandbox) Stats() (live int, memory int64, idle int) { return s.pool.stats() }
 
 // Prepare loads the images of the named processors into the namespace, so
@@ -356,16 +366,17 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 	}
 	s.learn(spec)
 	k := s.keyOf(spec)
+	reuse, handler := reuseOf(spec)
 	for attempt := 0; ; attempt++ {
-		b, fresh, err := s.pool.acquire(ctx, k)
+		b, fresh, err := s.pool.acquire(ctx, k, reuse, handler)
 		if err != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return &runner.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
 			}
 			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
 		}
-		out, keep, err := s.runOn(ctx, b, spec)
-		s.pool.release(b, keep)
+		out, settle, err := s.runOn(ctx, b, spec)
+		s.pool.settle(b, settle)
 		if err != nil && errors.Is(err, errServerGone) && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A warm sandbox died while idle: try a fresh one.
 			continue
@@ -377,18 +388,31 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 	}
 }
 
-// runOn runs spec on box b and says whether b may be reused.
-func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, bool, error) {
+// reuseOf returns the key under which a box's zygote may keep spec's
+// process for the next run of its handler (RunSpec.Reuse; "" when it may
+// not) and the handler, as the zygote tells handlers apart.
+func reuseOf(spec *runner.RunSpec) (reuse, handler string) {
+	if spec.Reuse == "" || spec.Program.Warm == nil || spec.Program.Warm.Kind != "python" {
+		return "", ""
+	}
+	return spec.Reuse, spec.Program.Warm.HandlerPath + "\x00" + spec.HandlerType
+}
+
+// runOn runs spec on box b. It returns once the handler has ended and its
+// output is read, with settle, which the caller must call (in the
+// background) before b runs anything else: it kills and waits for what
+// the run left, removes its scratch directory and says whether b may be
+// reused.
+func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, func() bool, error) {
 	start := time.Now()
-	inv := "inv-" + randomHex(8)
+	reuse, handler := reuseOf(spec)
+	stay := b.takeParked(reuse, handler)
+	inv, err := b.takeScratch(s.opts.UID, s.opts.GID)
+	if err != nil {
+		return nil, func() bool { return false }, err
+	}
 	hostScratch := filepath.Join(b.hostDir, "scratch", inv)
-	if err := os.Mkdir(hostScratch, 0o700); err != nil {
-		return nil, false, fmt.Errorf("scratch directory: %w", err)
-	}
-	defer os.RemoveAll(hostScratch)
-	if err := os.Chown(hostScratch, s.opts.UID, s.opts.GID); err != nil {
-		return nil, false, fmt.Errorf("scratch directory: %w", err)
-	}
+	drop := func() bool { os.RemoveAll(hostScratch); return false }
 	scratch := ctrScratch + "/" + inv
 	rewrite := s.rewriter(spec.Workflow)
 	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
@@ -409,8 +433,12 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 			k, v, _ := strings.Cut(kv, "=")
 			m[k] = v
 		}
-		msg = map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
+		req := map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
 			"env": m, "cwd": scratch, "rlimits": map[string]int64{}}
+		if reuse != "" {
+			req["reuse"] = reuse
+		}
+		msg = req
 	} else {
 		argv := make([]string, len(spec.Program.Argv))
 		for i, a := range spec.Program.Argv {
@@ -421,14 +449,14 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 
 	pipes, err := runner.NewPipes()
 	if err != nil {
-		return nil, true, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+		return nil, func() bool { b.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
 	defer pipes.Close()
 	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
 	c, err := spawn(ctx, b.socket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
 	pipes.CloseChildEnds()
 	if err != nil {
-		return nil, false, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
+		return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
 	}
 	defer c.close()
 	st := runner.NewStreams(spec, c.kill)
@@ -436,7 +464,26 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 	stop := context.AfterFunc(ctx, c.kill)
 	status, werr := c.wait()
 	stop()
-	clean := b.sweep()
+	// What survives the run: the zygote's idle pre-forked children, the
+	// run's own process when the zygote parked it, and the same reuse
+	// key's parked children of other handlers.
+	var spare map[int]bool
+	if werr == nil && (len(status.idle) > 0 || status.parked || len(stay) > 0) {
+		spare = map[int]bool{}
+		for _, p := range status.idle {
+			spare[p] = true
+		}
+		delete(spare, c.pid)
+		if status.parked && reuse != "" {
+			spare[c.pid] = true
+		}
+		for _, p := range stay {
+			spare[p] = true
+		}
+	}
+	// Kill the rest now, so that nothing holds the pipes open; settle
+	// waits for them to be gone.
+	b.killExtra(spare)
 	pipes.Finish(time.Second)
 	out := &runner.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
 	out.OOMKilled = b.cgroups.oomKills() > oomBefore || b.oom.Load() > oomEvents
@@ -454,14 +501,25 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 		}
 		out.ExitCode, out.Signal = 137, "SIGKILL"
 		out.StderrTail += "\njobx: the sandbox died during the invocation"
-		return out, false, nil
+		return out, drop, nil
 	}
 	out.ExitCode = status.code
 	if status.signal != 0 {
 		out.Signal = unixSignalName(status.signal)
 	}
-	keep := clean && b.alive() && !out.OOMKilled
-	return out, keep, nil
+	oom := out.OOMKilled
+	settle := func() bool {
+		clean, kept := b.sweep(spare)
+		if !clean {
+			return drop()
+		}
+		b.putScratch(inv)
+		if status.parked && reuse != "" {
+			b.park(reuse, handler, c.pid, kept[c.pid])
+		}
+		return b.alive() && !oom
+	}
+	return out, settle, nil
 }
 
 // rewriter maps the runner's handler directory of a workflow to its path

@@ -422,3 +422,251 @@ func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 		t.Fatalf("%d stale containers left", len(ctrs))
 	}
 }
+
+func TestABurstKeepsItsSandboxesUntilTheyLinger(t *testing.T) {
+	e := newEnv(t, func(o *ctrd.Options) {
+		o.MaxIdle = 1
+		o.Linger = 300 * time.Millisecond
+	})
+	const n = 4
+	burst := func() {
+		t.Helper()
+		done := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				out, _, err := e.run("wf", "map/sleep.sh", shSleep, "", runner.Limits{})
+				if err == nil && !out.Succeeded() {
+					err = fmt.Errorf("failed: %+v", out)
+				}
+				done <- err
+			}()
+		}
+		for i := 0; i < n; i++ {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	burst()
+	created := e.sb.Created()
+	if live, _, _ := e.sb.Stats(); live != n {
+		t.Fatalf("%d sandboxes after a burst of %d, want %d", live, n, n)
+	}
+	burst()
+	if got := e.sb.Created(); got != created {
+		t.Fatalf("a second burst created %d more sandboxes, want none", got-created)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		live, _, idle := e.sb.Stats()
+		if live == 1 && idle == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live, %d idle sandboxes long after the burst, want MaxIdle (1)", live, idle)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const shSleep = `#!/bin/sh
+# Sleep a little, so that concurrent runs overlap.
+#
+# **
+# handler_type: mapper
+sleep 0.2
+echo '{"jobx":"return"}'
+`
+
+const pyReused = `"""
+Report this process, its scratch and environment, and leave a detached
+sleeper and a marker behind.
+
+**
+handler_type: mapper
+"""
+import os, subprocess, sys
+
+def alive(pid):
+    # A killed child of a parked process stays a zombie until it reaps.
+    try:
+        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+yield MrConfigureToReturn()
+for _, old in arguments:
+    yield ("alive:%d" % old, alive(old))
+yield ("pid", os.getpid())
+yield ("cwd", os.getcwd())
+yield ("seen", os.path.exists(os.path.join(os.environ['TMPDIR'], 'marker')))
+open(os.path.join(os.environ['TMPDIR'], 'marker'), 'w').write('x')
+yield ("env", os.environ.get('LEFT', ''))
+os.environ['LEFT'] = 'over'
+p = subprocess.Popen(['sleep', '60'], start_new_session=True)
+yield ("sleeper", p.pid)
+`
+
+func TestReuseKeepsTheProcessButNothingElseAndNeverServesAnotherKey(t *testing.T) {
+	e := newEnv(t)
+	spec1 := e.benchSpec(t, "map/reused.py", pyReused)
+	spec2 := e.benchSpec(t, "map/reused2.py", pyReused)
+	spec := spec1
+	type report struct {
+		pid, sleeper int
+		cwd          string
+		alive        map[int]bool
+		stdout       string
+	}
+	run := func(reuse string, check ...int) report {
+		t.Helper()
+		sp := spec(reuse)
+		var in, out strings.Builder
+		for _, p := range check {
+			fmt.Fprintf(&in, "[\"p\", %d]\n", p)
+		}
+		sp.Stdin, sp.Stdout = strings.NewReader(in.String()), &out
+		o, err := e.sb.Run(context.Background(), sp)
+		if err != nil || !o.Succeeded() {
+			t.Fatalf("run %q: %+v %v", reuse, o, err)
+		}
+		r := report{alive: map[int]bool{}, stdout: out.String()}
+		for _, line := range strings.Split(out.String(), "\n") {
+			var k string
+			var v any
+			if n, _ := fmt.Sscanf(line, "[%q,", &k); n != 1 {
+				continue
+			}
+			_, rest, _ := strings.Cut(line, ",")
+			rest = strings.TrimSuffix(rest, "]")
+			v = rest
+			switch {
+			case k == "pid":
+				fmt.Sscan(rest, &r.pid)
+			case k == "sleeper":
+				fmt.Sscan(rest, &r.sleeper)
+			case k == "cwd":
+				r.cwd = rest
+			case strings.HasPrefix(k, "alive:"):
+				var p int
+				fmt.Sscanf(k, "alive:%d", &p)
+				r.alive[p] = v == "true"
+			}
+			if k == "seen" && rest != "false" || k == "env" && rest != `""` {
+				t.Fatalf("run %q sees what an earlier run left: %s", reuse, line)
+			}
+		}
+		return r
+	}
+	// A run without reuse leaves nothing: not its process, not its sleeper.
+	plain := run("")
+	a1 := run("A", plain.pid, plain.sleeper)
+	if plain.pid == 0 || a1.alive[plain.pid] || a1.alive[plain.sleeper] {
+		t.Fatalf("a run without reuse left processes behind: %+v then %s", plain, a1.stdout)
+	}
+	// The next run of key A gets A's parked process, with a fresh scratch
+	// directory and environment, but not the sleeper A's first run left.
+	a2 := run("A", a1.sleeper)
+	if a2.pid != a1.pid {
+		t.Fatalf("the second run of key A ran in process %d, not the parked %d", a2.pid, a1.pid)
+	}
+	if a2.alive[a1.sleeper] {
+		t.Fatalf("the sleeper of a parked run survived it: %s", a2.stdout)
+	}
+	if a2.cwd == a1.cwd {
+		t.Fatalf("a reused process got the same scratch directory %s", a2.cwd)
+	}
+	// A run of another handler with key A meets A's parked process, but
+	// does not run in it, and leaves it parked.
+	spec = spec2
+	other := run("A", a2.pid)
+	spec = spec1
+	if other.pid == a2.pid || !other.alive[a2.pid] {
+		t.Fatalf("another handler of key A ran in %d or killed the parked %d: %s", other.pid, a2.pid, other.stdout)
+	}
+	if again := run("A"); again.pid != a2.pid {
+		t.Fatalf("a run of another handler of key A cost the parked process %d (now %d)", a2.pid, again.pid)
+	}
+	// A run of key B never gets A's process, and A's parked processes are
+	// gone before B runs.
+	b := run("B", a2.pid, other.pid)
+	if b.pid == a2.pid || b.alive[a2.pid] || b.alive[other.pid] {
+		t.Fatalf("a run of key B met the processes parked for A (%d, %d): %s", a2.pid, other.pid, b.stdout)
+	}
+	if a3 := run("A"); a3.pid == a2.pid {
+		t.Fatalf("A's process survived a run of key B")
+	}
+}
+
+const pyServers = `"""
+Try to reach the box's agent and zygote, and to replace their sockets.
+
+**
+handler_type: mapper
+"""
+import os, socket
+yield MrConfigureToReturn()
+for name in ("agent.sock", "zygote.sock"):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect("/jobx/run/" + name)
+        yield (name, "connected")
+    except OSError:
+        yield (name, "refused")
+    try:
+        os.rename("/jobx/run/" + name, "/jobx/run/" + name + ".old")
+        yield (name, "moved")
+    except OSError:
+        pass
+`
+
+func TestHandlersCannotAskTheBoxForProcesses(t *testing.T) {
+	e := newEnv(t)
+	_, stdout := e.mustSucceed("wf", "map/servers.py", pyServers, "", runner.Limits{})
+	if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["agent.sock","refused"]["zygote.sock","refused"]` {
+		t.Fatalf("a handler reached or moved the box's servers: %s", stdout)
+	}
+	e.mustSucceed("wf", "map/echo.py", pyEcho, "", runner.Limits{})
+}
+
+const pyScratch = `"""
+Report the scratch directory; touch it when asked.
+
+**
+handler_type: mapper
+"""
+import os
+yield MrConfigureToReturn()
+yield ("cwd", os.getcwd())
+yield ("entries", len(os.listdir(".")))
+for _, how in arguments:
+    if how == "write":
+        open("left", "w").write("x")
+    elif how == "chmod":
+        os.chmod(".", 0o777)
+`
+
+func TestAnUntouchedScratchDirectoryIsReusedAndATouchedOneNever(t *testing.T) {
+	e := newEnv(t)
+	cwd := func(in string) string {
+		t.Helper()
+		_, stdout := e.mustSucceed("wf", "map/scratch.py", pyScratch, in, runner.Limits{})
+		if !strings.Contains(stdout, `["entries",0]`) {
+			t.Fatalf("a run found a scratch directory with entries: %s", stdout)
+		}
+		_, rest, _ := strings.Cut(stdout, `["cwd",`)
+		d, _, _ := strings.Cut(rest, "]")
+		return d
+	}
+	first := cwd("")
+	if again := cwd(`["how", "write"]` + "\n"); again != first {
+		t.Fatalf("an untouched scratch directory was not reused: %s, then %s", first, again)
+	}
+	written := cwd(`["how", "chmod"]` + "\n")
+	if written == first {
+		t.Fatalf("a scratch directory with a file left in it was reused")
+	}
+	if chmodded := cwd(""); chmodded == written {
+		t.Fatalf("a scratch directory whose mode changed was reused")
+	}
+}

@@ -24,6 +24,11 @@ type reply struct {
 	ExitCode *int   `json:"exit_code"`
 	Signal   *int   `json:"signal"`
 	Error    string `json:"error"`
+	// Parked and Idle come from a Python zygote: the child was kept for the
+	// next run of its reuse key, and the zygote's pre-forked children
+	// waiting for an invocation (pids in the box).
+	Parked bool  `json:"parked"`
+	Idle   []int `json:"idle"`
 }
 
 // child is a process started by an agent or zygote in a container. Closing
@@ -84,10 +89,13 @@ func spawn(ctx context.Context, sock string, msg any, stdin, stdout, stderr *os.
 	return &child{pid: *rep.Pid, conn: uc, r: r}, nil
 }
 
-// status is how a child ended.
+// status is how a child ended, and which of the zygote's children survive
+// it: the child itself when parked, and the idle pre-forked ones.
 type status struct {
 	code   int
 	signal int
+	parked bool
+	idle   []int
 }
 
 // wait blocks until the child ends. An error wrapping errServerGone means
@@ -109,9 +117,9 @@ func (c *child) wait() (status, error) {
 	}
 	switch {
 	case rep.Signal != nil:
-		return status{code: 128 + *rep.Signal, signal: *rep.Signal}, nil
+		return status{code: 128 + *rep.Signal, signal: *rep.Signal, idle: rep.Idle}, nil
 	case rep.ExitCode != nil:
-		return status{code: *rep.ExitCode}, nil
+		return status{code: *rep.ExitCode, parked: rep.Parked && *rep.ExitCode == 0, idle: rep.Idle}, nil
 	}
 	return status{}, fmt.Errorf("bad reply %q", b)
 }
