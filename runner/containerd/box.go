@@ -457,6 +457,14 @@ func (b *box) parkedFor(reuse, handler string) (sameKey, sameHandler bool) {
 	return b.reuse == reuse, b.reuse == reuse && ok
 }
 
+// holdsOtherKey says whether the box holds parked children of a reuse key
+// other than reuse: a run of reuse there would kill them.
+func (b *box) holdsOtherKey(reuse string) bool {
+	b.parkMu.Lock()
+	defer b.parkMu.Unlock()
+	return len(b.parked) > 0 && b.reuse != reuse
+}
+
 // takeScratch returns the name of an empty scratch directory for a run,
 // owned by uid and gid with mode 0700: the one the last run left untouched,
 // or a new one. Call it after takeParked.

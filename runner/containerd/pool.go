@@ -22,8 +22,10 @@ type pool struct {
 	mu       sync.Mutex // guards the fields below
 	idle     map[key][]*box
 	live     int         // boxes created or being created, not destroyed
+	liveKey  map[key]int // the same, per key
 	memory   int64       // sum of their memory limits
 	settling map[key]int // boxes whose last run is settling, per key
+	inSettle map[*box]bool
 	waiting  map[key]int // acquires waiting for one of them, per key
 	changed  chan struct{}
 	closed   bool
@@ -33,7 +35,7 @@ type pool struct {
 }
 
 func newPool(s *Sandbox) *pool {
-	return &pool{s: s, idle: map[key][]*box{}, settling: map[key]int{}, waiting: map[key]int{}, changed: make(chan struct{})}
+	return &pool{s: s, idle: map[key][]*box{}, liveKey: map[key]int{}, settling: map[key]int{}, inSettle: map[*box]bool{}, waiting: map[key]int{}, changed: make(chan struct{})}
 }
 
 func (p *pool) notify() {
@@ -47,7 +49,12 @@ func (p *pool) notify() {
 // parked, the most recently used first. While no box of k is idle but
 // more are settling than acquires wait for them, it waits for one rather
 // than create another: a settle takes about a millisecond, a new box a
-// hundred.
+// hundred. A run with a reuse key is the exception while its key has
+// fewer than reuseBoxes boxes: rather than take an idle box whose parked
+// children it would kill (they are of another key), or wait for a settling
+// one that may hold such children, it gets a box of its own, so that the
+// handlers of a sequence (a mapper and its reducer, request after request)
+// each keep their parked child.
 func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *box, fresh bool, err error) {
 	for {
 		p.mu.Lock()
@@ -55,9 +62,13 @@ func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *bo
 			p.mu.Unlock()
 			return nil, false, errClosed
 		}
+		own := reuse != "" && p.liveKey[k] < p.reuseBoxes() && p.roomLocked(k)
 		for len(p.idle[k]) > 0 {
 			l := p.idle[k]
 			i := pick(l, reuse, handler)
+			if own && l[i].holdsOtherKey(reuse) {
+				break
+			}
 			b = l[i]
 			p.idle[k] = append(l[:i], l[i+1:]...)
 			if b.alive() {
@@ -66,7 +77,7 @@ func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *bo
 			}
 			p.dropLocked(b)
 		}
-		if p.settling[k] > p.waiting[k] {
+		if p.settling[k] > p.waiting[k] && (!own || p.settlingForLocked(k, reuse)) {
 			p.waiting[k]++
 			wait := p.changed
 			p.mu.Unlock()
@@ -84,14 +95,16 @@ func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *bo
 			}
 			continue
 		}
-		if p.live < p.s.opts.MaxSandboxes && p.memory+k.memory <= p.s.opts.MemoryBudget {
+		if p.roomLocked(k) {
 			p.live++
+			p.liveKey[k]++
 			p.memory += k.memory
 			p.mu.Unlock()
 			b, err := p.s.create(ctx, k)
 			if err != nil {
 				p.mu.Lock()
 				p.live--
+				p.liveKey[k]--
 				p.memory -= k.memory
 				p.notify()
 				p.mu.Unlock()
@@ -118,6 +131,28 @@ func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *bo
 		}
 	}
 }
+
+// settlingForLocked says whether a box of k that is settling holds no
+// parked children of a key other than reuse: worth waiting for.
+func (p *pool) settlingForLocked(k key, reuse string) bool {
+	for b := range p.inSettle {
+		if b.key == k && !b.holdsOtherKey(reuse) {
+			return true
+		}
+	}
+	return false
+}
+
+// roomLocked says whether a box of k can be created without stopping
+// another.
+func (p *pool) roomLocked(k key) bool {
+	return p.live < p.s.opts.MaxSandboxes && p.memory+k.memory <= p.s.opts.MemoryBudget
+}
+
+// reuseBoxes is how many boxes a key may have so that runs with reuse keys
+// get boxes of their own (see acquire): the idle boxes a key keeps, and at
+// least two, for a mapper and its reducer.
+func (p *pool) reuseBoxes() int { return max(p.s.opts.MaxIdle, 2) }
 
 // pick chooses among idle boxes l (oldest first) for a run of handler
 // with reuse key reuse.
@@ -151,6 +186,7 @@ func pick(l []*box, reuse, handler string) int {
 func (p *pool) settle(b *box, fn func() bool) {
 	p.mu.Lock()
 	p.settling[b.key]++
+	p.inSettle[b] = true
 	p.settles.Add(1)
 	p.mu.Unlock()
 	go func() {
@@ -161,6 +197,7 @@ func (p *pool) settle(b *box, fn func() bool) {
 		if p.settling[b.key]--; p.settling[b.key] == 0 {
 			delete(p.settling, b.key)
 		}
+		delete(p.inSettle, b)
 		p.releaseLocked(b, keep)
 	}()
 }
@@ -180,6 +217,9 @@ func (p *pool) releaseLocked(b *box, keep bool) {
 // dropLocked forgets b and destroys it in the background.
 func (p *pool) dropLocked(b *box) {
 	p.live--
+	if p.liveKey[b.key]--; p.liveKey[b.key] == 0 {
+		delete(p.liveKey, b.key)
+	}
 	p.memory -= b.key.memory
 	p.notify()
 	p.destroys.Add(1)

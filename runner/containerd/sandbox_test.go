@@ -508,7 +508,9 @@ yield ("sleeper", p.pid)
 `
 
 func TestReuseKeepsTheProcessButNothingElseAndNeverServesAnotherKey(t *testing.T) {
-	e := newEnv(t)
+	// One box, so that every run meets what the earlier ones left there
+	// (with room, a key gets a box of its own: see the next test).
+	e := newEnv(t, func(o *ctrd.Options) { o.MaxSandboxes = 1 })
 	spec1 := e.benchSpec(t, "map/reused.py", pyReused)
 	spec2 := e.benchSpec(t, "map/reused2.py", pyReused)
 	spec := spec1
@@ -595,6 +597,51 @@ func TestReuseKeepsTheProcessButNothingElseAndNeverServesAnotherKey(t *testing.T
 	}
 	if a3 := run("A"); a3.pid == a2.pid {
 		t.Fatalf("A's process survived a run of key B")
+	}
+}
+
+const pyPid = `"""
+Report this process.
+
+**
+handler_type: mapper
+"""
+import os
+yield MrConfigureToReturn()
+yield ("pid", os.getpid())
+`
+
+// Two handlers run one after the other, each with its own reuse key (the
+// mapper and the reducer of a trivial job, request after request, with
+// reuse: handler): each gets a box of its own and keeps its process there,
+// instead of killing the other's at every run.
+func TestReuseKeysTakingTurnsKeepTheirProcessesInBoxesOfTheirOwn(t *testing.T) {
+	e := newEnv(t)
+	specs := map[string]func(string) *runner.RunSpec{
+		"handler wf/m": e.benchSpec(t, "map/m.py", pyPid),
+		"handler wf/r": e.benchSpec(t, "map/r.py", pyPid),
+	}
+	pid := func(key string) string {
+		t.Helper()
+		sp := specs[key](key)
+		var out strings.Builder
+		sp.Stdout = &out
+		o, err := e.sb.Run(context.Background(), sp)
+		if err != nil || !o.Succeeded() {
+			t.Fatalf("run %q: %+v %v", key, o, err)
+		}
+		return out.String()
+	}
+	first := map[string]string{"handler wf/m": pid("handler wf/m"), "handler wf/r": pid("handler wf/r")}
+	for range 5 {
+		for _, key := range []string{"handler wf/m", "handler wf/r"} {
+			if got := pid(key); got != first[key] {
+				t.Fatalf("%s ran in a new process: %s, then %s", key, first[key], got)
+			}
+		}
+	}
+	if live, _, _ := e.sb.Stats(); live != 2 {
+		t.Fatalf("%d boxes live for two keys, want 2", live)
 	}
 }
 
