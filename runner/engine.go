@@ -56,13 +56,10 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 	}()
 	defer close(touchDone)
 
-	select {
-	case r.sem <- struct{}{}:
-	case <-r.runCtx.Done():
+	if r.runCtx.Err() != nil {
 		m.Requeue(0)
 		return nil
 	}
-	defer func() { <-r.sem }()
 	r.inFlight.Add(1)
 	defer r.inFlight.Add(-1)
 
@@ -725,7 +722,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
 			Reuse: reuse,
 		}
-		outcome, err := r.sandbox.Run(ctx, spec)
+		outcome, err := r.run(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -745,6 +742,19 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// run runs one handler on the sandbox, at most Concurrency at a time:
+// the messages in flight beyond that are loading their data or recording
+// their results meanwhile.
+func (r *Runner) run(ctx context.Context, spec *RunSpec) (*Outcome, error) {
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-r.sem }()
+	return r.sandbox.Run(ctx, spec)
 }
 
 func failureOf(h *kvmodel.Handler, out *Outcome, protoErr error, l Limits) *kvmodel.Failure {

@@ -39,7 +39,9 @@ type Options struct {
 	// Workflows to serve; empty means every workflow, including ones
 	// created later (JobX's MR_WORKFLOW_NAMES).
 	Workflows []string
-	// Concurrency bounds the handler runs in flight.
+	// Concurrency bounds the handler runs at once; the runner keeps twice
+	// as many messages in flight, so that loading data and recording
+	// results overlap the runs.
 	Concurrency int
 	// Dir is the runner's working directory (installed handlers, scratch).
 	Dir string

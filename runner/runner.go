@@ -255,7 +255,10 @@ func (r *Runner) subscribe(wf string) error {
 
 func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 	cfg := queue.Config(r.opts.NSQTLS)
-	cfg.MaxInFlight = r.opts.Concurrency
+	// Twice as many messages as handler runs: while Concurrency of them
+	// run handlers, the others load their data or record their results
+	// (fsync'd etcd writes), instead of holding a run's place.
+	cfg.MaxInFlight = 2 * r.opts.Concurrency
 	cfg.MaxAttempts = 0          // the runner counts attempts itself
 	cfg.OutputBufferSize = -1    // unbuffered: nsqd writes each message at once
 	cfg.OutputBufferTimeout = -1 // (a buffer would hold messages up to 250 ms)
@@ -267,7 +270,7 @@ func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 		return nil, fmt.Errorf("consumer for %s: %w", topic, err)
 	}
 	cons.SetLogger(queue.NSQLogger(r.log), nsq.LogLevelWarning)
-	cons.AddConcurrentHandlers(nsq.HandlerFunc(r.handleMessage), r.opts.Concurrency)
+	cons.AddConcurrentHandlers(nsq.HandlerFunc(r.handleMessage), 2*r.opts.Concurrency)
 	if len(r.opts.Lookupds) > 0 {
 		err = cons.ConnectToNSQLookupds(r.opts.Lookupds)
 	} else {

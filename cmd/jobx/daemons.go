@@ -98,7 +98,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f := cmd.Flags()
 	f.StringSliceVar(&o.Capabilities, "capabilities", o.Capabilities, "capabilities offered, comma-separated (env MR_SYSTEM_CAPABILITIES)")
 	f.StringSliceVar(&o.Workflows, "workflows", o.Workflows, "workflows served, comma-separated; empty serves all (env MR_WORKFLOW_NAMES)")
-	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs in flight (JobX's MR_NSQ_MAX_IN_FLIGHT)")
+	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs at once (JobX's MR_NSQ_MAX_IN_FLIGHT); twice as many messages are in flight, the others loading data or recording results")
 	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
 	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, process, or auto (containerd when one answers, else process with a warning)")
 	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox (env JOBX_CONTAINERD)")
