@@ -88,6 +88,22 @@ func (g *Gateway) submit(c *gin.Context) {
 		root.State, root.Failure = kvmodel.StateFailed, missing
 		final = append([]kvmodel.Op{kvmodel.PutOp(root)}, kvmodel.EndOps(req, missing, g.opts.Retention)...)
 	}
+	var watch clientv3.WatchChan
+	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
+	defer cancel()
+	if blocking && missing == nil {
+		// Watch before the request exists, from the current revision: such
+		// a watch is in step with the store, and etcd sends it each change
+		// at once. One that starts at a past revision (the creation's, once
+		// anything else was written since) is caught up by a loop that
+		// runs every 100 ms: a trivial request then waited up to 100 ms for
+		// its end.
+		watch = g.store.Client().Watch(clientv3.WithRequireLeader(wctx), kvmodel.Key(req), clientv3.WithCreatedNotify())
+		if wr, ok := <-watch; !ok || wr.Err() != nil || !wr.Created {
+			c.Error(fmt.Errorf("watch request %s: %w", reqID, errors.Join(wr.Err(), wctx.Err(), errors.New("the watch did not start"))))
+			return
+		}
+	}
 	resp, err := g.store.Commit(ctx,
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(kvmodel.Key(req)), "=", 0)},
 		kvmodel.DatasetOps(wf, root.ID, kvmodel.Arguments, args), final)
@@ -107,14 +123,6 @@ func (g *Gateway) submit(c *gin.Context) {
 		return
 	}
 
-	var watch clientv3.WatchChan
-	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
-	defer cancel()
-	if blocking {
-		// Watch from the creation revision on, so a completion that lands
-		// before we start waiting is not missed.
-		watch = g.store.Client().Watch(clientv3.WithRequireLeader(wctx), kvmodel.Key(req), clientv3.WithRev(created+1))
-	}
 	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name}
 	if err := g.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(mapper.RequiredCapability)), msg.Encode()); err != nil {
 		// Not queued: end the recorded request, so nothing runs it behind
