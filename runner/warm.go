@@ -39,8 +39,8 @@ func newWarmPool(opts ProcessOptions) *warmPool {
 }
 
 // get returns a live zygote, starting one if needed: the next in turn, or
-// for a reuse key always the same one (the one that may keep a process for
-// it).
+// for a reuse key (with the handler's file) always the same one (the one
+// that may keep a process for it).
 func (p *warmPool) get(ctx context.Context, reuse string) (*python.Zygote, error) {
 	var i int
 	if reuse != "" {
@@ -110,7 +110,14 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	if spec.Program.Warm.Kind != "python" {
 		return nil, errNoWarm
 	}
-	z, err := p.get(context.WithoutCancel(ctx), spec.Reuse)
+	// A zygote parks children by reuse key and handler file: hashing both
+	// keeps each handler's runs of a key on the zygote that holds its
+	// parked children, and spreads a request's handlers over the zygotes.
+	pick := spec.Reuse
+	if pick != "" {
+		pick += "\x00" + spec.Program.Warm.HandlerPath
+	}
+	z, err := p.get(context.WithoutCancel(ctx), pick)
 	if err != nil {
 		return nil, err
 	}
