@@ -7,7 +7,7 @@ argument_spec:
       type: list
 handler_type: mapper
 required_capability: none
-reuse: handler
+reuse: request
 """
 counts = {}
 for _, text in arguments:

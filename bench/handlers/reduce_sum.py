@@ -7,7 +7,7 @@ argument_spec:
       type: list
 handler_type: reducer
 required_capability: none
-reuse: handler
+reuse: request
 """
 for key, values in results:
     yield (key, sum(values))
