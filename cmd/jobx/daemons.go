@@ -106,6 +106,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.Int64Var(&rf.pool.MemoryBudget, "sandbox-memory-budget", rf.pool.MemoryBudget, "containerd: bound on the sum of live sandboxes' memory limits, in bytes")
 	f.IntVar(&rf.pool.MaxIdle, "pool-max-idle", rf.pool.MaxIdle, "containerd: warm sandboxes kept idle per workflow and processor")
 	f.DurationVar(&rf.pool.IdleTimeout, "pool-idle-timeout", rf.pool.IdleTimeout, "containerd: stop a sandbox idle this long")
+	f.DurationVar(&rf.pool.Linger, "pool-linger", rf.pool.Linger, "containerd: keep the idle sandboxes beyond --pool-max-idle this long after a burst")
 	f.IntVar(&rf.pool.MaxReuse, "pool-max-reuse", rf.pool.MaxReuse, "containerd: stop a sandbox after this many invocations (0: no limit)")
 	f.BoolVar(&rf.pool.PerHandler, "sandbox-per-handler", rf.pool.PerHandler, "containerd: keep warm sandboxes per handler, not per workflow and processor")
 	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
