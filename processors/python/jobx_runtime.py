@@ -586,6 +586,21 @@ def _warm_up():
     finally:
         sys.stderr = stderr
 
+_prctl = None
+
+
+def _set_dumpable(on):
+    """Sets PR_SET_DUMPABLE (zygote mode only). A process that is not
+    dumpable cannot be traced, nor its memory read or written through
+    /proc, by the other processes of its user: without it a handler could
+    reach into the zygote, or into a child waiting for the next invocation,
+    and so into later invocations (where the kernel has no Yama to stop
+    it). A child is dumpable while it runs a handler, so the handler sees
+    its own /proc entries as usual."""
+    if _prctl is not None:
+        _prctl(4, 1 if on else 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
 def _child_main(fn):
     """Runs fn in a forked child and exits with its status; the child never
     returns into the zygote's loop, whatever fn raises."""
@@ -635,6 +650,14 @@ class Zygote(object):
         self.reuse_keys = {}  # pid -> reuse key of the run it was given
 
     def serve(self):
+        global _prctl
+        try:
+            import ctypes
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (ImportError, OSError, AttributeError):
+            pass
+        # Children inherit it: pre-forked and parked ones wait undumpable.
+        _set_dumpable(False)
         try:
             os.unlink(self.sock_path)
         except FileNotFoundError:
@@ -991,6 +1014,7 @@ class Zygote(object):
                 except BaseException:
                     pass
             if park:
+                _set_dumpable(False)
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
@@ -1013,6 +1037,7 @@ class Zygote(object):
         of its own session (so of its process group). keep is an fd to leave
         open."""
         gc.enable()
+        _set_dumpable(True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)

@@ -645,6 +645,39 @@ func TestReuseKeysTakingTurnsKeepTheirProcessesInBoxesOfTheirOwn(t *testing.T) {
 	}
 }
 
+const pyPeek = `"""
+Try to read the memory of the process that forked this one (the box's
+zygote), and its own /proc entries.
+
+**
+handler_type: mapper
+"""
+import os
+yield MrConfigureToReturn()
+zygote = os.getppid()
+try:
+    with open("/proc/%d/mem" % zygote, "rb") as f:
+        yield ("zygote_mem", "opened")
+except OSError as e:
+    yield ("zygote_mem", type(e).__name__)
+yield ("own_fds", len(os.listdir("/proc/self/fd")) > 0)
+yield ("own_status", "Name:" in open("/proc/self/status").read())
+`
+
+// A handler runs as the same user as its box's zygote, and this kernel
+// may have no Yama: the zygote (and the children waiting in it) are not
+// dumpable, so a handler cannot reach into them, and so into later
+// invocations; the handler still sees its own /proc entries.
+func TestHandlersCannotReachIntoTheZygote(t *testing.T) {
+	e := newEnv(t)
+	for range 2 { // a fresh box, then a warm one
+		_, stdout := e.mustSucceed("wf", "map/peek.py", pyPeek, "", runner.Limits{})
+		if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["zygote_mem","PermissionError"]["own_fds",true]["own_status",true]` {
+			t.Fatalf("a handler reached the zygote, or lost its own /proc: %s", stdout)
+		}
+	}
+}
+
 const pyServers = `"""
 Try to reach the box's agent and zygote, and to replace their sockets.
 
