@@ -575,6 +575,7 @@ func (s *Sandbox) destroy(b *box) {
 type cgroupPaths struct {
 	pids   string // directory whose cgroup.procs lists the container's processes
 	memory string // directory with memory.oom_control (v1) or memory.events (v2)
+	cpu    string // directory with cpuacct.usage (v1) or cpu.stat (v2), for measurements
 	v2     bool
 }
 
@@ -599,13 +600,16 @@ func cgroupsOf(pid int) (cgroupPaths, error) {
 				c.pids = filepath.Join("/sys/fs/cgroup/pids", parts[2])
 			case "memory":
 				c.memory = filepath.Join("/sys/fs/cgroup/memory", parts[2])
+			case "cpuacct":
+				c.cpu = filepath.Join("/sys/fs/cgroup", parts[1], parts[2])
 			case "":
 				unified = parts[2]
 			}
 		}
 	}
 	if c.pids == "" && c.memory == "" && unified != "" {
-		c = cgroupPaths{pids: filepath.Join("/sys/fs/cgroup", unified), memory: filepath.Join("/sys/fs/cgroup", unified), v2: true}
+		dir := filepath.Join("/sys/fs/cgroup", unified)
+		c = cgroupPaths{pids: dir, memory: dir, cpu: dir, v2: true}
 	}
 	if c.pids == "" || c.memory == "" {
 		return c, fmt.Errorf("cgroups of pid %d: no pids or memory controller", pid)

@@ -1,8 +1,6 @@
 package containerd
 
 import (
-	"bufio"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,32 +26,20 @@ func (s *Sandbox) BoxCPU() time.Duration {
 }
 
 func cgroupCPU(pid int) time.Duration {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
+	c, err := cgroupsOf(pid)
+	if err != nil || c.cpu == "" {
 		return 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, ctl := range strings.Split(parts[1], ",") {
-			switch ctl {
-			case "cpuacct":
-				data, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup", parts[1], parts[2], "cpuacct.usage"))
-				n, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-				return time.Duration(n)
-			case "":
-				data, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup", parts[2], "cpu.stat"))
-				for _, line := range strings.Split(string(data), "\n") {
-					if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
-						n, _ := strconv.ParseInt(v, 10, 64)
-						return time.Duration(n) * time.Microsecond
-					}
-				}
-			}
+	if !c.v2 {
+		data, _ := os.ReadFile(filepath.Join(c.cpu, "cpuacct.usage"))
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		return time.Duration(n)
+	}
+	data, _ := os.ReadFile(filepath.Join(c.cpu, "cpu.stat"))
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return time.Duration(n) * time.Microsecond
 		}
 	}
 	return 0
