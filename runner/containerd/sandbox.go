@@ -186,6 +186,17 @@ func (s *Sandbox) Close() error {
 		for _, b := range busy {
 			s.destroy(b)
 		}
+		// A runner of the same id killed while it created containers may
+		// have left some that containerd finished only after this one
+		// removed the stale ones at its start: the namespace is this
+		// runner's, so whatever is still in it goes too.
+		ctx, cancel := context.WithTimeout(s.nsCtx(context.Background()), 30*time.Second)
+		if n, err := RemoveContainers(ctx, s.cli); err != nil {
+			s.log.Warn("remove the containers left in the namespace", "namespace", s.opts.Namespace, "err", err)
+		} else if n > 0 {
+			s.log.Info("removed containers left in the namespace", "namespace", s.opts.Namespace, "containers", n)
+		}
+		cancel()
 		if s.cancel != nil {
 			s.cancel()
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	client "github.com/containerd/containerd/v2/client"
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
@@ -420,6 +421,22 @@ func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 	}
 	if len(ctrs) != 0 {
 		t.Fatalf("%d stale containers left", len(ctrs))
+	}
+	// The first one, not dead after all (as one killed while containerd
+	// still created its containers), starts another after that: the
+	// second removes it too when it closes, since the namespace is its.
+	e.mustSucceed("wf2", "map/echo.sh", shEcho, "", runner.Limits{})
+	if ctrs, err = e2.sb.Client().Containers(ctx); err != nil || len(ctrs) != 1 {
+		t.Fatalf("want the late container, got %d: %v", len(ctrs), err)
+	}
+	e2.sb.Close()
+	cli, err := client.New(addr, client.WithDefaultNamespace(ctrd.NamespaceFor("test")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if ctrs, err = cli.Containers(ctx); err != nil || len(ctrs) != 0 {
+		t.Fatalf("%d containers left after the second runner closed: %v", len(ctrs), err)
 	}
 }
 
