@@ -16,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
+	ctrd "github.com/jobx/jobx/runner/containerd"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -222,6 +225,24 @@ func treeCluster(c *cluster) (treeShape, int) {
 }
 
 // runnerProc is a `jobx runner` process, killed with SIGKILL by the tests.
+// removeRunnerContainers removes the containers of runners ids on the
+// containerd at addr.
+func removeRunnerContainers(t *testing.T, addr string, ids ...string) {
+	cli, err := containerd.New(addr)
+	if err != nil {
+		t.Errorf("containerd: %v", err)
+		return
+	}
+	defer cli.Close()
+	for _, id := range ids {
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ctrd.NamespaceFor(id)), 30*time.Second)
+		if _, err := ctrd.RemoveContainers(ctx, cli); err != nil {
+			t.Errorf("remove the containers of runner %s: %v", id, err)
+		}
+		cancel()
+	}
+}
+
 type runnerProc struct {
 	id     string
 	cmd    *exec.Cmd
@@ -283,6 +304,10 @@ func TestFaultRunnerKilled(t *testing.T) {
 	if testenv.SkipContainerd() == "" {
 		ctrd = testenv.Containerd(t)
 		images = testenv.Images(t).Dir()
+		// Runs after the runners stop: a runner restarted in the last round
+		// and stopped before it was up never removed what its killed
+		// predecessor left (its next start would), so the test does.
+		t.Cleanup(func() { removeRunnerContainers(t, ctrd, "k0", "k1") })
 	}
 	c := startCluster(t)
 	treeJob(c, "wf")
