@@ -21,12 +21,11 @@ type pool struct {
 
 	mu       sync.Mutex // guards the fields below
 	idle     map[key][]*box
-	live     int         // boxes created or being created, not destroyed
-	liveKey  map[key]int // the same, per key
-	memory   int64       // sum of their memory limits
-	settling map[key]int // boxes whose last run is settling, per key
-	inSettle map[*box]bool
-	waiting  map[key]int // acquires waiting for one of them, per key
+	live     int           // boxes created or being created, not destroyed
+	liveKey  map[key]int   // the same, per key
+	memory   int64         // sum of their memory limits
+	settling map[*box]bool // boxes whose last run is settling
+	waiting  map[key]int   // acquires waiting for one of them, per key
 	changed  chan struct{}
 	closed   bool
 	settles  sync.WaitGroup
@@ -35,7 +34,7 @@ type pool struct {
 }
 
 func newPool(s *Sandbox) *pool {
-	return &pool{s: s, idle: map[key][]*box{}, liveKey: map[key]int{}, settling: map[key]int{}, inSettle: map[*box]bool{}, waiting: map[key]int{}, changed: make(chan struct{})}
+	return &pool{s: s, idle: map[key][]*box{}, liveKey: map[key]int{}, settling: map[*box]bool{}, waiting: map[key]int{}, changed: make(chan struct{})}
 }
 
 func (p *pool) notify() {
@@ -77,7 +76,7 @@ func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *bo
 			}
 			p.dropLocked(b)
 		}
-		if p.settling[k] > p.waiting[k] && (!own || p.settlingForLocked(k, reuse)) {
+		if p.settlingLocked(k, "") > p.waiting[k] && (!own || p.settlingLocked(k, reuse) > 0) {
 			p.waiting[k]++
 			wait := p.changed
 			p.mu.Unlock()
@@ -132,15 +131,17 @@ func (p *pool) acquire(ctx context.Context, k key, reuse, handler string) (b *bo
 	}
 }
 
-// settlingForLocked says whether a box of k that is settling holds no
-// parked children of a key other than reuse: worth waiting for.
-func (p *pool) settlingForLocked(k key, reuse string) bool {
-	for b := range p.inSettle {
-		if b.key == k && !b.holdsOtherKey(reuse) {
-			return true
+// settlingLocked counts the boxes of k that are settling; with a reuse
+// key, only those holding no parked children of another key (worth
+// waiting for).
+func (p *pool) settlingLocked(k key, reuse string) int {
+	n := 0
+	for b := range p.settling {
+		if b.key == k && (reuse == "" || !b.holdsOtherKey(reuse)) {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // roomLocked says whether a box of k can be created without stopping
@@ -185,8 +186,7 @@ func pick(l []*box, reuse, handler string) int {
 // fn says.
 func (p *pool) settle(b *box, fn func() bool) {
 	p.mu.Lock()
-	p.settling[b.key]++
-	p.inSettle[b] = true
+	p.settling[b] = true
 	p.settles.Add(1)
 	p.mu.Unlock()
 	go func() {
@@ -194,10 +194,7 @@ func (p *pool) settle(b *box, fn func() bool) {
 		keep := fn()
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.settling[b.key]--; p.settling[b.key] == 0 {
-			delete(p.settling, b.key)
-		}
-		delete(p.inSettle, b)
+		delete(p.settling, b)
 		p.releaseLocked(b, keep)
 	}()
 }
@@ -306,8 +303,5 @@ func (p *pool) stats() (live int, memory int64, idle int) {
 	for _, l := range p.idle {
 		idle += len(l)
 	}
-	for _, n := range p.settling {
-		idle += n
-	}
-	return p.live, p.memory, idle
+	return p.live, p.memory, idle + len(p.settling)
 }
