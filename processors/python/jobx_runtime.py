@@ -367,8 +367,8 @@ def read_input(stream, handler_type):
     JSON value per line. The lines are decoded in one call (a call per line
     costs several times more); anything wrong is found again line by line,
     for an error that names the line."""
-    text = stream.read()
-    lines = [line for line in text.split('\n') if line.strip()]
+    raw = stream.read().split('\n')
+    lines = [line for line in raw if line.strip()]
     try:
         items = json.loads('[' + ','.join(lines) + ']')
     except (ValueError, RecursionError):
@@ -377,7 +377,7 @@ def read_input(stream, handler_type):
             isinstance(item, list) and len(item) == 2 and (handler_type == 'mapper' or isinstance(item[1], list))
             for item in items):
         return items
-    return _read_lines(text.split('\n'), handler_type)
+    return _read_lines(raw, handler_type)
 
 
 def _read_lines(lines, handler_type):
@@ -467,26 +467,25 @@ def invoke(code, handler_type, handler_name, stdin, out):
                 raise ProtocolError('a %s must yield or return an iterable of pairs, got %s'
                                     % (handler_type, type(result).__name__)) from None
         # The common item (a plain pair) is encoded inline and written in
-        # batches of lines; _encode takes any other and says what is wrong.
+        # batches of lines; _encode takes any other, or one that fails, and
+        # says what is wrong.
         combiner = handler_type == 'combiner'
         lines = []
         for n, item in enumerate(it, 1):
+            line = None
             t = type(item)
-            if (t is tuple or t is list) and len(item) == 2 and not (
-                    combiner and not isinstance(item[1], (list, tuple))):
+            if (t is tuple or t is list) and len(item) == 2 and (
+                    not combiner or isinstance(item[1], (list, tuple))):
                 try:
-                    lines.append(_dumps(item))
-                except (TypeError, ValueError, RecursionError) as e:
-                    raise ProtocolError('item %d: not JSON-serialisable: %s' % (n, e)) from None
-            else:
-                lines.append(_encode(item, n, handler_type))
+                    line = _dumps(item)
+                except (TypeError, ValueError, RecursionError):
+                    pass
+            lines.append(line if line is not None else _encode(item, n, handler_type))
             if len(lines) >= 256:
-                lines.append('')
-                out.write('\n'.join(lines))
+                out.write('\n'.join(lines) + '\n')
                 lines = []
         if lines:
-            lines.append('')
-            out.write('\n'.join(lines))
+            out.write('\n'.join(lines) + '\n')
         out.flush()
     except ProtocolError as e:
         sys.stderr.write('jobx: handler %s: %s\n' % (handler_name, e))
@@ -985,6 +984,7 @@ class Zygote(object):
         if WARM_UP:
             _warm_up()
         uses = 0
+        code = None
         while True:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
             while data and b'\n' not in data:
@@ -995,12 +995,10 @@ class Zygote(object):
             if not data or len(fds) != 3:
                 return 0  # the zygote went away (or retired this child)
             req = json.loads(data.split(b'\n', 1)[0])
+            # A parked child's next run of the same handler (its reuse key
+            # names the file) comes without the code it already holds.
             if req.get('code'):
                 code = marshal.loads(base64.b64decode(req['code']))
-            elif uses == 0:
-                code = None
-            # else: a parked child's next run of the same handler (its reuse
-            # key names the file), sent without the code it already holds.
             status = self.child(req, fds, code, keep=keep)
             uses += 1
             park = bool(req.get('reuse')) and status == 0 and uses < MAX_USES
