@@ -25,9 +25,14 @@ func main() {
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the cluster's temporary directory")
 	verbose := flag.Bool("v", false, "log the daemons at debug level")
 	flag.BoolVar(&cfg.Containerd, "containerd", cfg.Containerd, "also measure the containerd sandbox (needs root and containerd)")
+	flag.BoolVar(&cfg.Celery, "celery", cfg.Celery, "also run the peer, Celery (false: no jobx/Celery ratios)")
+	scaling := flag.Bool("scaling", true, "also run the scaling sizes on a cluster of separate processes")
 	flag.Parse()
 	if *quick {
 		cfg.quick()
+	}
+	if !*scaling {
+		cfg.ScaleSizes = nil
 	}
 	level := slog.LevelWarn
 	if *verbose {

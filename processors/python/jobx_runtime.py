@@ -627,7 +627,18 @@ class Zygote(object):
     handler file for the same key, exited 0 and kept its process.
     Such a child replies {"exit_code": 0, "parked": true}; it is retired
     after PARK_SECONDS idle or MAX_USES runs, and no more than MAX_PARKED
-    wait per key, MAX_PARKED_TOTAL in all (the oldest go first)."""
+    wait per key, MAX_PARKED_TOTAL in all (the oldest go first).
+
+    A reusable request that also says "lane": true asks for the child
+    itself: when the child is kept, the final reply carries, as its one
+    file descriptor, the zygote's end of the child's control socket, and the
+    zygote lets go of it. The client then sends the child the key's next
+    requests (same line, same three fds) and reads its status line
+    ({"exit_code": c, "parked": bool}) there, with no hop through the
+    zygote; it retires the child by closing the socket. The zygote still
+    reaps the child: a client that reads end-of-file on a lane, with no
+    status, asks {"status_of": pid} on a new connection (no fds) and gets
+    the child's exit or signal once it is reaped."""
 
     MAX_CODE_CACHE = 512
     PARK_SECONDS = float(os.environ.get('JOBX_ZYGOTE_PARK_SECONDS', '1'))
@@ -647,6 +658,12 @@ class Zygote(object):
         # Parked children by reuse key: lists of (pid, socket, parked at).
         self.parked = {}
         self.reuse_keys = {}  # pid -> reuse key of the run it was given
+        # Children whose control socket went to a client (lanes): wanted
+        # holds those whose request asked for it, lanes those handed over.
+        self.wanted_lane = set()
+        self.lanes = set()
+        self.lane_status = collections.OrderedDict()  # pid -> final reply
+        self.status_waiters = {}  # pid -> connections asking status_of
 
     def serve(self):
         global _prctl
@@ -753,6 +770,9 @@ class Zygote(object):
         line = state['buf'].split(b'\n', 1)[0]
         try:
             req = json.loads(line)
+            if isinstance(req, dict) and 'status_of' in req and not state['fds']:
+                self.status_of(conn, state, req['status_of'])
+                return
             if len(state['fds']) != 3:
                 raise ValueError('want 3 file descriptors, got %d' % len(state['fds']))
             if req.get('handler_type') not in HANDLER_TYPES:
@@ -765,6 +785,19 @@ class Zygote(object):
             return
         state['line'] = line
         self.spawn(conn, state, req)
+
+    MAX_LANE_STATUS = 1024
+
+    def status_of(self, conn, state, pid):
+        """Answers how a lane's child ended: at once when it was reaped,
+        else when it is."""
+        if isinstance(pid, int) and pid in self.lanes:
+            self.sel.unregister(conn)
+            self.status_waiters.setdefault(pid, []).append(conn)
+            return
+        msg = self.lane_status.get(pid) if isinstance(pid, int) else None
+        self.reply(conn, dict(msg) if msg is not None else {'error': 'no lane with pid %r' % (pid,)})
+        self.close_conn(conn, state)
 
     def compiled(self, path, handler_type):
         key = (path, handler_type)
@@ -800,6 +833,10 @@ class Zygote(object):
             _close(fd)
         state['fds'] = []
         state['pid'] = pid
+        if key is not None and req.get('lane') is True:
+            self.wanted_lane.add(pid)
+        else:
+            self.wanted_lane.discard(pid)
         self.children[pid][0] = conn
         if not self.reply(conn, {'pid': pid}):
             _kill_group(pid)
@@ -932,14 +969,22 @@ class Zygote(object):
             except ValueError:
                 pass
         parked = False
+        lane = False
         if msg is not None and msg.get('parked') and entry is not None and entry[0] is not None:
-            parked = self.park(pid, sock)
+            if pid in self.wanted_lane:
+                lane = True
+            else:
+                parked = self.park(pid, sock)
         else:
             self.reuse_keys.pop(pid, None)
             sock.close()
+        self.wanted_lane.discard(pid)
         if msg is None or entry is None or entry[0] is None:
             return  # it died without a report: reap tells
         conn, entry[0] = entry[0], None
+        if lane:
+            self.hand_over(conn, pid, sock)
+            return
         # The reply is the zygote's, not the child's word: parked only when
         # it was.
         msg = {'exit_code': msg.get('exit_code')}
@@ -951,6 +996,27 @@ class Zygote(object):
         except (KeyError, ValueError):
             pass
         conn.close()
+
+    def hand_over(self, conn, pid, sock):
+        """Gives a kept child's control socket to the client that asked for
+        a lane, with the final reply, and closes the connection."""
+        self.reuse_keys.pop(pid, None)
+        msg = self.with_idle({'exit_code': 0, 'parked': True, 'lane': True})
+        try:
+            conn.setblocking(True)
+            conn.settimeout(5)
+            socket.send_fds(conn, [(json.dumps(msg) + '\n').encode()], [sock.fileno()])
+            self.lanes.add(pid)
+            self.lane_status.pop(pid, None)  # a recycled pid's old status
+        except OSError:
+            _kill_group(pid)
+        finally:
+            sock.close()
+            try:
+                self.sel.unregister(conn)
+            except (KeyError, ValueError):
+                pass
+            conn.close()
 
     def refill(self):
         while len(self.idle) < self.prefork_target:
@@ -1050,9 +1116,7 @@ class Zygote(object):
         sys.stdout = open(1, 'w', encoding='utf-8', closefd=False)
         sys.stderr = open(2, 'w', encoding='utf-8', closefd=False, buffering=1)
         try:
-            env = req.get('env') or {}
-            os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in env.items()})
+            _set_environ({str(k): str(v) for k, v in (req.get('env') or {}).items()})
             if req.get('cwd'):
                 os.chdir(req['cwd'])
             apply_rlimits(req.get('rlimits') or {})
@@ -1070,6 +1134,7 @@ class Zygote(object):
                 sock.close()
                 break
         self.reuse_keys.pop(pid, None)
+        self.wanted_lane.discard(pid)
         for key, parked in list(self.parked.items()):
             for i, (parked_pid, sock, _) in enumerate(parked):
                 if parked_pid == pid:
@@ -1085,6 +1150,14 @@ class Zygote(object):
             msg = {'signal': os.WTERMSIG(status)}
         else:
             msg = {'exit_code': os.waitstatus_to_exitcode(status)}
+        if pid in self.lanes:
+            self.lanes.discard(pid)
+            self.lane_status[pid] = msg
+            while len(self.lane_status) > self.MAX_LANE_STATUS:
+                self.lane_status.popitem(last=False)
+            for waiter in self.status_waiters.pop(pid, []):
+                self.reply(waiter, dict(msg))
+                waiter.close()
         if conn is not None:
             self.reply(conn, self.with_idle(msg))
             try:
@@ -1125,6 +1198,19 @@ class Zygote(object):
 
 RLIMITS = {'as': resource.RLIMIT_AS, 'cpu': resource.RLIMIT_CPU,
            'nproc': resource.RLIMIT_NPROC, 'fsize': resource.RLIMIT_FSIZE}
+
+
+def _set_environ(env):
+    """Makes os.environ (and the C environment under it) exactly env,
+    touching only what differs: a kept child's next run differs in a few
+    variables, and os.environ.clear() alone costs O(n^2) (each popitem
+    lists every key), a third of a small run's CPU."""
+    cur = os.environ
+    for k in [k for k in cur if k not in env]:
+        del cur[k]
+    for k, v in env.items():
+        if cur.get(k) != v:
+            cur[k] = v
 
 
 def apply_rlimits(limits):

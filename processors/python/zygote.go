@@ -40,10 +40,14 @@ type Zygote struct {
 	waitErr error         // set before dead is closed
 	pumps   sync.WaitGroup
 
-	mu       sync.Mutex // guards tail, children and closed
+	mu       sync.Mutex // guards tail, children, lanes, sweep and closed
 	tail     []string   // the last lines of the zygote's stderr
 	children map[*Child]struct{}
-	closed   bool
+	// lanes are kept children whose control sockets the zygote handed
+	// over (see lane), by reuse key, oldest first.
+	lanes  map[laneKey][]*lane
+	sweep  *time.Timer // retires idle lanes; nil when none is kept
+	closed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -136,6 +140,7 @@ func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *sl
 		stdinW:   stdinW,
 		dead:     make(chan struct{}),
 		children: map[*Child]struct{}{},
+		lanes:    map[laneKey][]*lane{},
 	}
 	z.cmd = exec.Command(Interpreter, runtimePath, "zygote", socketPath)
 	z.cmd.Stdin = stdinR
@@ -155,6 +160,7 @@ func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *sl
 	go func() {
 		z.waitErr = z.cmd.Wait()
 		close(z.dead)
+		z.retireLanes() // nobody reaps them any more
 	}()
 
 	for {
@@ -223,6 +229,8 @@ type spawnMsg struct {
 	Cwd         string            `json:"cwd,omitempty"`
 	Rlimits     Rlimits           `json:"rlimits"`
 	Reuse       string            `json:"reuse,omitempty"`
+	// Lane asks for the kept child's control socket (see lane).
+	Lane bool `json:"lane,omitempty"`
 }
 
 type replyMsg struct {
@@ -231,6 +239,7 @@ type replyMsg struct {
 	Signal   *int   `json:"signal"`
 	Error    string `json:"error"`
 	Parked   bool   `json:"parked"`
+	Lane     bool   `json:"lane"`
 }
 
 // Spawn forks a child of the zygote running req's handler. ctx bounds the
@@ -247,7 +256,7 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
 	}
 	msg := spawnMsg{HandlerPath: req.HandlerPath, HandlerType: req.HandlerType,
-		Env: map[string]string{}, Cwd: req.Dir, Rlimits: req.Rlimits, Reuse: req.Reuse}
+		Env: map[string]string{}, Cwd: req.Dir, Rlimits: req.Rlimits, Reuse: req.Reuse, Lane: req.Reuse != ""}
 	for _, kv := range req.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		msg.Env[k] = v
@@ -267,6 +276,13 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 			}
 			defer devnull.Close()
 			files[i] = devnull
+		}
+	}
+
+	key := laneKey{reuse: req.Reuse, path: req.HandlerPath, typ: req.HandlerType}
+	if req.Reuse != "" {
+		if c := z.spawnOnLane(ctx, key, line, files); c != nil {
+			return c, nil
 		}
 	}
 
@@ -291,11 +307,11 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 	oob := syscall.UnixRights(int(files[0].Fd()), int(files[1].Fd()), int(files[2].Fd()))
 	_, _, err = uc.WriteMsgUnix(line, oob, nil)
 	runtime.KeepAlive(files)
-	r := bufio.NewReader(uc)
+	r := &lineReader{conn: uc}
 	var reply replyMsg
 	if err == nil {
 		var b []byte
-		if b, err = r.ReadBytes('\n'); err == nil {
+		if b, err = r.readLine(); err == nil {
 			err = json.Unmarshal(b, &reply)
 		}
 	}
@@ -321,7 +337,7 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
 	}
 	uc.SetDeadline(time.Time{})
-	c := &Child{pid: *reply.Pid, z: z, conn: uc, r: r}
+	c := &Child{pid: *reply.Pid, z: z, conn: uc, r: r, key: key}
 	z.mu.Lock()
 	if z.closed {
 		z.mu.Unlock()
@@ -340,8 +356,11 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 type Child struct {
 	pid  int
 	z    *Zygote
-	conn *net.UnixConn
-	r    *bufio.Reader
+	conn *net.UnixConn // to the zygote, or the child's own (a lane)
+	r    *lineReader
+	key  laneKey // its reuse key, when it has one
+	// onLane: the run went straight to a kept child (conn is its lane).
+	onLane bool
 
 	waitOnce sync.Once
 	status   ExitStatus
@@ -364,28 +383,58 @@ func (c *Child) Wait() (ExitStatus, error) {
 
 func (c *Child) wait() {
 	var reply replyMsg
-	b, err := c.r.ReadBytes('\n')
+	b, err := c.r.readLine()
 	if err == nil {
 		err = json.Unmarshal(b, &reply)
 	}
 	switch {
+	case err != nil && c.onLane:
+		// It ended without a status (killed, or crashed), or sent
+		// garbage: the zygote reaps it and says how it ended.
+		c.Kill()
+		c.status, c.err = c.z.statusOf(c.pid)
 	case err != nil:
 		c.Kill()
 		c.err = fmt.Errorf("wait for pid %d: %w: %v", c.pid, ErrZygoteDead, err)
 	case reply.Signal != nil:
 		c.status = ExitStatus{Code: -1, Signal: *reply.Signal}
 	case reply.ExitCode != nil:
-		c.status = ExitStatus{Code: *reply.ExitCode, Parked: reply.Parked}
+		c.status = ExitStatus{Code: *reply.ExitCode, Parked: reply.Parked && *reply.ExitCode == 0}
 	default:
 		c.err = fmt.Errorf("wait for pid %d: unexpected reply %q", c.pid, b)
+	}
+	fds := c.r.takeFDs()
+	var kept *lane
+	switch {
+	case !c.status.Parked:
+	case c.onLane:
+		kept = &lane{pid: c.pid, conn: c.conn}
+	case reply.Lane:
+		if len(fds) == 1 {
+			kept = laneFrom(c.pid, fds[0])
+			fds = nil
+		}
+		if kept == nil {
+			// Kept for us, but its socket did not arrive: end it.
+			syscall.Kill(-c.pid, syscall.SIGKILL)
+			c.status.Parked = false
+		}
+	}
+	for _, fd := range fds {
+		syscall.Close(fd)
 	}
 	c.mu.Lock()
 	c.exited = true
 	c.mu.Unlock()
-	c.conn.Close()
+	if kept == nil || kept.conn != c.conn {
+		c.conn.Close()
+	}
 	c.z.mu.Lock()
 	delete(c.z.children, c)
 	c.z.mu.Unlock()
+	if kept != nil {
+		c.z.park(c.key, kept)
+	}
 }
 
 // Kill sends SIGKILL to the child's process group (so to the processes it
@@ -422,6 +471,7 @@ func (z *Zygote) Close() error {
 		for _, c := range children {
 			c.Kill()
 		}
+		z.retireLanes()
 		z.stdinW.Close()
 		select {
 		case <-z.dead:

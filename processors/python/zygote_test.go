@@ -444,3 +444,105 @@ func procStat(t testing.TB, pid int) []time.Duration {
 	}
 	return out
 }
+
+// A kept child's next run of its key goes to it directly (a lane): it runs
+// while the zygote itself is stopped. How a lane's run ends is still told
+// right when the child dies without a status (exit, kill), and closing the
+// zygote ends its kept children.
+func TestZygoteLaneRunsWithoutTheZygoteAndReportsHowItEnded(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import os, time
+for k, v in results:
+    if k == 'exit':
+        os._exit(v[0])
+    if k == 'sleep':
+        time.sleep(v[0])
+yield 'pid', os.getpid()
+`
+	prog := proctest.Install(t, python.Processor{}, "lane", "reducer", body)
+	z := startZygote(t, prog)
+	run := func(stdin string) spawned {
+		t.Helper()
+		res, err := spawnReuse(t, z, prog, "k", "reducer", stdin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := run("")
+	if !first.status.Parked {
+		t.Fatalf("first run not kept: %+v %s", first.status, first.stderr)
+	}
+
+	// With the zygote stopped, only a lane can run the key's next run.
+	if err := syscall.Kill(z.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan spawned, 1)
+	go func() {
+		res, _ := spawnReuse(t, z, prog, "k", "reducer", "")
+		done <- res
+	}()
+	select {
+	case second := <-done:
+		syscall.Kill(z.Pid(), syscall.SIGCONT)
+		if second.pid != first.pid || !second.status.Parked || strings.Join(second.stdout, "") != fmt.Sprintf(`["pid",%d]`, first.pid) {
+			t.Fatalf("second run: pid %d (first %d), %+v, %v", second.pid, first.pid, second.status, second.stdout)
+		}
+	case <-time.After(10 * time.Second):
+		syscall.Kill(z.Pid(), syscall.SIGCONT)
+		t.Fatal("the kept child's run waited for the stopped zygote")
+	}
+
+	// A lane child that exits without a status: the zygote reaps it and
+	// tells its code.
+	exited := run(`["exit", [3]]` + "\n")
+	if exited.pid != first.pid || exited.status.Code != 3 || exited.status.Parked {
+		t.Fatalf("os._exit(3) on a lane: pid %d (first %d), %+v", exited.pid, first.pid, exited.status)
+	}
+
+	// A killed lane run reports the signal.
+	kept := run("")
+	if !kept.status.Parked {
+		t.Fatalf("run not kept: %+v", kept.status)
+	}
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	c, err := z.Spawn(context.Background(), python.SpawnRequest{HandlerPath: prog.Warm.HandlerPath, HandlerType: "reducer",
+		Env: []string{"PATH=" + os.Getenv("PATH")}, Stdin: inR, Stdout: outW, Stderr: outW, Reuse: "k"})
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(inW, `["sleep", [30]]`+"\n")
+	inW.Close()
+	if c.Pid() != kept.pid {
+		t.Fatalf("the sleeping run went to pid %d, not the kept child %d", c.Pid(), kept.pid)
+	}
+	time.Sleep(100 * time.Millisecond)
+	c.Kill()
+	if st, err := c.Wait(); err != nil || st.Signal != int(syscall.SIGKILL) {
+		t.Fatalf("killed lane run: %+v, %v", st, err)
+	}
+
+	// Close ends the kept children.
+	last := run("")
+	if !last.status.Parked || !liveInGroup(last.pid) {
+		t.Fatalf("last run not kept: %+v", last.status)
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for liveInGroup(last.pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("kept child %d alive after Close", last.pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
