@@ -123,7 +123,8 @@ func (g *Gateway) submit(c *gin.Context) {
 		return
 	}
 
-	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name}
+	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name,
+		Fresh: queue.NewFresh(final[0].Value, final[1].Value, created, args)}
 	if err := g.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(mapper.RequiredCapability)), msg.Encode()); err != nil {
 		// Not queued: end the recorded request, so nothing runs it behind
 		// the back of a client told to submit again.

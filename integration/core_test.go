@@ -372,6 +372,19 @@ func TestDuplicateDeliveryOfAFinishedInvocationChangesNothing(t *testing.T) {
 		if err := pub.Publish(topic, msg.Encode()); err != nil {
 			t.Fatal(err)
 		}
+		if inv.Direction == "map" {
+			// And as a first delivery with the copy its publisher sent:
+			// the invocation as it was created, the request as it is.
+			created := *inv
+			created.State, created.HandlerName, created.FinishedTimestamp = kvmodel.StatePending, "", ""
+			created.MappedCount, created.MappedWaiting, created.MappedStep = nil, nil, ""
+			invJSON, _ := kvmodel.Encode(&created)
+			reqJSON, _ := kvmodel.Encode(req)
+			msg.Fresh = queue.NewFresh(invJSON, reqJSON, req.Revision(), nil)
+			if err := pub.Publish(topic, msg.Encode()); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if len(msgs) != 6 {
 		t.Fatalf("want 6 invocations (3 maps, 3 reduces), got %d", len(msgs))
@@ -548,6 +561,58 @@ yield ('runs', n + 1)
 	c.step("wf", "flaky", "map_flaky", "", "reduce_sum")
 	c.job("wf", "flaky", "flaky")
 	assertPairs(t, c.post("wf", "flaky", `{"arguments":{}}`, "").pairs(t), map[string]string{`"runs"`: "3"})
+}
+
+// A first delivery whose copy of the request is out of date (the request
+// was written after the message was published) is read again from etcd,
+// and its invocation runs once, on the request as it is.
+func TestStaleFreshCopyIsReadAgainFromEtcd(t *testing.T) {
+	c := basic(t)
+	ctx := context.Background()
+	req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", JobName: "leaf", State: kvmodel.StatePending, IsBlocking: false}
+	root := &kvmodel.Invocation{ID: kvmodel.NewID(), WorkflowName: "wf", RequestID: req.ID, Direction: "map", StepName: "chunk", State: kvmodel.StatePending}
+	req.InvocationID = root.ID
+	args := kvmodel.AppendPairItem(nil, kvmodel.Pair{Key: json.RawMessage(`"n"`), Value: json.RawMessage(`5`)})
+	published := kvmodel.PutOp(req).Value
+	if err := c.store.Apply(ctx, append(kvmodel.DatasetOps("wf", root.ID, kvmodel.Arguments, args), kvmodel.PutOp(root), kvmodel.PutOp(req))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.store.Get(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	stale := req.Revision()
+	req.Context = map[string]any{"changed": "after publication"}
+	if err := c.store.Apply(ctx, []kvmodel.Op{kvmodel.PutOp(req)}); err != nil {
+		t.Fatal(err)
+	}
+	msg := queue.Message{JobClass: "map", WorkflowName: "wf", RequestID: req.ID, InvocationID: root.ID, StepName: "chunk",
+		Fresh: queue.NewFresh(kvmodel.PutOp(root).Value, published, stale, args)}
+	prod, _ := nsq.NewProducer(c.nsqd, nsq.NewConfig())
+	defer prod.Stop()
+	if err := prod.Publish(kvmodel.MapTopic("wf", "general"), msg.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	got := &kvmodel.Request{WorkflowName: "wf", ID: req.ID}
+	waitFor(t, "the request to end", 30*time.Second, func() bool {
+		c.store.Get(ctx, got)
+		return got.IsDone
+	})
+	if got.State != kvmodel.StateDone || got.Context["changed"] != "after publication" {
+		t.Fatalf("request ended %s with context %v", got.State, got.Context)
+	}
+	result, err := c.store.ReadDataset(ctx, "wf", root.ID, kvmodel.PostReduce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs, err := kvmodel.DecodePairItems(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotPairs := map[string]string{}
+	for _, p := range pairs {
+		gotPairs[strings.Trim(string(p.Key), `"`)] = string(p.Value)
+	}
+	assertPairs(t, gotPairs, sumsOf(5))
 }
 
 func TestMessageThatKeepsFailingEndsItsRequest(t *testing.T) {

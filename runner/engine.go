@@ -25,6 +25,24 @@ type task struct {
 	log  *slog.Logger
 	data []byte              // map: arguments; reduce of a leaf: the map invocation's post_combine
 	m    *kvmodel.Invocation // reduce: the map invocation being reduced
+	// fresh: built from the message's Fresh copy, not read from etcd.
+	fresh    bool
+	reqBytes []byte // the request's JSON, once encoded (reqJSON)
+}
+
+// errStale means a first delivery's Fresh copy no longer matched etcd at
+// commit; the message is requeued at once and read from etcd.
+var errStale = errors.New("the invocation or its request changed since the message was published")
+
+// changed is what a commit that found t's invocation or request changed
+// means: nothing left to do for a task read from etcd (a duplicate
+// finished it, or the request ended), a second look for a fresh one.
+func (t *task) changed() error {
+	if t.fresh {
+		return errStale
+	}
+	t.log.Debug("invocation or request changed meanwhile; leaving it")
+	return nil
 }
 
 // handleMessage is the NSQ handler. A message is finished only after its
@@ -63,10 +81,13 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 	r.inFlight.Add(1)
 	defer r.inFlight.Add(-1)
 
-	err = r.process(r.runCtx, msg, log)
+	err = r.process(r.runCtx, msg, log, m.Attempts == 1)
 	switch {
 	case err == nil:
 		m.Finish()
+	case errors.Is(err, errStale):
+		log.Debug("message requeued to be read from etcd", "err", err)
+		m.RequeueWithoutBackoff(0)
 	case r.runCtx.Err() != nil:
 		log.Warn("shutting down; message requeued", "err", err)
 		m.RequeueWithoutBackoff(0)
@@ -99,10 +120,19 @@ func (r *Runner) requeueDelay(attempts uint16) time.Duration {
 
 // process handles one message. A nil error means the message is done with
 // (processed, a duplicate, or moot because its request ended).
-func (r *Runner) process(ctx context.Context, msg queue.Message, log *slog.Logger) error {
-	t, err := r.load(ctx, msg, log)
-	if err != nil || t == nil {
-		return err
+func (r *Runner) process(ctx context.Context, msg queue.Message, log *slog.Logger, first bool) error {
+	var t *task
+	if first && msg.Fresh != nil && msg.JobClass == kvmodel.DirectionMap {
+		var err error
+		if t, err = freshTask(msg, log); err != nil {
+			log.Warn("message's fresh copy unusable; reading etcd", "err", err)
+		}
+	}
+	if t == nil {
+		var err error
+		if t, err = r.load(ctx, msg, log); err != nil || t == nil {
+			return err
+		}
 	}
 	switch {
 	case t.req.IsDone:
@@ -118,6 +148,24 @@ func (r *Runner) process(ctx context.Context, msg queue.Message, log *slog.Logge
 	default:
 		return r.runReduce(ctx, t)
 	}
+}
+
+// freshTask builds a map task from a first delivery's Fresh copy, with no
+// read (see queue.Fresh).
+func freshTask(msg queue.Message, log *slog.Logger) (*task, error) {
+	f := msg.Fresh
+	inv := &kvmodel.Invocation{WorkflowName: msg.WorkflowName, ID: msg.InvocationID}
+	req := &kvmodel.Request{WorkflowName: msg.WorkflowName, ID: msg.RequestID}
+	if err := kvmodel.Decode(inv, kvmodel.Key(inv), f.Invocation, 0); err != nil {
+		return nil, err
+	}
+	if err := kvmodel.Decode(req, kvmodel.Key(req), f.Request, f.RequestRevision); err != nil {
+		return nil, err
+	}
+	if inv.ID != msg.InvocationID || req.ID != msg.RequestID || inv.State != kvmodel.StatePending || inv.Direction != kvmodel.DirectionMap {
+		return nil, fmt.Errorf("fresh copy of invocation %s does not describe it", msg.InvocationID)
+	}
+	return &task{msg: msg, inv: inv, req: req, log: log.With("step", inv.StepName), data: []byte(f.Arguments), fresh: true}, nil
 }
 
 // load reads the invocation, its request and (in the same transaction) the
@@ -261,10 +309,13 @@ func newReduceInvocation(m *kvmodel.Invocation) *kvmodel.Invocation {
 }
 
 func (r *Runner) unchanged(t *task) []clientv3.Cmp {
-	return []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.inv)), "=", t.inv.Revision()),
-		clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.req)), "=", t.req.Revision()),
+	inv := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.inv)), "=", t.inv.Revision())
+	if t.fresh {
+		// Not written since its creation (a delete and re-creation would
+		// need a new id: ids are never reused).
+		inv = clientv3.Compare(clientv3.Version(kvmodel.Key(t.inv)), "=", 1)
 	}
+	return []clientv3.Cmp{inv, clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.req)), "=", t.req.Revision())}
 }
 
 // commitLeaf records a leaf mapper's combined output and creates its reduce
@@ -288,8 +339,7 @@ func (r *Runner) recordLeaf(ctx context.Context, t *task, h *kvmodel.Handler, da
 		return false, err
 	}
 	if !resp.Succeeded {
-		t.log.Debug("invocation or request changed meanwhile; leaving it")
-		return false, nil
+		return false, t.changed()
 	}
 	red.SetRevision(resp.Header.Revision)
 	r.count(t, h, "done")
@@ -313,6 +363,7 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return r.failOr(ctx, t, f, err)
 	}
 	ids := make([]string, len(pairs))
+	fresh := make([]*queue.Fresh, len(pairs))
 	var bulk []kvmodel.Op
 	now := kvmodel.Now()
 	for i, p := range pairs {
@@ -321,8 +372,10 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 			ID: ids[i], WorkflowName: wf, RequestID: t.inv.RequestID, ParentInvocationID: kvmodel.StrPtr(t.inv.ID),
 			StepName: next, Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: now,
 		}
-		bulk = append(bulk, kvmodel.PutOp(child))
-		bulk = append(bulk, kvmodel.DatasetOps(wf, ids[i], kvmodel.Arguments, kvmodel.AppendPairItem(nil, p))...)
+		put, args := kvmodel.PutOp(child), kvmodel.AppendPairItem(nil, p)
+		bulk = append(bulk, put)
+		bulk = append(bulk, kvmodel.DatasetOps(wf, ids[i], kvmodel.Arguments, args)...)
+		fresh[i] = queue.NewFresh(put.Value, t.reqJSON(), t.req.Revision(), args)
 	}
 	bulk = append(bulk, kvmodel.MappedOps(wf, t.inv.ID, ids)...)
 	d := r.done(t.inv, h.Name)
@@ -339,24 +392,39 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return err
 	}
 	if !resp.Succeeded {
-		return nil
+		return t.changed()
 	}
 	r.count(t, h, "done")
 	t.log.Debug("branched", "to_step", next, "children", len(ids))
 	if red != nil {
 		return r.publishReduce(ctx, t.inv, red)
 	}
-	return r.publishMaps(ctx, t.inv.RequestID, wf, nextStep, ids)
+	return r.publishMaps(ctx, t.inv.RequestID, wf, nextStep, ids, fresh...)
 }
 
-func (r *Runner) publishMaps(ctx context.Context, requestID, wf string, step *kvmodel.Step, ids []string) error {
+// reqJSON is the request as stored (at t.req's revision), for Fresh
+// copies; nil when it cannot be encoded (no copy is sent then).
+func (t *task) reqJSON() []byte {
+	if t.reqBytes == nil {
+		t.reqBytes, _ = kvmodel.Encode(t.req)
+	}
+	return t.reqBytes
+}
+
+// publishMaps queues map invocations ids of step; fresh, when given, holds
+// each one's Fresh copy (nil ones are sent without).
+func (r *Runner) publishMaps(ctx context.Context, requestID, wf string, step *kvmodel.Step, ids []string, fresh ...*queue.Fresh) error {
 	h, err := r.catalog.Handler(ctx, wf, step.MapHandlerName)
 	if err != nil {
 		return fmt.Errorf("route map of step %s: %w", step.Name, err)
 	}
 	bodies := make([][]byte, len(ids))
 	for i, id := range ids {
-		bodies[i] = queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: requestID, InvocationID: id, StepName: step.Name}.Encode()
+		msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: requestID, InvocationID: id, StepName: step.Name}
+		if i < len(fresh) && fresh[i] != nil && fresh[i].Request != nil {
+			msg.Fresh = fresh[i]
+		}
+		bodies[i] = msg.Encode()
 	}
 	return r.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(h.RequiredCapability)), bodies...)
 }
@@ -555,7 +623,10 @@ func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
 	req.FailedInvocationID = kvmodel.StrPtr(t.inv.ID)
 	final := append([]kvmodel.Op{kvmodel.PutOp(&inv)}, kvmodel.EndOps(&req, f, r.opts.Retention)...)
 	resp, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
-	if err == nil && resp.Succeeded {
+	if err == nil && !resp.Succeeded {
+		return t.changed()
+	}
+	if err == nil {
 		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+f.Kind).Inc()
 		r.notify(ctx, t.inv.WorkflowName, notifications.Event{Kind: notifications.RequestFailed, Name: "jobx.request", Level: "error",
 			Message:   fmt.Sprintf("%s invocation [%s] under request [%s] failed. HANDLER=[%s]: %s", t.inv.Direction, t.inv.ID, t.req.ID, f.Handler, f.Message),

@@ -69,8 +69,7 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return err
 	}
 	if !resp.Succeeded {
-		t.log.Debug("invocation or request changed meanwhile; leaving it")
-		return nil
+		return t.changed()
 	}
 	r.count(t, h, "done")
 	r.count(rt, rh, "done")

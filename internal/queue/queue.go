@@ -25,7 +25,9 @@ import (
 // Channel is the NSQ channel every runner consumes (JobX's MR_CHANNEL default).
 const Channel = "general_worker"
 
-// Message is the JSON body of a jobx NSQ message. It carries ids, never data.
+// Message is the JSON body of a jobx NSQ message: ids, and on a map
+// message's first publication a copy of what its publisher just wrote
+// (Fresh).
 type Message struct {
 	JobClass     string `json:"job_class"` // "map" or "reduce"
 	WorkflowName string `json:"workflow_name"`
@@ -35,6 +37,35 @@ type Message struct {
 	// MapInvocationID is, for a reduce message, the map invocation being
 	// reduced (the reduce invocation's parent); it saves a read.
 	MapInvocationID string `json:"map_invocation_id,omitempty"`
+	// Fresh spares the message's first delivery its read. etcd stays the
+	// record: a runner uses it on the first delivery only, and its commit
+	// checks that the invocation was not written since its creation and
+	// the request not since Fresh's revision (else the message is
+	// requeued and read from etcd).
+	Fresh *Fresh `json:"fresh,omitempty"`
+}
+
+// Fresh is a new map invocation as its publisher wrote it: the
+// invocation's and its request's stored JSON, the request's revision, and
+// the invocation's arguments dataset.
+type Fresh struct {
+	Invocation      json.RawMessage `json:"invocation"`
+	Request         json.RawMessage `json:"request"`
+	RequestRevision int64           `json:"request_revision"`
+	Arguments       string          `json:"arguments"`
+}
+
+// MaxFreshArguments bounds the arguments a message carries: 500 such
+// messages (one MPUB) stay well within nsqd's default 5 MiB body limit.
+const MaxFreshArguments = 4 << 10
+
+// NewFresh returns the Fresh copy, or nil when the arguments are too
+// large to carry.
+func NewFresh(invocation, request []byte, requestRevision int64, arguments []byte) *Fresh {
+	if len(arguments) > MaxFreshArguments {
+		return nil
+	}
+	return &Fresh{Invocation: invocation, Request: request, RequestRevision: requestRevision, Arguments: string(arguments)}
 }
 
 // Encode returns m's body.
