@@ -219,7 +219,8 @@ type Op struct {
 // DeletePrefixOp deletes every key under prefix.
 func DeletePrefixOp(prefix string) Op { return Op{Key: prefix, Delete: true, Prefix: true} }
 
-func (o Op) size() int { return len(o.Key) + len(o.End) + len(o.Value) + 32 }
+// Size is about what o adds to a transaction's bytes (MaxTxnBytes).
+func (o Op) Size() int { return len(o.Key) + len(o.End) + len(o.Value) + 32 }
 
 func (o Op) etcd() clientv3.Op {
 	switch {
@@ -234,7 +235,8 @@ func (o Op) etcd() clientv3.Op {
 	}
 }
 
-func etcdOps(ops []Op) []clientv3.Op {
+// EtcdOps converts ops, for a transaction built by the caller.
+func EtcdOps(ops []Op) []clientv3.Op {
 	out := make([]clientv3.Op, len(ops))
 	for i, o := range ops {
 		out[i] = o.etcd()
@@ -249,7 +251,7 @@ func fits(ops []Op, extra int) bool {
 	}
 	n := 0
 	for _, o := range ops {
-		n += o.size()
+		n += o.Size()
 	}
 	return n <= MaxTxnBytes-64<<10
 }
@@ -263,12 +265,12 @@ func fits(ops []Op, extra int) bool {
 func (s *Store) Apply(ctx context.Context, ops []Op) error {
 	for len(ops) > 0 {
 		n, size := 0, 0
-		for n < len(ops) && n < MaxTxnOps && (n == 0 || size+ops[n].size() <= MaxTxnBytes-64<<10) {
-			size += ops[n].size()
+		for n < len(ops) && n < MaxTxnOps && (n == 0 || size+ops[n].Size() <= MaxTxnBytes-64<<10) {
+			size += ops[n].Size()
 			n++
 		}
 		tctx, cancel := s.ctx(ctx)
-		_, err := s.cli.Txn(tctx).Then(etcdOps(ops[:n])...).Commit()
+		_, err := s.cli.Txn(tctx).Then(EtcdOps(ops[:n])...).Commit()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("write %d keys from %s: %w", n, ops[0].Key, err)
@@ -291,7 +293,7 @@ func (s *Store) Commit(ctx context.Context, cmps []clientv3.Cmp, bulk, final []O
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(etcdOps(then)...).Else(orElse...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(EtcdOps(then)...).Else(orElse...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

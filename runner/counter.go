@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jobx/jobx/kvmodel"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,6 +16,11 @@ import (
 // runner completes concurrently cost one transaction instead of racing
 // each other's compare-and-swap. A marker per counted child makes the
 // decrement idempotent: a redelivered reduction never counts twice.
+//
+// A fused leaf (fused.go) brings its own commit along (commitLeaf): the
+// leaves of a batch commit in the same transaction as their parent's
+// decrement, each under its own conditions, so a leaf waits on one
+// fsync'd write instead of two.
 type counters struct {
 	store *kvmodel.Store
 	mu    sync.Mutex // guards parents
@@ -29,11 +35,23 @@ type counterState struct {
 }
 
 type counterBatch struct {
-	children []string
+	children []string // every caller's, in order
+	leaves   []*leafCommit
 	done     chan struct{}
 	zero     *kvmodel.Invocation // the parent, when this batch brought it to 0
 	err      error
 }
+
+// leafCommit is a leaf's own commit, made with its parent's decrement.
+type leafCommit struct {
+	child     string
+	cmps      []clientv3.Cmp
+	ops       []kvmodel.Op
+	committed bool // set when the batch is done
+}
+
+// txnTimeout bounds each of the counters' transactions.
+const txnTimeout = 10 * time.Second
 
 // maxCounterAttempts bounds the compare-and-swap retries of one batch
 // (contention from other runners); the message is then retried.
@@ -47,6 +65,39 @@ func countedKey(wf, child string) string {
 // invocation when this decrement (or the batch it joined) brought its
 // counter to zero, so the caller queues the parent's reduction.
 func (c *counters) decrement(ctx context.Context, wf, parent, child string) (*kvmodel.Invocation, error) {
+	return c.join(ctx, wf, parent, child, nil)
+}
+
+// commitLeaf commits leaf child's ops under cmps and counts it done in
+// parent, in one transaction with the other leaves of its batch (or, when
+// that fails, on its own and then counted). committed is false when cmps
+// did not hold. zero is as for decrement.
+func (c *counters) commitLeaf(ctx context.Context, wf, parent, child string, cmps []clientv3.Cmp, ops []kvmodel.Op) (committed bool, zero *kvmodel.Invocation, err error) {
+	l := &leafCommit{child: child, cmps: cmps, ops: ops}
+	zero, err = c.join(ctx, wf, parent, child, l)
+	return l.committed, zero, err
+}
+
+// leafFits reports whether a leaf's commit can ride in a batch: alone in
+// a transaction, with its marker and the parent's writes, within etcd's
+// limits.
+func leafFits(cmps []clientv3.Cmp, ops []kvmodel.Op) bool {
+	return len(cmps)+2 <= kvmodel.MaxTxnOps && len(ops)+3 <= kvmodel.MaxTxnOps && opsSize(ops) <= maxBatchBytes
+}
+
+// maxBatchBytes leaves room under etcd's request limit for the parent's
+// writes and the transaction's framing.
+const maxBatchBytes = kvmodel.MaxTxnBytes - 128<<10
+
+func opsSize(ops []kvmodel.Op) int {
+	n := 0
+	for _, o := range ops {
+		n += o.Size()
+	}
+	return n
+}
+
+func (c *counters) join(ctx context.Context, wf, parent, child string, leaf *leafCommit) (*kvmodel.Invocation, error) {
 	key := wf + "/" + parent
 	c.mu.Lock()
 	st, running := c.parents[key]
@@ -59,6 +110,9 @@ func (c *counters) decrement(ctx context.Context, wf, parent, child string) (*kv
 	}
 	b := st.next
 	b.children = append(b.children, child)
+	if leaf != nil {
+		b.leaves = append(b.leaves, leaf)
+	}
 	c.mu.Unlock()
 	if !running {
 		go c.commitLoop(context.WithoutCancel(ctx), wf, parent, key, st)
@@ -89,9 +143,179 @@ func (c *counters) commitLoop(ctx context.Context, wf, parent, key string, st *c
 		}
 		st.next = nil
 		c.mu.Unlock()
-		b.zero, b.err = c.commit(ctx, wf, parent, st, dedupe(b.children))
+		b.zero, b.err = c.commitBatch(ctx, wf, parent, st, b)
 		close(b.done)
 	}
+}
+
+// commitBatch commits a batch's leaves with their decrements, in as few
+// transactions as etcd's limits allow, then decrements for the children
+// that were committed elsewhere.
+func (c *counters) commitBatch(ctx context.Context, wf, parent string, st *counterState, b *counterBatch) (*kvmodel.Invocation, error) {
+	var zero *kvmodel.Invocation
+	isLeaf := map[string]bool{}
+	var leaves []*leafCommit
+	for _, l := range b.leaves {
+		if !isLeaf[l.child] { // a duplicate delivery's second copy stays uncommitted
+			isLeaf[l.child] = true
+			leaves = append(leaves, l)
+		}
+	}
+	for len(leaves) > 0 {
+		n, ops, cmps, size := 0, 3, 1, 0
+		for n < len(leaves) {
+			l := leaves[n]
+			ops, cmps, size = ops+len(l.ops)+1, cmps+len(l.cmps)+1, size+opsSize(l.ops)
+			if n > 0 && (ops > kvmodel.MaxTxnOps || cmps > kvmodel.MaxTxnOps || size > maxBatchBytes) {
+				break
+			}
+			n++
+		}
+		z, err := c.commitLeaves(ctx, wf, parent, st, leaves[:n])
+		if err != nil {
+			return zero, err
+		}
+		if z != nil {
+			zero = z
+		}
+		leaves = leaves[n:]
+	}
+	var plain []string
+	for _, ch := range dedupe(b.children) {
+		if !isLeaf[ch] {
+			plain = append(plain, ch)
+		}
+	}
+	if len(plain) > 0 {
+		z, err := c.commit(ctx, wf, parent, st, plain)
+		if err != nil {
+			return zero, err
+		}
+		if z != nil {
+			zero = z
+		}
+	}
+	return zero, nil
+}
+
+// maxLeafBatchAttempts bounds the retries of a batch of leaves whose
+// parent another runner changed meanwhile; then each leaf commits alone.
+const maxLeafBatchAttempts = 3
+
+// commitLeaves commits leaves (that fit one transaction) and counts them
+// in parent, atomically. When the transaction fails for another reason
+// than a change of the parent (a leaf's own conditions), each leaf
+// commits alone and the committed ones are counted as usual.
+func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *counterState, leaves []*leafCommit) (*kvmodel.Invocation, error) {
+	pkey := kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: parent})
+	counted := map[string]bool{}
+	if st.parent == nil {
+		if err := c.readParent(ctx, wf, parent, st, leaves, counted); err != nil {
+			return nil, err
+		}
+	}
+	var todo []*leafCommit
+	for attempt := 0; attempt < maxLeafBatchAttempts; attempt++ {
+		todo = todo[:0]
+		for _, l := range leaves {
+			if !counted[l.child] { // counted: committed before, by a duplicate
+				todo = append(todo, l)
+			}
+		}
+		if len(todo) == 0 {
+			return nil, nil
+		}
+		p := *st.parent
+		if p.MappedWaiting == nil || *p.MappedWaiting < len(todo) {
+			return nil, fmt.Errorf("parent invocation %s: %d children to count but mapped_waiting is %v", parent, len(todo), p.MappedWaiting)
+		}
+		p.MappedWaiting = kvmodel.IntPtr(*p.MappedWaiting - len(todo))
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(pkey), "=", st.parent.Revision())}
+		then := []clientv3.Op{clientv3.OpPut(pkey, string(mustEncode(&p)))}
+		for _, l := range todo {
+			cmps = append(cmps, l.cmps...)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(countedKey(wf, l.child)), "=", 0))
+			then = append(then, clientv3.OpPut(countedKey(wf, l.child), "{}"))
+			then = append(then, kvmodel.EtcdOps(l.ops)...)
+		}
+		if *p.MappedWaiting == 0 {
+			red := newReduceInvocation(&p)
+			then = append(then, clientv3.OpPut(kvmodel.Key(red), string(mustEncode(red))))
+		}
+		tctx, cancel := context.WithTimeout(ctx, txnTimeout)
+		resp, err := c.store.Client().Txn(tctx).If(cmps...).Then(then...).Commit()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("commit leaves of %s: %w", parent, err)
+		}
+		if resp.Succeeded {
+			p.SetRevision(resp.Header.Revision)
+			st.parent = &p
+			for _, l := range todo {
+				l.committed = true
+			}
+			if *p.MappedWaiting == 0 {
+				return &p, nil
+			}
+			return nil, nil
+		}
+		before := st.parent.Revision()
+		if err := c.readParent(ctx, wf, parent, st, leaves, counted); err != nil {
+			return nil, err
+		}
+		if st.parent.Revision() == before {
+			break // the parent did not change: a leaf's conditions failed
+		}
+	}
+	// Each leaf alone, then the committed ones counted.
+	var done []string
+	for _, l := range todo {
+		if counted[l.child] {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, txnTimeout)
+		resp, err := c.store.Client().Txn(tctx).If(l.cmps...).Then(kvmodel.EtcdOps(l.ops)...).Commit()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("commit leaf %s: %w", l.child, err)
+		}
+		if l.committed = resp.Succeeded; l.committed {
+			done = append(done, l.child)
+		}
+	}
+	if len(done) == 0 {
+		return nil, nil
+	}
+	return c.commit(ctx, wf, parent, st, done)
+}
+
+// readParent reads parent into st, and into counted which of leaves are
+// counted already.
+func (c *counters) readParent(ctx context.Context, wf, parent string, st *counterState, leaves []*leafCommit, counted map[string]bool) error {
+	pkey := kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: parent})
+	ops := []clientv3.Op{clientv3.OpGet(pkey)}
+	for _, l := range leaves {
+		ops = append(ops, clientv3.OpGet(countedKey(wf, l.child), clientv3.WithCountOnly()))
+	}
+	tctx, cancel := context.WithTimeout(ctx, txnTimeout)
+	resp, err := c.store.Client().Txn(tctx).Then(ops...).Commit()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read parent counter: %w", err)
+	}
+	kvs := kvsOf(resp.Responses[0])
+	if len(kvs) == 0 {
+		return fmt.Errorf("parent invocation %s: %w", parent, kvmodel.ErrNotFound)
+	}
+	p := &kvmodel.Invocation{}
+	if err := kvmodel.Decode(p, string(kvs[0].Key), kvs[0].Value, kvs[0].ModRevision); err != nil {
+		return err
+	}
+	st.parent = p
+	for i, l := range leaves {
+		counted[l.child] = resp.Responses[i+1].GetResponseRange().Count > 0
+	}
+	return nil
 }
 
 func dedupe(ids []string) []string {

@@ -16,7 +16,9 @@ import (
 // the reduction in one transaction: no reduce message, no second load, one
 // fsync'd write instead of two. A crash before that commit leaves the map
 // message to be redelivered (nothing was written); a crash after it leaves
-// the parent's counter to ensureFollowUps, as for any reduction.
+// the parent's counter to ensureFollowUps, as for any reduction. A leaf
+// with a parent commits in the same transaction as its parent's decrement,
+// batched with its siblings' (counters.commitLeaf).
 
 // fusable reports whether this runner may run step's reducer right after
 // its mapper.
@@ -64,6 +66,23 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	}
 	bulk := append(kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostCombine, data), kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostReduce, reduced)...)
 	final := append([]kvmodel.Op{kvmodel.PutOp(m)}, r.reductionOps(rt, rh)...)
+	if cmps, ops := r.unchanged(t), append(bulk, final...); parent != "" && leafFits(cmps, ops) {
+		// With its parent's decrement, batched with its siblings'
+		// (counter.go).
+		committed, zero, err := r.counters.commitLeaf(ctx, wf, parent, m.ID, cmps, ops)
+		if err != nil {
+			return err
+		}
+		if !committed {
+			return t.changed()
+		}
+		r.count(t, h, "done")
+		r.count(rt, rh, "done")
+		if zero != nil {
+			return r.publishReduce(ctx, zero, newReduceInvocation(zero))
+		}
+		return nil
+	}
 	resp, err := r.store.Commit(ctx, r.unchanged(t), bulk, final)
 	if err != nil {
 		return err
