@@ -41,7 +41,8 @@ const (
 )
 
 // parkFor is how long a kept child may wait for its next run:
-// JOBX_ZYGOTE_PARK_SECONDS, as the runtime reads it, 1 s by default.
+// JOBX_ZYGOTE_PARK_SECONDS, as the runtime reads it (when the zygote
+// starts), 1 s by default.
 func parkFor() time.Duration {
 	if s := os.Getenv("JOBX_ZYGOTE_PARK_SECONDS"); s != "" {
 		if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 {
@@ -138,7 +139,7 @@ func (z *Zygote) park(key laneKey, l *lane) {
 		drop = append(drop, z.dropOldestLane())
 	}
 	if z.sweep == nil {
-		z.sweep = time.AfterFunc(parkFor(), z.sweepLanes)
+		z.sweep = time.AfterFunc(z.parkFor, z.sweepLanes)
 	}
 	z.mu.Unlock()
 	for _, d := range drop {
@@ -176,7 +177,7 @@ func (z *Zygote) dropOldestLane() *lane {
 // sweepLanes retires the lanes idle for parkFor and runs again when the
 // next one is due.
 func (z *Zygote) sweepLanes() {
-	idle := parkFor()
+	idle := z.parkFor
 	now := time.Now()
 	var drop []*lane
 	z.mu.Lock()

@@ -48,6 +48,8 @@ type Zygote struct {
 	lanes  map[laneKey][]*lane
 	sweep  *time.Timer // retires idle lanes; nil when none is kept
 	closed bool
+	// parkFor is how long a lane may wait for its next run.
+	parkFor time.Duration
 
 	closeOnce sync.Once
 	closeErr  error
@@ -141,6 +143,7 @@ func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *sl
 		dead:     make(chan struct{}),
 		children: map[*Child]struct{}{},
 		lanes:    map[laneKey][]*lane{},
+		parkFor:  parkFor(),
 	}
 	z.cmd = exec.Command(Interpreter, runtimePath, "zygote", socketPath)
 	z.cmd.Stdin = stdinR
