@@ -148,66 +148,60 @@ func (c *counters) commitLoop(ctx context.Context, wf, parent, key string, st *c
 	}
 }
 
-// commitBatch commits a batch's leaves with their decrements, in as few
-// transactions as etcd's limits allow, then decrements for the children
-// that were committed elsewhere.
+// commitBatch commits a batch: its leaves' own commits and every child's
+// decrement, in as few transactions as etcd's limits allow.
 func (c *counters) commitBatch(ctx context.Context, wf, parent string, st *counterState, b *counterBatch) (*kvmodel.Invocation, error) {
-	var zero *kvmodel.Invocation
-	isLeaf := map[string]bool{}
-	var leaves []*leafCommit
+	seen := map[string]bool{}
+	var all []*leafCommit
 	for _, l := range b.leaves {
-		if !isLeaf[l.child] { // a duplicate delivery's second copy stays uncommitted
-			isLeaf[l.child] = true
-			leaves = append(leaves, l)
+		if !seen[l.child] { // a duplicate delivery's second copy stays uncommitted
+			seen[l.child] = true
+			all = append(all, l)
 		}
 	}
-	for len(leaves) > 0 {
+	for _, ch := range b.children {
+		if !seen[ch] { // a child committed elsewhere: only its decrement
+			seen[ch] = true
+			all = append(all, &leafCommit{child: ch})
+		}
+	}
+	var zero *kvmodel.Invocation
+	for len(all) > 0 {
 		n, ops, cmps, size := 0, 3, 1, 0
-		for n < len(leaves) {
-			l := leaves[n]
+		for n < len(all) {
+			l := all[n]
 			ops, cmps, size = ops+len(l.ops)+1, cmps+len(l.cmps)+1, size+opsSize(l.ops)
 			if n > 0 && (ops > kvmodel.MaxTxnOps || cmps > kvmodel.MaxTxnOps || size > maxBatchBytes) {
 				break
 			}
 			n++
 		}
-		z, err := c.commitLeaves(ctx, wf, parent, st, leaves[:n])
+		z, err := c.commitLeaves(ctx, wf, parent, st, all[:n])
 		if err != nil {
 			return zero, err
 		}
 		if z != nil {
 			zero = z
 		}
-		leaves = leaves[n:]
-	}
-	var plain []string
-	for _, ch := range dedupe(b.children) {
-		if !isLeaf[ch] {
-			plain = append(plain, ch)
-		}
-	}
-	if len(plain) > 0 {
-		z, err := c.commit(ctx, wf, parent, st, plain)
-		if err != nil {
-			return zero, err
-		}
-		if z != nil {
-			zero = z
-		}
+		all = all[n:]
 	}
 	return zero, nil
 }
 
-// maxLeafBatchAttempts bounds the retries of a batch of leaves whose
-// parent another runner changed meanwhile; then each leaf commits alone.
-const maxLeafBatchAttempts = 3
-
-// commitLeaves commits leaves (that fit one transaction) and counts them
-// in parent, atomically. When the transaction fails for another reason
-// than a change of the parent (a leaf's own conditions), each leaf
-// commits alone and the committed ones are counted as usual.
+// commitLeaves applies one transaction's worth of a batch: each leaf's
+// own commit (if it has one) under its conditions, its counted marker, and
+// parent.mapped_waiting -= the number of leaves not counted before; the
+// decrement that reaches zero also creates the parent's reduce invocation.
+// A transaction that fails because the parent changed (another runner's
+// decrement) is retried on a fresh read. One that fails otherwise (a
+// leaf's own conditions) is split: each leaf commits alone, and those that
+// did are counted.
 func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *counterState, leaves []*leafCommit) (*kvmodel.Invocation, error) {
 	pkey := kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: parent})
+	own := false // whether any leaf brings its own commit
+	for _, l := range leaves {
+		own = own || len(l.cmps) > 0 || len(l.ops) > 0
+	}
 	counted := map[string]bool{}
 	if st.parent == nil {
 		if err := c.readParent(ctx, wf, parent, st, leaves, counted); err != nil {
@@ -215,7 +209,7 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 		}
 	}
 	var todo []*leafCommit
-	for attempt := 0; attempt < maxLeafBatchAttempts; attempt++ {
+	for attempt := 0; attempt < maxCounterAttempts; attempt++ {
 		todo = todo[:0]
 		for _, l := range leaves {
 			if !counted[l.child] { // counted: committed before, by a duplicate
@@ -246,7 +240,7 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 		resp, err := c.store.Client().Txn(tctx).If(cmps...).Then(then...).Commit()
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("commit leaves of %s: %w", parent, err)
+			return nil, fmt.Errorf("decrement parent counter: %w", err)
 		}
 		if resp.Succeeded {
 			p.SetRevision(resp.Header.Revision)
@@ -259,16 +253,19 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 			}
 			return nil, nil
 		}
-		before := st.parent.Revision()
+		before, wasCounted := st.parent.Revision(), len(todo)
 		if err := c.readParent(ctx, wf, parent, st, leaves, counted); err != nil {
 			return nil, err
 		}
-		if st.parent.Revision() == before {
-			break // the parent did not change: a leaf's conditions failed
+		if own && st.parent.Revision() == before && uncounted(leaves, counted) == wasCounted {
+			break // neither the parent nor a marker explains it: a leaf's own conditions failed
 		}
 	}
+	if !own {
+		return nil, fmt.Errorf("parent counter of %s: %w after %d attempts", parent, kvmodel.ErrConflict, maxCounterAttempts)
+	}
 	// Each leaf alone, then the committed ones counted.
-	var done []string
+	var done []*leafCommit
 	for _, l := range todo {
 		if counted[l.child] {
 			continue
@@ -280,13 +277,23 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 			return nil, fmt.Errorf("commit leaf %s: %w", l.child, err)
 		}
 		if l.committed = resp.Succeeded; l.committed {
-			done = append(done, l.child)
+			done = append(done, &leafCommit{child: l.child})
 		}
 	}
 	if len(done) == 0 {
 		return nil, nil
 	}
-	return c.commit(ctx, wf, parent, st, done)
+	return c.commitLeaves(ctx, wf, parent, st, done)
+}
+
+func uncounted(leaves []*leafCommit, counted map[string]bool) int {
+	n := 0
+	for _, l := range leaves {
+		if !counted[l.child] {
+			n++
+		}
+	}
+	return n
 }
 
 // readParent reads parent into st, and into counted which of leaves are
@@ -316,88 +323,6 @@ func (c *counters) readParent(ctx context.Context, wf, parent string, st *counte
 		counted[l.child] = resp.Responses[i+1].GetResponseRange().Count > 0
 	}
 	return nil
-}
-
-func dedupe(ids []string) []string {
-	seen := make(map[string]bool, len(ids))
-	out := ids[:0:0]
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// commit applies one batch: parent.mapped_waiting -= len(children not yet
-// counted), with their markers, in one transaction; the decrement that
-// reaches zero also creates the parent's reduce invocation.
-func (c *counters) commit(ctx context.Context, wf, parent string, st *counterState, children []string) (*kvmodel.Invocation, error) {
-	pkey := kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: parent})
-	counted := map[string]bool{}
-	for attempt := 0; attempt < maxCounterAttempts; attempt++ {
-		if st.parent == nil || attempt > 0 {
-			// Read the parent and which children are already counted.
-			ops := []clientv3.Op{clientv3.OpGet(pkey)}
-			for _, ch := range children {
-				ops = append(ops, clientv3.OpGet(countedKey(wf, ch), clientv3.WithCountOnly()))
-			}
-			resp, err := c.store.Client().Txn(ctx).Then(ops...).Commit()
-			if err != nil {
-				return nil, fmt.Errorf("read parent counter: %w", err)
-			}
-			kvs := kvsOf(resp.Responses[0])
-			if len(kvs) == 0 {
-				return nil, fmt.Errorf("parent invocation %s: %w", parent, kvmodel.ErrNotFound)
-			}
-			p := &kvmodel.Invocation{}
-			if err := kvmodel.Decode(p, string(kvs[0].Key), kvs[0].Value, kvs[0].ModRevision); err != nil {
-				return nil, err
-			}
-			st.parent = p
-			for i, ch := range children {
-				counted[ch] = resp.Responses[i+1].GetResponseRange().Count > 0
-			}
-		}
-		var todo []string
-		for _, ch := range children {
-			if !counted[ch] {
-				todo = append(todo, ch)
-			}
-		}
-		if len(todo) == 0 {
-			return nil, nil
-		}
-		p := *st.parent
-		if p.MappedWaiting == nil || *p.MappedWaiting < len(todo) {
-			return nil, fmt.Errorf("parent invocation %s: %d children to count but mapped_waiting is %v", parent, len(todo), p.MappedWaiting)
-		}
-		p.MappedWaiting = kvmodel.IntPtr(*p.MappedWaiting - len(todo))
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(pkey), "=", st.parent.Revision())}
-		then := []clientv3.Op{clientv3.OpPut(pkey, string(mustEncode(&p)))}
-		for _, ch := range todo {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(countedKey(wf, ch)), "=", 0))
-			then = append(then, clientv3.OpPut(countedKey(wf, ch), "{}"))
-		}
-		if *p.MappedWaiting == 0 {
-			red := newReduceInvocation(&p)
-			then = append(then, clientv3.OpPut(kvmodel.Key(red), string(mustEncode(red))))
-		}
-		resp, err := c.store.Client().Txn(ctx).If(cmps...).Then(then...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("decrement parent counter: %w", err)
-		}
-		if resp.Succeeded {
-			p.SetRevision(resp.Header.Revision)
-			st.parent = &p
-			if *p.MappedWaiting == 0 {
-				return &p, nil
-			}
-			return nil, nil
-		}
-	}
-	return nil, fmt.Errorf("parent counter of %s: %w after %d attempts", parent, kvmodel.ErrConflict, maxCounterAttempts)
 }
 
 func mustEncode(e kvmodel.Entity) []byte {

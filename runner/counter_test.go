@@ -3,44 +3,24 @@ package runner
 import (
 	"context"
 	"testing"
-	"time"
 
-	"github.com/jobx/jobx/internal/embedded"
+	"github.com/jobx/jobx/internal/testenv/etcdtest"
 	"github.com/jobx/jobx/kvmodel"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
-// etcdClient starts an embedded etcd (internal/testenv imports this
-// package, so it cannot be used here).
-func etcdClient(t *testing.T) *clientv3.Client {
-	t.Helper()
-	e, err := embedded.StartEtcd(context.Background(), embedded.EtcdOptions{
-		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true,
-	})
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // Leaves committed in one batch with their parent's decrement: a leaf whose
-// own condition fails is left out (its siblings still commit and count),
-// a leaf counted before is not counted again, and the batch that brings
-// the parent to zero creates its reduce invocation and reports it once.
+// own condition fails is left out (its siblings, and a child committed
+// elsewhere, still commit and count), a leaf counted before is not counted
+// again, and the batch that brings the parent to zero creates its reduce
+// invocation and reports it.
 func TestLeafBatchCommitsWithTheParentsDecrement(t *testing.T) {
-	cli := etcdClient(t)
+	_, cli := etcdtest.Start(t)
 	store := kvmodel.NewStore(cli)
 	ctx := context.Background()
 	const wf = "wf"
 	parent := &kvmodel.Invocation{ID: kvmodel.NewID(), WorkflowName: wf, RequestID: "r", Direction: kvmodel.DirectionMap,
-		StepName: "split", State: kvmodel.StateDone, MappedCount: kvmodel.IntPtr(4), MappedWaiting: kvmodel.IntPtr(4)}
+		StepName: "split", State: kvmodel.StateDone, MappedCount: kvmodel.IntPtr(5), MappedWaiting: kvmodel.IntPtr(5)}
 	if err := store.Apply(ctx, []kvmodel.Op{kvmodel.PutOp(parent)}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +49,22 @@ func TestLeafBatchCommitsWithTheParentsDecrement(t *testing.T) {
 		return *p.MappedWaiting
 	}
 
-	// One batch: 0 and 2 hold, 1 does not, and a duplicate of 0.
+	// One batch: 0 and 2 hold, 1 does not, a duplicate of 0, and child 4
+	// whose reduction was committed elsewhere (a decrement only).
 	l0, l1, l2 := leaf(0, true), leaf(1, false), leaf(2, true)
 	dup := leaf(0, true)
+	plain := kvmodel.ChildID(parent.ID, 4)
 	st := &counterState{}
-	b := &counterBatch{children: []string{l0.child, l1.child, l2.child, dup.child}, leaves: []*leafCommit{l0, l1, l2, dup}}
+	b := &counterBatch{children: []string{l0.child, l1.child, l2.child, dup.child, plain}, leaves: []*leafCommit{l0, l1, l2, dup}}
 	zero, err := c.commitBatch(ctx, wf, parent.ID, st, b)
 	if err != nil || zero != nil {
 		t.Fatalf("first batch: zero %v, err %v", zero, err)
 	}
 	if !l0.committed || l1.committed || !l2.committed || dup.committed {
 		t.Fatalf("committed: %v %v %v, duplicate %v; want true false true, false", l0.committed, l1.committed, l2.committed, dup.committed)
+	}
+	if resp, err := cli.Get(ctx, countedKey(wf, plain), clientv3.WithCountOnly()); err != nil || resp.Count != 1 {
+		t.Fatalf("child 4 not counted: %v", err)
 	}
 	if !committed(l0) || committed(l1) || !committed(l2) || waiting() != 2 {
 		t.Fatalf("stored: %v %v %v, waiting %d; want true false true, 2", committed(l0), committed(l1), committed(l2), waiting())

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jobx/jobx/internal/embedded"
+	"github.com/jobx/jobx/internal/testenv/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -18,19 +18,7 @@ import (
 // endpoint and a client; both are closed when the test ends.
 func Etcd(t testing.TB) (string, *clientv3.Client) {
 	t.Helper()
-	e, err := embedded.StartEtcd(context.Background(), embedded.EtcdOptions{
-		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true,
-	})
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second, Logger: nopZap()})
-	if err != nil {
-		t.Fatalf("etcd client: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return e.Endpoint, cli
+	return etcdtest.Start(t)
 }
 
 // NSQD starts an in-process nsqd and returns its TCP address.

@@ -1,0 +1,34 @@
+// Package etcdtest starts an embedded etcd for a test. It is testenv.Etcd
+// for the packages testenv itself imports (the runner), which cannot
+// import testenv.
+package etcdtest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jobx/jobx/internal/embedded"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Start starts an embedded etcd (fast ticks, no fsync) on loopback ports
+// the kernel picks and returns its endpoint and a client; both are closed
+// when the test ends.
+func Start(t testing.TB) (string, *clientv3.Client) {
+	t.Helper()
+	e, err := embedded.StartEtcd(context.Background(), embedded.EtcdOptions{
+		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true,
+	})
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return e.Endpoint, cli
+}
