@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"regexp"
 	"strings"
@@ -166,5 +167,42 @@ func TestRequestGraphFormats(t *testing.T) {
 	png := c.do("GET", "/request/dev/"+id+"/graph?format=png", "", "")
 	if png.status != 501 || !strings.Contains(png.raw, "graphviz") {
 		t.Fatalf("png without dot: %d %s", png.status, png.raw)
+	}
+}
+
+// TestTraceOfAWideRequest loads a request whose root branched to more
+// children than one read transaction holds: every child is there, in
+// order, with its data and its reduce invocation.
+func TestTraceOfAWideRequest(t *testing.T) {
+	c := basic(t)
+	c.handler("wf", "map_fan", "map/fan.py", `"""
+Branch to n children, child i gets i.
+
+**
+handler_type: mapper
+"""
+n = dict(arguments)['n']
+yield MrConfigureToMap('chunk')
+for i in range(n):
+    yield ('n', i)
+`)
+	c.step("wf", "fan", "map_fan", "", "reduce_noop")
+	c.job("wf", "fan", "fan")
+	const n = 61
+	r := c.post("wf", "fan", `{"arguments":{"n":61}}`, "keep=true")
+	r.pairs(t)
+	g, err := trace.Load(context.Background(), c.store, "wf", r.header.Get("X-MR-REQUEST-ID"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Counts != (trace.Counts{Invocations: 2 + 2*n, Done: 2 + 2*n}) || len(g.Root.Children) != n {
+		t.Fatalf("counts %+v, %d children; want %d invocations, all done, and %d children", g.Counts, len(g.Root.Children), 2+2*n, n)
+	}
+	for i, ch := range g.Root.Children {
+		want := fmt.Sprintf(`["n",%d]`, i)
+		if ch.Data == nil || len(ch.Data.Arguments) != 1 || string(ch.Data.Arguments[0]) != want || ch.Reduce == nil ||
+			ch.Reduce.State != "done" || !ch.Datasets.PostReduce || ch.Handler != "map_yield" {
+			t.Fatalf("child %d: %+v, data %+v; want arguments %s, a done reduction and a post_reduce dataset", i, ch, ch.Data, want)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/jobx/jobx/kvmodel"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -112,34 +113,89 @@ func (l *loader) step(name string) *kvmodel.Step {
 	return s
 }
 
-// load reads map invocation m, its reduce invocation and, recursively, its
-// children.
-func (l *loader) load(m string) (*Node, error) {
-	wf := l.wf
-	ops := []clientv3.Op{
-		clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: m})),
-		clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: kvmodel.ReduceID(m)})),
-	}
-	types := []kvmodel.DatasetType{kvmodel.Arguments, kvmodel.PostCombine, kvmodel.PostReduce}
-	for _, typ := range types {
-		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-		if !l.data {
-			opts = append(opts, clientv3.WithCountOnly())
-		}
-		ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(wf, m, typ), opts...))
-	}
-	resp, err := l.st.Client().Txn(l.ctx).Then(ops...).Commit()
+// load reads the tree of map invocation root: each node with its reduce
+// invocation and datasets, a branch's children in transactions of
+// nodesPerTxn (a request of thousands of invocations is read in tens of
+// transactions, not thousands).
+func (l *loader) load(root string) (*Node, error) {
+	level, err := l.read([]string{root})
 	if err != nil {
-		return nil, fmt.Errorf("read invocation %s: %w", m, err)
+		return nil, err
 	}
-	inv, err := decode(resp.Responses[0].GetResponseRange())
+	top := level[0]
+	for len(level) > 0 {
+		var next []*Node
+		for _, n := range level {
+			if !n.branchOut {
+				continue
+			}
+			ids, err := l.st.Children(l.ctx, l.wf, n.ID)
+			if err != nil {
+				return nil, err
+			}
+			if n.Children, err = l.read(ids); err != nil {
+				return nil, err
+			}
+			next = append(next, n.Children...)
+		}
+		level = next
+	}
+	return top, nil
+}
+
+// datasetTypes are the datasets read for each map invocation, in order.
+var datasetTypes = []kvmodel.DatasetType{kvmodel.Arguments, kvmodel.PostCombine, kvmodel.PostReduce}
+
+// opsPerNode is the reads per map invocation: it, its reduce invocation
+// and its datasets.
+var opsPerNode = 2 + len(datasetTypes)
+
+// nodesPerTxn keeps a transaction within etcd's operation limit.
+var nodesPerTxn = kvmodel.MaxTxnOps / opsPerNode
+
+// read reads map invocations ids (without their children), in order.
+func (l *loader) read(ids []string) ([]*Node, error) {
+	out := make([]*Node, 0, len(ids))
+	for start := 0; start < len(ids); start += nodesPerTxn {
+		batch := ids[start:min(start+nodesPerTxn, len(ids))]
+		ops := make([]clientv3.Op, 0, opsPerNode*len(batch))
+		for _, m := range batch {
+			ops = append(ops,
+				clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: l.wf, ID: m})),
+				clientv3.OpGet(kvmodel.Key(&kvmodel.Invocation{WorkflowName: l.wf, ID: kvmodel.ReduceID(m)})))
+			for _, typ := range datasetTypes {
+				opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+				if !l.data {
+					opts = append(opts, clientv3.WithCountOnly())
+				}
+				ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(l.wf, m, typ), opts...))
+			}
+		}
+		resp, err := l.st.Client().Txn(l.ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read invocations %s...: %w", batch[0], err)
+		}
+		for i, m := range batch {
+			n, err := l.nodeOf(m, resp.Responses[opsPerNode*i:opsPerNode*(i+1)])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// nodeOf builds map invocation m's node from its reads (see read).
+func (l *loader) nodeOf(m string, rs []*etcdserverpb.ResponseOp) (*Node, error) {
+	inv, err := decode(rs[0].GetResponseRange())
 	if err != nil || inv == nil {
 		return nil, fmt.Errorf("invocation %s: %w", m, kvmodel.ErrNotFound)
 	}
 	n := l.node(inv, kvmodel.DirectionMap)
 	ds := []*bool{&n.Datasets.Arguments, &n.Datasets.PostCombine, &n.Datasets.PostReduce}
-	for i := range types {
-		rr := resp.Responses[2+i].GetResponseRange()
+	for i, typ := range datasetTypes {
+		rr := rs[2+i].GetResponseRange()
 		*ds[i] = rr.Count > 0
 		if l.data && rr.Count > 0 {
 			if n.Data == nil {
@@ -149,11 +205,11 @@ func (l *loader) load(m string) (*Node, error) {
 			for _, kv := range rr.Kvs {
 				raw = append(raw, kv.Value...)
 			}
-			items, err := decodeItems(types[i], raw)
+			items, err := decodeItems(typ, raw)
 			if err != nil {
-				return nil, fmt.Errorf("invocation %s %s: %w", m, types[i], err)
+				return nil, fmt.Errorf("invocation %s %s: %w", m, typ, err)
 			}
-			switch types[i] {
+			switch typ {
 			case kvmodel.Arguments:
 				n.Data.Arguments = items
 			case kvmodel.PostCombine:
@@ -163,23 +219,10 @@ func (l *loader) load(m string) (*Node, error) {
 			}
 		}
 	}
-	if red, _ := decode(resp.Responses[1].GetResponseRange()); red != nil {
+	if red, _ := decode(rs[1].GetResponseRange()); red != nil {
 		n.Reduce = l.node(red, kvmodel.DirectionReduce)
 	}
-	if inv.IsBranch() {
-		n.branchOut = true
-		children, err := l.st.Children(l.ctx, wf, m)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range children {
-			child, err := l.load(c)
-			if err != nil {
-				return nil, err
-			}
-			n.Children = append(n.Children, child)
-		}
-	}
+	n.branchOut = inv.IsBranch()
 	return n, nil
 }
 
