@@ -74,8 +74,10 @@ func (c *counters) decrement(ctx context.Context, wf, parent, child string) (*kv
 // did not hold. zero is as for decrement.
 func (c *counters) commitLeaf(ctx context.Context, wf, parent, child string, cmps []clientv3.Cmp, ops []kvmodel.Op) (committed bool, zero *kvmodel.Invocation, err error) {
 	l := &leafCommit{child: child, cmps: cmps, ops: ops}
-	zero, err = c.join(ctx, wf, parent, child, l)
-	return l.committed, zero, err
+	if zero, err = c.join(ctx, wf, parent, child, l); err != nil {
+		return false, nil, err // l.committed is the committer's until its batch is done
+	}
+	return l.committed, zero, nil
 }
 
 // leafFits reports whether a leaf's commit can ride in a batch: alone in
