@@ -255,11 +255,11 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 			}
 			return nil, nil
 		}
-		before, wasCounted := st.parent.Revision(), len(todo)
+		revBefore, uncountedBefore := st.parent.Revision(), len(todo)
 		if err := c.readParent(ctx, wf, parent, st, leaves, counted); err != nil {
 			return nil, err
 		}
-		if own && st.parent.Revision() == before && uncounted(leaves, counted) == wasCounted {
+		if own && st.parent.Revision() == revBefore && uncounted(leaves, counted) == uncountedBefore {
 			break // neither the parent nor a marker explains it: a leaf's own conditions failed
 		}
 	}

@@ -26,8 +26,7 @@ type task struct {
 	data []byte              // map: arguments; reduce of a leaf: the map invocation's post_combine
 	m    *kvmodel.Invocation // reduce: the map invocation being reduced
 	// fresh: built from the message's Fresh copy, not read from etcd.
-	fresh    bool
-	reqBytes []byte // the request's JSON, once encoded (reqJSON)
+	fresh bool
 }
 
 // errStale means a first delivery's Fresh copy no longer matched etcd at
@@ -364,6 +363,7 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 	}
 	ids := make([]string, len(pairs))
 	fresh := make([]*queue.Fresh, len(pairs))
+	reqJSON, _ := kvmodel.Encode(t.req) // as stored at t.req's revision; nil: no copies
 	var bulk []kvmodel.Op
 	now := kvmodel.Now()
 	for i, p := range pairs {
@@ -375,7 +375,7 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 		put, args := kvmodel.PutOp(child), kvmodel.AppendPairItem(nil, p)
 		bulk = append(bulk, put)
 		bulk = append(bulk, kvmodel.DatasetOps(wf, ids[i], kvmodel.Arguments, args)...)
-		fresh[i] = queue.NewFresh(put.Value, t.reqJSON(), t.req.Revision(), args)
+		fresh[i] = queue.NewFresh(put.Value, reqJSON, t.req.Revision(), args)
 	}
 	bulk = append(bulk, kvmodel.MappedOps(wf, t.inv.ID, ids)...)
 	d := r.done(t.inv, h.Name)
@@ -402,17 +402,8 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 	return r.publishMaps(ctx, t.inv.RequestID, wf, nextStep, ids, fresh...)
 }
 
-// reqJSON is the request as stored (at t.req's revision), for Fresh
-// copies; nil when it cannot be encoded (no copy is sent then).
-func (t *task) reqJSON() []byte {
-	if t.reqBytes == nil {
-		t.reqBytes, _ = kvmodel.Encode(t.req)
-	}
-	return t.reqBytes
-}
-
 // publishMaps queues map invocations ids of step; fresh, when given, holds
-// each one's Fresh copy (nil ones are sent without).
+// each one's Fresh copy (a nil one is sent without).
 func (r *Runner) publishMaps(ctx context.Context, requestID, wf string, step *kvmodel.Step, ids []string, fresh ...*queue.Fresh) error {
 	h, err := r.catalog.Handler(ctx, wf, step.MapHandlerName)
 	if err != nil {
@@ -421,7 +412,7 @@ func (r *Runner) publishMaps(ctx context.Context, requestID, wf string, step *kv
 	bodies := make([][]byte, len(ids))
 	for i, id := range ids {
 		msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: requestID, InvocationID: id, StepName: step.Name}
-		if i < len(fresh) && fresh[i] != nil && fresh[i].Request != nil {
+		if i < len(fresh) {
 			msg.Fresh = fresh[i]
 		}
 		bodies[i] = msg.Encode()

@@ -66,7 +66,8 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	}
 	bulk := append(kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostCombine, data), kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostReduce, reduced)...)
 	final := append([]kvmodel.Op{kvmodel.PutOp(m)}, r.reductionOps(rt, rh)...)
-	if cmps, ops := r.unchanged(t), append(bulk, final...); parent != "" && leafFits(cmps, ops) {
+	cmps := r.unchanged(t)
+	if ops := append(bulk[:len(bulk):len(bulk)], final...); parent != "" && leafFits(cmps, ops) {
 		// With its parent's decrement, batched with its siblings'
 		// (counter.go).
 		committed, zero, err := r.counters.commitLeaf(ctx, wf, parent, m.ID, cmps, ops)
@@ -83,7 +84,7 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 		}
 		return nil
 	}
-	resp, err := r.store.Commit(ctx, r.unchanged(t), bulk, final)
+	resp, err := r.store.Commit(ctx, cmps, bulk, final)
 	if err != nil {
 		return err
 	}

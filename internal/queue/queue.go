@@ -60,9 +60,9 @@ type Fresh struct {
 const MaxFreshArguments = 4 << 10
 
 // NewFresh returns the Fresh copy, or nil when the arguments are too
-// large to carry.
+// large to carry or a record is missing.
 func NewFresh(invocation, request []byte, requestRevision int64, arguments []byte) *Fresh {
-	if len(arguments) > MaxFreshArguments {
+	if len(arguments) > MaxFreshArguments || invocation == nil || request == nil {
 		return nil
 	}
 	return &Fresh{Invocation: invocation, Request: request, RequestRevision: requestRevision, Arguments: string(arguments)}
