@@ -13,14 +13,14 @@ bin/jobx: $(shell find . -name '*.go' -not -path './bench/*') go.mod go.sum
 	$(GO) build -o bin/jobx ./cmd/jobx
 
 # The agent runs inside sandboxes: static, so any image can hold it.
-bin/jobx-agent: $(shell find cmd/jobx-agent runner/containerd/agent -name '*.go') go.mod go.sum
+bin/jobx-agent: $(shell find cmd/jobx-agent sandbox/agent -name '*.go') go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -o bin/jobx-agent ./cmd/jobx-agent
 
 ## deps: install what the handlers, sandboxes and tests use (Debian packages, as root):
 ## interpreters, curl (sh session helpers), containerd and runc, busybox-static (sandbox
-## images), graphviz (graphs), chromium (the browser test)
+## images), bubblewrap (the namespace sandbox), graphviz (graphs), chromium (the browser test)
 DEB_DEPS = python3:python3 node:nodejs perl:perl curl:curl containerd:containerd runc:runc \
-	busybox:busybox-static dot:graphviz chromium:chromium
+	busybox:busybox-static bwrap:bubblewrap dot:graphviz chromium:chromium
 # install_missing installs the Debian packages of the check:package pairs in $(1) whose check
 # fails; a check is a command on PATH, or py.<module> for a module Debian's python3 imports.
 DEB_PYTHON = /usr/bin/python3

@@ -13,6 +13,8 @@ import (
 	"github.com/jobx/jobx/kvmodel"
 	_ "github.com/jobx/jobx/processors/all"
 	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/none"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -36,7 +38,7 @@ type cluster struct {
 
 // startCluster starts the servers under dir; load writes the workflow
 // definitions before the gateway and runner start, so both see them at once.
-func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error, box ...runner.Sandbox) (*cluster, error) {
+func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(context.Context, *kvmodel.Store) error, box ...sandbox.Sandbox) (*cluster, error) {
 	c := &cluster{}
 	ok := false
 	defer func() {
@@ -78,6 +80,13 @@ func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(c
 	ro.Grace = 5 * time.Second
 	if len(box) > 0 {
 		ro.Sandbox = box[0]
+	} else {
+		nb, err := none.New(none.Options{Dir: filepath.Join(dir, "sandbox"), Zygotes: 2, Log: log})
+		if err != nil {
+			return nil, err
+		}
+		c.stops = append(c.stops, func() { nb.Close() })
+		ro.Sandbox = nb
 	}
 	c.runnerConcurrency = ro.Concurrency
 	if c.rn, err = runner.New(ctx, ro); err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
-	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sandbox"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 )
 
 // ctrFigures are the containerd sandbox's figures: (c) the trivial job on
@@ -152,7 +152,7 @@ func benchContainerd(ctx context.Context, cfg *config, dir string, docs []docume
 	for i := 0; i < n; i++ {
 		var out bytes.Buffer
 		start := time.Now()
-		o, err := cold.Run(ctx, &runner.RunSpec{Workflow: "cold", Handler: "h", HandlerType: "mapper", Program: prog,
+		o, err := cold.Run(ctx, &sandbox.RunSpec{Workflow: "cold", Handler: "h", HandlerType: "mapper", Program: prog,
 			Env: []string{"PATH=/usr/bin:/bin"}, Stdin: strings.NewReader(""), Stdout: &out})
 		if err != nil || !o.Succeeded() || !strings.Contains(out.String(), "jobx") {
 			return nil, "", fmt.Errorf("cold run: %v %+v %q", err, o, out.String())

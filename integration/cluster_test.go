@@ -96,6 +96,9 @@ func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, st
 	for _, f := range mods {
 		f(o)
 	}
+	if o.Sandbox == nil {
+		o.Sandbox = testenv.Sandbox(c.t, filepath.Join(o.Dir, "sandbox"))
+	}
 	r, err := runner.New(context.Background(), o)
 	if err != nil {
 		c.t.Fatal(err)

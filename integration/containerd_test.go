@@ -20,7 +20,7 @@ import (
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	"github.com/jobx/jobx/sharedfs"
 )
 

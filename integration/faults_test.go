@@ -21,7 +21,7 @@ import (
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 

@@ -13,6 +13,7 @@ import (
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
+	"github.com/jobx/jobx/sandbox"
 	"github.com/nsqio/go-nsq"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -778,7 +779,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	for attempt := 0; ; attempt++ {
 		out.reset()
 		lw := &lineWriter{fn: out.line}
-		spec := &RunSpec{
+		spec := &sandbox.RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
 			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
@@ -809,7 +810,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 // run runs one handler on the sandbox, at most Concurrency at a time:
 // the messages in flight beyond that are loading their data or recording
 // their results meanwhile.
-func (r *Runner) run(ctx context.Context, spec *RunSpec) (*Outcome, error) {
+func (r *Runner) run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -819,7 +820,7 @@ func (r *Runner) run(ctx context.Context, spec *RunSpec) (*Outcome, error) {
 	return r.sandbox.Run(ctx, spec)
 }
 
-func failureOf(h *kvmodel.Handler, out *Outcome, protoErr error, l Limits) *kvmodel.Failure {
+func failureOf(h *kvmodel.Handler, out *sandbox.Outcome, protoErr error, l sandbox.Limits) *kvmodel.Failure {
 	f := &kvmodel.Failure{Handler: h.Name, StderrTail: out.StderrTail}
 	code := out.ExitCode
 	switch {
@@ -846,8 +847,8 @@ func failureOf(h *kvmodel.Handler, out *Outcome, protoErr error, l Limits) *kvmo
 // limits merges a handler's header limits over the runner's defaults.
 // The handler's header wins, then the workflow's defaults, then the
 // runner's.
-func (r *Runner) limits(ctx context.Context, h *kvmodel.Handler) (Limits, error) {
-	l := Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput}
+func (r *Runner) limits(ctx context.Context, h *kvmodel.Handler) (sandbox.Limits, error) {
+	l := sandbox.Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput}
 	layers := []*kvmodel.HandlerOptions{nil, &h.Options}
 	if wf, err := r.catalog.Workflow(ctx, h.WorkflowName); err == nil {
 		layers[0] = wf.Defaults

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sharedfs"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -45,8 +46,9 @@ type Options struct {
 	Concurrency int
 	// Dir is the runner's working directory (installed handlers, scratch).
 	Dir string
-	// Sandbox runs handlers; nil means a ProcessSandbox under Dir.
-	Sandbox Sandbox
+	// Sandbox runs handlers; required. The runner does not close it: the
+	// command (or test) that built it does, after the runner's Close.
+	Sandbox sandbox.Sandbox
 	// MaxAttempts bounds deliveries of a message whose processing keeps
 	// failing for infrastructure reasons; then its request fails.
 	MaxAttempts uint16
@@ -143,6 +145,9 @@ func (o *Options) validate() error {
 	}
 	if o.Dir == "" {
 		return errors.New("runner: no working directory (--dir)")
+	}
+	if o.Sandbox == nil {
+		return errors.New("runner: no sandbox (Options.Sandbox; --sandbox picks one)")
 	}
 	if len(o.Capabilities) == 0 {
 		return errors.New("runner: no capabilities (--capabilities / MR_SYSTEM_CAPABILITIES)")

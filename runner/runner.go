@@ -24,6 +24,7 @@ import (
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/nsqio/go-nsq"
 )
@@ -36,8 +37,7 @@ type Runner struct {
 	store    *kvmodel.Store
 	catalog  *kvmodel.Catalog
 	pub      *queue.Publisher
-	sandbox  Sandbox
-	ownsBox  bool
+	sandbox  sandbox.Sandbox
 	progs    programs
 	sem      chan struct{}
 	counters *counters
@@ -120,14 +120,6 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	}
 	r.svc.notify = r.postNotify
 	r.sandbox = o.Sandbox
-	if r.sandbox == nil {
-		r.sandbox, err = NewProcessSandbox(ProcessOptions{Dir: filepath.Join(o.Dir, "sandbox"), Zygotes: 2, Log: r.log})
-		if err != nil {
-			r.Close()
-			return nil, err
-		}
-		r.ownsBox = true
-	}
 	r.metrics = newMetrics(r)
 	return r, nil
 }
@@ -327,9 +319,6 @@ func (r *Runner) Close() error {
 		}
 		if r.pub != nil {
 			r.pub.Close()
-		}
-		if r.ownsBox && r.sandbox != nil {
-			err = r.sandbox.Close()
 		}
 		if r.svc != nil {
 			r.svc.close()

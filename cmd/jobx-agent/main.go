@@ -1,5 +1,5 @@
 // Command jobx-agent is the init process of jobx's warm containers: a
-// fork/exec server on a unix socket (see package runner/containerd/agent).
+// fork/exec server on a unix socket (see package sandbox/agent).
 // Build it static (CGO_ENABLED=0): it runs in images of any libc.
 //
 //	jobx-agent /jobx/run/agent.sock [zygote command...]
@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/jobx/jobx/runner/containerd/agent"
+	"github.com/jobx/jobx/sandbox/agent"
 )
 
 func main() {

@@ -8,7 +8,7 @@ import (
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -100,7 +100,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringSliceVar(&o.Workflows, "workflows", o.Workflows, "workflows served, comma-separated; empty serves all (env MR_WORKFLOW_NAMES)")
 	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs at once (JobX's MR_NSQ_MAX_IN_FLIGHT); twice as many messages are in flight, the others loading data or recording results")
 	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
-	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, process, or auto (containerd when one answers, else process with a warning)")
+	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, none, or auto (containerd when one answers, else none with a warning)")
 	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox (env JOBX_CONTAINERD)")
 	f.IntVar(&rf.pool.MaxSandboxes, "max-sandboxes", rf.pool.MaxSandboxes, "containerd: most sandboxes alive at once (warm or busy)")
 	f.Int64Var(&rf.pool.MemoryBudget, "sandbox-memory-budget", rf.pool.MemoryBudget, "containerd: bound on the sum of live sandboxes' memory limits, in bytes")
@@ -155,9 +155,9 @@ func (rf *runnerFlags) validate() error {
 		rf.opts.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: dir}
 	}
 	switch rf.sandbox {
-	case sandboxAuto, sandboxContainerd, sandboxProcess:
+	case sandboxAuto, sandboxContainerd, sandboxNone:
 	default:
-		return fmt.Errorf("--sandbox %q: want auto, containerd or process", rf.sandbox)
+		return fmt.Errorf("--sandbox %q: want auto, containerd or none", rf.sandbox)
 	}
 	return nil
 }

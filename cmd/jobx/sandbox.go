@@ -10,7 +10,9 @@ import (
 
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sandbox"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
+	"github.com/jobx/jobx/sandbox/none"
 	"github.com/jobx/jobx/sharedfs"
 )
 
@@ -18,19 +20,19 @@ import (
 const (
 	sandboxAuto       = "auto"
 	sandboxContainerd = "containerd"
-	sandboxProcess    = "process"
+	sandboxNone       = "none"
 )
 
 // defaultContainerd is the system containerd's socket.
 const defaultContainerd = "/run/containerd/containerd.sock"
 
-// sandbox is a built sandbox and what must be released with it.
-type sandbox struct {
-	box     runner.Sandbox // nil: the runner's own process sandbox
+// builtSandbox is a built sandbox and what must be released with it.
+type builtSandbox struct {
+	box     sandbox.Sandbox
 	cleanup []func()
 }
 
-func (s *sandbox) close() {
+func (s *builtSandbox) close() {
 	for i := len(s.cleanup) - 1; i >= 0; i-- {
 		s.cleanup[i]()
 	}
@@ -42,19 +44,19 @@ func (s *sandbox) close() {
 // installed) and the jobx-agent binary is found, else the process sandbox
 // with a warning. imagesDir holds the sandbox images (built on first use;
 // builds are cached).
-func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (*sandbox, error) {
-	sb := &sandbox{}
-	if rf.sandbox == sandboxProcess {
-		return sb, nil
+func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (*builtSandbox, error) {
+	sb := &builtSandbox{}
+	if rf.sandbox == sandboxNone {
+		return a.noneSandbox(o)
 	}
-	fallback := func(why string) (*sandbox, error) {
+	fallback := func(why string) (*builtSandbox, error) {
 		if rf.sandbox == sandboxContainerd {
 			sb.close()
 			return nil, fmt.Errorf("--sandbox containerd: %s", why)
 		}
-		a.log.Warn("handlers run in the process sandbox (no containers): " + why)
+		a.log.Warn("handlers run in the none sandbox (no isolation): " + why)
 		sb.close()
-		return &sandbox{}, nil
+		return a.noneSandbox(o)
 	}
 	agent, err := ctrd.FindAgent()
 	if err != nil {
@@ -131,4 +133,13 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 	sb.box = box
 	sb.cleanup = append(sb.cleanup, func() { box.Close() })
 	return sb, nil
+}
+
+// noneSandbox is the none sandbox under the runner's directory.
+func (a *app) noneSandbox(o *runner.Options) (*builtSandbox, error) {
+	box, err := none.New(none.Options{Dir: filepath.Join(o.Dir, "sandbox"), Zygotes: 2, Log: a.log})
+	if err != nil {
+		return nil, err
+	}
+	return &builtSandbox{box: box, cleanup: []func(){func() { box.Close() }}}, nil
 }

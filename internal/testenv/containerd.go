@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/jobx/jobx/images"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 )
 
 // Containerd starts a private containerd (own config, root, state and

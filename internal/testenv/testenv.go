@@ -11,6 +11,8 @@ import (
 
 	"github.com/jobx/jobx/internal/embedded"
 	"github.com/jobx/jobx/internal/testenv/etcdtest"
+	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/none"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -67,4 +69,17 @@ func (w *tWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// Sandbox returns the sandbox a test runner uses when the test picks none:
+// the none sandbox under dir, closed when the test ends (after the runners
+// the test stopped in its own cleanups registered later).
+func Sandbox(t testing.TB, dir string) sandbox.Sandbox {
+	t.Helper()
+	sb, err := none.New(none.Options{Dir: dir, Zygotes: 2, Log: Logger(t)})
+	if err != nil {
+		t.Fatalf("sandbox: %v", err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	return sb
 }

@@ -23,7 +23,7 @@
 // container runs anything else.
 //
 //	sb, err := containerd.New(ctx, opts) // removes stale containers of crashed runners
-//	out, err := sb.Run(ctx, spec)        // runner.Sandbox
+//	out, err := sb.Run(ctx, spec)        // sandbox.Sandbox
 //	sb.Close()                           // kills every sandbox
 package containerd
 
@@ -47,7 +47,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/processors/python"
-	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +76,7 @@ type Sandbox struct {
 	closeErr  error
 }
 
-var _ runner.Sandbox = (*Sandbox)(nil)
+var _ sandbox.Sandbox = (*Sandbox)(nil)
 
 type imageEntry struct {
 	once sync.Mutex
@@ -305,7 +305,7 @@ func (s *Sandbox) sharedDir(wf string) string {
 
 // learn records the host paths a RunSpec names that boxes must mount: the
 // services socket's directory and the workflow's shared directory.
-func (s *Sandbox) learn(spec *runner.RunSpec) {
+func (s *Sandbox) learn(spec *sandbox.RunSpec) {
 	s.hostMu.Lock()
 	defer s.hostMu.Unlock()
 	if spec.ServicesSocket != "" && s.servicesDir == "" {
@@ -320,7 +320,7 @@ func (s *Sandbox) learn(spec *runner.RunSpec) {
 }
 
 // processorOf names the processor of a program by how it runs.
-func processorOf(p *runner.RunSpec) string {
+func processorOf(p *sandbox.RunSpec) string {
 	switch {
 	case p.Program.Warm != nil && p.Program.Warm.Kind == "python":
 		return "python"
@@ -332,7 +332,7 @@ func processorOf(p *runner.RunSpec) string {
 	return "exec"
 }
 
-func (s *Sandbox) keyOf(spec *runner.RunSpec) key {
+func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 	proc := processorOf(spec)
 	k := key{workflow: spec.Workflow, processor: proc, image: s.opts.ImageFor(proc), network: "none",
 		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids}
@@ -362,7 +362,7 @@ func (s *Sandbox) keyOf(spec *runner.RunSpec) key {
 // Run runs one handler invocation on a warm sandbox, starting one if none
 // is idle. A handler killed by the memory limit reports OOMKilled, one
 // killed at its timeout TimedOut; an error means the sandbox failed.
-func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcome, error) {
+func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
 	if len(spec.Program.Argv) == 0 {
 		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
 	}
@@ -382,7 +382,7 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 		b, fresh, err := s.pool.acquire(ctx, k, reuse, handler)
 		if err != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return &runner.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
+				return &sandbox.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
 			}
 			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
 		}
@@ -402,7 +402,7 @@ func (s *Sandbox) Run(ctx context.Context, spec *runner.RunSpec) (*runner.Outcom
 // reuseOf returns the key under which a box's zygote may keep spec's
 // process for the next run of its handler (RunSpec.Reuse; "" when it may
 // not) and the handler, as the zygote tells handlers apart.
-func reuseOf(spec *runner.RunSpec) (reuse, handler string) {
+func reuseOf(spec *sandbox.RunSpec) (reuse, handler string) {
 	if spec.Reuse == "" || spec.Program.Warm == nil || spec.Program.Warm.Kind != "python" {
 		return "", ""
 	}
@@ -414,7 +414,7 @@ func reuseOf(spec *runner.RunSpec) (reuse, handler string) {
 // background) before b runs anything else: it kills and waits for what
 // the run left, removes its scratch directory and says whether b may be
 // reused.
-func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*runner.Outcome, func() bool, error) {
+func (s *Sandbox) runOn(ctx context.Context, b *box, spec *sandbox.RunSpec) (*sandbox.Outcome, func() bool, error) {
 	start := time.Now()
 	reuse, handler := reuseOf(spec)
 	stay := b.takeParked(reuse, handler)
@@ -458,7 +458,7 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 		msg = map[string]any{"argv": argv, "env": env, "cwd": scratch}
 	}
 
-	pipes, err := runner.NewPipes()
+	pipes, err := sandbox.NewPipes()
 	if err != nil {
 		return nil, func() bool { b.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
@@ -470,7 +470,7 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 		return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
 	}
 	defer c.close()
-	st := runner.NewStreams(spec, c.kill)
+	st := sandbox.NewStreams(spec, c.kill)
 	pipes.Pump(spec.Stdin, st)
 	stop := context.AfterFunc(ctx, c.kill)
 	status, werr := c.wait()
@@ -496,7 +496,7 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *runner.RunSpec) (*run
 	// waits for them to be gone.
 	b.killExtra(spare)
 	pipes.Finish(time.Second)
-	out := &runner.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
+	out := &sandbox.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
 	out.OOMKilled = b.cgroups.oomKills() > oomBefore || b.oom.Load() > oomEvents
 	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if werr != nil {

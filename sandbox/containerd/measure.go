@@ -10,13 +10,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sandbox"
 )
 
 // ColdStart measures one cold sandbox for spec: from container creation to
 // the handler's first byte of output, on a new container that is destroyed
 // afterwards (the pool is not used). spec.Stdin is ignored.
-func (s *Sandbox) ColdStart(ctx context.Context, spec *runner.RunSpec) (time.Duration, error) {
+func (s *Sandbox) ColdStart(ctx context.Context, spec *sandbox.RunSpec) (time.Duration, error) {
 	k := s.keyOf(spec)
 	start := time.Now()
 	b, err := s.create(ctx, k)

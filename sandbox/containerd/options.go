@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/images"
-	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sandbox"
 )
 
 // Options configure a Sandbox. Start from NewOptions.
@@ -48,7 +48,7 @@ type Options struct {
 	UID, GID int
 	// Defaults are the limits of handlers (and workflows) that set none.
 	// Memory must be positive: every sandbox has a memory limit.
-	Defaults runner.Limits
+	Defaults sandbox.Limits
 	// MemoryBudget bounds the sum of the memory limits of live sandboxes.
 	MemoryBudget int64
 	// MaxSandboxes bounds the live sandboxes (warm or busy).
@@ -79,7 +79,7 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		UID: 65534, GID: 65534,
-		Defaults:     runner.Limits{Memory: 512 << 20, Pids: 256},
+		Defaults:     sandbox.Limits{Memory: 512 << 20, Pids: 256},
 		MemoryBudget: hostMemory() / 2,
 		MaxSandboxes: 4 * runtime.NumCPU(),
 		MaxIdle:      2,

@@ -10,8 +10,9 @@ import (
 
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/processors"
-	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sandbox"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
+	"github.com/jobx/jobx/sandbox/none"
 )
 
 // TestFigures measures a warm python invocation, beside the process
@@ -35,17 +36,17 @@ func TestFigures(t *testing.T) {
 		return prog, meta.HandlerType
 	}
 	prog, typ := install("map/echo.py", pyEcho)
-	spec := func() *runner.RunSpec {
-		return &runner.RunSpec{Workflow: "wf", Handler: "map_echo_py", HandlerType: typ, Program: prog,
+	spec := func() *sandbox.RunSpec {
+		return &sandbox.RunSpec{Workflow: "wf", Handler: "map_echo_py", HandlerType: typ, Program: prog,
 			Env: []string{"PATH=/usr/bin:/bin", "JOBX_HANDLER_TYPE=" + typ}, Stdin: strings.NewReader("[\"a\", 1]\n"), Stdout: discardW{}}
 	}
 	pdir := t.TempDir()
-	ps, err := runner.NewProcessSandbox(runner.ProcessOptions{Dir: pdir, Zygotes: 2})
+	ps, err := none.New(none.Options{Dir: pdir, Zygotes: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ps.Close()
-	for name, sb := range map[string]runner.Sandbox{"containerd": e.sb, "process": ps} {
+	for name, sb := range map[string]sandbox.Sandbox{"containerd": e.sb, "none": ps} {
 		var ds []time.Duration
 		for i := 0; i < n+3; i++ {
 			start := time.Now()
@@ -66,7 +67,7 @@ func TestFigures(t *testing.T) {
 	}
 	var cold, plain []time.Duration
 	for i := 0; i < 10; i++ {
-		d, err := e.sb.ColdStart(ctx, &runner.RunSpec{Workflow: "wf", Handler: "map_echo_sh", HandlerType: shTyp, Program: shProg, Env: []string{"PATH=/usr/bin:/bin"}})
+		d, err := e.sb.ColdStart(ctx, &sandbox.RunSpec{Workflow: "wf", Handler: "map_echo_sh", HandlerType: shTyp, Program: shProg, Env: []string{"PATH=/usr/bin:/bin"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package runner
+package none
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jobx/jobx/sandbox"
+
 	"github.com/hashicorp/go-multierror"
 	"github.com/jobx/jobx/processors/python"
 )
@@ -24,7 +26,7 @@ var errNoWarm = errors.New("no warm interpreter for this program")
 // interpreter start (about 10 ms). Zygotes start on first use and are
 // restarted when they die.
 type warmPool struct {
-	opts ProcessOptions
+	opts Options
 
 	mu      sync.Mutex // guards zygotes, runtime and closed
 	zygotes []*python.Zygote
@@ -34,7 +36,7 @@ type warmPool struct {
 	closed  bool
 }
 
-func newWarmPool(opts ProcessOptions) *warmPool {
+func newWarmPool(opts Options) *warmPool {
 	return &warmPool{opts: opts, zygotes: make([]*python.Zygote, opts.Zygotes)}
 }
 
@@ -106,7 +108,7 @@ func (p *warmPool) close() error {
 }
 
 // run forks the handler from a zygote, wiring its stdio through pipes.
-func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch string) (*Outcome, error) {
+func (p *warmPool) run(ctx context.Context, spec *sandbox.RunSpec, env []string, scratch string) (*sandbox.Outcome, error) {
 	if spec.Program.Warm.Kind != "python" {
 		return nil, errNoWarm
 	}
@@ -122,7 +124,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 		return nil, err
 	}
 	start := time.Now()
-	pipes, err := NewPipes()
+	pipes, err := sandbox.NewPipes()
 	if err != nil {
 		return nil, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
 	}
@@ -142,7 +144,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	}
 	var once sync.Once
 	kill := func() { once.Do(func() { child.Kill() }) }
-	st := NewStreams(spec, kill)
+	st := sandbox.NewStreams(spec, kill)
 	pipes.Pump(spec.Stdin, st)
 	stop := context.AfterFunc(ctx, kill)
 	status, werr := child.Wait()
@@ -163,7 +165,7 @@ func (p *warmPool) run(ctx context.Context, spec *RunSpec, env []string, scratch
 	if werr != nil {
 		return nil, fmt.Errorf("wait for handler %s: %w", spec.Handler, werr)
 	}
-	out := &Outcome{Duration: time.Since(start), Warm: true, OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
+	out := &sandbox.Outcome{Duration: time.Since(start), Warm: true, OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
 	out.ExitCode = status.Code
 	if status.Signal != 0 {
 		out.Signal = signalName(status.Signal)

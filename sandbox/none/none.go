@@ -1,4 +1,4 @@
-package runner
+package none
 
 import (
 	"context"
@@ -12,11 +12,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jobx/jobx/sandbox"
+
 	"golang.org/x/sys/unix"
 )
 
-// ProcessOptions configure a ProcessSandbox.
-type ProcessOptions struct {
+// Options configure a Sandbox.
+type Options struct {
 	// Dir holds per-invocation scratch directories and zygote sockets.
 	Dir string
 	// Zygotes is the number of warm Python interpreters kept to fork
@@ -25,21 +27,21 @@ type ProcessOptions struct {
 	Log     *slog.Logger
 }
 
-// ProcessSandbox runs each handler as a plain subprocess in its own process
+// Sandbox runs each handler as a plain subprocess in its own process
 // group with a private scratch directory, a wall-clock timeout, an output
 // limit and rlimits. Python handlers fork from warm zygotes. It is the
 // embedded default when no containerd is reachable; it isolates handlers
 // from each other's state, not from the host.
-type ProcessSandbox struct {
-	opts    ProcessOptions
+type Sandbox struct {
+	opts    Options
 	warm    *warmPool
 	scratch *scratchDirs
 }
 
-var _ Sandbox = (*ProcessSandbox)(nil)
+var _ sandbox.Sandbox = (*Sandbox)(nil)
 
-// NewProcessSandbox prepares the scratch directory. Zygotes start lazily.
-func NewProcessSandbox(opts ProcessOptions) (*ProcessSandbox, error) {
+// New prepares the scratch directory. Zygotes start lazily.
+func New(opts Options) (*Sandbox, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("process sandbox: Dir is required")
 	}
@@ -50,20 +52,20 @@ func NewProcessSandbox(opts ProcessOptions) (*ProcessSandbox, error) {
 		return nil, fmt.Errorf("process sandbox: %w", err)
 	}
 	scratch := &scratchDirs{parent: filepath.Join(opts.Dir, "scratch"), max: 64}
-	return &ProcessSandbox{opts: opts, warm: newWarmPool(opts), scratch: scratch}, nil
+	return &Sandbox{opts: opts, warm: newWarmPool(opts), scratch: scratch}, nil
 }
 
 // Kind returns "process".
-func (s *ProcessSandbox) Kind() string { return "process" }
+func (s *Sandbox) Kind() string { return "process" }
 
 // Close stops the zygotes and removes the kept scratch directories.
-func (s *ProcessSandbox) Close() error {
+func (s *Sandbox) Close() error {
 	s.scratch.close()
 	return s.warm.close()
 }
 
 // Run runs one handler.
-func (s *ProcessSandbox) Run(ctx context.Context, spec *RunSpec) (*Outcome, error) {
+func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
 	scratch, err := s.scratch.get()
 	if err != nil {
 		return nil, fmt.Errorf("scratch directory: %w", err)
@@ -85,7 +87,7 @@ func (s *ProcessSandbox) Run(ctx context.Context, spec *RunSpec) (*Outcome, erro
 	return s.runExec(ctx, spec, env, scratch)
 }
 
-func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []string, scratch string) (*Outcome, error) {
+func (s *Sandbox) runExec(ctx context.Context, spec *sandbox.RunSpec, env []string, scratch string) (*sandbox.Outcome, error) {
 	if len(spec.Program.Argv) == 0 {
 		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
 	}
@@ -103,7 +105,7 @@ func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []strin
 			}
 		})
 	}
-	st := NewStreams(spec, killGroup)
+	st := sandbox.NewStreams(spec, killGroup)
 	cmd.Stdin = spec.Stdin
 	cmd.Stdout = st.Stdout
 	cmd.Stderr = st.Stderr
@@ -116,7 +118,7 @@ func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []strin
 	stop()
 	// Reap anything the handler left running in its group.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	out := &Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded()}
+	out := &sandbox.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded()}
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
@@ -137,7 +139,7 @@ func (s *ProcessSandbox) runExec(ctx context.Context, spec *RunSpec, env []strin
 
 // setRlimits applies memory and process limits to a started process. The
 // window between start and prlimit is a few microseconds of runtime code.
-func setRlimits(pid int, l Limits) {
+func setRlimits(pid int, l sandbox.Limits) {
 	if l.Memory > 0 {
 		lim := &unix.Rlimit{Cur: uint64(l.Memory), Max: uint64(l.Memory)}
 		unix.Prlimit(pid, unix.RLIMIT_AS, lim, nil)

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/processors"
-	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sandbox"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 )
 
 // benchSpec installs a python handler and returns a RunSpec maker for it.
-func (e *env) benchSpec(tb testing.TB, file, src string) func(reuse string) *runner.RunSpec {
+func (e *env) benchSpec(tb testing.TB, file, src string) func(reuse string) *sandbox.RunSpec {
 	proc, _ := processors.ForFile(file, []byte(src))
 	meta, _ := processors.ParseHeader(file, []byte(src))
 	name := strings.NewReplacer("/", "_", ".", "_").Replace(file)
@@ -25,10 +25,10 @@ func (e *env) benchSpec(tb testing.TB, file, src string) func(reuse string) *run
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return func(reuse string) *runner.RunSpec {
-		return &runner.RunSpec{Workflow: "wf", Handler: name, HandlerType: meta.HandlerType, Program: prog, Reuse: reuse,
+	return func(reuse string) *sandbox.RunSpec {
+		return &sandbox.RunSpec{Workflow: "wf", Handler: name, HandlerType: meta.HandlerType, Program: prog, Reuse: reuse,
 			Env:   []string{"PATH=/usr/bin:/bin", "JOBX_HANDLER_TYPE=" + meta.HandlerType},
-			Stdin: strings.NewReader("[\"a\", 1]\n"), Stdout: discardW{}, Limits: runner.Limits{Timeout: 20 * time.Second}}
+			Stdin: strings.NewReader("[\"a\", 1]\n"), Stdout: discardW{}, Limits: sandbox.Limits{Timeout: 20 * time.Second}}
 	}
 }
 
@@ -47,7 +47,7 @@ func BenchmarkWarmRun(b *testing.B) {
 				// Alternate two handlers of one key, as a word count's
 				// mapper and reducer do.
 				var n atomic.Int64
-				spec = func(string) *runner.RunSpec {
+				spec = func(string) *sandbox.RunSpec {
 					if n.Add(1)%2 == 0 {
 						return echo2("r1")
 					}

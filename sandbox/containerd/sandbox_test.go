@@ -15,8 +15,8 @@ import (
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
-	"github.com/jobx/jobx/runner"
-	ctrd "github.com/jobx/jobx/runner/containerd"
+	"github.com/jobx/jobx/sandbox"
+	ctrd "github.com/jobx/jobx/sandbox/containerd"
 )
 
 // env is a sandbox with its handler directory, on a private containerd.
@@ -54,7 +54,7 @@ func newEnvAt(t testing.TB, addr string, mods ...func(*ctrd.Options)) *env {
 }
 
 // run installs src as a handler of workflow wf and runs it on stdin.
-func (e *env) run(wf, file, src, stdin string, limits runner.Limits) (*runner.Outcome, string, error) {
+func (e *env) run(wf, file, src, stdin string, limits sandbox.Limits) (*sandbox.Outcome, string, error) {
 	e.t.Helper()
 	proc, ok := processors.ForFile(file, []byte(src))
 	if !ok {
@@ -73,7 +73,7 @@ func (e *env) run(wf, file, src, stdin string, limits runner.Limits) (*runner.Ou
 		limits.Timeout = 20 * time.Second
 	}
 	var stdout, stderr bytes.Buffer
-	out, err := e.sb.Run(context.Background(), &runner.RunSpec{
+	out, err := e.sb.Run(context.Background(), &sandbox.RunSpec{
 		Workflow: wf, Handler: name, HandlerType: meta.HandlerType, Invocation: "i1", Program: prog,
 		Env:   []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "JOBX_WORKFLOW=" + wf, "JOBX_HANDLER=" + name, "JOBX_HANDLER_TYPE=" + meta.HandlerType},
 		Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: &stderr, Limits: limits,
@@ -81,7 +81,7 @@ func (e *env) run(wf, file, src, stdin string, limits runner.Limits) (*runner.Ou
 	return out, stdout.String(), err
 }
 
-func (e *env) mustSucceed(wf, file, src, stdin string, limits runner.Limits) (*runner.Outcome, string) {
+func (e *env) mustSucceed(wf, file, src, stdin string, limits sandbox.Limits) (*sandbox.Outcome, string) {
 	e.t.Helper()
 	out, stdout, err := e.run(wf, file, src, stdin, limits)
 	if err != nil {
@@ -141,7 +141,7 @@ func TestHandlersInEveryLanguageRunWarm(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			for i := 0; i < 3; i++ {
-				out, stdout := e.mustSucceed("wf", tc.file, tc.src, "[\"a\", 1]\n", runner.Limits{})
+				out, stdout := e.mustSucceed("wf", tc.file, tc.src, "[\"a\", 1]\n", sandbox.Limits{})
 				if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["a",1]` {
 					t.Fatalf("stdout %q", stdout)
 				}
@@ -182,7 +182,7 @@ yield ("capeff", status.split('CapEff:')[1].split()[0])
 func TestSandboxIsolatesInvocations(t *testing.T) {
 	e := newEnv(t)
 	for i := 0; i < 2; i++ {
-		_, stdout := e.mustSucceed("wf", "map/probe.py", pyProbe, "", runner.Limits{})
+		_, stdout := e.mustSucceed("wf", "map/probe.py", pyProbe, "", sandbox.Limits{})
 		for _, want := range []string{`["uid",65534]`, `["rootfs","read-only"]`, `["seen",false]`, `["global",null]`, `["nnp","1"]`, `["seccomp","2"]`, `["capeff","0000000000000000"]`, `["cwd","/scratch/inv-`} {
 			if !strings.Contains(stdout, want) {
 				t.Fatalf("run %d: want %s in %s", i, want, stdout)
@@ -227,11 +227,11 @@ func TestNetworkIsOffByDefaultAndOptIn(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	host := hostAddr(t)
 	in := fmt.Sprintf("[\"addr\", \"%s:%d\"]\n", host, port)
-	_, stdout := e.mustSucceed("wf", "map/dial.py", pyDial, in, runner.Limits{})
+	_, stdout := e.mustSucceed("wf", "map/dial.py", pyDial, in, sandbox.Limits{})
 	if !strings.Contains(stdout, "failed") {
 		t.Fatalf("a default sandbox reached the host: %s", stdout)
 	}
-	_, stdout = e.mustSucceed("wf", "map/dial.py", pyDial, in, runner.Limits{Network: "host"})
+	_, stdout = e.mustSucceed("wf", "map/dial.py", pyDial, in, sandbox.Limits{Network: "host"})
 	if !strings.Contains(stdout, `["dial","ok"]`) {
 		t.Fatalf("a host-network sandbox did not reach the host: %s", stdout)
 	}
@@ -278,7 +278,7 @@ func TestHandlerSeesOnlyItsMountsAndItsWorkflowsSharedDir(t *testing.T) {
 	})
 	in := fmt.Sprintf("[\"a\", %q]\n[\"b\", \"/working/wf/data\"]\n[\"c\", \"/working/other/data\"]\n[\"d\", %q]\n[\"e\", \"/etc/shadow\"]\n",
 		secret, filepath.Join(shared, "other", "data"))
-	_, stdout := e.mustSucceed("wf", "map/read.py", pyRead, in, runner.Limits{})
+	_, stdout := e.mustSucceed("wf", "map/read.py", pyRead, in, sandbox.Limits{})
 	want := map[string]string{secret: "denied", "/working/wf/data": "read", "/working/other/data": "denied", filepath.Join(shared, "other", "data"): "denied"}
 	for p, w := range want {
 		if !strings.Contains(stdout, fmt.Sprintf("[%q,%q]", p, w)) {
@@ -339,10 +339,10 @@ func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
 	e := newEnv(t)
 	next := func() {
 		t.Helper()
-		e.mustSucceed("wf", "map/echo.py", pyEcho, "[\"a\", 1]\n", runner.Limits{Memory: 64 << 20, Pids: 32})
+		e.mustSucceed("wf", "map/echo.py", pyEcho, "[\"a\", 1]\n", sandbox.Limits{Memory: 64 << 20, Pids: 32})
 	}
 	t.Run("memory hog is OOM killed", func(t *testing.T) {
-		out, _, err := e.run("wf", "map/hog.py", pyHog, "", runner.Limits{Memory: 64 << 20})
+		out, _, err := e.run("wf", "map/hog.py", pyHog, "", sandbox.Limits{Memory: 64 << 20})
 		if err != nil || !out.OOMKilled {
 			t.Fatalf("want an OOM kill, got %+v, %v", out, err)
 		}
@@ -350,7 +350,7 @@ func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
 	})
 	t.Run("sleeper is killed at its timeout", func(t *testing.T) {
 		start := time.Now()
-		out, _, err := e.run("wf", "map/sleep.py", pySleep, "", runner.Limits{Timeout: 500 * time.Millisecond})
+		out, _, err := e.run("wf", "map/sleep.py", pySleep, "", sandbox.Limits{Timeout: 500 * time.Millisecond})
 		if err != nil || !out.TimedOut {
 			t.Fatalf("want a timeout, got %+v, %v", out, err)
 		}
@@ -360,14 +360,14 @@ func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
 		next()
 	})
 	t.Run("fork bomb is stopped by the pids limit", func(t *testing.T) {
-		out, _, err := e.run("wf", "map/bomb.py", pyForkBomb, "", runner.Limits{Pids: 32, Timeout: 10 * time.Second})
+		out, _, err := e.run("wf", "map/bomb.py", pyForkBomb, "", sandbox.Limits{Pids: 32, Timeout: 10 * time.Second})
 		if err != nil || out.Succeeded() || !strings.Contains(out.StderrTail, "Resource temporarily unavailable") {
 			t.Fatalf("want a failed fork, got %+v, %v", out, err)
 		}
 		next()
 	})
 	t.Run("shell fork bomb is stopped by the pids limit", func(t *testing.T) {
-		out, _, err := e.run("wf", "map/bomb.sh", shForkBomb, "", runner.Limits{Pids: 32, Timeout: 10 * time.Second})
+		out, _, err := e.run("wf", "map/bomb.sh", shForkBomb, "", sandbox.Limits{Pids: 32, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatalf("sandbox failed: %v", err)
 		}
@@ -375,7 +375,7 @@ func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
 		next()
 	})
 	t.Run("output limit", func(t *testing.T) {
-		out, _, err := e.run("wf", "map/echo.sh", shEcho, strings.Repeat("[\"a\", 1]\n", 1000), runner.Limits{MaxOutput: 100})
+		out, _, err := e.run("wf", "map/echo.sh", shEcho, strings.Repeat("[\"a\", 1]\n", 1000), sandbox.Limits{MaxOutput: 100})
 		if err != nil || !out.OutputExceeded {
 			t.Fatalf("want output exceeded, got %+v, %v", out, err)
 		}
@@ -390,7 +390,7 @@ func TestMemoryBudgetBoundsThePool(t *testing.T) {
 	done := make(chan error, 6)
 	for i := 0; i < 6; i++ {
 		go func(i int) {
-			out, _, err := e.run(fmt.Sprintf("wf%d", i%3), "map/echo.sh", shEcho, "[\"a\", 1]\n", runner.Limits{})
+			out, _, err := e.run(fmt.Sprintf("wf%d", i%3), "map/echo.sh", shEcho, "[\"a\", 1]\n", sandbox.Limits{})
 			if err == nil && !out.Succeeded() {
 				err = fmt.Errorf("failed: %+v", out)
 			}
@@ -410,7 +410,7 @@ func TestMemoryBudgetBoundsThePool(t *testing.T) {
 func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 	addr := testenv.Containerd(t)
 	e := newEnvAt(t, addr)
-	e.mustSucceed("wf", "map/echo.sh", shEcho, "", runner.Limits{})
+	e.mustSucceed("wf", "map/echo.sh", shEcho, "", sandbox.Limits{})
 	ctx := context.Background()
 	// A second runner with the same id finds the first one's containers
 	// (as after kill -9) and removes them.
@@ -425,7 +425,7 @@ func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 	// The first one, not dead after all (as one killed while containerd
 	// still created its containers), starts another after that: the
 	// second removes it too when it closes, since the namespace is its.
-	e.mustSucceed("wf2", "map/echo.sh", shEcho, "", runner.Limits{})
+	e.mustSucceed("wf2", "map/echo.sh", shEcho, "", sandbox.Limits{})
 	if ctrs, err = e2.sb.Client().Containers(ctx); err != nil || len(ctrs) != 1 {
 		t.Fatalf("want the late container, got %d: %v", len(ctrs), err)
 	}
@@ -451,7 +451,7 @@ func TestABurstKeepsItsSandboxesUntilTheyLinger(t *testing.T) {
 		done := make(chan error, n)
 		for i := 0; i < n; i++ {
 			go func() {
-				out, _, err := e.run("wf", "map/sleep.sh", shSleep, "", runner.Limits{})
+				out, _, err := e.run("wf", "map/sleep.sh", shSleep, "", sandbox.Limits{})
 				if err == nil && !out.Succeeded() {
 					err = fmt.Errorf("failed: %+v", out)
 				}
@@ -634,7 +634,7 @@ yield ("pid", os.getpid())
 // instead of killing the other's at every run.
 func TestReuseKeysTakingTurnsKeepTheirProcessesInBoxesOfTheirOwn(t *testing.T) {
 	e := newEnv(t)
-	specs := map[string]func(string) *runner.RunSpec{
+	specs := map[string]func(string) *sandbox.RunSpec{
 		"handler wf/m": e.benchSpec(t, "map/m.py", pyPid),
 		"handler wf/r": e.benchSpec(t, "map/r.py", pyPid),
 	}
@@ -688,7 +688,7 @@ yield ("own_status", "Name:" in open("/proc/self/status").read())
 func TestHandlersCannotReachIntoTheZygote(t *testing.T) {
 	e := newEnv(t)
 	for range 2 { // a fresh box, then a warm one
-		_, stdout := e.mustSucceed("wf", "map/peek.py", pyPeek, "", runner.Limits{})
+		_, stdout := e.mustSucceed("wf", "map/peek.py", pyPeek, "", sandbox.Limits{})
 		if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["zygote_mem","PermissionError"]["own_fds",true]["own_status",true]` {
 			t.Fatalf("a handler reached the zygote, or lost its own /proc: %s", stdout)
 		}
@@ -719,11 +719,11 @@ for name in ("agent.sock", "zygote.sock"):
 
 func TestHandlersCannotAskTheBoxForProcesses(t *testing.T) {
 	e := newEnv(t)
-	_, stdout := e.mustSucceed("wf", "map/servers.py", pyServers, "", runner.Limits{})
+	_, stdout := e.mustSucceed("wf", "map/servers.py", pyServers, "", sandbox.Limits{})
 	if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["agent.sock","refused"]["zygote.sock","refused"]` {
 		t.Fatalf("a handler reached or moved the box's servers: %s", stdout)
 	}
-	e.mustSucceed("wf", "map/echo.py", pyEcho, "", runner.Limits{})
+	e.mustSucceed("wf", "map/echo.py", pyEcho, "", sandbox.Limits{})
 }
 
 const pyScratch = `"""
@@ -747,7 +747,7 @@ func TestAnUntouchedScratchDirectoryIsReusedAndATouchedOneNever(t *testing.T) {
 	e := newEnv(t)
 	cwd := func(in string) string {
 		t.Helper()
-		_, stdout := e.mustSucceed("wf", "map/scratch.py", pyScratch, in, runner.Limits{})
+		_, stdout := e.mustSucceed("wf", "map/scratch.py", pyScratch, in, sandbox.Limits{})
 		if !strings.Contains(stdout, `["entries",0]`) {
 			t.Fatalf("a run found a scratch directory with entries: %s", stdout)
 		}
