@@ -68,7 +68,7 @@ func startProcCluster(ctx context.Context, dir string, cfg *config) (*procCluste
 		return nil, err
 	}
 	c.url = "http://127.0.0.1:" + strconv.Itoa(port)
-	rnArgs := append(common[:len(common):len(common)], "runner", "--sandbox", "process", "--id", "bench-scale",
+	rnArgs := append(common[:len(common):len(common)], "runner", "--sandbox", "none", "--id", "bench-scale",
 		"--dir", filepath.Join(dir, "runner"), "--grace", "5s")
 	if c.rn, err = startDaemon("jobx runner", filepath.Join(dir, "runner.log"), exec.Command(bin, rnArgs...)); err != nil {
 		return nil, err

@@ -1,3 +1,10 @@
+// Package sandbox declares what the runner needs to run a handler in
+// isolation: the Sandbox interface, a run's spec, limits and outcome, and the
+// stdio plumbing its implementations share. Each implementation is a package
+// of its own: namespace (Linux namespaces through bubblewrap, the default
+// where no containerd answers), containerd (warm containers) and none (plain
+// subprocesses, no isolation; only when asked for by name). The command picks
+// one; sandboxtest is the contract every implementation passes.
 package sandbox
 
 import (
@@ -9,14 +16,14 @@ import (
 )
 
 // Sandbox runs one handler invocation in isolation. The runner declares it;
-// the process sandbox (this package) and the containerd sandbox satisfy it.
-// Implementations must be safe for concurrent use.
+// the namespace, containerd and none packages satisfy it. Implementations
+// must be safe for concurrent use.
 type Sandbox interface {
 	// Run runs spec's program to completion. A non-nil error means the
 	// sandbox itself failed (the invocation may be retried elsewhere); a
 	// handler's own failure is reported in the Outcome.
 	Run(ctx context.Context, spec *RunSpec) (*Outcome, error)
-	// Kind names the sandbox ("process", "containerd").
+	// Kind names the sandbox ("namespace", "containerd", "none").
 	Kind() string
 	// Close releases warm processes and containers.
 	Close() error
@@ -60,6 +67,9 @@ type Limits struct {
 	Pids      int64
 	MaxOutput int64 // bytes of stdout
 	Network   string
+	// Scratch bounds the bytes a run may write under its scratch directory
+	// (JOBX_SCRATCH, HOME, TMPDIR); a write past it fails with ENOSPC.
+	Scratch int64
 }
 
 // Outcome is how a handler run ended.

@@ -55,8 +55,8 @@ func New(opts Options) (*Sandbox, error) {
 	return &Sandbox{opts: opts, warm: newWarmPool(opts), scratch: scratch}, nil
 }
 
-// Kind returns "process".
-func (s *Sandbox) Kind() string { return "process" }
+// Kind returns "none": handlers run unisolated.
+func (s *Sandbox) Kind() string { return "none" }
 
 // Close stops the zygotes and removes the kept scratch directories.
 func (s *Sandbox) Close() error {
