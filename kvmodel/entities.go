@@ -182,6 +182,7 @@ type HandlerOptions struct {
 	Pids         int64   `json:"pids,omitempty"`
 	Network      string  `json:"network,omitempty"`
 	MaxOutput    int64   `json:"max_output,omitempty"`
+	Scratch      int64   `json:"scratch,omitempty"` // bytes a run may write under its scratch directory
 	Retries      int     `json:"retries,omitempty"`
 	RetryBackoff string  `json:"retry_backoff,omitempty"`
 	Image        string  `json:"image,omitempty"`
@@ -223,7 +224,7 @@ const (
 
 // Failure describes why an invocation, and so its request, failed.
 type Failure struct {
-	Kind         string `json:"kind"` // handler_failed, timeout, oom, output_limit, protocol, infrastructure, ...
+	Kind         string `json:"kind"` // handler_failed, timeout, oom, output_limit, item_limit, protocol, infrastructure, ...
 	Message      string `json:"message"`
 	InvocationID string `json:"invocation_id,omitempty"`
 	Direction    string `json:"direction,omitempty"`

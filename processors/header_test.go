@@ -60,6 +60,7 @@ cpu: 1.5
 pids: 64
 network: host
 max_output: 64Mi
+scratch: 64Mi
 retries: {count: 3, backoff: 2s}
 image: python:3.11
 reuse: request
@@ -69,7 +70,7 @@ return []
 			want: processors.Meta{
 				Description: "Sum values.\nSecond line.", HandlerType: "reducer", RequiredCapability: "gpu_big",
 				Timeout: 90 * time.Second, Memory: 256 << 20, CPU: 1.5, Pids: 64, Network: "host",
-				MaxOutput: 64 << 20, Retries: processors.Retries{Count: 3, Backoff: 2 * time.Second}, Image: "python:3.11",
+				MaxOutput: 64 << 20, Scratch: 64 << 20, Retries: processors.Retries{Count: 3, Backoff: 2 * time.Second}, Image: "python:3.11",
 				Reuse: "request",
 			},
 		},
@@ -79,6 +80,12 @@ return []
 			src:  "\"\"\"Combine.\n** json\n{\"handler_type\": \"combiner\", \"memory\": \"512M\", \"argument_spec\": [{\"name\": \"results\", \"type\": null}]}\n\"\"\"\n",
 			want: processors.Meta{Description: "Combine.", HandlerType: "combiner", RequiredCapability: "none",
 				Memory: 512e6, ArgumentSpec: []processors.ArgSpec{{Name: "results"}}},
+		},
+		{
+			name: "a shell header with a scratch quota in decimal megabytes",
+			file: "s.sh",
+			src:  "#!/bin/sh\n# Map.\n#\n# **\n# handler_type: mapper\n# scratch: 8M\n",
+			want: processors.Meta{Description: "Map.", HandlerType: "mapper", RequiredCapability: "none", Scratch: 8e6},
 		},
 		{
 			name: "a JSDoc block comment with star prefixes",
@@ -171,6 +178,7 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"a bad retry backoff", file, "\"\"\"\n**\nhandler_type: mapper\nretries: {count: 2, backoff: -1s}\n\"\"\"\n", 4,
 			"retries.backoff", `invalid retries.backoff "-1s"`},
 		{"a bad size", file, "\"\"\"\n**\nhandler_type: mapper\nmemory: lots\n\"\"\"\n", 4, "memory", `invalid memory "lots"`},
+		{"a bad scratch", file, "\"\"\"\n**\nhandler_type: mapper\nscratch: 0\n\"\"\"\n", 4, "scratch", `invalid scratch "0"`},
 		{"a negative max_output", file, "\"\"\"\n**\nhandler_type: mapper\nmax_output: -5\n\"\"\"\n", 4, "max_output", `invalid max_output "-5"`},
 		{"a bad cpu", file, "\"\"\"\n**\nhandler_type: mapper\ncpu: 0\n\"\"\"\n", 4, "cpu", `invalid cpu "0"`},
 		{"a bad pids", file, "\"\"\"\n**\nhandler_type: mapper\npids: many\n\"\"\"\n", 4, "pids", `invalid pids "many"`},
@@ -219,13 +227,13 @@ func TestMetaJSONRoundTrip(t *testing.T) {
 		Description: "d", HandlerType: "reducer", RequiredCapability: "none",
 		ArgumentSpec: []processors.ArgSpec{{Name: "results", Type: "list"}},
 		Timeout:      30 * time.Second, Memory: 256 << 20, CPU: 0.5, Pids: 10, Network: "none",
-		MaxOutput: 1 << 20, Retries: processors.Retries{Count: 2, Backoff: time.Second}, Image: "img",
+		MaxOutput: 1 << 20, Scratch: 64 << 20, Retries: processors.Retries{Count: 2, Backoff: time.Second}, Image: "img",
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"description":"d","handler_type":"reducer","required_capability":"none","argument_spec":[{"name":"results","type":"list"}],"timeout":"30s","memory":268435456,"cpu":0.5,"pids":10,"network":"none","max_output":1048576,"retries":{"count":2,"backoff":"1s"},"image":"img"}`
+	want := `{"description":"d","handler_type":"reducer","required_capability":"none","argument_spec":[{"name":"results","type":"list"}],"timeout":"30s","memory":268435456,"cpu":0.5,"pids":10,"network":"none","max_output":1048576,"scratch":67108864,"retries":{"count":2,"backoff":"1s"},"image":"img"}`
 	if string(b) != want {
 		t.Errorf("marshal:\n%s\nwant\n%s", b, want)
 	}

@@ -31,8 +31,8 @@ const (
 )
 
 // Meta is a handler's metadata, parsed from its header. Zero values of the
-// limit fields (Timeout, Memory, CPU, Pids, Network, MaxOutput, Image) mean
-// "the runner's default".
+// limit fields (Timeout, Memory, CPU, Pids, Network, MaxOutput, Scratch,
+// Image) mean "the runner's default".
 type Meta struct {
 	// Description is the header text before the "**" line.
 	Description string
@@ -50,8 +50,10 @@ type Meta struct {
 	Pids      int64
 	Network   string
 	MaxOutput int64
-	Retries   Retries
-	Image     string
+	// Scratch bounds the bytes a run may write under its scratch directory.
+	Scratch int64
+	Retries Retries
+	Image   string
 	// Reuse is ReuseRequest or ReuseHandler when the handler lets one warm
 	// process run several of its invocations; empty for a fresh process
 	// per invocation.
@@ -108,6 +110,7 @@ type metaWire struct {
 	Pids               int64        `json:"pids,omitempty"`
 	Network            string       `json:"network,omitempty"`
 	MaxOutput          int64        `json:"max_output,omitempty"`
+	Scratch            int64        `json:"scratch,omitempty"`
 	Retries            *retriesWire `json:"retries,omitempty"`
 	Image              string       `json:"image,omitempty"`
 	Reuse              string       `json:"reuse,omitempty"`
@@ -124,7 +127,7 @@ func (m Meta) MarshalJSON() ([]byte, error) {
 	w := metaWire{
 		Description: m.Description, HandlerType: m.HandlerType, RequiredCapability: m.RequiredCapability,
 		ArgumentSpec: m.ArgumentSpec, Memory: m.Memory, CPU: m.CPU, Pids: m.Pids,
-		Network: m.Network, MaxOutput: m.MaxOutput, Image: m.Image, Reuse: m.Reuse,
+		Network: m.Network, MaxOutput: m.MaxOutput, Scratch: m.Scratch, Image: m.Image, Reuse: m.Reuse,
 	}
 	if m.Timeout != 0 {
 		w.Timeout = m.Timeout.String()
@@ -246,6 +249,8 @@ func decodeMetadata(file string, firstLine, pivotLine int, format string, text [
 			m.Memory, err = d.size(v, key)
 		case "max_output":
 			m.MaxOutput, err = d.size(v, key)
+		case "scratch":
+			m.Scratch, err = d.size(v, key)
 		case "cpu":
 			var f float64
 			if err = v.Decode(&f); err != nil || v.Kind != yaml.ScalarNode || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {

@@ -77,6 +77,10 @@ type Options struct {
 	// Timeout and MaxOutput are the defaults for handlers that set none.
 	Timeout   time.Duration
 	MaxOutput int64
+	// Scratch is the scratch quota (bytes a run may write under its
+	// scratch directory) of handlers whose header and workflow set none;
+	// every run gets one.
+	Scratch int64
 	// Grace is how long shutdown waits for in-flight invocations.
 	Grace time.Duration
 	// LeaseTTL is the lease of the runner's registry entry: a runner cut
@@ -129,6 +133,7 @@ func NewOptions() *Options {
 		StallAfter:      15 * time.Minute,
 		RequestDeadline: 24 * time.Hour,
 		MaxOutput:       1 << 30,
+		Scratch:         512 << 20,
 		Grace:           30 * time.Second,
 		LeaseTTL:        10 * time.Second,
 		ScopeTTL:        time.Minute,
@@ -173,6 +178,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxAttempts < 1 {
 		return errors.New("runner: --max-attempts must be at least 1")
+	}
+	if o.Scratch <= 0 {
+		return fmt.Errorf("runner: --scratch must be positive, not %d", o.Scratch)
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

@@ -382,6 +382,7 @@ func HandlerOptions(relPath string, meta *processors.Meta) kvmodel.HandlerOption
 		Pids:      meta.Pids,
 		Network:   meta.Network,
 		MaxOutput: meta.MaxOutput,
+		Scratch:   meta.Scratch,
 		Retries:   meta.Retries.Count,
 		Image:     meta.Image,
 		Reuse:     meta.Reuse,

@@ -105,8 +105,8 @@ type manifestWire struct {
 }
 
 // defaultsWire is the workflow's sandbox defaults in workflow.yaml:
-// timeout (duration), memory and max_output (sizes: 256Mi), cpu, pids,
-// network (none or host).
+// timeout (duration), memory, max_output and scratch (sizes: 256Mi), cpu,
+// pids, network (none or host).
 type defaultsWire struct {
 	Timeout   string  `yaml:"timeout"`
 	Memory    string  `yaml:"memory"`
@@ -114,6 +114,7 @@ type defaultsWire struct {
 	Pids      int64   `yaml:"pids"`
 	Network   string  `yaml:"network"`
 	MaxOutput string  `yaml:"max_output"`
+	Scratch   string  `yaml:"scratch"`
 }
 
 func (d *defaultsWire) options() (*kvmodel.HandlerOptions, error) {
@@ -138,6 +139,11 @@ func (d *defaultsWire) options() (*kvmodel.HandlerOptions, error) {
 	if d.MaxOutput != "" {
 		if o.MaxOutput, err = processors.ParseSize(d.MaxOutput); err != nil {
 			return nil, fmt.Errorf("defaults.max_output: %w", err)
+		}
+	}
+	if d.Scratch != "" {
+		if o.Scratch, err = processors.ParseSize(d.Scratch); err != nil {
+			return nil, fmt.Errorf("defaults.scratch: %w", err)
 		}
 	}
 	return o, nil

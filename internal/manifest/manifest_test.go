@@ -190,3 +190,18 @@ func TestApplyRejectsBadManifestsWritingNothing(t *testing.T) {
 		})
 	}
 }
+
+func TestDefaultsCarryTheirSizesAndRejectABadOne(t *testing.T) {
+	dir := writeDir(t, map[string]string{"workflow.yaml": "workflow: dev\ndefaults:\n  memory: 256Mi\n  scratch: 64Mi\n  max_output: 1Mi\n"})
+	m, err := manifest.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Defaults; d == nil || d.Memory != 256<<20 || d.Scratch != 64<<20 || d.MaxOutput != 1<<20 {
+		t.Fatalf("defaults = %+v", d)
+	}
+	dir = writeDir(t, map[string]string{"workflow.yaml": "workflow: dev\ndefaults:\n  scratch: plenty\n"})
+	if _, err := manifest.Load(dir); err == nil || !strings.Contains(err.Error(), "defaults.scratch") {
+		t.Fatalf("a bad defaults.scratch: %v", err)
+	}
+}

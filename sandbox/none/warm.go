@@ -108,7 +108,8 @@ func (p *warmPool) close() error {
 }
 
 // run forks the handler from a zygote, wiring its stdio through pipes.
-func (p *warmPool) run(ctx context.Context, spec *sandbox.RunSpec, env []string, scratch string) (*sandbox.Outcome, error) {
+// fsize, when positive, bounds each file the handler writes.
+func (p *warmPool) run(ctx context.Context, spec *sandbox.RunSpec, env []string, scratch string, fsize int64) (*sandbox.Outcome, error) {
 	if spec.Program.Warm.Kind != "python" {
 		return nil, errNoWarm
 	}
@@ -135,7 +136,7 @@ func (p *warmPool) run(ctx context.Context, spec *sandbox.RunSpec, env []string,
 		Env:         env,
 		Dir:         scratch,
 		Stdin:       pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr,
-		Rlimits: python.Rlimits{AS: spec.Limits.Memory},
+		Rlimits: python.Rlimits{AS: spec.Limits.Memory, FSize: fsize},
 		Reuse:   spec.Reuse,
 	})
 	pipes.CloseChildEnds()
