@@ -2,8 +2,14 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/jobx/jobx/kvmodel"
 )
 
 func TestJobBodyKeepsArgumentOrderAndValues(t *testing.T) {
@@ -43,4 +49,26 @@ func TestJobBodyErrorsNameTheProblem(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestOversizedBodiesAndArgumentsNameTheirLimit(t *testing.T) {
+	t.Run("an argument over the item limit", func(t *testing.T) {
+		value := strings.Repeat("x", kvmodel.MaxItemBytes)
+		_, err := decodeJobBody("application/json", strings.NewReader(`{"arguments": {"small": 1, "big": "`+value+`"}}`))
+		want := fmt.Sprintf(`the [name, value] item of argument "big" is %d bytes, over the %d-byte dataset item limit`, kvmodel.MaxItemBytes+10, kvmodel.MaxItemBytes)
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.status != 413 || ae.msg != want {
+			t.Fatalf("want 413 %q, got %v", want, err)
+		}
+	})
+	t.Run("a body over --max-body", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		r := http.MaxBytesReader(rec, io.NopCloser(strings.NewReader(`{"arguments": {"x": "`+strings.Repeat("x", 100)+`"}}`)), 64)
+		_, err := decodeJobBody("application/json", r)
+		want := "request body is more than 64 bytes, over the 64-byte request body limit (set by jobx gateway --max-body)"
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.status != 413 || ae.msg != want {
+			t.Fatalf("want 413 %q, got %v", want, err)
+		}
+	})
 }

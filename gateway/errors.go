@@ -39,7 +39,7 @@ func respondErrors(c *gin.Context) {
 	switch {
 	case errors.As(err, &ae):
 		status, kind = ae.status, ae.kind
-	case errors.As(err, &mbe):
+	case errors.As(err, &mbe), errors.Is(err, kvmodel.ErrTooLarge):
 		status, kind = http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, kvmodel.ErrNotFound):
 		status, kind = http.StatusNotFound, "not_found"

@@ -22,7 +22,8 @@ type Options struct {
 	// Lookupds are nsqlookupd HTTP addresses; when set, the gateway
 	// publishes to the live nsqd they list.
 	Lookupds []string
-	// MaxBodyBytes bounds a request body; larger bodies get 413.
+	// MaxBodyBytes bounds a request body (--max-body); larger bodies get
+	// 413. Each argument is also bounded, by kvmodel.MaxItemBytes.
 	MaxBodyBytes int64
 	// BlockingTimeout bounds a blocking request's wait; past it the
 	// gateway answers 504 with the request id while the job goes on.

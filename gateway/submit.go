@@ -22,8 +22,17 @@ func (g *Gateway) submit(c *gin.Context) {
 	c.Header(HeaderRequestID, reqID)
 	blocking := c.DefaultQuery("blocking", "true") == "true"
 
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, g.opts.MaxBodyBytes)
+	raw := c.Request.Body
+	if n := c.Request.ContentLength; n > g.opts.MaxBodyBytes {
+		discardBody(c.Writer, raw, n)
+		c.Error(bodyTooLarge(n, g.opts.MaxBodyBytes))
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, raw, g.opts.MaxBodyBytes)
 	body, err := decodeJobBody(c.GetHeader("Content-Type"), c.Request.Body)
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		discardBody(c.Writer, raw, -1)
+	}
 	if err != nil {
 		c.Error(err)
 		return

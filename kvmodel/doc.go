@@ -15,5 +15,5 @@
 //
 // Create is create-only, Update is update-only, UpdateCAS compares the
 // revision the entity was read at. Errors wrap ErrNotFound, ErrExists,
-// ErrConflict and ErrInvalid; test them with errors.Is.
+// ErrConflict, ErrInvalid and ErrTooLarge; test them with errors.Is.
 package kvmodel

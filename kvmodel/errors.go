@@ -12,4 +12,7 @@ var (
 	ErrConflict = errors.New("conflict: changed concurrently")
 	// ErrInvalid means a name or field breaks jobx's rules.
 	ErrInvalid = errors.New("invalid")
+	// ErrTooLarge means data is over one of jobx's size limits (limits.go);
+	// the error that wraps it is a *LimitError, whose message names the limit.
+	ErrTooLarge = errors.New("too large")
 )

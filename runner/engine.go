@@ -778,10 +778,10 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {
 		out.reset()
-		lw := &lineWriter{fn: out.line}
+		lw := &lineWriter{fn: out.line, max: kvmodel.MaxItemBytes}
 		spec := &sandbox.RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
-			Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
+			Processor: h.SourceType, Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
 			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
 			Reuse: reuse,
 		}
@@ -830,6 +830,8 @@ func failureOf(h *kvmodel.Handler, out *sandbox.Outcome, protoErr error, l sandb
 		f.Kind, f.Message = "oom", fmt.Sprintf("handler %s exceeded its memory limit (%d bytes) and was killed", h.Name, l.Memory)
 	case out.OutputExceeded:
 		f.Kind, f.Message = "output_limit", fmt.Sprintf("handler %s wrote more than %d bytes of output and was killed", h.Name, l.MaxOutput)
+	case errors.As(protoErr, new(*kvmodel.LimitError)):
+		f.Kind, f.Message = "item_limit", fmt.Sprintf("handler %s wrote a dataset item over its limit: %v", h.Name, protoErr)
 	case out.Signal != "":
 		f.Kind, f.Message, f.Signal = "crashed", fmt.Sprintf("handler %s was killed by signal %s", h.Name, out.Signal), out.Signal
 		f.ExitCode = &code
@@ -848,7 +850,7 @@ func failureOf(h *kvmodel.Handler, out *sandbox.Outcome, protoErr error, l sandb
 // The handler's header wins, then the workflow's defaults, then the
 // runner's.
 func (r *Runner) limits(ctx context.Context, h *kvmodel.Handler) (sandbox.Limits, error) {
-	l := sandbox.Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput}
+	l := sandbox.Limits{Timeout: r.opts.Timeout, MaxOutput: r.opts.MaxOutput, Scratch: r.opts.Scratch}
 	layers := []*kvmodel.HandlerOptions{nil, &h.Options}
 	if wf, err := r.catalog.Workflow(ctx, h.WorkflowName); err == nil {
 		layers[0] = wf.Defaults
@@ -869,6 +871,9 @@ func (r *Runner) limits(ctx context.Context, h *kvmodel.Handler) (sandbox.Limits
 		}
 		if o.Memory > 0 {
 			l.Memory = o.Memory
+		}
+		if o.Scratch > 0 {
+			l.Scratch = o.Scratch
 		}
 		if o.CPU > 0 {
 			l.CPU = o.CPU

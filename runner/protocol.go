@@ -9,12 +9,16 @@ import (
 )
 
 // lineWriter splits a handler's stdout into lines and hands each to fn.
-// The first error from fn is kept and later lines are ignored.
+// The first error from fn is kept and later lines are ignored. A line
+// longer than max (when max > 0) is not kept: it is counted, skipped, and
+// fails the output with a *kvmodel.LimitError.
 type lineWriter struct {
 	partial []byte
 	line    int
 	fn      func(n int, line []byte) error
 	err     error
+	max     int   // the longest line, in bytes (kvmodel.MaxItemBytes); 0: any
+	skipped int64 // bytes so far of a line over max, not kept
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -22,18 +26,47 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			w.partial = append(w.partial, p...)
+			w.keep(p)
 			break
 		}
-		line := p[:i]
-		if len(w.partial) > 0 {
-			line = append(w.partial, line...)
+		switch {
+		case len(w.partial) == 0 && w.skipped == 0 && (w.max <= 0 || i <= w.max):
+			w.emit(p[:i]) // the common case: a whole line, not copied
+		default:
+			w.keep(p[:i])
+			if w.skipped > 0 {
+				w.tooLong()
+			} else {
+				w.emit(w.partial)
+			}
 			w.partial = w.partial[:0]
 		}
-		w.emit(line)
 		p = p[i+1:]
 	}
 	return n, nil
+}
+
+// keep adds p to the line being read, or counts it once the line is over
+// max.
+func (w *lineWriter) keep(p []byte) {
+	switch {
+	case w.skipped > 0:
+		w.skipped += int64(len(p))
+	case w.max > 0 && len(w.partial)+len(p) > w.max:
+		w.skipped = int64(len(w.partial) + len(p))
+		w.partial = nil
+	default:
+		w.partial = append(w.partial, p...)
+	}
+}
+
+// tooLong reports the skipped line.
+func (w *lineWriter) tooLong() {
+	w.line++
+	if w.err == nil {
+		w.err = &kvmodel.LimitError{What: fmt.Sprintf("stdout line %d", w.line), Size: w.skipped, Limit: int64(w.max), Name: "dataset item"}
+	}
+	w.skipped = 0
 }
 
 func (w *lineWriter) emit(line []byte) {
@@ -48,10 +81,13 @@ func (w *lineWriter) emit(line []byte) {
 
 // Close handles a last line without a newline and returns the first error.
 func (w *lineWriter) Close() error {
-	if len(w.partial) > 0 {
+	switch {
+	case w.skipped > 0:
+		w.tooLong()
+	case len(w.partial) > 0:
 		w.emit(w.partial)
-		w.partial = nil
 	}
+	w.partial = nil
 	return w.err
 }
 

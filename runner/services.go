@@ -27,7 +27,8 @@ import (
 //
 //	GET  /v1/session        the session as [[key, value], ...], by key
 //	GET  /v1/session/<key>  one value; 404 when unset
-//	PUT  /v1/session/<key>  set a value (JSON body)
+//	PUT  /v1/session/<key>  set a value (JSON body, at most
+//	                        kvmodel.MaxSessionValueBytes; 413 above)
 //	POST /v1/notify         a notification from the handler (JSON body)
 type services struct {
 	store  *kvmodel.Store
@@ -67,10 +68,52 @@ func newServices(store *kvmodel.Store, fss *filesystems, sock string, log *slog.
 	mux.HandleFunc("PUT /v1/session/{key}", s.set)
 	mux.HandleFunc("POST /v1/notify", s.postNotify)
 	s.fsRoutes(mux)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: drainBodies(mux), ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
 	return s, nil
 }
+
+// drainBodies reads what a handler left of a request's body before the
+// answer goes out. Without it the server answers a refused upload (a
+// session value over its limit, a bad token) and closes the connection
+// while the client is still sending, and the client sees a broken pipe
+// instead of the answer. A client that keeps sending is cut off after
+// maxDrain. A client that waits for "100 Continue" (curl, for large
+// bodies) and was answered before any read has sent nothing to drain.
+func drainBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := &readTracker{ReadCloser: r.Body}
+		r.Body = body
+		h.ServeHTTP(w, r)
+		r.Body = body.ReadCloser // the server's own clean-up looks at its type
+		if !body.read && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+			return
+		}
+		discard(w, body.ReadCloser)
+	})
+}
+
+// discard reads body to its end, for at most maxDrain, and returns the
+// bytes it read.
+func discard(w http.ResponseWriter, body io.Reader) int64 {
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(maxDrain))
+	n, _ := io.Copy(io.Discard, body)
+	return n
+}
+
+// readTracker records whether a body was read.
+type readTracker struct {
+	io.ReadCloser
+	read bool
+}
+
+func (t *readTracker) Read(p []byte) (int, error) {
+	t.read = true
+	return t.ReadCloser.Read(p)
+}
+
+// maxDrain bounds the time drainBodies spends on one body.
+const maxDrain = 30 * time.Second
 
 func (s *services) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -149,9 +192,24 @@ func (s *services) set(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, kvmodel.ChunkSize+1))
-	if err != nil || len(body) > kvmodel.ChunkSize || !json.Valid(body) {
-		http.Error(w, fmt.Sprintf("a session value must be JSON of at most %d bytes", kvmodel.ChunkSize), http.StatusBadRequest)
+	name := r.PathValue("key")
+	if err := kvmodel.CheckSessionValue(name, r.ContentLength); err != nil {
+		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, kvmodel.MaxSessionValueBytes+1))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("session value of key %q: %v", name, err), http.StatusBadRequest)
+		return
+	}
+	if len(body) > kvmodel.MaxSessionValueBytes {
+		// A body without a length: count what it holds.
+		n := discard(w, r.Body)
+		http.Error(w, kvmodel.CheckSessionValue(name, int64(len(body))+n).Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if !json.Valid(body) {
+		http.Error(w, fmt.Sprintf("session value of key %q is not valid JSON", name), http.StatusBadRequest)
 		return
 	}
 	if _, err := s.store.Client().Put(r.Context(), key, string(body)); err != nil {

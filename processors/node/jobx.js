@@ -187,9 +187,23 @@ function call(method, path, body) {
   });
 }
 
+// SESSION_VALUE_LIMIT is the largest session value, as JSON bytes
+// (kvmodel.MaxSessionValueBytes).
+const SESSION_VALUE_LIMIT = 1048576;
+
+// TooLargeError is data over one of jobx's size limits; the message names
+// the limit.
+class TooLargeError extends RangeError {
+  constructor(message) {
+    super(message);
+    this.name = 'TooLargeError';
+  }
+}
+
 // session is the private session of the map invocation: read-write for its
 // mapper and combiner, read-only for its reducer. get resolves to undefined
-// for an unset key.
+// for an unset key; set rejects with a TooLargeError a value over
+// SESSION_VALUE_LIMIT.
 const session = {
   async get(key) {
     const r = await call('GET', '/v1/session/' + encodeURIComponent(key));
@@ -198,7 +212,14 @@ const session = {
     return JSON.parse(r.body);
   },
   async set(key, value) {
+    const json = JSON.stringify(value);
+    const size = json === undefined ? 0 : Buffer.byteLength(json);
+    if (size > SESSION_VALUE_LIMIT) {
+      throw new TooLargeError('session value of key ' + JSON.stringify(String(key)) + ' is ' + size +
+        ' bytes, over the ' + SESSION_VALUE_LIMIT + '-byte session value limit');
+    }
     const r = await call('PUT', '/v1/session/' + encodeURIComponent(key), value);
+    if (r.status === 413) throw new TooLargeError(r.body.trim());
     if (r.status >= 400) throw new Error('session set ' + key + ': ' + r.status + ' ' + r.body.trim());
   },
   async list() {
@@ -210,5 +231,5 @@ const session = {
 
 module.exports = {
   run, readInput, readInputSync, emit, directiveReturn, directiveMap, toReturn, toMap,
-  flush, env, log, notify, session,
+  flush, env, log, notify, session, SESSION_VALUE_LIMIT, TooLargeError,
 };

@@ -83,8 +83,21 @@ _jobx_call() {
 # jobx_session_get KEY: prints the JSON value; fails when unset.
 jobx_session_get() { _jobx_call "http://jobx/v1/session/$1"; }
 
-# jobx_session_set KEY JSON_VALUE
-jobx_session_set() { _jobx_call -X PUT --data-binary "$2" "http://jobx/v1/session/$1" >/dev/null; }
+# jobx_session_set KEY JSON_VALUE: fails, naming the limit, when the value
+# is over the session value limit (kvmodel.MaxSessionValueBytes). The value
+# goes through a pipe, not curl's arguments, which hold at most 128 KiB.
+_jobx_session_value_limit=1048576
+jobx_session_set() {
+	_jobx_n=$(($(printf '%s' "$2" | wc -c)))
+	if [ "$_jobx_n" -gt "$_jobx_session_value_limit" ]; then
+		echo "jobx: session value of key \"$1\" is $_jobx_n bytes, over the $_jobx_session_value_limit-byte session value limit" >&2
+		return 1
+	fi
+	_jobx_out=$(printf '%s' "$2" | _jobx_call -X PUT --data-binary @- "http://jobx/v1/session/$1") || {
+		printf 'jobx: %s\n' "$_jobx_out" >&2
+		return 1
+	}
+}
 
 # jobx_session_list: prints the session as a JSON array of [key, value].
 jobx_session_list() { _jobx_call "http://jobx/v1/session"; }
