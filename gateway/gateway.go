@@ -7,7 +7,7 @@
 //
 // Routes: POST /job/<workflow>/<job>?blocking=true|false&keep=true,
 // GET /request/<workflow>/<id>, GET /request/<workflow>/<id>/graph,
-// GET /ui/ (the web UI) and GET /api/workflows/... (its data),
+// GET /ui/ (the web UI), GET /api/workflows/... and GET /api/runners (its data),
 // GET /metrics, GET /healthz, GET /.
 package gateway
 
@@ -176,6 +176,7 @@ func (g *Gateway) routes() *gin.Engine {
 	e.GET("/ui", uiRedirect)
 	e.GET("/ui/*filepath", g.uiHandler())
 	e.GET("/api/workflows", g.apiWorkflows)
+	e.GET("/api/runners", g.apiRunners)
 	e.GET("/api/workflows/:workflow", g.requireToken, g.apiWorkflow)
 	e.GET("/api/workflows/:workflow/handlers/:handler", g.requireToken, g.apiHandler)
 	e.GET("/api/workflows/:workflow/requests", g.requireToken, g.apiRequests)

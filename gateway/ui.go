@@ -78,6 +78,53 @@ func (g *Gateway) apiWorkflows(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"workflows": out, "tokens_required": len(g.opts.Tokens) > 0})
 }
 
+// tokenValid reports whether the request carries a token valid for some
+// workflow: always without configured tokens.
+func (g *Gateway) tokenValid(c *gin.Context) bool {
+	if len(g.opts.Tokens) == 0 {
+		return true
+	}
+	for wf := range g.opts.Tokens {
+		if g.tokenAllows(c, wf) {
+			return true
+		}
+	}
+	return false
+}
+
+// apiRunners handles GET /api/runners: the live runners, each with whether
+// its handlers run isolated (false on the none sandbox). With tokens
+// configured, a caller sees the runners that serve a workflow its token may
+// read, listed with those workflows only; a runner that serves every
+// workflow, with any valid token.
+func (g *Gateway) apiRunners(c *gin.Context) {
+	valid := g.tokenValid(c)
+	out := []gin.H{}
+	for _, r := range g.runners.Runners() {
+		wfs := []string{}
+		for _, wf := range r.Workflows {
+			if g.tokenAllows(c, wf) {
+				wfs = append(wfs, wf)
+			}
+		}
+		if visible := valid && len(r.Workflows) == 0 || len(wfs) > 0; !visible {
+			continue
+		}
+		out = append(out, gin.H{"id": r.ID, "host": r.Host, "capabilities": nonNil(r.Capabilities), "workflows": wfs,
+			"sandbox": r.Sandbox, "isolated": r.Isolated(), "version": r.Version,
+			"in_flight": r.InFlight, "concurrency": r.Concurrency, "started": r.Started})
+	}
+	c.JSON(http.StatusOK, gin.H{"runners": out, "tokens_required": len(g.opts.Tokens) > 0})
+}
+
+// nonNil returns s, or an empty slice for nil (JSON [] rather than null).
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
 // apiWorkflow handles GET /api/workflows/:workflow: its jobs, steps and
 // handlers (without their source).
 func (g *Gateway) apiWorkflow(c *gin.Context) {

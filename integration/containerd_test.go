@@ -318,7 +318,8 @@ func TestContainerdPoolMetrics(t *testing.T) {
 	r.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{`jobx_runner_sandboxes_live{runner="ctr1"} 1`, `jobx_runner_sandboxes_idle{runner="ctr1"} 1`,
-		`jobx_sandbox_starts_total{runner="ctr1",sandbox="containerd",start="warm"} 5`, `jobx_sandbox_starts_total{runner="ctr1",sandbox="containerd",start="cold"} 1`} {
+		`jobx_sandbox_starts_total{runner="ctr1",sandbox="containerd",start="warm"} 5`, `jobx_sandbox_starts_total{runner="ctr1",sandbox="containerd",start="cold"} 1`,
+		`jobx_runner_sandbox_isolated{runner="ctr1",sandbox="containerd"} 1`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("runner metrics lack %s", want)
 		}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 func TestMetricsCountRequestsInvocationsAndWarmStarts(t *testing.T) {
 	c := startCluster(t)
 	r, _ := c.addRunner()
+	bare := bareRunner(t, c)
 	c.workflow("wf")
 	c.handler("wf", "map_yield", "map/yield.py", yieldPy)
 	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
@@ -39,6 +41,10 @@ func TestMetricsCountRequestsInvocationsAndWarmStarts(t *testing.T) {
 			t.Errorf("gateway metrics lack %s", want)
 		}
 	}
+	kind, isolated := runnerSandbox(t, c, "runner1"), "0"
+	if isolates[kind] {
+		isolated = "1"
+	}
 	rec := httptest.NewRecorder()
 	r.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
@@ -46,13 +52,27 @@ func TestMetricsCountRequestsInvocationsAndWarmStarts(t *testing.T) {
 		`jobx_invocations_total{direction="map",handler="map_yield",outcome="done",runner="runner1",step="chunk",workflow="wf"} 2`,
 		`jobx_invocations_total{direction="reduce",handler="reduce_sum",outcome="done",runner="runner1",step="chunk",workflow="wf"} 2`,
 		`jobx_invocations_total{direction="map",handler="map_boom",outcome="failed_handler_failed",runner="runner1",step="boom",workflow="wf"} 1`,
-		`jobx_sandbox_starts_total{runner="runner1",sandbox="process",start="warm"} 5`,
 		`jobx_invocation_duration_seconds_count{handler="map_yield",runner="runner1",step="chunk",workflow="wf"} 2`,
 		`jobx_runner_topics{runner="runner1"} 2`,
+		`jobx_runner_sandbox_isolated{runner="runner1",sandbox="` + kind + `"} ` + isolated,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("runner metrics lack %s", want)
 		}
+	}
+	// Five runs, each started warm but the first (a sandbox that forks
+	// from a warm interpreter, like none, starts even that one warm).
+	starts := map[string]int{}
+	for _, m := range regexp.MustCompile(`jobx_sandbox_starts_total\{runner="runner1",sandbox="`+kind+`",start="(warm|cold)"\} (\d+)`).FindAllStringSubmatch(string(body), -1) {
+		starts[m[1]], _ = strconv.Atoi(m[2])
+	}
+	if starts["warm"]+starts["cold"] != 5 || starts["cold"] > 1 {
+		t.Errorf("sandbox starts on %s: %v, want 5 with at most the first cold", kind, starts)
+	}
+	rec = httptest.NewRecorder()
+	bare.Metrics().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `jobx_runner_sandbox_isolated{runner="bare",sandbox="none"} 0`; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("the none sandbox's runner metrics lack %s", want)
 	}
 }
 

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +18,9 @@ import (
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sandbox/none"
 )
 
 const failPy = `"""
@@ -47,6 +51,41 @@ func uiCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
 	c.job("broken", "fail", "s_fail")
 	return c
 }
+
+// bareRunner starts a runner "bare" on the none sandbox (handlers run
+// unisolated) whose only capability, "bare", no test handler requires: it
+// announces itself and runs nothing.
+func bareRunner(t *testing.T, c *cluster, mods ...func(*runner.Options)) *runner.Runner {
+	t.Helper()
+	r, _ := c.addRunner(append([]func(*runner.Options){func(o *runner.Options) {
+		sb, err := none.New(none.Options{Dir: filepath.Join(o.Dir, "sandbox"), Log: testenv.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sb.Close() })
+		o.ID, o.Capabilities, o.Sandbox = "bare", []string{"bare"}, sb
+	}}, mods...)...)
+	return r
+}
+
+// runnerSandbox returns the sandbox kind runner id announces.
+func runnerSandbox(t *testing.T, c *cluster, id string) string {
+	t.Helper()
+	runners, err := c.store.Runners(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range runners {
+		if r.ID == id {
+			return r.Sandbox
+		}
+	}
+	t.Fatalf("runner %s is not announced", id)
+	return ""
+}
+
+// isolates is whether each sandbox kind isolates handlers.
+var isolates = map[string]bool{"namespace": true, "containerd": true, "none": false}
 
 // chromiumPath finds Debian's chromium. A missing browser fails the test
 // under CI=true (make deps installs it) and skips it otherwise.
@@ -155,18 +194,38 @@ func submitFromForm(t *testing.T, ctx context.Context, base, wf, job, args strin
 	return id
 }
 
-// TestWebUIInABrowser drives the UI in headless chromium: list workflows,
-// read a handler's source, submit JobX's two-level job4 from the form,
-// watch it complete with its graph and result, open the graph, and see a
-// failed request's error. With JOBX_DEMO_DIR set it also writes the
+// TestWebUIInABrowser drives the UI in headless chromium: list workflows
+// and runners (the one on the none sandbox flagged), read a handler's
+// source, submit JobX's two-level job4 from the form, watch it complete
+// with its graph and result, open the graph, and see a failed request's
+// error. With JOBX_DEMO_DIR set it also writes the
 // request page's screenshot and the request's DOT and SVG there (make
 // demo-artifacts).
 func TestWebUIInABrowser(t *testing.T) {
 	ctx := browser(t)
 	c := uiCluster(t)
 
+	bareRunner(t, c)
 	do(t, ctx, "workflows page", chromedp.Navigate(c.url+"/ui/"), chromedp.WaitVisible(css(`#workflows a[href="#/wf/dev"]`)))
 	mustHave(t, "workflows", text(t, ctx, "#workflows"), "dev", "broken", "JobX's development jobs")
+
+	// The runners: bare (none sandbox) flagged, runner1 (testenv's
+	// sandbox: namespace, or none where bubblewrap cannot run) only if
+	// it is unisolated too.
+	waitJS(t, ctx, "both runners listed", `document.querySelector('#runners tr[data-runner="runner1"]') && document.querySelector('#runners tr[data-runner="bare"]')`, 15*time.Second)
+	warning := text(t, ctx, "#runners-warning")
+	mustHave(t, "the runners warning", warning, "Handlers run unisolated", "bare", "--sandbox auto")
+	for id, kind := range map[string]string{"runner1": runnerSandbox(t, c, "runner1"), "bare": kvmodel.SandboxNone} {
+		row := `#runners tr[data-runner="` + id + `"]`
+		mustHave(t, id+"'s row", text(t, ctx, row), id, kind)
+		badge := get(t, ctx, id+"'s badge", chromedp.Evaluate[string](`(document.querySelector('`+row+` .badge.unisolated') || {}).textContent || ""`))
+		if unisolated := !isolates[kind]; unisolated != (badge != "") || unisolated && !strings.Contains(badge, "none: handlers run unisolated") {
+			t.Errorf("runner %s on the %s sandbox: badge %q", id, kind, badge)
+		}
+		if strings.Contains(warning, id) == isolates[kind] {
+			t.Errorf("runner %s on the %s sandbox: warning %q", id, kind, warning)
+		}
+	}
 
 	do(t, ctx, "open dev", chromedp.Click(css(`#workflows a[href="#/wf/dev"]`)),
 		chromedp.WaitVisible(css(`#handlers a[href="#/wf/dev/handler/map_test_split"]`)))
@@ -254,7 +313,7 @@ func mustHave(t *testing.T, what, got string, wants ...string) {
 // and that tokens filter and guard them as they do the job routes.
 func TestUIRoutes(t *testing.T) {
 	c := uiCluster(t, func(o *gateway.Options) {
-		o.Tokens = map[string][]string{"dev": {"dev-token"}, gateway.AllWorkflows: {"admin"}}
+		o.Tokens = map[string][]string{"dev": {"dev-token"}, "other": {"other-token"}, gateway.AllWorkflows: {"admin"}}
 	})
 	get := func(path, token string) response {
 		t.Helper()
@@ -355,5 +414,50 @@ func TestUIRoutes(t *testing.T) {
 	}
 	if r := get("/api/workflows/dev/requests", ""); r.status != 401 {
 		t.Errorf("requests without a token: %d", r.status)
+	}
+
+	// Runners: runner1 (testenv's sandbox, every workflow) and bare (none
+	// sandbox, workflows broken and other). A caller sees those serving a
+	// workflow it may read, with those workflows only.
+	bareRunner(t, c, func(o *runner.Options) { o.Workflows = []string{"broken", "other"} })
+	runners := func(token string) map[string]map[string]any {
+		t.Helper()
+		r := get("/api/runners", token)
+		if r.status != 200 || r.body["tokens_required"] != true {
+			t.Fatalf("runners: %d %s", r.status, r.raw)
+		}
+		out := map[string]map[string]any{}
+		for _, v := range r.body["runners"].([]any) {
+			ri := v.(map[string]any)
+			out[ri["id"].(string)] = ri
+		}
+		return out
+	}
+	waitFor(t, "bare in the gateway's registry", 10*time.Second, func() bool { return runners("admin")["bare"] != nil })
+	all := runners("admin")
+	if len(all) != 2 {
+		t.Fatalf("runners with an all-workflows token: %v", all)
+	}
+	r1, bare := all["runner1"], all["bare"]
+	if kind := runnerSandbox(t, c, "runner1"); r1["sandbox"] != kind || r1["isolated"] != isolates[kind] || len(r1["workflows"].([]any)) != 0 ||
+		fmt.Sprint(r1["capabilities"]) != "[general]" || r1["concurrency"].(float64) < 1 || r1["in_flight"] == nil || r1["host"] == "" {
+		t.Errorf("runner1: %v", r1)
+	}
+	if started, err := time.Parse(time.RFC3339Nano, fmt.Sprint(bare["started"])); bare["sandbox"] != kvmodel.SandboxNone || bare["isolated"] != false ||
+		fmt.Sprint(bare["workflows"]) != "[broken other]" || fmt.Sprint(bare["capabilities"]) != "[bare]" || bare["version"] == nil ||
+		err != nil || time.Since(started) > time.Minute {
+		t.Errorf("bare: %v", bare)
+	}
+	if got := runners(""); len(got) != 0 {
+		t.Errorf("runners without a token: %v", got)
+	}
+	if got := runners("dev-token"); len(got) != 1 || got["runner1"] == nil {
+		t.Errorf("runners with dev's token: %v", got)
+	}
+	if got := runners("other-token"); len(got) != 2 || fmt.Sprint(got["bare"]["workflows"]) != "[other]" {
+		t.Errorf("runners with other's token: %v", got)
+	}
+	if got := runners("wrong"); len(got) != 0 {
+		t.Errorf("runners with an unknown token: %v", got)
 	}
 }

@@ -23,13 +23,24 @@ type RunnerInfo struct {
 	Host         string    `json:"host"`
 	Capabilities []string  `json:"capabilities"`
 	Workflows    []string  `json:"workflows"` // empty: every workflow
-	Sandbox      string    `json:"sandbox"`
+	Sandbox      string    `json:"sandbox"`   // the sandbox's kind: namespace, containerd or SandboxNone
 	Version      string    `json:"version"`
 	Concurrency  int       `json:"concurrency"`
 	InFlight     int       `json:"in_flight"`
 	Started      time.Time `json:"started"`
 	Updated      time.Time `json:"updated"`
 }
+
+// SandboxNone is the Sandbox of a runner started with --sandbox none: its
+// handlers run unisolated, as the runner's user.
+const SandboxNone = "none"
+
+// SandboxIsolates reports whether handlers run isolated in the sandbox of
+// kind sandbox: in every sandbox but SandboxNone.
+func SandboxIsolates(sandbox string) bool { return sandbox != SandboxNone }
+
+// Isolated reports whether the runner's handlers run isolated.
+func (ri *RunnerInfo) Isolated() bool { return SandboxIsolates(ri.Sandbox) }
 
 // Serves reports whether the runner consumes the topics of workflow wf for
 // capability c.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jobx/jobx/kvmodel"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,7 +56,15 @@ func newMetrics(r *Runner) *metrics {
 		Name: "jobx_recovered_messages_total", Help: "Messages published again for requests whose work stopped moving (lost queue messages).",
 		ConstLabels: labels,
 	})
-	m.reg.MustRegister(m.depth, m.recovered)
+	kind := r.sandbox.Kind()
+	isolated := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "jobx_runner_sandbox_isolated", Help: "1 when the runner's sandbox isolates handlers (namespace, containerd), 0 when they run unisolated (--sandbox none).",
+		ConstLabels: prometheus.Labels{"runner": r.opts.ID, "sandbox": kind},
+	})
+	if kvmodel.SandboxIsolates(kind) {
+		isolated.Set(1)
+	}
+	m.reg.MustRegister(m.depth, m.recovered, isolated)
 	if ps, ok := r.sandbox.(poolStats); ok {
 		for _, g := range []struct {
 			name, help string

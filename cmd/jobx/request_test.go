@@ -3,7 +3,6 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jobx/jobx/kvmodel"
 )
@@ -28,19 +27,6 @@ func TestRequestAndInvocationCommands(t *testing.T) {
 	mustContain(t, "cleanup", c.ok("request", "cleanup", "dev", req.ID), "deleted request", "and 2 map invocations")
 	mustContain(t, "gone", c.fails("request", "get", "dev", req.ID), "does not exist")
 	mustContain(t, "child gone", c.fails("invocation", "get", "dev", child.ID), "does not exist")
-}
-
-func TestRunnersListsAnnouncedRunners(t *testing.T) {
-	c := newCLI(t)
-	a, err := c.store.Announce(t.Context(), kvmodel.RunnerInfo{ID: "r1", Host: "h", Capabilities: []string{"general", "gpu"}, Sandbox: "process", Version: "v", Concurrency: 4, Started: time.Now()}, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	out := c.ok("runners")
-	if !strings.Contains(out, "r1") || !strings.Contains(out, "general,gpu") || !strings.Contains(out, "0/4") {
-		t.Fatalf("runners output:\n%s", out)
-	}
 }
 
 func TestTraceSessionsDumpsEachMapInvocationsSession(t *testing.T) {

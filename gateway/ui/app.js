@@ -1,5 +1,5 @@
 // jobx web UI: plain JavaScript, no build step. Pages are hash routes:
-//   #/                               workflows
+//   #/                               workflows and live runners
 //   #/wf/<wf>                        jobs, steps, handlers, recent requests, submit form
 //   #/wf/<wf>/handler/<handler>      a handler and its source
 //   #/request/<wf>/<id>              a request: state, progress, live graph, result or error
@@ -50,9 +50,11 @@ document.getElementById("token-form").addEventListener("submit", (ev) => {
   route();
 });
 
+// setMain replaces the page's content; null, undefined and false kids are
+// left out (replaceChildren would show them as text).
 function setMain(...kids) {
   const main = document.getElementById("main");
-  main.replaceChildren(...kids);
+  main.replaceChildren(...kids.filter((k) => k !== undefined && k !== null && k !== false));
 }
 
 function crumbs(items) {
@@ -117,9 +119,37 @@ async function workflowsPage(gen) {
     el("td", {}, el("a", { href: "#/wf/" + enc(w.name) }, w.name)),
     el("td", {}, w.description),
     el("td", {}, String(w.jobs))));
+  const runners = el("div", { id: "runners-section" }, el("p", { class: "muted" }, "Loading…"));
   setMain(el("h1", {}, "Workflows"),
     r.body.tokens_required && !view.token ? el("p", { class: "muted" }, "This gateway needs a token: enter it above.") : null,
-    table(["workflow", "description", "jobs"], rows, { id: "workflows" }));
+    table(["workflow", "description", "jobs"], rows, { id: "workflows" }),
+    el("h2", {}, "Runners"), runners);
+
+  const refresh = async () => {
+    const rr = await api("/api/runners");
+    if (gen !== view.gen) return;
+    runners.replaceChildren(rr.ok ? runnersTable(rr.body.runners) : el("div", { class: "error" }, errorText(rr)));
+    view.timer = setTimeout(refresh, 5000);
+  };
+  refresh();
+}
+
+// runnersTable lists the live runners; those on the none sandbox carry a
+// warning badge, and a warning above the table names them.
+function runnersTable(runners) {
+  const unisolated = runners.filter((r) => !r.isolated).map((r) => r.id);
+  const rows = runners.map((r) => el("tr", { "data-runner": r.id, "data-isolated": String(r.isolated), class: r.isolated ? null : "unisolated" },
+    el("td", { class: "mono" }, r.id), el("td", {}, r.host), el("td", {}, r.capabilities.join(", ")),
+    el("td", {}, r.workflows.length ? r.workflows.join(", ") : el("span", { class: "muted" }, "all")),
+    el("td", {}, r.isolated ? r.sandbox : el("span", { class: "badge unisolated", title: "started with --sandbox none: handlers run as the runner's user, with its files, network and processes in reach" },
+      "⚠ " + r.sandbox + ": handlers run unisolated")),
+    el("td", {}, r.in_flight + " / " + r.concurrency), el("td", { class: "mono" }, r.version),
+    el("td", {}, fmtDuration((Date.now() - Date.parse(r.started)) / 1000))));
+  return el("div", {},
+    unisolated.length ? el("div", { class: "warning", id: "runners-warning", role: "alert" },
+      el("strong", {}, "Handlers run unisolated"), " on " + unisolated.join(", ") +
+      " (--sandbox none): as the runner's user, with its files, network and processes in reach. Restart with --sandbox auto to isolate them.") : null,
+    table(["runner", "host", "capabilities", "workflows", "sandbox", "load", "version", "up"], rows, { id: "runners" }));
 }
 
 async function workflowPage(gen, wf) {
