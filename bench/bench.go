@@ -57,7 +57,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 		return nil, fmt.Errorf("baseline word count differs from Go's count: %s", d)
 	}
 
-	fmt.Fprintln(os.Stderr, "bench: starting the cluster (etcd with fsync, nsqd, gateway, runner)")
+	fmt.Fprintln(os.Stderr, "bench: starting the cluster (etcd with fsync, nsqd, gateway, runner on the namespace sandbox)")
 	c, err := startCluster(ctx, filepath.Join(dir, "cluster"), cfg.Log, loadWorkflow)
 	if err != nil {
 		return nil, err
@@ -123,7 +123,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	r.Sizes = sizes{
 		Mode: cfg.Mode, TrivialWarmup: cfg.Warmup, TrivialRequests: cfg.Requests, Docs: cfg.Docs, DocBytes: cfg.DocBytes,
 		Vocabulary: cfg.Vocabulary, Seed: cfg.Seed, WordcountBody: wc.RequestSize, BaselineWCRuns: cfg.BaselineRuns,
-		EtcdFsync: true, Sandbox: "process", RunnerConcurency: c.runnerConcurrency, ScaleSizes: cfg.ScaleSizes,
+		EtcdFsync: true, Sandbox: c.sandbox, RunnerConcurency: c.runnerConcurrency, ScaleSizes: cfg.ScaleSizes,
 	}
 	js, bs := summarize(millis(lat)), summarize(blTrivial.TimingsMS)
 	r.TrivialP50 = newFigure("trivial job p50", js.P50, "ms").vs(bs.P50).atMost("<= 5 ms", 5)
@@ -146,16 +146,9 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	r.PeakRSS = newFigure("peak RSS (bench process: etcd+nsqd+gateway+runner)", float64(rss)/(1<<20), "MiB")
 	r.PeakRSSZygotes = newFigure(fmt.Sprintf("peak RSS (%d python zygotes, summed)", len(zs)), float64(zrss)/(1<<20), "MiB")
 
-	if cfg.Containerd {
-		cf, why, err := benchContainerd(ctx, cfg, dir, docs, blCounts, js.P50, js.P99, ips)
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("containerd figures: %w", err)
-		case cf == nil:
-			fmt.Fprintf(os.Stderr, "bench: containerd figures skipped: %s\n", why)
-		default:
-			r.CtrTrivialP50, r.CtrTrivialP99, r.CtrColdStart = cf.TrivialP50, cf.TrivialP99, cf.ColdStart
-			r.CtrWordcountInvocationsPerS, r.CtrWordcountUnfinished = cf.WordcountInvocationsPerS, cf.WordcountUnfinished
+	if cfg.Sandboxes {
+		if r.Sandboxes, err = benchSandboxes(ctx, cfg, dir, docs, blCounts); err != nil {
+			return nil, fmt.Errorf("sandboxes: %w", err)
 		}
 	}
 
@@ -194,6 +187,12 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	r.Machine.LoadStart, r.Machine.LoadEnd = loadStart, loadAverage()
 	if err := r.writeTable(cfg.Stdout); err != nil {
 		return nil, err
+	}
+	if r.Sandboxes != nil {
+		fmt.Fprintln(cfg.Stdout)
+		if err := r.Sandboxes.write(cfg.Stdout); err != nil {
+			return nil, err
+		}
 	}
 	r.writeNotes(cfg.Stdout)
 	if cfg.Out != "" {

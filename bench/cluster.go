@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/jobx/jobx/gateway"
@@ -14,7 +17,7 @@ import (
 	_ "github.com/jobx/jobx/processors/all"
 	"github.com/jobx/jobx/runner"
 	"github.com/jobx/jobx/sandbox"
-	"github.com/jobx/jobx/sandbox/none"
+	"github.com/jobx/jobx/sandbox/namespace"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -32,6 +35,7 @@ type cluster struct {
 	url   string // the gateway's base URL
 
 	runnerConcurrency int
+	sandbox           string // the runner's sandbox kind
 
 	stops []func() // run in reverse order by Close
 }
@@ -81,13 +85,27 @@ func startCluster(ctx context.Context, dir string, log *slog.Logger, load func(c
 	if len(box) > 0 {
 		ro.Sandbox = box[0]
 	} else {
-		nb, err := none.New(none.Options{Dir: filepath.Join(dir, "sandbox"), Zygotes: 2, Log: log})
+		// The default sandbox, as jobx up picks it where no containerd
+		// answers.
+		agent, err := benchAgent(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sbDir, err := os.MkdirTemp("", "jxb-")
+		if err != nil {
+			return nil, err
+		}
+		c.stops = append(c.stops, func() { os.RemoveAll(sbDir) })
+		no := namespace.NewOptions()
+		no.Dir, no.HandlersDir, no.AgentPath, no.Log = sbDir, filepath.Join(ro.Dir, "handlers"), agent, log
+		nb, err := namespace.New(ctx, no)
 		if err != nil {
 			return nil, err
 		}
 		c.stops = append(c.stops, func() { nb.Close() })
 		ro.Sandbox = nb
 	}
+	c.sandbox = ro.Sandbox.Kind()
 	c.runnerConcurrency = ro.Concurrency
 	if c.rn, err = runner.New(ctx, ro); err != nil {
 		return nil, err
@@ -117,4 +135,28 @@ func (c *cluster) Close() {
 		c.stops[i]()
 	}
 	c.stops = nil
+}
+
+var agentOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// benchAgent builds the static jobx-agent once and returns its path.
+func benchAgent(ctx context.Context) (string, error) {
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "jxa-")
+		if err != nil {
+			agentOnce.err = err
+			return
+		}
+		agentOnce.path = filepath.Join(dir, "jobx-agent")
+		build := exec.CommandContext(ctx, "go", "build", "-o", agentOnce.path, "github.com/jobx/jobx/cmd/jobx-agent")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			agentOnce.err = fmt.Errorf("build jobx-agent: %v: %s", err, out)
+		}
+	})
+	return agentOnce.path, agentOnce.err
 }

@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 )
 
 // config sizes and routes one benchmark run.
@@ -25,11 +24,12 @@ type config struct {
 	BaselineRuns int
 	CPUProfile   string
 	KeepDir      bool
-	// Containerd adds the containerd sandbox's figures (as root, with
-	// containerd installed).
-	Containerd bool
-	// CtrWordcountLimit bounds the containerd word count.
-	CtrWordcountLimit time.Duration
+	// Sandboxes measures the sandboxes side by side (none, namespace and,
+	// with Containerd, as root with containerd installed, containerd), in
+	// SandboxRounds rounds.
+	Sandboxes     bool
+	Containerd    bool
+	SandboxRounds int
 	// ScaleSizes are the word-count sizes, ascending, of the scaling runs
 	// on a cluster of separate processes.
 	ScaleSizes []int
@@ -47,23 +47,24 @@ type config struct {
 
 func defaultConfig() *config {
 	return &config{
-		Out:               "bench/out/results.json",
-		Containerd:        true,
-		CtrWordcountLimit: 4 * time.Minute,
-		Mode:              "full",
-		Warmup:            20,
-		Requests:          300,
-		Docs:              2000,
-		DocBytes:          1000,
-		Vocabulary:        300,
-		Seed:              20240601,
-		WarmDocs:          20,
-		BaselineRuns:      5,
-		ScaleSizes:        []int{500, 2000, 8000},
-		Celery:            true,
-		CelerySizes:       []int{500, 2000},
-		CeleryPython:      "/usr/bin/python3",
-		Stdout:            os.Stdout,
+		Out:           "bench/out/results.json",
+		Sandboxes:     true,
+		Containerd:    true,
+		SandboxRounds: 3,
+		Mode:          "full",
+		Warmup:        20,
+		Requests:      300,
+		Docs:          2000,
+		DocBytes:      1000,
+		Vocabulary:    300,
+		Seed:          20240601,
+		WarmDocs:      20,
+		BaselineRuns:  5,
+		ScaleSizes:    []int{500, 2000, 8000},
+		Celery:        true,
+		CelerySizes:   []int{500, 2000},
+		CeleryPython:  "/usr/bin/python3",
+		Stdout:        os.Stdout,
 	}
 }
 

@@ -1,8 +1,9 @@
 // Command bench measures jobx against the same Python handlers run without
 // it: it starts an in-process cluster (embedded etcd with fsync on,
-// in-process nsqd, one gateway, one runner with the process sandbox), loads
-// a benchmark workflow, and reports trivial-job latency and word-count
-// throughput beside an in-process Python baseline.
+// in-process nsqd, one gateway, one runner with the namespace sandbox, the
+// default), loads a benchmark workflow, and reports trivial-job latency and
+// word-count throughput beside an in-process Python baseline and Celery;
+// then the sandboxes side by side (none, namespace, containerd).
 //
 //	go run ./bench [-out bench/out/results.json] [-quick] [-cpuprofile cpu.out]
 package main
@@ -24,7 +25,8 @@ func main() {
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measurements to this `file`")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the cluster's temporary directory")
 	verbose := flag.Bool("v", false, "log the daemons at debug level")
-	flag.BoolVar(&cfg.Containerd, "containerd", cfg.Containerd, "also measure the containerd sandbox (needs root and containerd)")
+	flag.BoolVar(&cfg.Sandboxes, "sandboxes", cfg.Sandboxes, "also measure the sandboxes side by side (none, namespace, containerd)")
+	flag.BoolVar(&cfg.Containerd, "containerd", cfg.Containerd, "include the containerd sandbox in the side-by-side figures (needs root and containerd)")
 	flag.BoolVar(&cfg.Celery, "celery", cfg.Celery, "also run the peer, Celery (false: no jobx/Celery ratios)")
 	scaling := flag.Bool("scaling", true, "also run the scaling sizes on a cluster of separate processes")
 	flag.Parse()

@@ -129,13 +129,8 @@ type results struct {
 	WordcountPhases          *phases `json:"wordcount_phases"`
 	PeakRSS                  *figure `json:"peak_rss_bench_process"`
 	PeakRSSZygotes           *figure `json:"peak_rss_python_zygotes"`
-	CtrTrivialP50            *figure `json:"containerd_trivial_p50,omitempty"`
-	CtrTrivialP99            *figure `json:"containerd_trivial_p99,omitempty"`
-	// CtrWordcountInvocationsPerS is the word count on warm containerd
-	// sandboxes; its baseline is the process sandbox's rate.
-	CtrWordcountInvocationsPerS *figure `json:"containerd_wordcount_invocations_per_s,omitempty"`
-	CtrWordcountUnfinished      string  `json:"containerd_wordcount_unfinished,omitempty"`
-	CtrColdStart                *figure `json:"containerd_cold_start,omitempty"`
+	// Sandboxes are the sandboxes side by side.
+	Sandboxes *sandboxFigures `json:"sandboxes,omitempty"`
 	// Celery is the peer's run; CelerySkipped says why there is none.
 	Celery        *celeryResult `json:"celery,omitempty"`
 	CelerySkipped string        `json:"celery_skipped,omitempty"`
@@ -148,11 +143,6 @@ type results struct {
 func (r *results) figures() []*figure {
 	out := []*figure{r.TrivialP50, r.TrivialP99, r.TrivialMean, r.TrivialForkP50, r.TrivialForkP99, r.WordcountWall, r.WordcountInvocations,
 		r.WordcountInvocationsPerS, r.WordcountDocsPerS, r.WordcountDistinctWords, r.PeakRSS, r.PeakRSSZygotes}
-	for _, f := range []*figure{r.CtrTrivialP50, r.CtrTrivialP99, r.CtrWordcountInvocationsPerS, r.CtrColdStart} {
-		if f != nil {
-			out = append(out, f)
-		}
-	}
 	if s := r.Scaling; s != nil {
 		for _, run := range s.Runs {
 			out = append(out, run.Wall, run.PerInvocation)
@@ -171,9 +161,6 @@ func (r *results) writeNotes(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d cores (%s), Go %s, Python %s, kernel %s, %s; load average %.1f at the start, %.1f at the end.\n",
 		m.NProc, m.CPUModel, m.GoVersion, m.Python, m.Kernel, m.Date, m.LoadStart, m.LoadEnd)
 	fmt.Fprintln(w, "baseline: the same Python handlers in one Python process (bench/baseline.py), same run.")
-	if r.CtrWordcountUnfinished != "" {
-		fmt.Fprintln(w, "containerd: target >= 500 /s MISSED:", r.CtrWordcountUnfinished+".")
-	}
 	switch {
 	case r.Celery != nil:
 		c := r.Celery

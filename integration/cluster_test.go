@@ -20,6 +20,7 @@ import (
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
 	"github.com/jobx/jobx/runner"
+	"github.com/jobx/jobx/sharedfs"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -97,7 +98,7 @@ func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, st
 		f(o)
 	}
 	if o.Sandbox == nil {
-		o.Sandbox = testenv.Sandbox(c.t, filepath.Join(o.Dir, "sandbox"))
+		o.Sandbox = testenv.Sandbox(c.t, o.Dir)
 	}
 	r, err := runner.New(context.Background(), o)
 	if err != nil {
@@ -251,4 +252,21 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// sharedFiles is a local shared filesystem for a test's runners: handlers
+// reach their workflow's files at JOBX_FS_ROOT in every sandbox.
+type sharedFiles struct{ dir string }
+
+func sharedFS(t testing.TB) sharedFiles { return sharedFiles{dir: t.TempDir()} }
+
+// runner configures a runner to serve the shared files.
+func (s sharedFiles) runner(o *runner.Options) {
+	o.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: s.dir}
+}
+
+// path returns the host path of a workflow's shared file.
+func (s sharedFiles) path(wf, name string) string {
+	dir, _ := sharedfs.HostDir(sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: s.dir}, wf)
+	return filepath.Join(dir, name)
 }

@@ -470,7 +470,7 @@ func TestBadRequestsAreAnsweredWithClearErrors(t *testing.T) {
 		{"absolute path as request id", "/request/wf/%2Fetc%2Fpasswd", "", "", 404, "no route"},
 		{"path trick in request id", "/request/wf/..", "", "", 404, "request .. of workflow wf"},
 		{"unicode job name", "/job/wf/l%C3%A9af", "application/json", `{"arguments":{}}`, 404, `job "léaf"`},
-		{"oversized body", "/job/wf/leaf", "application/json", `{"arguments":{"x":"` + strings.Repeat("x", 9<<20) + `"}}`, 413, "too large"},
+		{"oversized body", "/job/wf/leaf", "application/json", `{"arguments":{"x":"` + strings.Repeat("x", 9<<20) + `"}}`, 413, "over the 8388608-byte request body limit (set by jobx gateway --max-body)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method := "POST"
@@ -537,9 +537,11 @@ yield ('slept', 1)
 }
 
 func TestHandlerRetriesItsOwnFailuresAsItsHeaderAsks(t *testing.T) {
-	c := basic(t)
-	// Fails on its first two runs (counted in a file), then succeeds.
-	counter := t.TempDir() + "/count"
+	c := startCluster(t)
+	c.addRunner(sharedFS(t).runner)
+	c.leafWorkflow("wf")
+	// Fails on its first two runs (counted in a file of the workflow's
+	// shared files), then succeeds.
 	c.handler("wf", "map_flaky", "map/flaky.py", `"""
 Fail twice, then work.
 
@@ -550,7 +552,7 @@ retries:
   backoff: 10ms
 """
 import os
-p = '`+counter+`'
+p = os.path.join(os.environ['JOBX_FS_ROOT'], 'count')
 n = int(open(p).read()) if os.path.exists(p) else 0
 open(p, 'w').write(str(n + 1))
 if n < 2:

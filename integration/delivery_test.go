@@ -14,17 +14,19 @@ import (
 
 func TestLongInvocationIsKeptAliveNotRedelivered(t *testing.T) {
 	c := startCluster(t)
-	c.addRunner(func(o *runner.Options) { o.MsgTimeout = time.Second })
+	shared := sharedFS(t)
+	c.addRunner(func(o *runner.Options) { o.MsgTimeout = time.Second }, shared.runner)
 	c.workflow("wf")
-	runs := t.TempDir() + "/runs"
+	runs := shared.path("wf", "runs")
 	c.handler("wf", "map_slow", "map/slow.py", `"""
-Run for three message timeouts, counting runs.
+Run for three message timeouts, counting runs (in the workflow's shared
+files, which the sandboxed handler reaches).
 
 **
 handler_type: mapper
 """
-import time
-with open('`+runs+`', 'a') as f:
+import os, time
+with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
     f.write('run\n')
 time.sleep(3)
 yield MrConfigureToReturn()

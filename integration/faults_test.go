@@ -258,7 +258,7 @@ func startRunnerProc(t *testing.T, c *cluster, bin, id, ctrd, images string) *ru
 	if ctrd != "" {
 		args = append(args, "--sandbox", "containerd", "--containerd", ctrd, "--images-dir", images, "--pool-max-idle", "2")
 	} else {
-		args = append(args, "--sandbox", "process")
+		args = append(args, "--sandbox", "none")
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr

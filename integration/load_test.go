@@ -54,7 +54,7 @@ yield ('n', v * 2)
 	for i := range 2 {
 		id := fmt.Sprintf("load%d", i)
 		runners = append(runners, startProc(t, bin, id, "runner", "--etcd", etcd.Addr, "--nsqd", nsqd.Addr, "--id", id,
-			"--dir", t.TempDir(), "--sandbox", "process", "--log-level", "warn"))
+			"--dir", t.TempDir(), "--sandbox", "none", "--log-level", "warn"))
 		waitFor(t, "runner "+id, 30*time.Second, func() bool { return runnerAnnounced(t, c, id) })
 	}
 	url := "http://" + addr

@@ -16,6 +16,8 @@ type Pipes struct {
 	Stdin, Stdout, Stderr *os.File
 	inW, outR, errR       *os.File
 	wg                    sync.WaitGroup
+	once                  sync.Once
+	done                  chan struct{} // closed when wg is done
 }
 
 // NewPipes makes the three pipes. The caller must Close them.
@@ -53,12 +55,25 @@ func (p *Pipes) Pump(stdin io.Reader, st *Streams) {
 	go func() { defer p.wg.Done(); io.Copy(st.Stderr, p.errR) }()
 }
 
+// Drained waits up to grace for the pumps to reach the end of the
+// handler's output, and reports whether they did: false means something
+// still holds the pipes open. It closes nothing; Finish ends the pumps.
+func (p *Pipes) Drained(grace time.Duration) bool {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.copied():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // Finish waits for the pumps after the handler has exited; when something
 // it left still holds the pipes open past grace, it closes this process's
 // ends to stop them and returns false.
 func (p *Pipes) Finish(grace time.Duration) bool {
-	copied := make(chan struct{})
-	go func() { p.wg.Wait(); close(copied) }()
+	copied := p.copied()
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
@@ -69,6 +84,15 @@ func (p *Pipes) Finish(grace time.Duration) bool {
 		<-copied
 		return false
 	}
+}
+
+// copied is closed once the pumps are done.
+func (p *Pipes) copied() <-chan struct{} {
+	p.once.Do(func() {
+		p.done = make(chan struct{})
+		go func() { p.wg.Wait(); close(p.done) }()
+	})
+	return p.done
 }
 
 // Close closes every end; it may be called more than once.

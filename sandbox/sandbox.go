@@ -35,12 +35,16 @@ type RunSpec struct {
 	Handler     string
 	HandlerType string
 	Invocation  string
-	Program     processors.Program
-	Env         []string // complete environment, KEY=VALUE
-	Stdin       io.Reader
-	Stdout      io.Writer // receives the handler's stdout as written
-	Stderr      io.Writer // receives every stderr byte (the sandbox also keeps a tail)
-	Limits      Limits
+	// Processor names the handler's language processor ("python",
+	// "node", "sh", "exec"): sandboxes keep warm interpreters per
+	// processor.
+	Processor string
+	Program   processors.Program
+	Env       []string // complete environment, KEY=VALUE
+	Stdin     io.Reader
+	Stdout    io.Writer // receives the handler's stdout as written
+	Stderr    io.Writer // receives every stderr byte (the sandbox also keeps a tail)
+	Limits    Limits
 	// ServicesSocket is the host path of the runner's services endpoint
 	// (sessions, notifications), also named in Env as JOBX_SERVICES; a
 	// sandbox with its own mount namespace bind-mounts its directory at

@@ -48,6 +48,7 @@ type envConfig struct {
 	MetricsAddr string   // JOBX_METRICS_ADDR: a runner's --metrics-addr
 	NSQDHTTP    []string // JOBX_NSQD_HTTP: a runner's --nsqd-http
 	Containerd  string   // JOBX_CONTAINERD: a runner's --containerd socket
+	Agent       string   // JOBX_AGENT: a runner's --agent binary
 
 	Capabilities []string // MR_SYSTEM_CAPABILITIES
 	Workflows    []string // MR_WORKFLOW_NAMES
@@ -87,6 +88,7 @@ func loadEnv(getenv func(string) string) envConfig {
 	c.MetricsAddr = getenv("JOBX_METRICS_ADDR")
 	c.NSQDHTTP = splitList(getenv("JOBX_NSQD_HTTP"))
 	c.Containerd = getenv("JOBX_CONTAINERD")
+	c.Agent = getenv("JOBX_AGENT")
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
 	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")
 	c.NotifyListen = net.JoinHostPort(orDefault(getenv("HTTP_LISTEN_HOSTNAME"), "127.0.0.1"), orDefault(getenv("HTTP_LISTEN_PORT"), "3333"))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/writers"
+	"github.com/jobx/jobx/processors"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	"github.com/jobx/jobx/sharedfs"
@@ -73,6 +74,7 @@ type runnerFlags struct {
 	opts       *runner.Options
 	sandbox    string
 	containerd string
+	agent      string // the jobx-agent binary ("": agent.Find)
 	// containerdDir, when set, is where a runner starts its own containerd
 	// when none answers at containerd.
 	containerdDir string
@@ -82,6 +84,7 @@ type runnerFlags struct {
 	buildImages bool
 	fsDir       string
 	pool        *ctrd.Options // pool settings of the containerd sandbox
+	scratch     string        // --scratch: a size, or "" for the runner's default
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
@@ -100,13 +103,15 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringSliceVar(&o.Workflows, "workflows", o.Workflows, "workflows served, comma-separated; empty serves all (env MR_WORKFLOW_NAMES)")
 	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "handler runs at once (JobX's MR_NSQ_MAX_IN_FLIGHT); twice as many messages are in flight, the others loading data or recording results")
 	f.DurationVar(&o.Retention, "retention", o.Retention, "how long a finished request is kept before cleanup")
-	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: containerd, none, or auto (containerd when one answers, else none with a warning)")
+	f.StringVar(&rf.scratch, "scratch", "", "scratch quota of a handler run, the bytes it may write under its scratch directory: a size such as 64Mi, or bytes; a handler's scratch header key and its workflow's defaults win (default 512Mi)")
+	f.StringVar(&rf.sandbox, "sandbox", rf.sandbox, "sandbox for handlers: auto (containerd when one answers, else namespace), containerd, namespace (Linux namespaces through bubblewrap; no daemon, no image), or none (no isolation; only when asked for by name)")
 	f.StringVar(&rf.containerd, "containerd", rf.containerd, "containerd socket for the containerd sandbox (env JOBX_CONTAINERD)")
-	f.IntVar(&rf.pool.MaxSandboxes, "max-sandboxes", rf.pool.MaxSandboxes, "containerd: most sandboxes alive at once (warm or busy)")
-	f.Int64Var(&rf.pool.MemoryBudget, "sandbox-memory-budget", rf.pool.MemoryBudget, "containerd: bound on the sum of live sandboxes' memory limits, in bytes")
-	f.IntVar(&rf.pool.MaxIdle, "pool-max-idle", rf.pool.MaxIdle, "containerd: warm sandboxes kept idle per workflow and processor")
-	f.DurationVar(&rf.pool.IdleTimeout, "pool-idle-timeout", rf.pool.IdleTimeout, "containerd: stop a sandbox idle this long")
-	f.DurationVar(&rf.pool.Linger, "pool-linger", rf.pool.Linger, "containerd: keep the idle sandboxes beyond --pool-max-idle this long after a burst")
+	f.StringVar(&rf.agent, "agent", a.env.Agent, "the static jobx-agent binary the containerd and namespace sandboxes run (env JOBX_AGENT; default: beside jobx, then in PATH)")
+	f.IntVar(&rf.pool.MaxSandboxes, "max-sandboxes", rf.pool.MaxSandboxes, "containerd and namespace: most sandboxes alive at once (warm or busy)")
+	f.Int64Var(&rf.pool.MemoryBudget, "sandbox-memory-budget", rf.pool.MemoryBudget, "containerd and namespace: bound on the sum of live sandboxes' memory limits, in bytes")
+	f.IntVar(&rf.pool.MaxIdle, "pool-max-idle", rf.pool.MaxIdle, "containerd and namespace: warm sandboxes kept idle per workflow and processor")
+	f.DurationVar(&rf.pool.IdleTimeout, "pool-idle-timeout", rf.pool.IdleTimeout, "containerd and namespace: stop a sandbox idle this long")
+	f.DurationVar(&rf.pool.Linger, "pool-linger", rf.pool.Linger, "containerd and namespace: keep the idle sandboxes beyond --pool-max-idle this long after a burst")
 	f.IntVar(&rf.pool.MaxReuse, "pool-max-reuse", rf.pool.MaxReuse, "containerd: stop a sandbox after this many invocations (0: no limit)")
 	f.BoolVar(&rf.pool.PerHandler, "sandbox-per-handler", rf.pool.PerHandler, "containerd: keep warm sandboxes per handler, not per workflow and processor")
 	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
@@ -147,6 +152,13 @@ func (rf *runnerFlags) validate() error {
 	if err := writers.Validate(rf.opts.Writer); err != nil {
 		return fmt.Errorf("--result-writer: %w", err)
 	}
+	if rf.scratch != "" {
+		n, err := processors.ParseSize(rf.scratch)
+		if err != nil {
+			return fmt.Errorf("--scratch: %w", err)
+		}
+		rf.opts.Scratch = n
+	}
 	if rf.fsDir != "" {
 		dir, err := filepath.Abs(rf.fsDir)
 		if err != nil {
@@ -155,9 +167,9 @@ func (rf *runnerFlags) validate() error {
 		rf.opts.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: dir}
 	}
 	switch rf.sandbox {
-	case sandboxAuto, sandboxContainerd, sandboxNone:
+	case sandboxAuto, sandboxContainerd, sandboxNamespace, sandboxNone:
 	default:
-		return fmt.Errorf("--sandbox %q: want auto, containerd or none", rf.sandbox)
+		return fmt.Errorf("--sandbox %q: want auto, containerd, namespace or none", rf.sandbox)
 	}
 	return nil
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/runner"
 	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/agent"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
+	"github.com/jobx/jobx/sandbox/namespace"
 	"github.com/jobx/jobx/sandbox/none"
 	"github.com/jobx/jobx/sharedfs"
 )
@@ -20,6 +22,7 @@ import (
 const (
 	sandboxAuto       = "auto"
 	sandboxContainerd = "containerd"
+	sandboxNamespace  = "namespace"
 	sandboxNone       = "none"
 )
 
@@ -36,41 +39,134 @@ func (s *builtSandbox) close() {
 	for i := len(s.cleanup) - 1; i >= 0; i-- {
 		s.cleanup[i]()
 	}
+	s.cleanup = nil
 }
 
 // buildSandbox makes the sandbox --sandbox asks for, for a runner with
-// options o. auto means containerd when a containerd answers (with
-// startPrivate, one this process starts when run as root with containerd
-// installed) and the jobx-agent binary is found, else the process sandbox
-// with a warning. imagesDir holds the sandbox images (built on first use;
-// builds are cached).
+// options o:
+//   - containerd: a containerd that answers at --containerd (with
+//     startPrivate or --containerd-dir, one this process starts when run as
+//     root with containerd installed), or an error that says why not;
+//   - namespace: bubblewrap's namespaces, or an error that says why not and
+//     how to fix it;
+//   - auto: containerd when one answers (or starts), else namespace; when
+//     neither can, an error that gives both reasons;
+//   - none: no isolation, only when asked for by name, said loudly.
+//
+// imagesDir holds containerd's sandbox images (built on first use; builds
+// are cached).
 func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (*builtSandbox, error) {
-	sb := &builtSandbox{}
-	if rf.sandbox == sandboxNone {
+	switch rf.sandbox {
+	case sandboxNone:
+		a.log.Warn("--sandbox none: handlers run UNISOLATED, as this process's user, with its network, files and processes in reach; use it only for handlers you trust", "user", os.Geteuid())
 		return a.noneSandbox(o)
-	}
-	fallback := func(why string) (*builtSandbox, error) {
-		if rf.sandbox == sandboxContainerd {
-			sb.close()
-			return nil, fmt.Errorf("--sandbox containerd: %s", why)
+	case sandboxNamespace:
+		sb, err := a.namespaceSandbox(ctx, rf, o)
+		if err != nil {
+			return nil, fmt.Errorf("--sandbox namespace: %w", err)
 		}
-		a.log.Warn("handlers run in the none sandbox (no isolation): " + why)
-		sb.close()
-		return a.noneSandbox(o)
+		return sb, nil
+	case sandboxContainerd:
+		sb, err := a.containerdSandbox(ctx, rf, o, imagesDir, startPrivate)
+		if err != nil {
+			return nil, fmt.Errorf("--sandbox containerd: %w", err)
+		}
+		return sb, nil
 	}
-	agent, err := ctrd.FindAgent()
+	sb, cerr := a.containerdSandbox(ctx, rf, o, imagesDir, startPrivate)
+	if cerr == nil {
+		return sb, nil
+	}
+	a.log.Info("no containerd sandbox: using the namespace sandbox", "why", cerr.Error())
+	sb, nerr := a.namespaceSandbox(ctx, rf, o)
+	if nerr == nil {
+		return sb, nil
+	}
+	return nil, fmt.Errorf("--sandbox auto: no sandbox can isolate handlers here:\n  containerd: %v\n  namespace: %v\n(--sandbox none runs handlers unisolated, when asked for by name)", cerr, nerr)
+}
+
+// noneSandbox is the none sandbox under the runner's directory.
+func (a *app) noneSandbox(o *runner.Options) (*builtSandbox, error) {
+	box, err := none.New(none.Options{Dir: filepath.Join(o.Dir, "sandbox"), Zygotes: 2, Log: a.log})
 	if err != nil {
-		return fallback(err.Error())
+		return nil, err
+	}
+	return &builtSandbox{box: box, cleanup: []func(){func() { box.Close() }}}, nil
+}
+
+// namespaceSandbox is the namespace sandbox, with the pool settings of the
+// --max-sandboxes and --pool-* flags.
+func (a *app) namespaceSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options) (*builtSandbox, error) {
+	sb := &builtSandbox{}
+	// Socket paths are short, and the sandbox user must reach the
+	// directory: one under the system's temporary directory.
+	dir, err := os.MkdirTemp("", "jxn-")
+	if err != nil {
+		return nil, err
+	}
+	sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(dir) })
+	agentPath, err := rf.agentPath()
+	if err != nil {
+		sb.close()
+		return nil, err
+	}
+	no := namespace.NewOptions()
+	no.Dir, no.HandlersDir, no.AgentPath, no.Log = dir, filepath.Join(o.Dir, "handlers"), agentPath, a.log
+	no.Defaults.Timeout, no.Defaults.CPU = o.Timeout, rf.pool.Defaults.CPU
+	if rf.pool.Defaults.Memory > 0 {
+		no.Defaults.Memory = rf.pool.Defaults.Memory
+	}
+	if o.Scratch > 0 {
+		no.Defaults.Scratch = o.Scratch
+	}
+	no.MemoryBudget, no.MaxDomains, no.MaxIdle = rf.pool.MemoryBudget, rf.pool.MaxSandboxes, rf.pool.MaxIdle
+	no.IdleTimeout, no.Linger = rf.pool.IdleTimeout, rf.pool.Linger
+	no.SharedDir = sharedDirOf(o.FS)
+	box, err := namespace.New(ctx, no)
+	if err != nil {
+		sb.close()
+		return nil, err
+	}
+	a.log.Info("handlers run in the namespace sandbox", "limits", box.Limits())
+	sb.box = box
+	sb.cleanup = append(sb.cleanup, func() { box.Close() })
+	return sb, nil
+}
+
+// sharedDirOf returns the host directory of a workflow's local shared
+// filesystem under fs ("" when it has none).
+func sharedDirOf(fs sharedfs.Config) func(string) string {
+	return func(wf string) string {
+		dir, _ := sharedfs.HostDir(fs, wf)
+		return dir
+	}
+}
+
+// containerdSandbox is the containerd sandbox on the containerd at
+// --containerd, or on a private one this process starts (as root, with
+// containerd installed) when startPrivate or --containerd-dir says so.
+func (a *app) containerdSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (_ *builtSandbox, err error) {
+	sb := &builtSandbox{}
+	defer func() {
+		if err != nil {
+			sb.close()
+		}
+	}()
+	agentPath, err := rf.agentPath()
+	if err != nil {
+		return nil, err
 	}
 	addr := rf.containerd
 	if !ctrd.Reachable(ctx, addr) {
 		startPrivate = startPrivate || rf.containerdDir != ""
-		if _, lerr := exec.LookPath("containerd"); !startPrivate || os.Geteuid() != 0 || lerr != nil {
-			hint := "run as root with containerd installed to start a private one"
-			if !startPrivate {
-				hint = "give --containerd-dir, as root with containerd installed, to start a private one"
-			}
-			return fallback(fmt.Sprintf("no containerd answers at %s (--containerd); %s", addr, hint))
+		_, lerr := exec.LookPath("containerd")
+		switch {
+		case !startPrivate:
+			return nil, fmt.Errorf("no containerd answers at %s (--containerd); give --containerd-dir, as root with containerd installed, to start a private one", addr)
+		case os.Geteuid() != 0:
+			return nil, fmt.Errorf("no containerd answers at %s (--containerd), and starting a private one needs root", addr)
+		case lerr != nil:
+			return nil, fmt.Errorf("no containerd answers at %s (--containerd), and containerd is not installed (apt-get install containerd runc)", addr)
 		}
 		dir := rf.containerdDir
 		if dir == "" {
@@ -87,7 +183,7 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 		}
 		d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: dir, Log: daemonLog})
 		if err != nil {
-			return fallback("start a private containerd: " + err.Error())
+			return nil, fmt.Errorf("start a private containerd: %w", err)
 		}
 		sb.cleanup = append(sb.cleanup, func() { d.Close() })
 		addr = d.Address
@@ -95,20 +191,20 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 	}
 	st, err := images.Open(imagesDir)
 	if err != nil {
-		return fallback(err.Error())
+		return nil, err
 	}
 	if rf.buildImages {
 		a.log.Info("building sandbox images (cached)", "dir", imagesDir)
 		if _, err := st.Build(ctx, images.Buildable()...); err != nil {
-			return fallback("build sandbox images (--images-build=false uses --images-dir as it is): " + err.Error())
+			return nil, fmt.Errorf("build sandbox images (--images-build=false uses --images-dir as it is): %w", err)
 		}
 	} else {
 		recs, err := st.List()
 		if err != nil {
-			return fallback(err.Error())
+			return nil, err
 		}
 		if len(recs) == 0 {
-			return fallback(fmt.Sprintf("--images-build=false but the image store %s holds no image (jobx images build --images-dir %s)", imagesDir, imagesDir))
+			return nil, fmt.Errorf("--images-build=false but the image store %s holds no image (jobx images build --images-dir %s)", imagesDir, imagesDir)
 		}
 		a.log.Info("using prebuilt sandbox images", "dir", imagesDir, "images", len(recs))
 	}
@@ -119,27 +215,26 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 	sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(boxDir) })
 	co := *rf.pool
 	co.Address, co.RunnerID, co.Namespace = addr, o.ID, ctrd.NamespaceFor(o.ID)
-	co.Dir, co.HandlersDir, co.AgentPath, co.Images, co.Log = boxDir, filepath.Join(o.Dir, "handlers"), agent, st, a.log
+	co.Dir, co.HandlersDir, co.AgentPath, co.Images, co.Log = boxDir, filepath.Join(o.Dir, "handlers"), agentPath, st, a.log
 	co.Defaults.Timeout = o.Timeout
-	fsCfg := o.FS
-	co.SharedDir = func(wf string) string {
-		dir, _ := sharedfs.HostDir(fsCfg, wf)
-		return dir
-	}
+	co.SharedDir = sharedDirOf(o.FS)
 	box, err := ctrd.New(ctx, &co)
 	if err != nil {
-		return fallback(err.Error())
+		return nil, err
 	}
 	sb.box = box
 	sb.cleanup = append(sb.cleanup, func() { box.Close() })
 	return sb, nil
 }
 
-// noneSandbox is the none sandbox under the runner's directory.
-func (a *app) noneSandbox(o *runner.Options) (*builtSandbox, error) {
-	box, err := none.New(none.Options{Dir: filepath.Join(o.Dir, "sandbox"), Zygotes: 2, Log: a.log})
-	if err != nil {
-		return nil, err
+// agentPath is --agent, or the jobx-agent binary found beside jobx or in
+// PATH.
+func (rf *runnerFlags) agentPath() (string, error) {
+	if rf.agent == "" {
+		return agent.Find()
 	}
-	return &builtSandbox{box: box, cleanup: []func(){func() { box.Close() }}}, nil
+	if st, err := os.Stat(rf.agent); err != nil || !st.Mode().IsRegular() {
+		return "", fmt.Errorf("--agent %s: not a jobx-agent binary", rf.agent)
+	}
+	return rf.agent, nil
 }

@@ -31,7 +31,7 @@ func startCluster(t *testing.T, c *cli) string {
 	}
 	ropts := runner.NewOptions()
 	ropts.Etcd, ropts.NSQDs, ropts.Dir, ropts.Log, ropts.Concurrency = c.store.Client(), []string{nsqd}, t.TempDir(), testenv.Logger(t), 2
-	ropts.Sandbox = testenv.Sandbox(t, filepath.Join(ropts.Dir, "sandbox"))
+	ropts.Sandbox = testenv.Sandbox(t, ropts.Dir)
 	r, err := runner.New(ctx, ropts)
 	if err != nil {
 		gw.Close()

@@ -8,17 +8,26 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jobx/jobx/internal/testenv"
 )
 
 func TestUpServesThenShutsDownOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	agent := testenv.Agent(t)
 	var stdout, stderr syncBuffer
 	codec := make(chan int, 1)
 	go func() {
 		codec <- run(ctx, []string{"up", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--etcd-listen", "127.0.0.1:0",
-			"--nsqd-listen", "127.0.0.1:0", "--load", filepath.Join("testdata", "dev"), "--grace", "2s", "--log-level", "warn"},
-			strings.NewReader(""), &stdout, &stderr, func(string) string { return "" })
+			"--nsqd-listen", "127.0.0.1:0", "--load", filepath.Join("testdata", "dev"), "--grace", "2s", "--log-level", "warn",
+			"--sandbox", "namespace"},
+			strings.NewReader(""), &stdout, &stderr, func(k string) string {
+				if k == "JOBX_AGENT" {
+					return agent
+				}
+				return ""
+			})
 	}()
 
 	deadline := time.Now().Add(60 * time.Second)

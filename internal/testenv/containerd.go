@@ -89,10 +89,16 @@ var agentOnce struct {
 }
 
 // Agent builds the static jobx-agent binary once per test process and
-// returns its path.
+// returns its path; JOBX_AGENT names a binary built beforehand instead (a
+// test binary run as another user, which cannot use the go command's
+// caches).
 func Agent(t testing.TB) string {
 	t.Helper()
 	agentOnce.Do(func() {
+		if p := os.Getenv("JOBX_AGENT"); p != "" {
+			agentOnce.path = p
+			return
+		}
 		dir, err := os.MkdirTemp("", "jobx-agent-")
 		if err != nil {
 			agentOnce.err = err

@@ -4,6 +4,7 @@ Usage:
   jobx_runtime.py run <handler.py>         run one invocation (type from JOBX_HANDLER_TYPE)
   jobx_runtime.py check <file> <type>      compile the source on stdin; report syntax errors
   jobx_runtime.py zygote <socket path>     serve forked invocations on a unix socket
+                                          (fd:N: an inherited listening socket)
 
 A handler file is a function body. It is wrapped in
 `def _jobx_handler(arguments)` (mapper) or `def _jobx_handler(results)`
@@ -151,6 +152,14 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+# The largest session value, as JSON bytes: kvmodel.MaxSessionValueBytes.
+SESSION_VALUE_LIMIT = 1048576
+
+
+class TooLargeError(ValueError):
+    """Data over one of jobx's size limits; the message names the limit."""
+
+
 def _services_call(method, path, body=None, raw=None, decode=True):
     """One call to the runner's services endpoint (JOBX_SERVICES, a unix
     socket), authenticated by this invocation's JOBX_TOKEN. Returns (status,
@@ -168,6 +177,8 @@ def _services_call(method, path, body=None, raw=None, decode=True):
         raw_body = resp.read()
     finally:
         conn.close()
+    if resp.status == 413:
+        raise TooLargeError(raw_body.decode(errors='replace').strip())
     if resp.status >= 400 and resp.status != 404:
         raise RuntimeError('jobx services %s %s: %d %s' % (method, path, resp.status, raw_body.decode(errors='replace').strip()))
     if not decode:
@@ -189,7 +200,11 @@ class _Sessions(object):
         return value
 
     def set(self, key, value):
-        _services_call('PUT', '/v1/session/' + urllib.parse.quote(str(key), safe=''), value)
+        data = json.dumps(value).encode()
+        if len(data) > SESSION_VALUE_LIMIT:
+            raise TooLargeError('session value of key %s is %d bytes, over the %d-byte session value limit'
+                                % (json.dumps(str(key), ensure_ascii=False), len(data), SESSION_VALUE_LIMIT))
+        _services_call('PUT', '/v1/session/' + urllib.parse.quote(str(key), safe=''), raw=data)
 
     def list(self):
         _, items = _services_call('GET', '/v1/session')
@@ -674,13 +689,18 @@ class Zygote(object):
             pass
         # Children inherit it: pre-forked and parked ones wait undumpable.
         _set_dumpable(False)
-        try:
-            os.unlink(self.sock_path)
-        except FileNotFoundError:
-            pass
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.sock_path)
-        self.listener.listen(128)
+        if self.sock_path.startswith('fd:'):
+            # A socket bound and listening outside the sandbox, inherited:
+            # no path to it exists where handlers run.
+            self.listener = socket.socket(fileno=int(self.sock_path[3:]))
+        else:
+            try:
+                os.unlink(self.sock_path)
+            except FileNotFoundError:
+                pass
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(self.sock_path)
+            self.listener.listen(128)
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, ('accept', None))
         _compile_warm_up()

@@ -53,8 +53,8 @@ func parkFor() time.Duration {
 }
 
 // retire ends a kept child: its group is killed and its socket closed.
-func (l *lane) retire() {
-	syscall.Kill(-l.pid, syscall.SIGKILL)
+func (l *lane) retire(killGroup func(int) error) {
+	killGroup(l.pid)
 	l.conn.Close()
 }
 
@@ -101,7 +101,7 @@ func (z *Zygote) spawnOnLane(ctx context.Context, key laneKey, line []byte, file
 		}
 		l.conn.SetWriteDeadline(deadline)
 		if _, _, err := l.conn.WriteMsgUnix(line, oob, nil); err != nil {
-			l.retire()
+			l.retire(z.killGroup)
 			continue
 		}
 		l.conn.SetWriteDeadline(time.Time{})
@@ -109,7 +109,7 @@ func (z *Zygote) spawnOnLane(ctx context.Context, key laneKey, line []byte, file
 		z.mu.Lock()
 		if z.closed {
 			z.mu.Unlock()
-			l.retire()
+			l.retire(z.killGroup)
 			return nil
 		}
 		z.children[c] = struct{}{}
@@ -126,7 +126,7 @@ func (z *Zygote) park(key laneKey, l *lane) {
 	z.mu.Lock()
 	if z.closed {
 		z.mu.Unlock()
-		l.retire()
+		l.retire(z.killGroup)
 		return
 	}
 	ls := append(z.lanes[key], l)
@@ -143,7 +143,7 @@ func (z *Zygote) park(key laneKey, l *lane) {
 	}
 	z.mu.Unlock()
 	for _, d := range drop {
-		d.retire()
+		d.retire(z.killGroup)
 	}
 }
 
@@ -206,7 +206,7 @@ func (z *Zygote) sweepLanes() {
 	}
 	z.mu.Unlock()
 	for _, l := range drop {
-		l.retire()
+		l.retire(z.killGroup)
 	}
 }
 
@@ -224,7 +224,7 @@ func (z *Zygote) retireLanes() {
 	}
 	z.mu.Unlock()
 	for _, l := range drop {
-		l.retire()
+		l.retire(z.killGroup)
 	}
 }
 
@@ -313,4 +313,12 @@ func (l *lineReader) takeFDs() []int {
 	fds := l.fds
 	l.fds = nil
 	return fds
+}
+
+// Keeps reports whether the zygote's client holds a kept child (a lane)
+// for the next run of handler file path of type typ under reuse key reuse.
+func (z *Zygote) Keeps(reuse, path, typ string) bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return len(z.lanes[laneKey{reuse: reuse, path: path, typ: typ}]) > 0
 }

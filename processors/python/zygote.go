@@ -36,9 +36,12 @@ type Zygote struct {
 	cmd    *exec.Cmd
 	stdinW *os.File // closing it asks the zygote to exit
 
-	dead    chan struct{} // closed when the process has exited
-	waitErr error         // set before dead is closed
-	pumps   sync.WaitGroup
+	dead    <-chan struct{} // closed when the process has exited
+	waitErr error           // set before dead is closed (StartZygote's only)
+	// killGroup kills the process group of a child, by the pid the zygote
+	// reports (see AttachZygote).
+	killGroup func(pid int) error
+	pumps     sync.WaitGroup
 
 	mu       sync.Mutex // guards tail, children, lanes, sweep and closed
 	tail     []string   // the last lines of the zygote's stderr
@@ -136,15 +139,9 @@ func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *sl
 		stdinW.Close()
 		return nil, fmt.Errorf("start python zygote: %w", err)
 	}
-	z := &Zygote{
-		sock:     socketPath,
-		logger:   logger,
-		stdinW:   stdinW,
-		dead:     make(chan struct{}),
-		children: map[*Child]struct{}{},
-		lanes:    map[laneKey][]*lane{},
-		parkFor:  parkFor(),
-	}
+	exited := make(chan struct{})
+	z := newZygote(socketPath, exited, killHostGroup, logger)
+	z.stdinW = stdinW
 	z.cmd = exec.Command(Interpreter, runtimePath, "zygote", socketPath)
 	z.cmd.Stdin = stdinR
 	z.cmd.Stdout = outW
@@ -162,7 +159,7 @@ func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *sl
 	go z.pump(outR)
 	go func() {
 		z.waitErr = z.cmd.Wait()
-		close(z.dead)
+		close(exited)
 		z.retireLanes() // nobody reaps them any more
 	}()
 
@@ -185,6 +182,55 @@ func StartZygote(ctx context.Context, runtimePath, socketPath string, logger *sl
 		}
 	}
 }
+
+// AttachZygote returns a client of a zygote that another party started and
+// owns, such as a namespace sandbox's domain. sock is the zygote's socket on
+// this host; done is closed once the zygote has exited; killGroup kills the
+// process group of one of the zygote's children, given the pid the zygote
+// reports, which is a pid of the zygote's own PID namespace (not
+// necessarily this host's). Close kills the children still running and the
+// kept ones, but leaves the zygote itself to its owner; Pid returns 0.
+func AttachZygote(sock string, done <-chan struct{}, killGroup func(pid int) error, logger *slog.Logger) *Zygote {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	z := newZygote(sock, done, killGroup, logger)
+	go func() {
+		<-done
+		z.retireLanes() // nobody reaps them any more
+	}()
+	return z
+}
+
+func newZygote(sock string, dead <-chan struct{}, killGroup func(int) error, logger *slog.Logger) *Zygote {
+	return &Zygote{
+		sock:      sock,
+		logger:    logger,
+		dead:      dead,
+		killGroup: killGroup,
+		children:  map[*Child]struct{}{},
+		lanes:     map[laneKey][]*lane{},
+		parkFor:   parkFor(),
+	}
+}
+
+// killHostGroup kills the process group led by pid, a pid of this host
+// (or the pid alone, when it does not lead a group yet).
+func killHostGroup(pid int) error {
+	err := syscall.Kill(-pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		// Not yet a group leader (between fork and setsid).
+		err = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// KillGroup kills the process group of the zygote's child pid (as the
+// zygote reports it).
+func (z *Zygote) KillGroup(pid int) error { return z.killGroup(pid) }
 
 // pump logs the zygote's output and keeps its tail for error messages.
 func (z *Zygote) pump(r *os.File) {
@@ -210,8 +256,13 @@ func (z *Zygote) stderrTail() string {
 	return strings.Join(z.tail, "\n")
 }
 
-// Pid returns the zygote's process id.
-func (z *Zygote) Pid() int { return z.cmd.Process.Pid }
+// Pid returns the zygote's process id; 0 for an attached zygote.
+func (z *Zygote) Pid() int {
+	if z.cmd == nil {
+		return 0
+	}
+	return z.cmd.Process.Pid
+}
 
 // Done is closed when the zygote process has exited.
 func (z *Zygote) Done() <-chan struct{} { return z.dead }
@@ -419,7 +470,7 @@ func (c *Child) wait() {
 		}
 		if kept == nil {
 			// Kept for us, but its socket did not arrive: end it.
-			syscall.Kill(-c.pid, syscall.SIGKILL)
+			c.z.killGroup(c.pid)
 			c.status.Parked = false
 		}
 	}
@@ -448,15 +499,7 @@ func (c *Child) Kill() error {
 	if c.exited {
 		return nil
 	}
-	err := syscall.Kill(-c.pid, syscall.SIGKILL)
-	if errors.Is(err, syscall.ESRCH) {
-		// Not yet a group leader (between fork and setsid).
-		err = syscall.Kill(c.pid, syscall.SIGKILL)
-	}
-	if err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill pid %d: %w", c.pid, err)
-	}
-	return nil
+	return c.z.killGroup(c.pid)
 }
 
 // Close kills the children still running, stops the zygote (asking first,
@@ -475,6 +518,9 @@ func (z *Zygote) Close() error {
 			c.Kill()
 		}
 		z.retireLanes()
+		if z.cmd == nil {
+			return // attached: the owner stops the zygote
+		}
 		z.stdinW.Close()
 		select {
 		case <-z.dead:

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,11 +65,18 @@ type Reply struct {
 
 // Options configure Serve.
 type Options struct {
-	// Socket is the unix socket path to listen on.
+	// Socket is the unix socket path to listen on, or "fd:N": a unix socket
+	// already bound and listening, inherited as file descriptor N (the
+	// namespace sandbox's runner makes it outside the sandbox, so no path
+	// to it exists inside).
 	Socket string
 	// Zygote, when set, is a command the agent starts and supervises (its
 	// stdin is a pipe the agent keeps open; EOF asks it to exit).
 	Zygote []string
+	// ZygoteFD, when positive, is an inherited file descriptor the zygote
+	// gets as its file descriptor 3 (its listening socket, named "fd:3" in
+	// Zygote); the agent itself closes it once the zygote runs.
+	ZygoteFD int
 	// Log receives the agent's own messages (default stderr).
 	Log io.Writer
 }
@@ -82,8 +90,10 @@ func Serve(opts Options) int {
 	a := &agent{opts: opts, waiters: map[int]chan syscall.WaitStatus{}}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
-	os.Remove(opts.Socket)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: opts.Socket, Net: "unix"})
+	// Not dumpable: the handlers run as the agent's user, and must not
+	// trace it or read its memory (and so reach later invocations).
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	ln, err := listen(opts.Socket)
 	if err != nil {
 		fmt.Fprintf(opts.Log, "jobx-agent: %v\n", err)
 		return 2
@@ -120,6 +130,30 @@ func Serve(opts Options) int {
 			return 0
 		}
 	}
+}
+
+// listen returns the listener of Options.Socket.
+func listen(socket string) (*net.UnixListener, error) {
+	if v, ok := strings.CutPrefix(socket, "fd:"); ok {
+		fd, err := strconv.Atoi(v)
+		if err != nil || fd < 3 {
+			return nil, fmt.Errorf("socket %q: want fd:N with N >= 3", socket)
+		}
+		f := os.NewFile(uintptr(fd), "listener")
+		defer f.Close()
+		l, err := net.FileListener(f)
+		if err != nil {
+			return nil, fmt.Errorf("socket %q: %w", socket, err)
+		}
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			l.Close()
+			return nil, fmt.Errorf("socket %q: not a unix socket", socket)
+		}
+		return ul, nil
+	}
+	os.Remove(socket)
+	return net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
 }
 
 type agent struct {
@@ -179,7 +213,14 @@ func (a *agent) startZygote(died chan<- int) error {
 	if err != nil {
 		return err
 	}
-	_, ch, err := a.start(argv0, a.opts.Zygote, os.Environ(), "", []uintptr{r.Fd(), 1, 2}, true)
+	files := []uintptr{r.Fd(), 1, 2}
+	if a.opts.ZygoteFD > 0 {
+		files = append(files, uintptr(a.opts.ZygoteFD))
+	}
+	_, ch, err := a.start(argv0, a.opts.Zygote, os.Environ(), "", files, true)
+	if a.opts.ZygoteFD > 0 {
+		syscall.Close(a.opts.ZygoteFD)
+	}
 	if err != nil {
 		w.Close()
 		return err

@@ -22,6 +22,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/internal/tmpfs"
+	"github.com/jobx/jobx/sandbox/agent"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -45,20 +47,22 @@ const (
 )
 
 // key identifies interchangeable warm sandboxes: same workflow (and
-// handler, with Options.PerHandler), image, network and limits.
+// handler, with Options.PerHandler), image, network and limits, the
+// scratch quota (the size of the box's scratch tmpfs) among them.
 type key struct {
 	workflow, handler, processor, image, network string
-	memory, pids                                 int64
+	memory, pids, scratch                        int64
 	cpu                                          float64
 }
 
 func (k key) String() string {
-	return fmt.Sprintf("%s/%s/%s(%s, net=%s, mem=%d, cpu=%g, pids=%d)", k.workflow, k.handler, k.processor, k.image, k.network, k.memory, k.cpu, k.pids)
+	return fmt.Sprintf("%s/%s/%s(%s, net=%s, mem=%d, cpu=%g, pids=%d, scratch=%d)", k.workflow, k.handler, k.processor, k.image, k.network, k.memory, k.cpu, k.pids, k.scratch)
 }
 
 // box is one warm container: its init is the agent, with a Python zygote
 // beside it for the python processor. A box runs one invocation at a
-// time, so the container's cgroup limits are the invocation's.
+// time, so the container's cgroup limits are the invocation's, and so is
+// its scratch tmpfs (<hostDir>/scratch, of key.scratch bytes, at /scratch).
 type box struct {
 	id      string
 	key     key
@@ -135,6 +139,13 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 			s.destroy(b)
 		}
 	}()
+	// The runs' scratch directories live on a tmpfs of the quota, mounted
+	// before the container starts so that its bind mount holds it: a
+	// handler that fills it gets ENOSPC, and the host's disk loses
+	// nothing. Its pages count against the container's memory limit.
+	if err := tmpfs.Mount(filepath.Join(b.hostDir, "scratch"), k.scratch, 0o711); err != nil {
+		return nil, fmt.Errorf("sandbox %s: scratch: %w", b.id, err)
+	}
 	handlers := filepath.Join(s.opts.HandlersDir, k.workflow)
 	if err := os.MkdirAll(handlers, 0o755); err != nil {
 		return nil, err
@@ -187,7 +198,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 			bind("/etc/resolv.conf", "/etc/resolv.conf", true), bind("/etc/hosts", "/etc/hosts", true),
 		}))
 	}
-	args := []string{ctrLib + "/" + AgentName, ctrRun + "/agent.sock"}
+	args := []string{ctrLib + "/" + agent.Name, ctrRun + "/agent.sock"}
 	if k.processor == "python" {
 		args = append(args, "python3", ctrLib+"/jobx_runtime.py", "zygote", ctrRun+"/zygote.sock")
 	}
@@ -536,8 +547,9 @@ func nsPidOf(pid int) (ns, ppid int, err error) {
 	return ns, ppid, nil
 }
 
-// destroy kills and deletes a box's task and container and removes its
-// host directory. It is idempotent; errors are logged.
+// destroy kills and deletes a box's task and container, detaches its
+// scratch tmpfs and removes its host directory. It is idempotent; errors
+// are logged.
 func (s *Sandbox) destroy(b *box) {
 	b.destroyOnce.Do(func() {
 		s.unregister(b)
@@ -567,6 +579,9 @@ func (s *Sandbox) destroy(b *box) {
 		}
 		b.gone = true
 		b.parkMu.Unlock()
+		if err := tmpfs.Unmount(filepath.Join(b.hostDir, "scratch")); err != nil {
+			s.log.Warn("detach sandbox scratch", "container", b.id, "err", err)
+		}
 		os.RemoveAll(b.hostDir)
 	})
 }

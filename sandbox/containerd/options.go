@@ -13,6 +13,7 @@ import (
 
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/agent"
 )
 
 // Options configure a Sandbox. Start from NewOptions.
@@ -47,7 +48,8 @@ type Options struct {
 	// UID and GID are the sandbox user (default 65534, nobody).
 	UID, GID int
 	// Defaults are the limits of handlers (and workflows) that set none.
-	// Memory must be positive: every sandbox has a memory limit.
+	// Memory and Scratch must be positive: every sandbox has a memory
+	// limit and a scratch tmpfs of a bounded size.
 	Defaults sandbox.Limits
 	// MemoryBudget bounds the sum of the memory limits of live sandboxes.
 	MemoryBudget int64
@@ -72,14 +74,14 @@ type Options struct {
 	Log   *slog.Logger
 }
 
-// NewOptions returns the defaults: 512 MiB and 256 processes per sandbox,
-// half the host's memory as the budget, four sandboxes per CPU, two idle
-// per key for five minutes (more for two seconds after a burst), no reuse
-// limit.
+// NewOptions returns the defaults: 512 MiB of memory, 512 MiB of scratch
+// and 256 processes per sandbox, half the host's memory as the budget,
+// four sandboxes per CPU, two idle per key for five minutes (more for two
+// seconds after a burst), no reuse limit.
 func NewOptions() *Options {
 	return &Options{
 		UID: 65534, GID: 65534,
-		Defaults:     sandbox.Limits{Memory: 512 << 20, Pids: 256},
+		Defaults:     sandbox.Limits{Memory: 512 << 20, Pids: 256, Scratch: 512 << 20},
 		MemoryBudget: hostMemory() / 2,
 		MaxSandboxes: 4 * runtime.NumCPU(),
 		MaxIdle:      2,
@@ -123,6 +125,9 @@ func (o *Options) validate() error {
 	if o.Defaults.Memory <= 0 {
 		return errors.New("containerd sandbox: the default memory limit must be positive")
 	}
+	if o.Defaults.Scratch <= 0 {
+		return errors.New("containerd sandbox: the default scratch quota must be positive")
+	}
 	if o.MemoryBudget < o.Defaults.Memory {
 		return fmt.Errorf("containerd sandbox: memory budget %d is below one sandbox's default memory %d", o.MemoryBudget, o.Defaults.Memory)
 	}
@@ -142,7 +147,7 @@ func (o *Options) validate() error {
 		o.Log = slog.Default()
 	}
 	if o.AgentPath == "" {
-		p, err := FindAgent()
+		p, err := agent.Find()
 		if err != nil {
 			return err
 		}
@@ -157,27 +162,6 @@ func (o *Options) validate() error {
 		return fmt.Errorf("containerd sandbox: Dir %q is too long for unix socket paths", o.Dir)
 	}
 	return nil
-}
-
-// AgentName is the agent binary's file name.
-const AgentName = "jobx-agent"
-
-// FindAgent looks for the static jobx-agent binary beside the running
-// executable, then in PATH.
-func FindAgent() (string, error) {
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), AgentName)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		p := filepath.Join(dir, AgentName)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	return "", errors.New("containerd sandbox: no jobx-agent binary beside jobx or in PATH (make build builds it; CGO_ENABLED=0 go build ./cmd/jobx-agent)")
 }
 
 func hostMemory() int64 {

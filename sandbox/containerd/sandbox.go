@@ -46,8 +46,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/typeurl/v2"
 	"github.com/jobx/jobx/images"
-	"github.com/jobx/jobx/processors/python"
+	"github.com/jobx/jobx/internal/tmpfs"
 	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/internal/boxlib"
+	"github.com/jobx/jobx/sandbox/internal/spawn"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,13 +97,17 @@ func New(ctx context.Context, opts *Options) (*Sandbox, error) {
 	s := &Sandbox{opts: o, log: o.Log.With("component", "containerd-sandbox", "namespace", o.Namespace),
 		imgs: map[string]*imageEntry{}, byID: map[string]*box{}}
 	s.libDir = filepath.Join(o.Dir, "lib")
+	// A runner killed with SIGKILL leaves its boxes' scratch mounts.
+	if err := tmpfs.UnmountUnder(filepath.Join(o.Dir, "c")); err != nil {
+		return nil, fmt.Errorf("containerd sandbox: scratch mounts left by an earlier run: %w", err)
+	}
 	if err := os.RemoveAll(filepath.Join(o.Dir, "c")); err != nil {
 		return nil, fmt.Errorf("containerd sandbox: %w", err)
 	}
 	if err := os.MkdirAll(s.libDir, 0o755); err != nil {
 		return nil, fmt.Errorf("containerd sandbox: %w", err)
 	}
-	if err := installLib(s.libDir, o.AgentPath); err != nil {
+	if err := boxlib.Install(s.libDir, o.AgentPath); err != nil {
 		return nil, err
 	}
 	s.images = o.Images
@@ -134,27 +140,6 @@ func New(ctx context.Context, opts *Options) (*Sandbox, error) {
 	go func() { defer s.wg.Done(); s.watchOOM(bg) }()
 	go func() { defer s.wg.Done(); s.pool.janitor(bg) }()
 	return s, nil
-}
-
-func installLib(dir, agent string) error {
-	data, err := os.ReadFile(agent)
-	if err != nil {
-		return fmt.Errorf("containerd sandbox: agent: %w", err)
-	}
-	for name, f := range map[string]struct {
-		data []byte
-		mode os.FileMode
-	}{AgentName: {data, 0o755}, python.RuntimeFile: {python.Runtime, 0o644}} {
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, f.data, f.mode); err != nil {
-			return fmt.Errorf("containerd sandbox: %w", err)
-		}
-		os.Chmod(tmp, f.mode)
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("containerd sandbox: %w", err)
-		}
-	}
-	return nil
 }
 
 func (s *Sandbox) nsCtx(ctx context.Context) context.Context {
@@ -335,7 +320,7 @@ func processorOf(p *sandbox.RunSpec) string {
 func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 	proc := processorOf(spec)
 	k := key{workflow: spec.Workflow, processor: proc, image: s.opts.ImageFor(proc), network: "none",
-		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids}
+		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids, scratch: spec.Limits.Scratch}
 	if s.opts.PerHandler {
 		k.handler = spec.Handler
 	}
@@ -355,6 +340,9 @@ func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 	}
 	if k.pids <= 0 {
 		k.pids = s.opts.Defaults.Pids
+	}
+	if k.scratch <= 0 {
+		k.scratch = s.opts.Defaults.Scratch
 	}
 	return k
 }
@@ -388,7 +376,7 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 		}
 		out, settle, err := s.runOn(ctx, b, spec)
 		s.pool.settle(b, settle)
-		if err != nil && errors.Is(err, errServerGone) && !fresh && attempt == 0 && ctx.Err() == nil {
+		if err != nil && errors.Is(err, spawn.ErrServerGone) && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A warm sandbox died while idle: try a fresh one.
 			continue
 		}
@@ -464,29 +452,29 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *sandbox.RunSpec) (*sa
 	}
 	defer pipes.Close()
 	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
-	c, err := spawn(ctx, b.socket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
+	c, err := spawn.Start(ctx, b.socket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
 	pipes.CloseChildEnds()
 	if err != nil {
 		return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
 	}
-	defer c.close()
-	st := sandbox.NewStreams(spec, c.kill)
+	defer c.Close()
+	st := sandbox.NewStreams(spec, c.Kill)
 	pipes.Pump(spec.Stdin, st)
-	stop := context.AfterFunc(ctx, c.kill)
-	status, werr := c.wait()
+	stop := context.AfterFunc(ctx, c.Kill)
+	status, werr := c.Wait()
 	stop()
 	// What survives the run: the zygote's idle pre-forked children, the
 	// run's own process when the zygote parked it, and the same reuse
 	// key's parked children of other handlers.
 	var spare map[int]bool
-	if werr == nil && (len(status.idle) > 0 || status.parked || len(stay) > 0) {
+	if werr == nil && (len(status.Idle) > 0 || status.Parked || len(stay) > 0) {
 		spare = map[int]bool{}
-		for _, p := range status.idle {
+		for _, p := range status.Idle {
 			spare[p] = true
 		}
-		delete(spare, c.pid)
-		if status.parked && reuse != "" {
-			spare[c.pid] = true
+		delete(spare, c.Pid)
+		if status.Parked && reuse != "" {
+			spare[c.Pid] = true
 		}
 		for _, p := range stay {
 			spare[p] = true
@@ -514,9 +502,9 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *sandbox.RunSpec) (*sa
 		out.StderrTail += "\njobx: the sandbox died during the invocation"
 		return out, drop, nil
 	}
-	out.ExitCode = status.code
-	if status.signal != 0 {
-		out.Signal = unixSignalName(status.signal)
+	out.ExitCode = status.Code
+	if status.Signal != 0 {
+		out.Signal = unixSignalName(status.Signal)
 	}
 	oom := out.OOMKilled
 	settle := func() bool {
@@ -525,8 +513,8 @@ func (s *Sandbox) runOn(ctx context.Context, b *box, spec *sandbox.RunSpec) (*sa
 			return drop()
 		}
 		b.putScratch(inv)
-		if status.parked && reuse != "" {
-			b.park(reuse, handler, c.pid, kept[c.pid])
+		if status.Parked && reuse != "" {
+			b.park(reuse, handler, c.Pid, kept[c.Pid])
 		}
 		return b.alive() && !oom
 	}

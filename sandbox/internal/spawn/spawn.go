@@ -1,4 +1,10 @@
-package containerd
+// Package spawn is the client side of the fork-server protocol that jobx's
+// sandbox servers speak (the agent, sandbox/agent, and the Python zygote,
+// processors/python): one JSON request line with the child's stdin, stdout
+// and stderr attached as file descriptors, a {"pid": N} reply once the child
+// runs, and a final {"exit_code": c} or {"signal": s} line. Hanging up
+// before the child ends makes the server kill the child's process group.
+package spawn
 
 import (
 	"bufio"
@@ -15,9 +21,9 @@ import (
 	"time"
 )
 
-// errServerGone means the agent or zygote went away mid-request (usually
-// because its container died).
-var errServerGone = errors.New("sandbox server went away")
+// ErrServerGone means the agent or zygote went away mid-request (usually
+// because its sandbox died).
+var ErrServerGone = errors.New("sandbox server went away")
 
 type reply struct {
 	Pid      *int   `json:"pid"`
@@ -31,11 +37,12 @@ type reply struct {
 	Idle   []int `json:"idle"`
 }
 
-// child is a process started by an agent or zygote in a container. Closing
-// its connection kills its process group (inside the container's PID
+// Child is a process started by an agent or zygote in a sandbox. Closing
+// its connection kills its process group (inside the sandbox's PID
 // namespace, where the runner cannot signal it directly).
-type child struct {
-	pid  int // in the container's PID namespace
+type Child struct {
+	// Pid is the child's pid in the sandbox's PID namespace.
+	Pid  int
 	conn *net.UnixConn
 	r    *bufio.Reader
 
@@ -43,9 +50,10 @@ type child struct {
 	killed    atomic.Bool
 }
 
-// spawn sends msg with the three files to the server at sock and returns
-// the started child. ctx bounds the hand-over.
-func spawn(ctx context.Context, sock string, msg any, stdin, stdout, stderr *os.File) (*child, error) {
+// Start sends msg with the three files to the server at sock and returns
+// the started child. ctx bounds the hand-over. The caller must Close the
+// child once Wait has returned.
+func Start(ctx context.Context, sock string, msg any, stdin, stdout, stderr *os.File) (*Child, error) {
 	line, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
@@ -53,7 +61,7 @@ func spawn(ctx context.Context, sock string, msg any, stdin, stdout, stderr *os.
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errServerGone, err)
+		return nil, fmt.Errorf("%w: %v", ErrServerGone, err)
 	}
 	uc := conn.(*net.UnixConn)
 	deadline, ok := ctx.Deadline()
@@ -76,7 +84,7 @@ func spawn(ctx context.Context, sock string, msg any, stdin, stdout, stderr *os.
 	}
 	if err != nil {
 		uc.Close()
-		return nil, fmt.Errorf("%w: %v", errServerGone, err)
+		return nil, fmt.Errorf("%w: %v", ErrServerGone, err)
 	}
 	if rep.Error != "" || rep.Pid == nil {
 		uc.Close()
@@ -86,51 +94,53 @@ func spawn(ctx context.Context, sock string, msg any, stdin, stdout, stderr *os.
 		return nil, errors.New(rep.Error)
 	}
 	uc.SetDeadline(time.Time{})
-	return &child{pid: *rep.Pid, conn: uc, r: r}, nil
+	return &Child{Pid: *rep.Pid, conn: uc, r: r}, nil
 }
 
-// status is how a child ended, and which of the zygote's children survive
-// it: the child itself when parked, and the idle pre-forked ones.
-type status struct {
-	code   int
-	signal int
-	parked bool
-	idle   []int
+// Status is how a child ended, and which of the zygote's children survive
+// it: the child itself when Parked, and the Idle pre-forked ones (pids in
+// the sandbox).
+type Status struct {
+	Code   int
+	Signal int
+	Parked bool
+	Idle   []int
 }
 
-// wait blocks until the child ends. An error wrapping errServerGone means
+// Wait blocks until the child ends. An error wrapping ErrServerGone means
 // the server died first.
-func (c *child) wait() (status, error) {
+func (c *Child) Wait() (Status, error) {
 	b, err := c.r.ReadBytes('\n')
 	killed := c.killed.Load()
-	c.kill()
+	c.Kill()
 	if err != nil && killed {
 		// The zygote answers a hang-up by killing the group and closing.
-		return status{code: 128 + int(syscall.SIGKILL), signal: int(syscall.SIGKILL)}, nil
+		return Status{Code: 128 + int(syscall.SIGKILL), Signal: int(syscall.SIGKILL)}, nil
 	}
 	if err != nil {
-		return status{}, fmt.Errorf("%w: %v", errServerGone, err)
+		return Status{}, fmt.Errorf("%w: %v", ErrServerGone, err)
 	}
 	var rep reply
 	if err := json.Unmarshal(b, &rep); err != nil {
-		return status{}, fmt.Errorf("bad reply %q: %w", b, err)
+		return Status{}, fmt.Errorf("bad reply %q: %w", b, err)
 	}
 	switch {
 	case rep.Signal != nil:
-		return status{code: 128 + *rep.Signal, signal: *rep.Signal, idle: rep.Idle}, nil
+		return Status{Code: 128 + *rep.Signal, Signal: *rep.Signal, Idle: rep.Idle}, nil
 	case rep.ExitCode != nil:
-		return status{code: *rep.ExitCode, parked: rep.Parked && *rep.ExitCode == 0, idle: rep.Idle}, nil
+		return Status{Code: *rep.ExitCode, Parked: rep.Parked && *rep.ExitCode == 0, Idle: rep.Idle}, nil
 	}
-	return status{}, fmt.Errorf("bad reply %q", b)
+	return Status{}, fmt.Errorf("bad reply %q", b)
 }
 
-// kill hangs up, which makes the server kill the child's process group.
-// It is safe to call concurrently with wait and more than once.
-func (c *child) kill() {
+// Kill hangs up, which makes the server kill the child's process group.
+// It is safe to call concurrently with Wait and more than once.
+func (c *Child) Kill() {
 	c.closeOnce.Do(func() {
 		c.killed.Store(true)
 		c.conn.CloseWrite()
 	})
 }
 
-func (c *child) close() { c.conn.Close() }
+// Close releases the connection.
+func (c *Child) Close() { c.conn.Close() }

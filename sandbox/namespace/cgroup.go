@@ -1,0 +1,244 @@
+package namespace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroups is a domain's control groups, made by a root runner: one per
+// controller on a cgroup v1 host (memory, pids, cpu), one on a v2 host. A
+// domain runs one invocation at a time, so its limits are the
+// invocation's.
+type cgroups struct {
+	dirs   []string // every directory, removed by remove
+	memory string   // the directory with memory.oom_control (v1) or memory.events (v2)
+	procs  string   // a directory whose cgroup.procs lists the domain's processes
+	v2     bool
+}
+
+// cgroupsAvailable says whether this process can make cgroups: it is root
+// and the memory and pids controllers are mounted where it can write.
+func cgroupsAvailable() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	if v2() {
+		ctl, err := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.subtree_control"))
+		return err == nil && strings.Contains(string(ctl), "memory") && strings.Contains(string(ctl), "pids")
+	}
+	for _, c := range []string{"memory", "pids"} {
+		if syscall.Access(filepath.Join(cgroupRoot, c), 2) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func v2() bool {
+	_, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers"))
+	return err == nil
+}
+
+// groupParent is the cgroup (relative to each hierarchy) under which a
+// sandbox keeps its domains' cgroups.
+func groupParent(sandboxName string) string { return filepath.Join("jobx", sandboxName) }
+
+// newCgroups makes the cgroups of a domain and sets its limits: memory
+// bytes, pids (processes and threads) and cpu (cores; 0: no limit).
+func newCgroups(parent, name string, memory, pids int64, cpu float64) (_ *cgroups, err error) {
+	cg := &cgroups{v2: v2()}
+	defer func() {
+		if err != nil {
+			cg.remove()
+		}
+	}()
+	if cg.v2 {
+		base := filepath.Join(cgroupRoot, parent)
+		if err := mkdirControllers(base); err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(base, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, err
+		}
+		cg.dirs, cg.memory, cg.procs = []string{dir}, dir, dir
+		if err := writeFile(dir, "memory.max", strconv.FormatInt(memory, 10)); err != nil {
+			return nil, err
+		}
+		writeFile(dir, "memory.swap.max", "0")
+		if err := writeFile(dir, "pids.max", strconv.FormatInt(pids, 10)); err != nil {
+			return nil, err
+		}
+		if cpu > 0 {
+			if err := writeFile(dir, "cpu.max", fmt.Sprintf("%d 100000", int64(cpu*100000))); err != nil {
+				return nil, err
+			}
+		}
+		return cg, nil
+	}
+	ctls := []string{"memory", "pids"}
+	if cpu > 0 {
+		ctls = append(ctls, "cpu")
+	}
+	for _, c := range ctls {
+		dir := filepath.Join(cgroupRoot, c, parent, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		cg.dirs = append(cg.dirs, dir)
+	}
+	cg.memory, cg.procs = cg.dirs[0], cg.dirs[1]
+	if err := writeFile(cg.memory, "memory.limit_in_bytes", strconv.FormatInt(memory, 10)); err != nil {
+		return nil, err
+	}
+	if err := writeFile(cg.procs, "pids.max", strconv.FormatInt(pids, 10)); err != nil {
+		return nil, err
+	}
+	if cpu > 0 {
+		if err := writeFile(cg.dirs[2], "cpu.cfs_period_us", "100000"); err != nil {
+			return nil, err
+		}
+		if err := writeFile(cg.dirs[2], "cpu.cfs_quota_us", strconv.FormatInt(int64(cpu*100000), 10)); err != nil {
+			return nil, err
+		}
+	}
+	return cg, nil
+}
+
+// mkdirControllers makes the v2 cgroups from the root down to dir, each
+// passing the memory, pids and cpu controllers to its children.
+func mkdirControllers(dir string) error {
+	rel, err := filepath.Rel(cgroupRoot, dir)
+	if err != nil {
+		return err
+	}
+	cur := cgroupRoot
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		cur = filepath.Join(cur, part)
+		if err := os.Mkdir(cur, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := writeFile(cur, "cgroup.subtree_control", "+memory +pids +cpu"); err != nil {
+			return fmt.Errorf("cgroup %s: enable controllers: %w", cur, err)
+		}
+	}
+	return nil
+}
+
+func writeFile(dir, name, value string) error {
+	return os.WriteFile(filepath.Join(dir, name), []byte(value), 0)
+}
+
+// add moves process pid (and its threads) into every cgroup of the domain.
+func (cg *cgroups) add(pid int) error {
+	for _, d := range cg.dirs {
+		if err := writeFile(d, "cgroup.procs", strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("cgroup %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// oomKills returns the count of the domain's processes killed by its
+// memory limit.
+func (cg *cgroups) oomKills() int64 {
+	name := "memory.oom_control"
+	if cg.v2 {
+		name = "memory.events"
+	}
+	data, err := os.ReadFile(filepath.Join(cg.memory, name))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// pids returns the host pids of the domain's processes.
+func (cg *cgroups) pids() ([]int, error) { return readPids(filepath.Join(cg.procs, "cgroup.procs")) }
+
+// remove kills what is left in the domain's cgroups and removes them,
+// waiting up to a second for the processes to go.
+func (cg *cgroups) remove() error {
+	var errs []error
+	for _, d := range cg.dirs {
+		if err := removeCgroup(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func removeCgroup(dir string) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// removeStaleCgroups removes the cgroups under parent that no live process
+// holds: those of domains of a runner that died (its domains die with it).
+func removeStaleCgroups(parent string) {
+	var bases []string
+	if v2() {
+		bases = []string{filepath.Join(cgroupRoot, parent)}
+	} else {
+		for _, c := range []string{"memory", "pids", "cpu"} {
+			bases = append(bases, filepath.Join(cgroupRoot, c, parent))
+		}
+	}
+	for _, base := range bases {
+		entries, err := os.ReadDir(base)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			dir := filepath.Join(base, e.Name())
+			if pids, err := readPids(filepath.Join(dir, "cgroup.procs")); err == nil && len(pids) == 0 {
+				os.Remove(dir)
+			}
+		}
+	}
+}
+
+func readPids(path string) ([]int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}

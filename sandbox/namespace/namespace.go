@@ -1,0 +1,483 @@
+// Package namespace is jobx's namespace sandbox: every handler invocation
+// runs in a bubblewrap sandbox of its own Linux namespaces (user, mount,
+// PID, IPC, UTS, cgroup, and network with only loopback unless the handler
+// asks for the host's), as uid 65534 with no capabilities, no_new_privs
+// and containerd's default seccomp filter, on a read-only root made of the
+// host's system directories, with only a sized tmpfs for scratch and the
+// workflow's shared directory writable. Memory, pids and CPU are bounded by
+// cgroups when the runner is root, by rlimits otherwise. It needs no daemon
+// and no image: the bubblewrap binary and the static jobx-agent.
+//
+// Domains are kept warm, as the containerd sandbox keeps containers: a
+// domain per (workflow, processor, network, limits) runs the jobx agent as
+// its PID 1 and, for Python, a zygote beside it, and each invocation is a
+// fresh process forked in it, with its stdio passed over a unix socket that
+// only the runner can reach (the sockets are made outside the sandbox and
+// inherited; no path to them exists inside). An invocation thus costs a
+// fork, or a reuse of a kept process, never a namespace set-up. A domain
+// runs one invocation at a time; before it runs the next, every process the
+// last one left is killed and its scratch directory removed unless the run
+// left it untouched, so nothing leaks from one run to the next.
+//
+//	sb, err := namespace.New(ctx, opts) // checks that bubblewrap can run here
+//	out, err := sb.Run(ctx, spec)       // sandbox.Sandbox
+//	sb.Close()                          // stops every domain
+package namespace
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jobx/jobx/processors/python"
+	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/internal/boxlib"
+	"github.com/jobx/jobx/sandbox/internal/pool"
+	"github.com/jobx/jobx/sandbox/internal/spawn"
+	"golang.org/x/sys/unix"
+)
+
+// Sandbox runs handlers in namespace domains. It is safe for concurrent
+// use; the caller of New must call Close.
+type Sandbox struct {
+	opts     Options
+	log      *slog.Logger
+	lib      string
+	cgroups  bool   // limits are cgroups (root), else rlimits
+	cgParent string // the cgroup of this sandbox's domains' cgroups
+	stage    *staging
+	pool     *pool.Pool[key, *domain]
+
+	hostMu      sync.Mutex        // guards servicesDir and shared
+	servicesDir string            // the runner's services socket directory, mounted at the same path
+	shared      map[string]string // workflow -> host shared directory, from RunSpecs
+
+	closeOnce sync.Once
+}
+
+var _ sandbox.Sandbox = (*Sandbox)(nil)
+
+// New checks that bubblewrap can make a sandbox here (as the sandbox user
+// when root), installs the agent and the Python runtime under opts.Dir, and
+// returns the sandbox. Domains start lazily. The error of a host where the
+// sandbox cannot run is an *Unavailable that says why and how to fix it.
+func New(ctx context.Context, opts *Options) (_ *Sandbox, err error) {
+	o := *opts
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if err := Check(ctx, o.Bwrap, o.UID, o.GID); err != nil {
+		return nil, err
+	}
+	s := &Sandbox{opts: o, log: o.Log.With("component", "namespace-sandbox"), lib: filepath.Join(o.Dir, "lib")}
+	if err := os.MkdirAll(o.Dir, 0o711); err != nil {
+		return nil, fmt.Errorf("namespace sandbox: %w", err)
+	}
+	// The sandbox user reaches the library and the staging mounts
+	// through Dir.
+	os.Chmod(o.Dir, 0o711)
+	if os.Geteuid() == 0 && !traversable(o.Dir, o.UID, o.GID) {
+		return nil, fmt.Errorf("namespace sandbox: the sandbox user (uid %d) cannot reach %s: pick a directory whose parents others may traverse, such as one under %s", o.UID, o.Dir, os.TempDir())
+	}
+	if s.stage, err = newStaging(o.Dir, o.UID, o.GID); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.stage.close()
+		}
+	}()
+	if err := os.RemoveAll(filepath.Join(o.Dir, "d")); err != nil {
+		return nil, fmt.Errorf("namespace sandbox: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(s.lib, "etc"), 0o755); err != nil {
+		return nil, fmt.Errorf("namespace sandbox: %w", err)
+	}
+	if err := boxlib.Install(s.lib, o.AgentPath); err != nil {
+		return nil, err
+	}
+	if err := writeEtc(filepath.Join(s.lib, "etc")); err != nil {
+		return nil, err
+	}
+	if cgroupsAvailable() {
+		s.cgroups = true
+		s.cgParent = groupParent(filepath.Base(o.Dir))
+		removeStaleCgroups("jobx")
+	} else {
+		s.log.Info("limits are rlimits: this runner cannot make cgroups (it is not root, or the memory and pids controllers are not writable); memory is bounded per process, pids per domain, CPU not at all")
+	}
+	s.pool = pool.New(pool.Options[key, *domain]{
+		Create:       s.create,
+		Destroy:      func(d *domain) { d.destroy() },
+		Memory:       func(k key) int64 { return k.memory },
+		MemoryBudget: o.MemoryBudget,
+		MaxBoxes:     o.MaxDomains,
+		MaxIdle:      o.MaxIdle,
+		Linger:       o.Linger,
+		IdleTimeout:  o.IdleTimeout,
+	})
+	return s, nil
+}
+
+// writeEtc writes the domain's /etc/passwd, /etc/group and /etc/hosts: the
+// sandbox user, and loopback.
+func writeEtc(dir string) error {
+	files := map[string]string{
+		"passwd": fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\njobx:x:%d:%d:jobx handler:%s:/usr/sbin/nologin\n", sandboxUID, sandboxGID, boxScratch),
+		"group":  fmt.Sprintf("root:x:0:\njobx:x:%d:\n", sandboxGID),
+		"hosts":  "127.0.0.1\tlocalhost jobx\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("namespace sandbox: %w", err)
+		}
+	}
+	return nil
+}
+
+// Kind returns "namespace".
+func (s *Sandbox) Kind() string { return "namespace" }
+
+// Limits says how limits are enforced: "cgroups" or "rlimits".
+func (s *Sandbox) Limits() string {
+	if s.cgroups {
+		return "cgroups"
+	}
+	return "rlimits"
+}
+
+// Stats reports the live domains, the sum of their memory limits and how
+// many are idle (running no invocation; a domain settling after one counts
+// as idle).
+func (s *Sandbox) Stats() (live int, memory int64, idle int) { return s.pool.Stats() }
+
+// Close stops every domain and removes the sandbox's cgroups and staging
+// mounts. It is idempotent. Invocations still running fail.
+func (s *Sandbox) Close() error {
+	s.closeOnce.Do(func() {
+		s.pool.Close()
+		s.stage.close()
+		if s.cgroups {
+			removeStaleCgroups(s.cgParent)
+			removeStaleCgroups("jobx")
+		}
+		os.RemoveAll(filepath.Join(s.opts.Dir, "d"))
+	})
+	return nil
+}
+
+// learn records the host paths a RunSpec names that domains must mount:
+// the services socket's directory and the workflow's shared directory.
+func (s *Sandbox) learn(spec *sandbox.RunSpec) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if spec.ServicesSocket != "" && s.servicesDir == "" {
+		s.servicesDir = filepath.Dir(spec.ServicesSocket)
+	}
+	if spec.SharedDir != "" {
+		if s.shared == nil {
+			s.shared = map[string]string{}
+		}
+		s.shared[spec.Workflow] = spec.SharedDir
+	}
+}
+
+func (s *Sandbox) sharedDir(wf string) string {
+	if s.opts.SharedDir != nil {
+		if d := s.opts.SharedDir(wf); d != "" {
+			return d
+		}
+	}
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	return s.shared[wf]
+}
+
+// domainSpec is what a domain of k mounts, with the host directories the
+// sandbox user cannot reach staged where it can.
+func (s *Sandbox) domainSpec(k key) (domainSpec, error) {
+	sp := domainSpec{workflow: k.workflow, network: k.network, scratch: k.scratch, python: k.processor == "python"}
+	handlers := filepath.Join(s.opts.HandlersDir, k.workflow)
+	if err := os.MkdirAll(handlers, 0o755); err != nil {
+		return sp, err
+	}
+	var err error
+	if sp.lib, err = s.stage.reach(s.lib); err != nil {
+		return sp, err
+	}
+	if sp.handlers, err = s.stage.reach(handlers); err != nil {
+		return sp, err
+	}
+	if shared := s.sharedDir(k.workflow); shared != "" {
+		if os.Geteuid() == 0 {
+			// The sandbox user writes the workflow's files.
+			if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {
+				return sp, fmt.Errorf("shared directory of %s: %w", k.workflow, err)
+			}
+		}
+		if sp.shared, err = s.stage.reach(shared); err != nil {
+			return sp, err
+		}
+	}
+	s.hostMu.Lock()
+	services := s.servicesDir
+	s.hostMu.Unlock()
+	if services != "" {
+		if sp.services, err = s.stage.reach(services); err != nil {
+			return sp, err
+		}
+		if sp.services != services {
+			// Handlers name the socket by its host path.
+			return sp, fmt.Errorf("namespace sandbox: the sandbox user (uid %d) cannot reach the services socket's directory %s: make it and its parents traversable", s.opts.UID, services)
+		}
+	}
+	return sp, nil
+}
+
+// processorOf names the processor of a run.
+func processorOf(spec *sandbox.RunSpec) string {
+	switch {
+	case spec.Processor != "":
+		return spec.Processor
+	case spec.Program.Warm != nil && spec.Program.Warm.Kind == "python":
+		return "python"
+	case len(spec.Program.Argv) > 0 && spec.Program.Argv[0] == "node":
+		return "node"
+	case len(spec.Program.Argv) > 0 && spec.Program.Argv[0] == "/bin/sh":
+		return "sh"
+	}
+	return "exec"
+}
+
+func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
+	d := s.opts.Defaults
+	k := key{workflow: spec.Workflow, processor: processorOf(spec), network: "none",
+		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids, scratch: spec.Limits.Scratch}
+	if s.opts.WorkflowNetwork != nil {
+		if n := s.opts.WorkflowNetwork(spec.Workflow); n != "" {
+			k.network = n
+		}
+	}
+	if spec.Limits.Network != "" {
+		k.network = spec.Limits.Network
+	}
+	if k.memory <= 0 {
+		k.memory = d.Memory
+	}
+	if k.cpu <= 0 {
+		k.cpu = d.CPU
+	}
+	if k.pids <= 0 {
+		k.pids = d.Pids
+	}
+	if k.scratch <= 0 {
+		k.scratch = d.Scratch
+	}
+	return k
+}
+
+// errDomainGone means a domain died before or during the hand-over of a
+// run.
+var errDomainGone = errors.New("namespace domain went away")
+
+// Run runs one handler invocation on a warm domain, starting one if none
+// is idle. A handler killed by the memory limit reports OOMKilled, one
+// killed at its timeout TimedOut; an error means the sandbox failed.
+func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
+	if len(spec.Program.Argv) == 0 {
+		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
+	}
+	timeout := spec.Limits.Timeout
+	if timeout <= 0 {
+		timeout = s.opts.Defaults.Timeout
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	s.learn(spec)
+	k := s.keyOf(spec)
+	rewrite := s.rewriter(spec.Workflow)
+	handler := ""
+	if spec.Reuse != "" && spec.Program.Warm != nil {
+		handler = rewrite(spec.Program.Warm.HandlerPath) + "\x00" + spec.HandlerType
+	}
+	for attempt := 0; ; attempt++ {
+		d, fresh, err := s.pool.Acquire(ctx, k, spec.Reuse, handler)
+		if err != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return &sandbox.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
+			}
+			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
+		}
+		out, settle, err := s.runOn(ctx, d, spec, rewrite)
+		s.pool.Settle(d, settle)
+		if err != nil && errors.Is(err, errDomainGone) && !fresh && attempt == 0 && ctx.Err() == nil {
+			// A warm domain died while idle: try a fresh one.
+			continue
+		}
+		if out != nil {
+			out.Warm = !fresh
+		}
+		return out, err
+	}
+}
+
+// leftoverGrace is how long a run's output pipes may stay open after the
+// handler's process ended before the processes it left are killed (its
+// output is read to the end all the same).
+const leftoverGrace = 20 * time.Millisecond
+
+// runOn runs spec on domain d. It returns once the handler has ended and
+// its output is read, with settle, which the caller must call (in the
+// background) before d runs anything else: it kills what the run left,
+// removes its scratch directory and says whether d may be reused.
+func (s *Sandbox) runOn(ctx context.Context, d *domain, spec *sandbox.RunSpec, rewrite func(string) string) (*sandbox.Outcome, func() bool, error) {
+	start := time.Now()
+	inv, err := d.takeScratch()
+	if err != nil {
+		return nil, func() bool { return false }, err
+	}
+	drop := func() bool { os.RemoveAll(d.inside(boxScratch + "/" + inv)); return false }
+	scratch := boxScratch + "/" + inv
+	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
+	for _, kv := range spec.Env {
+		env = append(env, rewrite(kv))
+	}
+	env = append(env, "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
+	if s.sharedDir(spec.Workflow) != "" {
+		env = append(env, "JOBX_SHARED_DIR="+boxWorking+"/"+spec.Workflow)
+	}
+	for _, kv := range spec.Program.Env {
+		env = append(env, rewrite(kv))
+	}
+	// Without cgroups, memory is bounded per process (node reserves more
+	// address space than it uses: its heap is bounded instead) and
+	// processes per domain (each domain has a user namespace of its own).
+	var rl python.Rlimits
+	if d.cg == nil {
+		rl.NProc = d.key.pids + pidsOverhead
+		if d.key.processor == "node" {
+			env = append(env, fmt.Sprintf("NODE_OPTIONS=--max-old-space-size=%d", max(d.key.memory*3/4>>20, 16)))
+		} else {
+			rl.AS = d.key.memory
+		}
+	}
+	pipes, err := sandbox.NewPipes()
+	if err != nil {
+		return nil, func() bool { d.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+	}
+	defer pipes.Close()
+	var oomBefore int64
+	if d.cg != nil {
+		oomBefore = d.cg.oomKills()
+	}
+	var (
+		kill func()
+		wait func() (code, signal int, err error)
+	)
+	if d.zygote != nil && spec.Program.Warm != nil {
+		c, err := d.zygote.Spawn(ctx, python.SpawnRequest{
+			HandlerPath: rewrite(spec.Program.Warm.HandlerPath), HandlerType: spec.HandlerType,
+			Env: env, Dir: scratch, Stdin: pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr,
+			Rlimits: rl, Reuse: spec.Reuse,
+		})
+		pipes.CloseChildEnds()
+		if err != nil {
+			return nil, drop, fmt.Errorf("start handler %s in domain %s: %w: %w: %s", spec.Handler, d.id, errDomainGone, err, d.logTail())
+		}
+		kill = func() { c.Kill() }
+		wait = func() (int, int, error) {
+			st, err := c.Wait()
+			return st.Code, st.Signal, err
+		}
+	} else {
+		argv := make([]string, len(spec.Program.Argv))
+		for i, a := range spec.Program.Argv {
+			argv[i] = rewrite(a)
+		}
+		msg := map[string]any{"argv": argv, "env": env, "cwd": scratch,
+			"rlimits": map[string]int64{"as": rl.AS, "nproc": rl.NProc}}
+		c, err := spawn.Start(ctx, d.agentSocket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
+		pipes.CloseChildEnds()
+		if err != nil {
+			if errors.Is(err, spawn.ErrServerGone) {
+				err = fmt.Errorf("%w: %w", errDomainGone, err)
+			}
+			return nil, drop, fmt.Errorf("start handler %s in domain %s: %w: %s", spec.Handler, d.id, err, d.logTail())
+		}
+		defer c.Close()
+		kill = c.Kill
+		wait = func() (int, int, error) {
+			st, err := c.Wait()
+			return st.Code, st.Signal, err
+		}
+	}
+	st := sandbox.NewStreams(spec, kill)
+	pipes.Pump(spec.Stdin, st)
+	stop := context.AfterFunc(ctx, kill)
+	code, signal, werr := wait()
+	stop()
+	if !pipes.Drained(leftoverGrace) {
+		// Something the run started holds its output open.
+		d.killExtra()
+	}
+	pipes.Finish(time.Second)
+	out := &sandbox.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
+	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	oom := func() bool { return d.cg != nil && d.cg.oomKills() > oomBefore }
+	if werr != nil {
+		// The domain died under the invocation: the handler's doing
+		// (memory, or killing its PID 1) unless proven otherwise.
+		select {
+		case <-d.dead:
+		case <-time.After(100 * time.Millisecond):
+		}
+		out.OOMKilled = oom()
+		out.ExitCode, out.Signal = 137, "SIGKILL"
+		out.StderrTail += "\njobx: the sandbox died during the invocation"
+		return out, drop, nil
+	}
+	out.ExitCode = code
+	if signal != 0 {
+		out.Signal = unix.SignalName(syscall.Signal(signal))
+		if code < 128 {
+			out.ExitCode = 128 + signal
+		}
+	}
+	out.OOMKilled = oom()
+	settle := func() bool {
+		if !d.sweep() {
+			return drop()
+		}
+		d.putScratch(inv)
+		return d.Alive() && !out.OOMKilled
+	}
+	return out, settle, nil
+}
+
+// rewriter maps the runner's handler directory of a workflow, and its
+// shared directory, to their paths inside a domain.
+func (s *Sandbox) rewriter(wf string) func(string) string {
+	pairs := []string{filepath.Join(s.opts.HandlersDir, wf), boxHandlers}
+	if shared := s.sharedDir(wf); shared != "" {
+		pairs = append(pairs, shared, boxWorking+"/"+wf)
+	}
+	return strings.NewReplacer(pairs...).Replace
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

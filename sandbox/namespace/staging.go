@@ -1,0 +1,184 @@
+package namespace
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// staging makes host directories that the sandbox user cannot reach
+// reachable for bubblewrap, which runs as that user: as root, it
+// bind-mounts each such directory under <Dir>/m, whose parents the user can
+// traverse (a runner's directories often sit under /root, mode 0700). An
+// ordinary user's runner reaches its own directories and stages nothing.
+//
+// The mounts live in the host's mount table until Close; a runner killed
+// before it could unmount leaves them, and the next sandbox started beside
+// it (same parent directory) unmounts those of dead owners.
+type staging struct {
+	dir      string // <Dir>/m
+	uid, gid int
+	root     bool
+
+	mu     sync.Mutex // guards mounts
+	mounts map[string]string
+}
+
+// ownerFile, in a sandbox's Dir, holds the pid of the process that owns
+// its staging mounts.
+const ownerFile = "owner"
+
+func newStaging(dir string, uid, gid int) (*staging, error) {
+	st := &staging{dir: filepath.Join(dir, "m"), uid: uid, gid: gid, root: os.Geteuid() == 0, mounts: map[string]string{}}
+	if !st.root {
+		return st, nil
+	}
+	removeStaleStaging(filepath.Dir(dir))
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, fmt.Errorf("namespace sandbox: %w", err)
+	}
+	if err := os.MkdirAll(st.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("namespace sandbox: %w", err)
+	}
+	return st, nil
+}
+
+// reach returns a path of host directory src that the sandbox user can
+// reach: src itself, or its staging mount.
+func (st *staging) reach(src string) (string, error) {
+	if !st.root || traversable(src, st.uid, st.gid) {
+		return src, nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if dst, ok := st.mounts[src]; ok {
+		return dst, nil
+	}
+	dst := filepath.Join(st.dir, strconv.Itoa(len(st.mounts)))
+	if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("stage %s: %w", src, err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", fmt.Errorf("stage %s for the sandbox user: %w", src, err)
+	}
+	st.mounts[src] = dst
+	return dst, nil
+}
+
+// close unmounts every staging mount.
+func (st *staging) close() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for src, dst := range st.mounts {
+		unix.Unmount(dst, unix.MNT_DETACH)
+		os.Remove(dst)
+		delete(st.mounts, src)
+	}
+}
+
+// traversable says whether user uid (group gid, no other groups) can
+// search every directory from / down to path.
+func traversable(path string, uid, gid int) bool {
+	p := filepath.Clean(path)
+	for {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return false
+		}
+		var bit uint32 = 0o001
+		switch {
+		case int(st.Uid) == uid:
+			bit = 0o100
+		case int(st.Gid) == gid:
+			bit = 0o010
+		}
+		if st.Mode&bit == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+		p = filepath.Dir(p)
+	}
+}
+
+// removeStaleStaging unmounts the staging mounts of sandboxes under parent
+// whose owner process is gone, and removes their directories.
+func removeStaleStaging(parent string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	stale := map[string]bool{}
+	var points []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		rel, err := filepath.Rel(parent, mp)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		parts := strings.Split(rel, string(filepath.Separator))
+		if len(parts) != 3 || parts[1] != "m" {
+			continue
+		}
+		owner := filepath.Join(parent, parts[0])
+		if _, ok := stale[owner]; !ok {
+			stale[owner] = !ownerAlive(owner)
+		}
+		if stale[owner] {
+			points = append(points, mp)
+		}
+	}
+	for _, mp := range points {
+		unix.Unmount(mp, unix.MNT_DETACH)
+	}
+	for owner, dead := range stale {
+		if dead {
+			os.RemoveAll(owner)
+		}
+	}
+}
+
+func ownerAlive(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return unix.Kill(pid, 0) == nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
