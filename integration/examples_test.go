@@ -13,20 +13,34 @@ import (
 
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/sharedfs"
 )
 
 // examplesCluster loads every workflow directory of examples/ the way
 // `jobx up --load` does.
 func examplesCluster(t *testing.T) *cluster {
 	c := startCluster(t)
-	c.addRunner()
+	shared := sharedFS(t)
+	c.addRunner(shared.runner)
 	dirs, err := filepath.Glob("../examples/*/workflow.yaml")
 	if err != nil || len(dirs) < 3 {
 		t.Fatalf("examples: %v %v", dirs, err)
 	}
 	for _, d := range dirs {
-		if _, err := manifest.Apply(context.Background(), c.store, filepath.Dir(d), testenv.Logger(t)); err != nil {
+		res, err := manifest.Apply(context.Background(), c.store, filepath.Dir(d), testenv.Logger(t))
+		if err != nil {
 			t.Fatalf("apply %s: %v", d, err)
+		}
+		// As jobx up --load does: the example's files/ in its shared files.
+		if files := filepath.Join(filepath.Dir(d), "files"); isDir(files) {
+			fsys, err := sharedfs.Open(sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: shared.dir}, res.Workflow.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fsys.Upload(files, "/"); err != nil {
+				t.Fatal(err)
+			}
+			fsys.Close()
 		}
 	}
 	return c
@@ -80,8 +94,8 @@ func TestExampleDevJobs(t *testing.T) {
 
 func TestExampleWordCount(t *testing.T) {
 	c := examplesCluster(t)
-	dir, _ := filepath.Abs("../examples/wordcount/texts")
-	body, _ := json.Marshal(map[string]any{"arguments": map[string]string{"dir": dir}})
+	dir, _ := filepath.Abs("../examples/wordcount/files/texts")
+	body, _ := json.Marshal(map[string]any{"arguments": map[string]string{"dir": "texts"}})
 	got := c.post("wordcount", "wordcount", string(body), "").pairs(t)
 	want := map[string]int{}
 	files, _ := filepath.Glob(dir + "/*.txt")
@@ -107,4 +121,9 @@ func TestExampleLanguages(t *testing.T) {
 	assertPairs(t, letters, map[string]string{`"h"`: "1", `"e"`: "1", `"l"`: "3", `"o"`: "2", `"w"`: "1", `"r"`: "1", `"d"`: "1"})
 	squares := c.post("languages", "squares", `{"arguments":{"a":3,"b":4}}`, "").pairs(t)
 	assertPairs(t, squares, map[string]string{`"squares"`: "25"})
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

@@ -41,8 +41,9 @@ func (a *app) upCmd() *cobra.Command {
 keeping their data in --data-dir, so definitions and queued messages survive a
 restart), a gateway and --runners runners. --etcd / --nsqd use external servers
 instead of the embedded ones. --load applies workflow directories (see jobx apply)
-once the cluster is up, and prints a ready-to-paste curl and jobx submit line for
-each of their jobs. The first SIGINT/SIGTERM shuts down in order (runners drain,
+once the cluster is up, copies a directory's files/ folder into the workflow's
+shared files (where its handlers find them at $JOBX_FS_ROOT, in every sandbox),
+and prints a ready-to-paste curl and jobx submit line for each of their jobs. The first SIGINT/SIGTERM shuts down in order (runners drain,
 then the gateway, nsqd and etcd); a second exits at once.`,
 		Example: `  jobx up --load examples/dev
   jobx up --data-dir /tmp/jobx --http 127.0.0.1:9090 --runners 2`,
@@ -143,6 +144,10 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 	if c.gw, err = gateway.New(ctx, &gw); err != nil {
 		return err
 	}
+	fsCfg := o.rf.opts.FS
+	if fsCfg.Backend == "" {
+		fsCfg = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
+	}
 	for i := range o.runners {
 		ro := *o.rf.opts
 		ro.ID = fmt.Sprintf("up-%d", i+1)
@@ -152,7 +157,7 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 			ro.NSQDHTTP = []string{c.nsqd.HTTPAddr}
 		}
 		if ro.FS.Backend == "" {
-			ro.FS = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
+			ro.FS = fsCfg
 		}
 		imagesDir := o.rf.imagesDir
 		if imagesDir == "" {
@@ -204,6 +209,11 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 			return wait(fmt.Errorf("--load %s: %w", dir, err))
 		}
 		fmt.Fprintf(a.stdout, "\nloaded %s: workflow %s (%s)\n", dir, res.Workflow.Name, res.Workflow.Action)
+		if n, err := uploadFiles(dir, fsCfg, res.Workflow.Name); err != nil {
+			return wait(fmt.Errorf("--load %s: %w", dir, err))
+		} else if n > 0 {
+			fmt.Fprintf(a.stdout, "  %d files of %s in the workflow's shared files\n", n, filepath.Join(dir, "files"))
+		}
 		for _, j := range res.Manifest.Jobs {
 			printJobLines(a.stdout, gwURL, res.Manifest.Workflow, j, c.etcdURLs)
 		}
@@ -275,4 +285,20 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// uploadFiles copies a workflow directory's files/ folder, if it has one,
+// into the workflow's shared filesystem, where its handlers read them
+// (JOBX_FS_ROOT) in every sandbox.
+func uploadFiles(dir string, cfg sharedfs.Config, wf string) (int, error) {
+	src := filepath.Join(dir, "files")
+	if st, err := os.Stat(src); err != nil || !st.IsDir() {
+		return 0, nil
+	}
+	fsys, err := sharedfs.Open(cfg, wf)
+	if err != nil {
+		return 0, err
+	}
+	defer fsys.Close()
+	return fsys.Upload(src, "/")
 }

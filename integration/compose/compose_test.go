@@ -129,7 +129,7 @@ type job struct {
 }
 
 func exampleJobs(t *testing.T, root string) []job {
-	texts := filepath.Join(root, "examples", "wordcount", "texts")
+	texts := filepath.Join(root, "examples", "wordcount", "files", "texts")
 	want := map[string]int{}
 	files, _ := filepath.Glob(texts + "/*.txt")
 	for _, f := range files {
@@ -142,7 +142,7 @@ func exampleJobs(t *testing.T, root string) []job {
 		}
 	}
 	if len(want) < 20 {
-		t.Fatalf("examples/wordcount/texts: %d words", len(want))
+		t.Fatalf("examples/wordcount/files/texts: %d words", len(want))
 	}
 	sums := func(total int, list bool) func(map[string]string) error {
 		return func(got map[string]string) error {
@@ -195,7 +195,7 @@ func exampleJobs(t *testing.T, root string) []job {
 		{"dev", "job5", map[string]int{"arg1": 1000}, sums(1000, false)},
 		{"dev", "job4", map[string]int{"arg1": 17413}, sums(17413, true)},
 		// The runners see the shared filesystem's workflow root at /working/<workflow>.
-		{"wordcount", "wordcount", map[string]string{"dir": "/working/wordcount/texts"}, exact(words)},
+		{"wordcount", "wordcount", map[string]string{"dir": "texts"}, exact(words)},
 		{"languages", "letters", map[string]string{"text": "Hello, World"},
 			exact(map[string]string{`"h"`: "1", `"e"`: "1", `"l"`: "3", `"o"`: "2", `"w"`: "1", `"r"`: "1", `"d"`: "1"})},
 		{"languages", "squares", map[string]int{"a": 3, "b": 4}, exact(map[string]string{`"squares"`: "25"})},
@@ -301,7 +301,7 @@ func TestComposeCluster(t *testing.T) {
 	if out, err := exec.Command("docker", "exec", runnerA, "mkdir", "-p", "/var/lib/jobx/fs/working/wordcount").CombinedOutput(); err != nil {
 		t.Fatalf("mkdir in runner-a: %v: %s", err, out)
 	}
-	if out, err := exec.Command("docker", "cp", filepath.Join(root, "examples", "wordcount", "texts"), runnerA+":/var/lib/jobx/fs/working/wordcount/").CombinedOutput(); err != nil {
+	if out, err := exec.Command("docker", "cp", filepath.Join(root, "examples", "wordcount", "files", "texts"), runnerA+":/var/lib/jobx/fs/working/wordcount/").CombinedOutput(); err != nil {
 		t.Fatalf("docker cp texts: %v: %s", err, out)
 	}
 
