@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test test-faults vet fmt-check deps bench-deps bench bench-quick fuzz demo-artifacts clean \
+.PHONY: build run test test-nonroot test-faults vet fmt-check deps bench-deps bench bench-quick fuzz demo-artifacts clean \
 	cluster-stage cluster-up cluster-down test-cluster
 
 build: bin/jobx bin/jobx-agent
@@ -61,6 +61,21 @@ test: bench-deps fmt-check vet
 	@mkdir -p bin; rm -f $(FAULT_REPORT)
 	@JOBX_FAULT_REPORT=$(FAULT_REPORT) $(GO) test -race -count=1 -timeout 30m ./...; status=$$?; \
 	if [ -f $(FAULT_REPORT) ]; then cat $(FAULT_REPORT); fi; exit $$status
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-nonroot; fi
+
+## test-nonroot: the namespace sandbox's contract run as an ordinary user (uid 65534), on
+## unprivileged user namespaces and rlimits instead of cgroups; make test runs it as root
+NONROOT = /tmp/jobx-test-nonroot
+test-nonroot:
+	@rm -rf $(NONROOT); mkdir -p $(NONROOT); chmod 755 $(NONROOT)
+	CGO_ENABLED=0 $(GO) build -o $(NONROOT)/jobx-agent ./cmd/jobx-agent
+	$(GO) test -c -race -o $(NONROOT)/namespace.test ./sandbox/namespace
+	@chmod 755 $(NONROOT)/jobx-agent $(NONROOT)/namespace.test
+	@echo "the namespace sandbox's contract, as uid 65534 (unprivileged user namespaces, rlimits):"
+	@cd $(NONROOT) && setpriv --reuid 65534 --regid 65534 --clear-groups \
+		env -i HOME=$(NONROOT) PATH=/usr/local/bin:/usr/bin:/bin CI=$(CI) JOBX_AGENT=$(NONROOT)/jobx-agent \
+		./namespace.test -test.run '^(TestContract|TestLimitsAreCgroupsAsRootAndRlimitsOtherwise)$$' -test.count=1; \
+		status=$$?; rm -rf $(NONROOT); exit $$status
 
 ## test-faults: the full fault matrix (30 runner kills, nsqd, etcd and gateway restarts, a
 ## partition), the 1,000-request load test and the 20,000-child fan-out, with their counts

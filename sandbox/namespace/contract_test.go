@@ -69,3 +69,27 @@ func hasDirs(ents []os.DirEntry) bool {
 	}
 	return false
 }
+
+// The sandbox says how it bounds domains: cgroups as root (where the
+// controllers are writable), rlimits for an ordinary user.
+func TestLimitsAreCgroupsAsRootAndRlimitsOtherwise(t *testing.T) {
+	dir, err := os.MkdirTemp("", "jxn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	o := namespace.NewOptions()
+	o.Dir, o.HandlersDir, o.AgentPath, o.Log = dir, filepath.Join(t.TempDir(), "handlers"), testenv.Agent(t), testenv.Logger(t)
+	sb, err := namespace.New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	want := "rlimits"
+	if os.Geteuid() == 0 {
+		want = "cgroups"
+	}
+	if got := sb.Limits(); got != want {
+		t.Fatalf("uid %d: limits are %s, want %s", os.Geteuid(), got, want)
+	}
+}

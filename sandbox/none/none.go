@@ -40,6 +40,9 @@ type Sandbox struct {
 	opts    Options
 	warm    *warmPool
 	scratch *scratchDirs
+	// closing is done once Close is called: it ends the runs in progress.
+	closing context.Context
+	stop    context.CancelFunc
 	// prlimit is util-linux's prlimit, through which a run not forked from
 	// a zygote starts when each file it writes is bounded (no tmpfs): a
 	// limit set after the start would miss what the handler forks first.
@@ -73,6 +76,7 @@ func New(opts Options) (*Sandbox, error) {
 	}
 	scratch := &scratchDirs{parent: parent, max: 64, mount: true}
 	s := &Sandbox{opts: opts, warm: newWarmPool(opts), scratch: scratch}
+	s.closing, s.stop = context.WithCancel(context.Background())
 	// The first directory tells whether this process may mount; it is
 	// kept for the first run.
 	d, err := scratch.make(scratchProbe)
@@ -102,12 +106,16 @@ func (s *Sandbox) Kind() string { return "none" }
 // Close stops the zygotes and removes the kept scratch directories (with
 // their mounts); those of runs still going are removed when they end.
 func (s *Sandbox) Close() error {
+	s.stop()
 	s.scratch.close()
 	return s.warm.close()
 }
 
-// Run runs one handler.
+// Run runs one handler. Close kills the runs in progress.
 func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.closing, cancel)()
 	dir, err := s.scratch.get(spec.Limits.Scratch)
 	if err != nil {
 		return nil, fmt.Errorf("scratch directory: %w", err)

@@ -1,0 +1,41 @@
+package none_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/none"
+	"github.com/jobx/jobx/sandbox/sandboxtest"
+)
+
+// TestContract runs the sandbox contract on the none sandbox: no escape
+// probes (it isolates nothing, by design), and no pids limit, which it
+// documents it does not enforce.
+func TestContract(t *testing.T) {
+	var dirs []string
+	sandboxtest.Run(t, sandboxtest.Env{
+		New: func(t testing.TB, handlers string) sandbox.Sandbox {
+			dir := t.TempDir()
+			dirs = append(dirs, dir)
+			sb, err := none.New(none.Options{Dir: dir, Zygotes: 2, Log: testenv.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sb
+		},
+		Unenforced: map[string]string{"pids": "the none sandbox sets no process limit"},
+		Leftovers: func() []string {
+			var left []string
+			mounts, _ := os.ReadFile("/proc/self/mountinfo")
+			for _, d := range dirs {
+				if strings.Contains(string(mounts), d) {
+					left = append(left, "a mount under "+d)
+				}
+			}
+			return left
+		},
+	})
+}
