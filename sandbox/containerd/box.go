@@ -3,7 +3,6 @@ package containerd
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/containers"
+	jobxseccomp "github.com/jobx/jobx/sandbox/internal/seccomp"
+
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
@@ -24,8 +26,8 @@ import (
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/internal/tmpfs"
 	"github.com/jobx/jobx/sandbox/agent"
+	"github.com/jobx/jobx/sandbox/internal/warm"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
 
 // Labels on every container a Sandbox creates.
@@ -60,10 +62,10 @@ func (k key) String() string {
 }
 
 // box is one warm container: its init is the agent, with a Python zygote
-// beside it for the python processor. A box runs one invocation at a
-// time, so the container's cgroup limits are the invocation's, and so is
-// its scratch tmpfs (<hostDir>/scratch, of key.scratch bytes, at /scratch).
+// beside it for the python processor. Its warm.Box runs the invocations,
+// one at a time, so the container's cgroup limits are the invocation's.
 type box struct {
+	*warm.Box
 	id      string
 	key     key
 	hostDir string
@@ -72,47 +74,19 @@ type box struct {
 	exited  <-chan client.ExitStatus
 	dead    chan struct{} // closed when the task has exited
 	cgroups cgroupPaths
-	keep    map[int]bool // host pids of the agent and the zygote
-	zygote  int          // host pid of the zygote (0: none)
-
-	// reuse is the RunSpec.Reuse of the children the box's zygote keeps
-	// parked, parked those children by handler (at most one each: a box
-	// runs one invocation at a time). A box runs an invocation of another
-	// reuse key (or none) only after killing them all, so a parked child
-	// never shares its box with a run of another key. Only the box's
-	// current user changes them (and destroy).
-	parkMu sync.Mutex // guards reuse, parked and gone
-	reuse  string
-	parked map[string]parkedChild
-	gone   bool // destroyed: parks nothing more
-
-	// scratch names the box's clean scratch directory, left by a run that
-	// did not touch it, with the ctime it had when made ("" when none).
-	// Only the box's current user touches them.
-	scratch      string
-	scratchCtime unix.Timespec
-
-	uses     int
-	lastUsed time.Time
-	oom      atomic.Int64 // /tasks/oom events seen
+	oom     atomic.Int64 // /tasks/oom events seen
 
 	destroyOnce sync.Once
 }
+
+// Key makes a box a pool.Box, with warm.Box's methods.
+func (b *box) Key() key { return b.key }
 
 func (b *box) socket() string {
 	if b.key.processor == "python" {
 		return filepath.Join(b.hostDir, "run", "zygote.sock")
 	}
 	return filepath.Join(b.hostDir, "run", "agent.sock")
-}
-
-func (b *box) alive() bool {
-	select {
-	case <-b.dead:
-		return false
-	default:
-		return true
-	}
 }
 
 // create starts a warm container for k and waits until its agent (and
@@ -124,7 +98,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{}), parked: map[string]parkedChild{}}
+	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{})}
 	b.hostDir = filepath.Join(s.opts.Dir, "c", b.id)
 	for _, d := range []string{"run", "scratch"} {
 		if err := os.MkdirAll(filepath.Join(b.hostDir, d), 0o711); err != nil {
@@ -184,6 +158,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 		oci.WithNoNewPrivileges,
 		oci.WithCapabilities(nil),
 		seccomp.WithDefaultProfile(), // Docker's default profile, narrowed to the (no) capabilities
+		withoutCloneParent,           // a run's processes cannot pass for the zygote's children
 		oci.WithHostname("jobx"),
 		oci.WithMounts(mounts),
 		oci.WithEnv(env),
@@ -250,18 +225,37 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// The agent and its one child, the zygote; the zygote's own children
-	// (pre-forked) are not kept by pid.
-	b.keep = map[int]bool{agent: true}
+	// The agent's one child is the zygote; the zygote's own children (its
+	// pre-forked child, the processes it keeps) are its children.
+	zygote := 0
 	for _, p := range pids {
-		if _, ppid, err := nsPidOf(p); err == nil && ppid == agent {
-			b.keep[p] = true
-			b.zygote = p
+		if p != agent && ppidOf(p) == agent {
+			zygote = p
 		}
 	}
-	if k.processor == "python" && b.zygote == 0 {
+	if k.processor == "python" && zygote == 0 {
 		return nil, fmt.Errorf("sandbox %s: no zygote among its processes", b.id)
 	}
+	b.Box = &warm.Box{
+		ID: b.id, Agent: agent, Zygote: zygote, AgentSocket: filepath.Join(b.hostDir, "run", "agent.sock"),
+		Dead: b.dead, Scratch: filepath.Join(b.hostDir, "scratch"),
+		MakeScratch: func(dir string) error {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return err
+			}
+			return os.Chown(dir, s.opts.UID, s.opts.GID)
+		},
+		Procs: func() []int {
+			pids, _ := b.cgroups.procs()
+			return pids
+		},
+		OOMKills: func() int64 { return b.cgroups.oomKills() + b.oom.Load() },
+		LogTail:  b.logTail,
+	}
+	if zygote != 0 {
+		b.ZygoteSocket = filepath.Join(b.hostDir, "run", "zygote.sock")
+	}
+	b.Start(s.log)
 	return b, nil
 }
 
@@ -333,226 +327,15 @@ func (b *box) logTail() string {
 	return strings.TrimSpace(string(data))
 }
 
-// killExtra sends SIGKILL to every process of the box but the agent, the
-// zygote and the zygote's children whose pids in the box are in spare. It
-// returns how many it signalled and the spared ones (box pid -> host pid).
-// Spared processes must be the zygote's children: a process a handler
-// created (even with CLONE_PARENT, which makes it the zygote's child) is
-// unknown to the zygote, so never in spare.
-func (b *box) killExtra(spare map[int]bool) (killed int, kept map[int]int, err error) {
-	pids, err := b.cgroups.procs()
-	if err != nil {
-		return 0, nil, err
-	}
-	for _, p := range pids {
-		if b.keep[p] {
-			continue
-		}
-		if len(spare) > 0 {
-			if ns, ppid, err := nsPidOf(p); err == nil && ppid == b.zygote && spare[ns] {
-				if kept == nil {
-					kept = map[int]int{}
-				}
-				kept[ns] = p
-				continue
-			}
-		}
-		killed++
-		syscall.Kill(p, syscall.SIGKILL)
-	}
-	return killed, kept, nil
-}
-
-// sweep kills every process of the box but the agent, the zygote and the
-// zygote children in spare, and waits until they are gone, so that
-// nothing an invocation started outlives it. It reports whether the box
-// is clean, and the spared processes.
-func (b *box) sweep(spare map[int]bool) (bool, map[int]int) {
-	for round := 0; round < 200; round++ {
-		killed, kept, err := b.killExtra(spare)
-		if err != nil {
-			return false, nil
-		}
-		if killed == 0 {
-			return true, kept
-		}
-		time.Sleep(500 * time.Microsecond)
-	}
-	return false, nil
-}
-
-// parkedChild is a parked process: its pid in the box and a pidfd of it,
-// which makes sure a signal reaches that process and no other that took
-// its pid.
-type parkedChild struct{ ns, fd int }
-
-func (c parkedChild) alive() bool {
-	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 0
-}
-
-func (c parkedChild) kill() {
-	if err := unix.PidfdSendSignal(c.fd, unix.SIGKILL, nil, 0); err == nil {
-		unix.Poll([]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}, 5000)
-	}
-	unix.Close(c.fd)
-}
-
-// park records the run's process (ns and host pids) as the box's parked
-// child of reuse key reuse and handler.
-func (b *box) park(reuse, handler string, ns, host int) {
-	if host <= 0 {
-		return
-	}
-	fd, err := unix.PidfdOpen(host, 0)
-	if err != nil {
-		return
-	}
-	b.parkMu.Lock()
-	defer b.parkMu.Unlock()
-	if b.gone || (b.reuse != "" && b.reuse != reuse) {
-		unix.Close(fd)
-		return
-	}
-	if old, ok := b.parked[handler]; ok {
-		unix.Close(old.fd)
-	}
-	b.reuse = reuse
-	b.parked[handler] = parkedChild{ns: ns, fd: fd}
-}
-
-// takeParked readies the box for a run of handler with reuse key reuse:
-// parked children of another key (or all, for a run without one) are
-// killed and waited for; the one of this key and handler is left to the
-// zygote, which gives it the run, and forgotten here (the run's sweep
-// spares it again only if the zygote parks it again). It returns the pids
-// in the box of the parked children that stay: the same key's, of other
-// handlers.
-func (b *box) takeParked(reuse, handler string) []int {
-	b.parkMu.Lock()
-	defer b.parkMu.Unlock()
-	if reuse == "" || reuse != b.reuse {
-		for h, c := range b.parked {
-			c.kill()
-			delete(b.parked, h)
-		}
-		b.reuse = reuse
-		return nil
-	}
-	if c, ok := b.parked[handler]; ok {
-		unix.Close(c.fd)
-		delete(b.parked, handler)
-	}
-	var stay []int
-	for h, c := range b.parked {
-		if !c.alive() { // retired by the zygote
-			unix.Close(c.fd)
-			delete(b.parked, h)
-			continue
-		}
-		stay = append(stay, c.ns)
-	}
-	return stay
-}
-
-// parkedFor says whether the box's parked children are of reuse key reuse
-// (or the box has none), and whether one is of handler.
-func (b *box) parkedFor(reuse, handler string) (sameKey, sameHandler bool) {
-	b.parkMu.Lock()
-	defer b.parkMu.Unlock()
-	if len(b.parked) == 0 {
-		return reuse == "", false
-	}
-	_, ok := b.parked[handler]
-	return b.reuse == reuse, b.reuse == reuse && ok
-}
-
-// holdsOtherKey says whether the box holds parked children of a reuse key
-// other than reuse: a run of reuse there would kill them.
-func (b *box) holdsOtherKey(reuse string) bool {
-	b.parkMu.Lock()
-	defer b.parkMu.Unlock()
-	return len(b.parked) > 0 && b.reuse != reuse
-}
-
-// takeScratch returns the name of an empty scratch directory for a run,
-// owned by uid and gid with mode 0700: the one the last run left untouched,
-// or a new one. Call it after takeParked.
-func (b *box) takeScratch(uid, gid int) (string, error) {
-	if name := b.scratch; name != "" {
-		// Checked again: a parked child of the last run's key may have
-		// written in it since.
-		b.scratch = ""
-		var st unix.Stat_t
-		dir := filepath.Join(b.hostDir, "scratch", name)
-		if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
-			return name, nil
-		}
-		os.RemoveAll(dir)
-	}
-	name := "inv-" + randomHex(8)
-	dir := filepath.Join(b.hostDir, "scratch", name)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", fmt.Errorf("scratch directory: %w", err)
-	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		os.Remove(dir)
-		return "", fmt.Errorf("scratch directory: %w", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		os.Remove(dir)
-		return "", fmt.Errorf("scratch directory: %w", err)
-	}
-	b.scratchCtime = st.Ctim
-	return name, nil
-}
-
-// putScratch keeps a run's scratch directory for the next run when the
-// run left it as it was made: its ctime changes with any entry created or
-// removed in it, and with any change of its mode, owner or extended
-// attributes. Otherwise it removes it. The run's processes must be gone.
-func (b *box) putScratch(name string) {
-	dir := filepath.Join(b.hostDir, "scratch", name)
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
-		b.scratch = name
-		return
-	}
-	os.RemoveAll(dir)
-}
-
-// nsPidOf returns host process pid's pid in its innermost PID namespace
-// and its parent's host pid.
-func nsPidOf(pid int) (ns, ppid int, err error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, 0, err
-	}
-	ns, ppid = -1, -1
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-			ppid, _ = strconv.Atoi(strings.TrimSpace(v))
-		} else if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				ns, _ = strconv.Atoi(f[len(f)-1])
-			}
-		}
-	}
-	if ns < 0 || ppid < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no NSpid or PPid", pid)
-	}
-	return ns, ppid, nil
-}
-
 // destroy kills and deletes a box's task and container, detaches its
 // scratch tmpfs and removes its host directory. It is idempotent; errors
 // are logged.
 func (s *Sandbox) destroy(b *box) {
 	b.destroyOnce.Do(func() {
 		s.unregister(b)
+		if b.Box != nil {
+			b.Close()
+		}
 		ctx, cancel := context.WithTimeout(s.nsCtx(context.Background()), 30*time.Second)
 		defer cancel()
 		if b.task != nil {
@@ -572,13 +355,6 @@ func (s *Sandbox) destroy(b *box) {
 				s.log.Warn("delete sandbox container", "container", b.id, "err", err)
 			}
 		}
-		b.parkMu.Lock()
-		for h, c := range b.parked {
-			unix.Close(c.fd)
-			delete(b.parked, h)
-		}
-		b.gone = true
-		b.parkMu.Unlock()
 		if err := tmpfs.Unmount(filepath.Join(b.hostDir, "scratch")); err != nil {
 			s.log.Warn("detach sandbox scratch", "container", b.id, "err", err)
 		}
@@ -665,4 +441,31 @@ func (c cgroupPaths) oomKills() int64 {
 	return 0
 }
 
-var errClosed = errors.New("containerd sandbox is closed")
+// ppidOf returns the parent of host process pid (0 when unknown).
+func ppidOf(pid int) int {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// withoutCloneParent refuses clone's CLONE_PARENT in the spec's seccomp
+// profile, as the namespace sandbox's filter does: the sweep between runs
+// spares the zygote's children, which only the zygote may make.
+func withoutCloneParent(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	if s.Linux != nil && s.Linux.Seccomp != nil {
+		jobxseccomp.RefuseCloneParent(s.Linux.Seccomp)
+	}
+	return nil
+}

@@ -9,7 +9,7 @@ import (
 )
 
 // Created returns how many boxes the sandbox has started.
-func (s *Sandbox) Created() int64 { return s.pool.created.Load() }
+func (s *Sandbox) Created() int64 { return s.pool.Created() }
 
 // BoxCPU returns the CPU time used by the live boxes' processes (their
 // cgroups' cpuacct.usage, or cpu.stat usage_usec on cgroup v2).

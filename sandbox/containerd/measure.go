@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/internal/warm"
 )
 
 // ColdStart measures one cold sandbox for spec: from container creation to
@@ -28,7 +29,7 @@ func (s *Sandbox) ColdStart(ctx context.Context, spec *sandbox.RunSpec) (time.Du
 	fw := &firstWriter{ch: first}
 	sp := *spec
 	sp.Stdout, sp.Stdin = fw, strings.NewReader("")
-	out, settle, err := s.runOn(ctx, b, &sp)
+	out, settle, err := b.Run(ctx, warm.Run{Spec: &sp, Rewrite: s.rewriter(sp.Workflow)})
 	settle()
 	if err != nil {
 		return 0, err

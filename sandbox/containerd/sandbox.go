@@ -10,17 +10,17 @@
 // one pre-forked child), and each invocation is a fresh process forked in
 // it with its own stdio passed over a unix socket, so an invocation costs
 // no container creation and, for Python, no interpreter start. Only the
-// runner can reach the agent's and zygote's sockets. A warm container runs
-// one invocation at a time; after each, every process the invocation left
-// is killed but the agent, the zygote and the zygote's pre-forked children
-// (which never ran an invocation), and its scratch directory is removed
-// unless the run left it untouched, so nothing leaks to the next. With
-// RunSpec.Reuse the zygote may keep the invocation's own process (parked)
-// for the next run of the same key and handler; a container holds parked
-// processes of one key only (one per handler), and a run of any other key
-// kills them first. The result of a run is
-// returned once its output is read; the clean-up completes before the
-// container runs anything else.
+// runner can reach the agent's and zygote's sockets. The run path is the
+// namespace sandbox's (sandbox/internal/warm): a warm container runs one
+// invocation at a time; after each, every process the invocation left is
+// killed but the agent, the zygote and the zygote's own children (its
+// pre-forked child and the processes it keeps), and its scratch directory
+// is removed unless the run left it untouched, so nothing leaks to the
+// next. With RunSpec.Reuse the zygote may keep the invocation's own
+// process for the next run of the same key and handler, which then gets
+// it directly; a kept process waits undumpable, out of other runs' reach.
+// The result of a run is returned once its output is read; the clean-up
+// completes before the container runs anything else.
 //
 //	sb, err := containerd.New(ctx, opts) // removes stale containers of crashed runners
 //	out, err := sb.Run(ctx, spec)        // sandbox.Sandbox
@@ -38,7 +38,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
@@ -49,8 +48,8 @@ import (
 	"github.com/jobx/jobx/internal/tmpfs"
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/internal/boxlib"
-	"github.com/jobx/jobx/sandbox/internal/spawn"
-	"golang.org/x/sys/unix"
+	"github.com/jobx/jobx/sandbox/internal/pool"
+	"github.com/jobx/jobx/sandbox/internal/warm"
 )
 
 // Sandbox runs handlers in containerd containers. It is safe for concurrent
@@ -68,7 +67,7 @@ type Sandbox struct {
 	hostMu      sync.Mutex        // guards servicesDir and shared
 	servicesDir string            // the runner's services socket directory, mounted at the same path
 	shared      map[string]string // workflow -> host shared directory, from RunSpecs
-	pool        *pool
+	pool        *pool.Pool[key, *box]
 	boxMu       sync.Mutex // guards byID
 	byID        map[string]*box
 	cancel      context.CancelFunc
@@ -133,12 +132,21 @@ func New(ctx context.Context, opts *Options) (*Sandbox, error) {
 		cli.Close()
 		return nil, err
 	}
-	s.pool = newPool(s)
+	s.pool = pool.New(pool.Options[key, *box]{
+		Create:       s.create,
+		Destroy:      s.destroy,
+		Memory:       func(k key) int64 { return k.memory },
+		MemoryBudget: o.MemoryBudget,
+		MaxBoxes:     o.MaxSandboxes,
+		MaxIdle:      o.MaxIdle,
+		Linger:       o.Linger,
+		IdleTimeout:  o.IdleTimeout,
+		MaxReuse:     o.MaxReuse,
+	})
 	bg, stop := context.WithCancel(s.nsCtx(context.Background()))
 	s.cancel = stop
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.watchOOM(bg) }()
-	go func() { defer s.wg.Done(); s.pool.janitor(bg) }()
 	return s, nil
 }
 
@@ -160,7 +168,7 @@ func (s *Sandbox) Client() *client.Client { return s.cli }
 func (s *Sandbox) Close() error {
 	s.closeOnce.Do(func() {
 		if s.pool != nil {
-			s.pool.close()
+			s.pool.Close()
 		}
 		s.boxMu.Lock()
 		busy := make([]*box, 0, len(s.byID))
@@ -216,7 +224,7 @@ func (s *Sandbox) image(ctx context.Context, ref string) (client.Image, error) {
 // Stats reports the live sandboxes, the sum of their memory limits and
 // how many are idle (running no invocation; a sandbox cleaning up after
 // one counts as idle).
-func (s *Sandbox) Stats() (live int, memory int64, idle int) { return s.pool.stats() }
+func (s *Sandbox) Stats() (live int, memory int64, idle int) { return s.pool.Stats() }
 
 // Prepare loads the images of the named processors into the namespace, so
 // that the first invocation does not pay for it.
@@ -365,18 +373,26 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 	}
 	s.learn(spec)
 	k := s.keyOf(spec)
-	reuse, handler := reuseOf(spec)
+	rewrite := s.rewriter(spec.Workflow)
+	handler := ""
+	if spec.Reuse != "" && spec.Program.Warm != nil {
+		handler = warm.Handler(rewrite(spec.Program.Warm.HandlerPath), spec.HandlerType)
+	}
 	for attempt := 0; ; attempt++ {
-		b, fresh, err := s.pool.acquire(ctx, k, reuse, handler)
+		b, fresh, err := s.pool.Acquire(ctx, k, spec.Reuse, handler)
 		if err != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return &sandbox.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
 			}
 			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
 		}
-		out, settle, err := s.runOn(ctx, b, spec)
-		s.pool.settle(b, settle)
-		if err != nil && errors.Is(err, spawn.ErrServerGone) && !fresh && attempt == 0 && ctx.Err() == nil {
+		r := warm.Run{Spec: spec, Rewrite: rewrite}
+		if s.sharedDir(spec.Workflow) != "" {
+			r.Env = []string{"JOBX_SHARED_DIR=" + ctrWorking + "/" + spec.Workflow}
+		}
+		out, settle, err := b.Run(ctx, r)
+		s.pool.Settle(b, settle)
+		if err != nil && errors.Is(err, warm.ErrGone) && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A warm sandbox died while idle: try a fresh one.
 			continue
 		}
@@ -385,140 +401,6 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 		}
 		return out, err
 	}
-}
-
-// reuseOf returns the key under which a box's zygote may keep spec's
-// process for the next run of its handler (RunSpec.Reuse; "" when it may
-// not) and the handler, as the zygote tells handlers apart.
-func reuseOf(spec *sandbox.RunSpec) (reuse, handler string) {
-	if spec.Reuse == "" || spec.Program.Warm == nil || spec.Program.Warm.Kind != "python" {
-		return "", ""
-	}
-	return spec.Reuse, spec.Program.Warm.HandlerPath + "\x00" + spec.HandlerType
-}
-
-// runOn runs spec on box b. It returns once the handler has ended and its
-// output is read, with settle, which the caller must call (in the
-// background) before b runs anything else: it kills and waits for what
-// the run left, removes its scratch directory and says whether b may be
-// reused.
-func (s *Sandbox) runOn(ctx context.Context, b *box, spec *sandbox.RunSpec) (*sandbox.Outcome, func() bool, error) {
-	start := time.Now()
-	reuse, handler := reuseOf(spec)
-	stay := b.takeParked(reuse, handler)
-	inv, err := b.takeScratch(s.opts.UID, s.opts.GID)
-	if err != nil {
-		return nil, func() bool { return false }, err
-	}
-	hostScratch := filepath.Join(b.hostDir, "scratch", inv)
-	drop := func() bool { os.RemoveAll(hostScratch); return false }
-	scratch := ctrScratch + "/" + inv
-	rewrite := s.rewriter(spec.Workflow)
-	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
-	for _, kv := range spec.Env {
-		env = append(env, rewrite(kv))
-	}
-	env = append(env, "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
-	if s.sharedDir(spec.Workflow) != "" {
-		env = append(env, "JOBX_SHARED_DIR="+ctrWorking+"/"+spec.Workflow)
-	}
-	for _, kv := range spec.Program.Env {
-		env = append(env, rewrite(kv))
-	}
-	var msg any
-	if b.key.processor == "python" && spec.Program.Warm != nil {
-		m := map[string]string{}
-		for _, kv := range env {
-			k, v, _ := strings.Cut(kv, "=")
-			m[k] = v
-		}
-		req := map[string]any{"handler_path": rewrite(spec.Program.Warm.HandlerPath), "handler_type": spec.HandlerType,
-			"env": m, "cwd": scratch, "rlimits": map[string]int64{}}
-		if reuse != "" {
-			req["reuse"] = reuse
-		}
-		msg = req
-	} else {
-		argv := make([]string, len(spec.Program.Argv))
-		for i, a := range spec.Program.Argv {
-			argv[i] = rewrite(a)
-		}
-		msg = map[string]any{"argv": argv, "env": env, "cwd": scratch}
-	}
-
-	pipes, err := sandbox.NewPipes()
-	if err != nil {
-		return nil, func() bool { b.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
-	}
-	defer pipes.Close()
-	oomBefore, oomEvents := b.cgroups.oomKills(), b.oom.Load()
-	c, err := spawn.Start(ctx, b.socket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
-	pipes.CloseChildEnds()
-	if err != nil {
-		return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w", spec.Handler, b.id, err)
-	}
-	defer c.Close()
-	st := sandbox.NewStreams(spec, c.Kill)
-	pipes.Pump(spec.Stdin, st)
-	stop := context.AfterFunc(ctx, c.Kill)
-	status, werr := c.Wait()
-	stop()
-	// What survives the run: the zygote's idle pre-forked children, the
-	// run's own process when the zygote parked it, and the same reuse
-	// key's parked children of other handlers.
-	var spare map[int]bool
-	if werr == nil && (len(status.Idle) > 0 || status.Parked || len(stay) > 0) {
-		spare = map[int]bool{}
-		for _, p := range status.Idle {
-			spare[p] = true
-		}
-		delete(spare, c.Pid)
-		if status.Parked && reuse != "" {
-			spare[c.Pid] = true
-		}
-		for _, p := range stay {
-			spare[p] = true
-		}
-	}
-	// Kill the rest now, so that nothing holds the pipes open; settle
-	// waits for them to be gone.
-	b.killExtra(spare)
-	pipes.Finish(time.Second)
-	out := &sandbox.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
-	out.OOMKilled = b.cgroups.oomKills() > oomBefore || b.oom.Load() > oomEvents
-	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
-	if werr != nil {
-		// The sandbox died under the invocation: the handler's doing
-		// (memory, or killing its server) unless proven otherwise.
-		select {
-		case <-b.dead:
-		case <-time.After(100 * time.Millisecond):
-		}
-		if !out.OOMKilled && b.oom.Load() == oomEvents {
-			time.Sleep(20 * time.Millisecond)
-			out.OOMKilled = b.oom.Load() > oomEvents
-		}
-		out.ExitCode, out.Signal = 137, "SIGKILL"
-		out.StderrTail += "\njobx: the sandbox died during the invocation"
-		return out, drop, nil
-	}
-	out.ExitCode = status.Code
-	if status.Signal != 0 {
-		out.Signal = unixSignalName(status.Signal)
-	}
-	oom := out.OOMKilled
-	settle := func() bool {
-		clean, kept := b.sweep(spare)
-		if !clean {
-			return drop()
-		}
-		b.putScratch(inv)
-		if status.Parked && reuse != "" {
-			b.park(reuse, handler, c.Pid, kept[c.Pid])
-		}
-		return b.alive() && !oom
-	}
-	return out, settle, nil
 }
 
 // rewriter maps the runner's handler directory of a workflow to its path
@@ -538,5 +420,3 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-func unixSignalName(sig int) string { return unix.SignalName(syscall.Signal(sig)) }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jobx/jobx/sandbox/internal/warm"
 )
 
 // cgroupRoot is where the cgroup hierarchies are mounted.
@@ -169,7 +171,9 @@ func (cg *cgroups) oomKills() int64 {
 }
 
 // pids returns the host pids of the domain's processes.
-func (cg *cgroups) pids() ([]int, error) { return readPids(filepath.Join(cg.procs, "cgroup.procs")) }
+func (cg *cgroups) pids() ([]int, error) {
+	return warm.ReadPids(filepath.Join(cg.procs, "cgroup.procs"))
+}
 
 // remove kills what is left in the domain's cgroups and removes them,
 // waiting up to a second for the processes to go.
@@ -193,7 +197,7 @@ func removeCgroup(dir string) error {
 		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			return fmt.Errorf("remove cgroup %s: %w", dir, err)
 		}
-		pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
+		pids, _ := warm.ReadPids(filepath.Join(dir, "cgroup.procs"))
 		for _, p := range pids {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
@@ -222,23 +226,9 @@ func removeStaleCgroups(parent string) {
 				continue
 			}
 			dir := filepath.Join(base, e.Name())
-			if pids, err := readPids(filepath.Join(dir, "cgroup.procs")); err == nil && len(pids) == 0 {
+			if pids, err := warm.ReadPids(filepath.Join(dir, "cgroup.procs")); err == nil && len(pids) == 0 {
 				os.Remove(dir)
 			}
 		}
 	}
-}
-
-func readPids(path string) ([]int, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(data)) {
-		if p, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, p)
-		}
-	}
-	return pids, nil
 }

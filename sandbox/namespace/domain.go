@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/sandbox/internal/seccomp"
+	"github.com/jobx/jobx/sandbox/internal/warm"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,64 +36,26 @@ func (k key) String() string {
 
 // domain is one warm isolation domain: a bubblewrap sandbox whose PID 1 is
 // the jobx agent, with a Python zygote beside it for the python processor.
-// A domain runs one invocation at a time; between two, every process the
-// first left is killed (settle).
+// Its warm.Box runs the invocations.
 type domain struct {
+	*warm.Box
 	s       *Sandbox
-	id      string
 	key     key
 	dir     string // host directory: sockets, log
 	cmd     *exec.Cmd
-	agent   int           // host pid of the agent, the domain's PID 1
 	dead    chan struct{} // closed once bubblewrap has exited
 	cg      *cgroups      // nil: limits are rlimits
-	zygote  *python.Zygote
-	zygPid  int // host pid of the zygote (python domains)
 	logPath string
-
-	// scratch names the domain's clean scratch directory, left by a run
-	// that did not touch it, with the ctime it had when made ("" when
-	// none). Only the domain's current user touches them.
-	scratch      string
-	scratchCtime unix.Timespec
 
 	destroyOnce sync.Once
 }
 
-// Key, Alive, Score and HoldsOtherKey make a domain a pool.Box.
+// Key makes a domain a pool.Box, with warm.Box's methods.
 func (d *domain) Key() key { return d.key }
-
-func (d *domain) Alive() bool {
-	select {
-	case <-d.dead:
-		return false
-	default:
-		return true
-	}
-}
-
-// Score prefers a domain whose zygote keeps a process for the run (handler
-// is the program's path in the domain and its type, NUL-separated).
-func (d *domain) Score(reuse, handler string) int {
-	if reuse != "" && d.zygote != nil {
-		path, typ, _ := cutNUL(handler)
-		if d.zygote.Keeps(reuse, path, typ) {
-			return 1
-		}
-	}
-	return 0
-}
-
-// HoldsOtherKey is false: a run never costs a domain the processes it keeps
-// for other reuse keys (they wait undumpable, out of the run's reach).
-func (d *domain) HoldsOtherKey(string) bool { return false }
-
-func (d *domain) agentSocket() string  { return filepath.Join(d.dir, "agent.sock") }
-func (d *domain) zygoteSocket() string { return filepath.Join(d.dir, "zygote.sock") }
 
 // inside returns the host path of path inside the domain.
 func (d *domain) inside(path string) string {
-	return "/proc/" + strconv.Itoa(d.agent) + "/root" + path
+	return "/proc/" + strconv.Itoa(d.Agent) + "/root" + path
 }
 
 // create starts a domain for k. It returns once bubblewrap has made the
@@ -102,8 +64,13 @@ func (d *domain) inside(path string) string {
 func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Ready)
 	defer cancel()
-	d := &domain{s: s, id: "ns-" + randomHex(6), key: k, dead: make(chan struct{})}
-	d.dir = filepath.Join(s.opts.Dir, "d", d.id)
+	d := &domain{Box: &warm.Box{ID: "ns-" + randomHex(6)}, s: s, key: k, dead: make(chan struct{})}
+	d.Dead = d.dead
+	d.dir = filepath.Join(s.opts.Dir, "d", d.ID)
+	d.AgentSocket = filepath.Join(d.dir, "agent.sock")
+	if k.processor == "python" {
+		d.ZygoteSocket = filepath.Join(d.dir, "zygote.sock")
+	}
 	d.logPath = filepath.Join(d.dir, "log")
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, err
@@ -126,11 +93,11 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 		return nil, fmt.Errorf("seccomp filter: %w", err)
 	}
 	files := make([]*os.File, 5)
-	if files[fdAgent-3], err = listenFile(d.agentSocket()); err != nil {
+	if files[fdAgent-3], err = listenFile(d.AgentSocket); err != nil {
 		return nil, err
 	}
 	if sp.python {
-		if files[fdZygote-3], err = listenFile(d.zygoteSocket()); err != nil {
+		if files[fdZygote-3], err = listenFile(d.ZygoteSocket); err != nil {
 			return nil, err
 		}
 	}
@@ -186,20 +153,20 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 		}
 	}
 	infoW.Close()
-	if d.agent, err = readChildPid(ctx, infoR, d.dead); err != nil {
-		return nil, fmt.Errorf("domain %s: %w: %s", d.id, err, d.logTail())
+	if d.Agent, err = readChildPid(ctx, infoR, d.dead); err != nil {
+		return nil, fmt.Errorf("domain %s: %w: %s", d.ID, err, d.logTail())
 	}
 	if s.cgroups {
-		if d.cg, err = newCgroups(s.cgParent, d.id, k.memory, k.pids+pidsOverhead, k.cpu); err != nil {
-			return nil, fmt.Errorf("domain %s: cgroups: %w", d.id, err)
+		if d.cg, err = newCgroups(s.cgParent, d.ID, k.memory, k.pids+pidsOverhead, k.cpu); err != nil {
+			return nil, fmt.Errorf("domain %s: cgroups: %w", d.ID, err)
 		}
-		if err := d.cg.add(d.agent); err != nil {
-			return nil, fmt.Errorf("domain %s: %w: %s", d.id, err, d.logTail())
+		if err := d.cg.add(d.Agent); err != nil {
+			return nil, fmt.Errorf("domain %s: %w: %s", d.ID, err, d.logTail())
 		}
 	}
 	// bubblewrap runs the agent once it reads this byte.
 	if _, err := blockW.Write([]byte{1}); err != nil {
-		return nil, fmt.Errorf("domain %s: %w: %s", d.id, err, d.logTail())
+		return nil, fmt.Errorf("domain %s: %w: %s", d.ID, err, d.logTail())
 	}
 	// The domain's root is in place once its scratch tmpfs is.
 	for {
@@ -208,9 +175,9 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 		}
 		select {
 		case <-d.dead:
-			return nil, fmt.Errorf("domain %s exited while starting: %s", d.id, d.logTail())
+			return nil, fmt.Errorf("domain %s exited while starting: %s", d.ID, d.logTail())
 		case <-ctx.Done():
-			return nil, fmt.Errorf("domain %s not ready: %w: %s", d.id, ctx.Err(), d.logTail())
+			return nil, fmt.Errorf("domain %s not ready: %w: %s", d.ID, ctx.Err(), d.logTail())
 		case <-time.After(200 * time.Microsecond):
 		}
 	}
@@ -219,21 +186,38 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 		// it is known by its pid from then on (a later child of the agent
 		// is an orphan, whatever it calls itself).
 		for {
-			if kids, _ := children(d.agent); len(kids) > 0 {
-				d.zygPid = kids[0]
+			if kids, _ := warm.Children(d.Agent); len(kids) > 0 {
+				d.Zygote = kids[0]
 				break
 			}
 			select {
 			case <-d.dead:
-				return nil, fmt.Errorf("domain %s exited while starting: %s", d.id, d.logTail())
+				return nil, fmt.Errorf("domain %s exited while starting: %s", d.ID, d.logTail())
 			case <-ctx.Done():
-				return nil, fmt.Errorf("domain %s: no zygote: %w: %s", d.id, ctx.Err(), d.logTail())
+				return nil, fmt.Errorf("domain %s: no zygote: %w: %s", d.ID, ctx.Err(), d.logTail())
 			case <-time.After(200 * time.Microsecond):
 			}
 		}
-		d.zygote = python.AttachZygote(d.zygoteSocket(), d.dead, d.killGroup, s.log.With("domain", d.id))
 	}
-	s.log.Debug("domain started", "domain", d.id, "key", k.String(), "agent", d.agent, "command", describe(args))
+	d.Scratch = d.inside(boxScratch)
+	d.MakeScratch = s.mkdirAsSandbox
+	d.LogTail = d.logTail
+	d.Procs = func() []int {
+		if d.cg != nil {
+			if pids, err := d.cg.pids(); err == nil {
+				return pids
+			}
+		}
+		return warm.Tree(d.Agent)
+	}
+	d.OOMKills = func() int64 {
+		if d.cg == nil {
+			return 0
+		}
+		return d.cg.oomKills()
+	}
+	d.Start(s.log)
+	s.log.Debug("domain started", "domain", d.ID, "key", k.String(), "agent", d.Agent, "command", describe(args))
 	return d, nil
 }
 
@@ -296,145 +280,30 @@ func (d *domain) logTail() string {
 	return string(bytes.TrimSpace(data))
 }
 
-// killGroup kills the process group of the zygote's child ns (a pid of the
-// domain's PID namespace): it finds the child among the zygote's on this
-// host. A child already gone is no error.
-func (d *domain) killGroup(ns int) error {
-	if d.zygPid == 0 {
-		return nil
-	}
-	kids, _ := children(d.zygPid)
-	for _, k := range kids {
-		if p, err := nsPid(k); err == nil && p == ns {
-			if err := syscall.Kill(-k, syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
-				syscall.Kill(k, syscall.SIGKILL)
-			}
-			return nil
-		}
-	}
-	return nil
-}
-
-// procs returns the host pids of the domain's processes.
-func (d *domain) procs() []int {
-	if d.cg != nil {
-		if pids, err := d.cg.pids(); err == nil {
-			return pids
-		}
-	}
-	return tree(d.agent)
-}
-
-// killExtra sends SIGKILL to every process of the domain but the agent,
-// the zygote and the zygote's children (its pre-forked child, the
-// processes it keeps for reuse keys, and the child of the run just ended,
-// which exits by itself). It returns how many it signalled.
-func (d *domain) killExtra() int {
-	keep := map[int]bool{d.agent: true}
-	if d.zygote != nil {
-		keep[d.zygPid] = true
-		kids, _ := children(d.zygPid)
-		for _, k := range kids {
-			keep[k] = true
-		}
-	}
-	n := 0
-	for _, p := range d.procs() {
-		if !keep[p] {
-			syscall.Kill(p, syscall.SIGKILL)
-			n++
-		}
-	}
-	return n
-}
-
-// sweep kills what killExtra kills and waits until it is gone, so that
-// nothing an invocation started outlives it. It reports whether the
-// domain is clean.
-func (d *domain) sweep() bool {
-	for round := 0; round < 200; round++ {
-		if d.killExtra() == 0 {
-			return true
-		}
-		time.Sleep(500 * time.Microsecond)
-	}
-	return false
-}
-
-// takeScratch returns the name of an empty scratch directory for a run
-// (under boxScratch), owned by the sandbox user with mode 0700: the one the
-// last run left untouched, or a new one.
-func (d *domain) takeScratch() (string, error) {
-	if name := d.scratch; name != "" {
-		d.scratch = ""
-		var st unix.Stat_t
-		dir := d.inside(boxScratch + "/" + name)
-		if err := unix.Lstat(dir, &st); err == nil && st.Ctim == d.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
-			return name, nil
-		}
-		os.RemoveAll(dir)
-	}
-	name := "inv-" + randomHex(8)
-	dir := d.inside(boxScratch + "/" + name)
-	if err := d.s.mkdirAsSandbox(dir); err != nil {
-		return "", fmt.Errorf("scratch directory: %w", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		os.Remove(dir)
-		return "", fmt.Errorf("scratch directory: %w", err)
-	}
-	d.scratchCtime = st.Ctim
-	return name, nil
-}
-
-// putScratch keeps a run's scratch directory for the next run when the run
-// left it as it was made (its ctime changes with any entry made or removed
-// in it, and with any change of its mode or owner); otherwise it removes
-// it. The run's processes must be gone.
-func (d *domain) putScratch(name string) {
-	dir := d.inside(boxScratch + "/" + name)
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err == nil && st.Ctim == d.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
-		d.scratch = name
-		return
-	}
-	os.RemoveAll(dir)
-}
-
 // destroy kills the domain (bubblewrap's death takes its PID 1, and so
 // the whole PID namespace, with it), removes its cgroups and its
 // directory. It is idempotent.
 func (d *domain) destroy() {
 	d.destroyOnce.Do(func() {
-		if d.zygote != nil {
-			d.zygote.Close()
-		}
+		d.Close()
 		if d.cmd != nil && d.cmd.Process != nil {
-			if d.agent > 0 {
-				syscall.Kill(d.agent, syscall.SIGKILL)
+			if d.Agent > 0 {
+				syscall.Kill(d.Agent, syscall.SIGKILL)
 			}
 			d.cmd.Process.Kill()
 			select {
 			case <-d.dead:
 			case <-time.After(5 * time.Second):
-				d.s.log.Warn("domain did not exit", "domain", d.id)
+				d.s.log.Warn("domain did not exit", "domain", d.ID)
 			}
 		}
 		if d.cg != nil {
 			if err := d.cg.remove(); err != nil {
-				d.s.log.Warn("remove a domain's cgroups", "domain", d.id, "err", err)
+				d.s.log.Warn("remove a domain's cgroups", "domain", d.ID, "err", err)
 			}
 		}
 		os.RemoveAll(d.dir)
 	})
-}
-
-func cutNUL(s string) (before, after string, ok bool) {
-	if i := bytes.IndexByte([]byte(s), 0); i >= 0 {
-		return s[:i], s[i+1:], true
-	}
-	return s, "", false
 }
 
 // mkdirAsSandbox makes directory dir (mode 0700) owned by the sandbox user.

@@ -35,15 +35,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
-	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/internal/boxlib"
 	"github.com/jobx/jobx/sandbox/internal/pool"
-	"github.com/jobx/jobx/sandbox/internal/spawn"
-	"golang.org/x/sys/unix"
+	"github.com/jobx/jobx/sandbox/internal/warm"
 )
 
 // Sandbox runs handlers in namespace domains. It is safe for concurrent
@@ -285,10 +281,6 @@ func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 	return k
 }
 
-// errDomainGone means a domain died before or during the hand-over of a
-// run.
-var errDomainGone = errors.New("namespace domain went away")
-
 // Run runs one handler invocation on a warm domain, starting one if none
 // is idle. A handler killed by the memory limit reports OOMKilled, one
 // killed at its timeout TimedOut; an error means the sandbox failed.
@@ -310,7 +302,7 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 	rewrite := s.rewriter(spec.Workflow)
 	handler := ""
 	if spec.Reuse != "" && spec.Program.Warm != nil {
-		handler = rewrite(spec.Program.Warm.HandlerPath) + "\x00" + spec.HandlerType
+		handler = warm.Handler(rewrite(spec.Program.Warm.HandlerPath), spec.HandlerType)
 	}
 	for attempt := 0; ; attempt++ {
 		d, fresh, err := s.pool.Acquire(ctx, k, spec.Reuse, handler)
@@ -322,7 +314,7 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 		}
 		out, settle, err := s.runOn(ctx, d, spec, rewrite)
 		s.pool.Settle(d, settle)
-		if err != nil && errors.Is(err, errDomainGone) && !fresh && attempt == 0 && ctx.Err() == nil {
+		if err != nil && errors.Is(err, warm.ErrGone) && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A warm domain died while idle: try a fresh one.
 			continue
 		}
@@ -333,137 +325,25 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 	}
 }
 
-// leftoverGrace is how long a run's output pipes may stay open after the
-// handler's process ended before the processes it left are killed (its
-// output is read to the end all the same).
-const leftoverGrace = 20 * time.Millisecond
-
-// runOn runs spec on domain d. It returns once the handler has ended and
-// its output is read, with settle, which the caller must call (in the
-// background) before d runs anything else: it kills what the run left,
-// removes its scratch directory and says whether d may be reused.
+// runOn runs spec on domain d, with the domain's paths, its shared
+// directory, and, without cgroups, per-process limits: memory per process
+// (node reserves more address space than it uses: its heap is bounded
+// instead) and processes per domain (each domain has a user namespace of
+// its own, where RLIMIT_NPROC counts).
 func (s *Sandbox) runOn(ctx context.Context, d *domain, spec *sandbox.RunSpec, rewrite func(string) string) (*sandbox.Outcome, func() bool, error) {
-	start := time.Now()
-	inv, err := d.takeScratch()
-	if err != nil {
-		return nil, func() bool { return false }, err
-	}
-	drop := func() bool { os.RemoveAll(d.inside(boxScratch + "/" + inv)); return false }
-	scratch := boxScratch + "/" + inv
-	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+6)
-	for _, kv := range spec.Env {
-		env = append(env, rewrite(kv))
-	}
-	env = append(env, "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
+	r := warm.Run{Spec: spec, Rewrite: rewrite}
 	if s.sharedDir(spec.Workflow) != "" {
-		env = append(env, "JOBX_SHARED_DIR="+boxWorking+"/"+spec.Workflow)
+		r.Env = append(r.Env, "JOBX_SHARED_DIR="+boxWorking+"/"+spec.Workflow)
 	}
-	for _, kv := range spec.Program.Env {
-		env = append(env, rewrite(kv))
-	}
-	// Without cgroups, memory is bounded per process (node reserves more
-	// address space than it uses: its heap is bounded instead) and
-	// processes per domain (each domain has a user namespace of its own).
-	var rl python.Rlimits
 	if d.cg == nil {
-		rl.NProc = d.key.pids + pidsOverhead
+		r.Rlimits.NProc = d.key.pids + pidsOverhead
 		if d.key.processor == "node" {
-			env = append(env, fmt.Sprintf("NODE_OPTIONS=--max-old-space-size=%d", max(d.key.memory*3/4>>20, 16)))
+			r.Env = append(r.Env, fmt.Sprintf("NODE_OPTIONS=--max-old-space-size=%d", max(d.key.memory*3/4>>20, 16)))
 		} else {
-			rl.AS = d.key.memory
+			r.Rlimits.AS = d.key.memory
 		}
 	}
-	pipes, err := sandbox.NewPipes()
-	if err != nil {
-		return nil, func() bool { d.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
-	}
-	defer pipes.Close()
-	var oomBefore int64
-	if d.cg != nil {
-		oomBefore = d.cg.oomKills()
-	}
-	var (
-		kill func()
-		wait func() (code, signal int, err error)
-	)
-	if d.zygote != nil && spec.Program.Warm != nil {
-		c, err := d.zygote.Spawn(ctx, python.SpawnRequest{
-			HandlerPath: rewrite(spec.Program.Warm.HandlerPath), HandlerType: spec.HandlerType,
-			Env: env, Dir: scratch, Stdin: pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr,
-			Rlimits: rl, Reuse: spec.Reuse,
-		})
-		pipes.CloseChildEnds()
-		if err != nil {
-			return nil, drop, fmt.Errorf("start handler %s in domain %s: %w: %w: %s", spec.Handler, d.id, errDomainGone, err, d.logTail())
-		}
-		kill = func() { c.Kill() }
-		wait = func() (int, int, error) {
-			st, err := c.Wait()
-			return st.Code, st.Signal, err
-		}
-	} else {
-		argv := make([]string, len(spec.Program.Argv))
-		for i, a := range spec.Program.Argv {
-			argv[i] = rewrite(a)
-		}
-		msg := map[string]any{"argv": argv, "env": env, "cwd": scratch,
-			"rlimits": map[string]int64{"as": rl.AS, "nproc": rl.NProc}}
-		c, err := spawn.Start(ctx, d.agentSocket(), msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
-		pipes.CloseChildEnds()
-		if err != nil {
-			if errors.Is(err, spawn.ErrServerGone) {
-				err = fmt.Errorf("%w: %w", errDomainGone, err)
-			}
-			return nil, drop, fmt.Errorf("start handler %s in domain %s: %w: %s", spec.Handler, d.id, err, d.logTail())
-		}
-		defer c.Close()
-		kill = c.Kill
-		wait = func() (int, int, error) {
-			st, err := c.Wait()
-			return st.Code, st.Signal, err
-		}
-	}
-	st := sandbox.NewStreams(spec, kill)
-	pipes.Pump(spec.Stdin, st)
-	stop := context.AfterFunc(ctx, kill)
-	code, signal, werr := wait()
-	stop()
-	if !pipes.Drained(leftoverGrace) {
-		// Something the run started holds its output open.
-		d.killExtra()
-	}
-	pipes.Finish(time.Second)
-	out := &sandbox.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
-	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
-	oom := func() bool { return d.cg != nil && d.cg.oomKills() > oomBefore }
-	if werr != nil {
-		// The domain died under the invocation: the handler's doing
-		// (memory, or killing its PID 1) unless proven otherwise.
-		select {
-		case <-d.dead:
-		case <-time.After(100 * time.Millisecond):
-		}
-		out.OOMKilled = oom()
-		out.ExitCode, out.Signal = 137, "SIGKILL"
-		out.StderrTail += "\njobx: the sandbox died during the invocation"
-		return out, drop, nil
-	}
-	out.ExitCode = code
-	if signal != 0 {
-		out.Signal = unix.SignalName(syscall.Signal(signal))
-		if code < 128 {
-			out.ExitCode = 128 + signal
-		}
-	}
-	out.OOMKilled = oom()
-	settle := func() bool {
-		if !d.sweep() {
-			return drop()
-		}
-		d.putScratch(inv)
-		return d.Alive() && !out.OOMKilled
-	}
-	return out, settle, nil
+	return d.Run(ctx, r)
 }
 
 // rewriter maps the runner's handler directory of a workflow, and its

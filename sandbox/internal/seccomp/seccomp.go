@@ -53,7 +53,7 @@ var defaultFilter = sync.OnceValues(func() (*Filter, error) {
 	// to clone, ...).
 	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
 	profile := containerdseccomp.DefaultProfile(spec)
-	refuseCloneParent(profile)
+	RefuseCloneParent(profile)
 	f, err := Compile(profile)
 	if err != nil {
 		return nil, fmt.Errorf("containerd default profile: %w", err)
@@ -61,11 +61,11 @@ var defaultFilter = sync.OnceValues(func() (*Filter, error) {
 	return f, nil
 })
 
-// refuseCloneParent adds CLONE_PARENT to the clone flags the profile
+// RefuseCloneParent adds CLONE_PARENT to the clone flags profile p
 // refuses. jobx's sandboxes tell a run's leftovers from the processes they
 // keep by the process tree (a Python zygote's children are its own); with
 // CLONE_PARENT a handler could make a child of its zygote.
-func refuseCloneParent(p *specs.LinuxSeccomp) {
+func RefuseCloneParent(p *specs.LinuxSeccomp) {
 	for i, rule := range p.Syscalls {
 		if !slices.Contains(rule.Names, "clone") {
 			continue

@@ -1,0 +1,442 @@
+// Package warm is the run path the isolating sandboxes share. A Box is one
+// warm sandbox, a namespace domain or a container, whose PID 1 is the jobx
+// agent and which, for Python, runs a zygote beside it: it runs one
+// invocation at a time, each a fresh process forked by the zygote (or a
+// process the zygote kept for the run's reuse key, reached directly, a
+// lane) or by the agent, and settles between two runs: every process the
+// last run left is killed, and its scratch directory removed unless the run
+// left it untouched.
+//
+// A backend starts its sandbox, fills in a Box and keeps the sandbox's
+// life (its Dead channel, its destruction); the Box runs invocations in it.
+//
+//	b := &warm.Box{ID: id, Agent: pid, Zygote: zpid, ...}
+//	b.Start(logger)                      // attaches the zygote's client
+//	out, settle, err := b.Run(ctx, run)  // then pool.Settle(b, settle)
+package warm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jobx/jobx/processors/python"
+	"github.com/jobx/jobx/sandbox"
+	"github.com/jobx/jobx/sandbox/internal/spawn"
+	"golang.org/x/sys/unix"
+)
+
+// ScratchRoot is where a box's scratch directories are, inside it.
+const ScratchRoot = "/scratch"
+
+// Box is one warm sandbox. The backend fills in its exported fields before
+// Start; Run may then be called, by one caller at a time.
+type Box struct {
+	ID string
+	// Agent is the host pid of the box's PID 1, the agent; Zygote the host
+	// pid of the zygote, the agent's first child (0 for a box without one).
+	Agent, Zygote int
+	// AgentSocket and ZygoteSocket are the host paths of their sockets
+	// ("" for a box without a zygote).
+	AgentSocket, ZygoteSocket string
+	// Dead is closed once the box has exited.
+	Dead <-chan struct{}
+	// Scratch is the host path of the box's scratch root (ScratchRoot
+	// inside); MakeScratch makes a run's directory there, empty, mode 0700,
+	// owned by the sandbox user.
+	Scratch     string
+	MakeScratch func(path string) error
+	// Procs lists the host pids of the box's processes; OOMKills counts
+	// those its memory limit killed; LogTail returns the last lines of its
+	// output.
+	Procs    func() []int
+	OOMKills func() int64
+	LogTail  func() string
+
+	zygote *python.Zygote
+
+	// scratch names the box's clean scratch directory, left by a run that
+	// did not touch it, with the ctime it had when made ("" when none).
+	// Only the box's current user touches them.
+	scratch      string
+	scratchCtime unix.Timespec
+}
+
+// Start attaches the client of the box's zygote, if it has one.
+func (b *Box) Start(log *slog.Logger) {
+	if b.ZygoteSocket != "" {
+		b.zygote = python.AttachZygote(b.ZygoteSocket, b.Dead, b.KillGroup, log.With("box", b.ID))
+	}
+}
+
+// Close kills the runs and the kept processes of the box's zygote client.
+func (b *Box) Close() {
+	if b.zygote != nil {
+		b.zygote.Close()
+	}
+}
+
+// Alive reports whether the box can still run invocations.
+func (b *Box) Alive() bool {
+	select {
+	case <-b.Dead:
+		return false
+	default:
+		return true
+	}
+}
+
+// Score prefers a box whose zygote keeps a process for the run: handler is
+// Handler(run) of the run, reuse its reuse key.
+func (b *Box) Score(reuse, handler string) int {
+	if reuse != "" && b.zygote != nil {
+		path, typ, _ := cutNUL(handler)
+		if b.zygote.Keeps(reuse, path, typ) {
+			return 1
+		}
+	}
+	return 0
+}
+
+// HoldsOtherKey is false: a run never costs a box the processes it keeps
+// for other reuse keys (they wait undumpable, out of the run's reach).
+func (b *Box) HoldsOtherKey(string) bool { return false }
+
+// Handler names a run's handler as Score takes it: its program's path in
+// the box and its type.
+func Handler(path, handlerType string) string { return path + "\x00" + handlerType }
+
+func cutNUL(s string) (before, after string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// KillGroup kills the process group of the zygote's child ns (a pid of the
+// box's PID namespace): it finds the child among the zygote's on this
+// host. A child already gone is no error.
+func (b *Box) KillGroup(ns int) error {
+	if b.Zygote == 0 {
+		return nil
+	}
+	kids, _ := Children(b.Zygote)
+	for _, k := range kids {
+		if p, err := NsPid(k); err == nil && p == ns {
+			if err := syscall.Kill(-k, syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
+				syscall.Kill(k, syscall.SIGKILL)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// KillExtra sends SIGKILL to every process of the box but the agent, the
+// zygote and the zygote's children (its pre-forked child, the processes it
+// keeps for reuse keys, and the child of the run just ended, which exits by
+// itself). It returns how many it signalled. A run's processes cannot pass
+// for the zygote's children: a process is the zygote's child only when the
+// zygote forked it (the seccomp filter refuses CLONE_PARENT), and an orphan
+// is re-parented to the box's PID 1.
+func (b *Box) KillExtra() int {
+	keep := map[int]bool{b.Agent: true}
+	if b.Zygote != 0 {
+		keep[b.Zygote] = true
+		kids, _ := Children(b.Zygote)
+		for _, k := range kids {
+			keep[k] = true
+		}
+	}
+	n := 0
+	for _, p := range b.Procs() {
+		if !keep[p] {
+			syscall.Kill(p, syscall.SIGKILL)
+			n++
+		}
+	}
+	return n
+}
+
+// Sweep kills what KillExtra kills and waits until it is gone, so that
+// nothing an invocation started outlives it. It reports whether the box
+// is clean.
+func (b *Box) Sweep() bool {
+	for round := 0; round < 200; round++ {
+		if b.KillExtra() == 0 {
+			return true
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	return false
+}
+
+// takeScratch returns the name of an empty scratch directory for a run:
+// the one the last run left untouched, or a new one.
+func (b *Box) takeScratch() (string, error) {
+	if name := b.scratch; name != "" {
+		b.scratch = ""
+		var st unix.Stat_t
+		dir := b.Scratch + "/" + name
+		if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+			return name, nil
+		}
+		os.RemoveAll(dir)
+	}
+	name := "inv-" + randomHex(8)
+	dir := b.Scratch + "/" + name
+	if err := b.MakeScratch(dir); err != nil {
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("scratch directory: %w", err)
+	}
+	b.scratchCtime = st.Ctim
+	return name, nil
+}
+
+// putScratch keeps a run's scratch directory for the next run when the run
+// left it as it was made (its ctime changes with any entry made or removed
+// in it, and with any change of its mode or owner); otherwise it removes
+// it. The run's processes must be gone.
+func (b *Box) putScratch(name string) {
+	dir := b.Scratch + "/" + name
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+		b.scratch = name
+		return
+	}
+	os.RemoveAll(dir)
+}
+
+// Run is one run's settings beyond its spec.
+type Run struct {
+	Spec *sandbox.RunSpec
+	// Rewrite maps host paths in the spec (the handlers' directory, the
+	// shared directory) to their paths in the box.
+	Rewrite func(string) string
+	// Env is added to the run's environment after the spec's.
+	Env []string
+	// Rlimits apply to the run's process (zero fields: none).
+	Rlimits python.Rlimits
+}
+
+// ErrGone means the box died before or during the hand-over of a run.
+var ErrGone = errors.New("sandbox went away")
+
+// leftoverGrace is how long a run's output pipes may stay open after the
+// handler's process ended before the processes it left are killed (its
+// output is read to the end all the same).
+const leftoverGrace = 20 * time.Millisecond
+
+// Run runs one invocation in the box. It returns once the handler has
+// ended and its output is read, with settle, which the caller must call
+// (in the background) before the box runs anything else: it kills what
+// the run left, removes its scratch directory and says whether the box may
+// be reused. An error wrapping ErrGone means the box died before the
+// handler started.
+func (b *Box) Run(ctx context.Context, r Run) (*sandbox.Outcome, func() bool, error) {
+	start := time.Now()
+	spec := r.Spec
+	inv, err := b.takeScratch()
+	if err != nil {
+		return nil, func() bool { return false }, err
+	}
+	drop := func() bool { os.RemoveAll(b.Scratch + "/" + inv); return false }
+	scratch := ScratchRoot + "/" + inv
+	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+len(r.Env)+3)
+	for _, kv := range spec.Env {
+		env = append(env, r.Rewrite(kv))
+	}
+	env = append(env, "HOME="+scratch, "TMPDIR="+scratch, "JOBX_SCRATCH="+scratch)
+	env = append(env, r.Env...)
+	for _, kv := range spec.Program.Env {
+		env = append(env, r.Rewrite(kv))
+	}
+	pipes, err := sandbox.NewPipes()
+	if err != nil {
+		return nil, func() bool { b.putScratch(inv); return true }, fmt.Errorf("pipes for handler %s: %w", spec.Handler, err)
+	}
+	defer pipes.Close()
+	oomBefore := b.OOMKills()
+	var (
+		kill func()
+		wait func() (code, signal int, err error)
+	)
+	if b.zygote != nil && spec.Program.Warm != nil {
+		c, err := b.zygote.Spawn(ctx, python.SpawnRequest{
+			HandlerPath: r.Rewrite(spec.Program.Warm.HandlerPath), HandlerType: spec.HandlerType,
+			Env: env, Dir: scratch, Stdin: pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr,
+			Rlimits: r.Rlimits, Reuse: spec.Reuse,
+		})
+		pipes.CloseChildEnds()
+		if err != nil {
+			if errors.Is(err, python.ErrZygoteDead) || !b.Alive() {
+				err = fmt.Errorf("%w: %w", ErrGone, err)
+			}
+			return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w: %s", spec.Handler, b.ID, err, b.LogTail())
+		}
+		kill = func() { c.Kill() }
+		wait = func() (int, int, error) {
+			st, err := c.Wait()
+			return st.Code, st.Signal, err
+		}
+	} else {
+		argv := make([]string, len(spec.Program.Argv))
+		for i, a := range spec.Program.Argv {
+			argv[i] = r.Rewrite(a)
+		}
+		msg := map[string]any{"argv": argv, "env": env, "cwd": scratch,
+			"rlimits": map[string]int64{"as": r.Rlimits.AS, "nproc": r.Rlimits.NProc, "fsize": r.Rlimits.FSize}}
+		c, err := spawn.Start(ctx, b.AgentSocket, msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
+		pipes.CloseChildEnds()
+		if err != nil {
+			if errors.Is(err, spawn.ErrServerGone) {
+				err = fmt.Errorf("%w: %w", ErrGone, err)
+			}
+			return nil, drop, fmt.Errorf("start handler %s in sandbox %s: %w: %s", spec.Handler, b.ID, err, b.LogTail())
+		}
+		defer c.Close()
+		kill = c.Kill
+		wait = func() (int, int, error) {
+			st, err := c.Wait()
+			return st.Code, st.Signal, err
+		}
+	}
+	st := sandbox.NewStreams(spec, kill)
+	pipes.Pump(spec.Stdin, st)
+	stop := context.AfterFunc(ctx, kill)
+	code, signal, werr := wait()
+	stop()
+	if !pipes.Drained(leftoverGrace) {
+		// Something the run started holds its output open.
+		b.KillExtra()
+	}
+	pipes.Finish(time.Second)
+	out := &sandbox.Outcome{Duration: time.Since(start), OutputExceeded: st.Exceeded(), StderrTail: st.Tail()}
+	out.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if werr != nil {
+		// The box died under the invocation: the handler's doing (memory,
+		// or killing its PID 1) unless proven otherwise.
+		select {
+		case <-b.Dead:
+		case <-time.After(100 * time.Millisecond):
+		}
+		out.OOMKilled = b.OOMKills() > oomBefore
+		out.ExitCode, out.Signal = 137, "SIGKILL"
+		out.StderrTail += "\njobx: the sandbox died during the invocation"
+		return out, drop, nil
+	}
+	out.ExitCode = code
+	if signal != 0 {
+		out.Signal = unix.SignalName(syscall.Signal(signal))
+		if code < 128 {
+			out.ExitCode = 128 + signal
+		}
+	}
+	out.OOMKilled = b.OOMKills() > oomBefore
+	settle := func() bool {
+		if !b.Sweep() {
+			return drop()
+		}
+		b.putScratch(inv)
+		return b.Alive() && !out.OOMKilled
+	}
+	return out, settle, nil
+}
+
+// Children returns the host pids of process pid's children, those of every
+// one of its threads.
+func Children(pid int) ([]int, error) {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return nil, err
+	}
+	var kids []int
+	for _, t := range tasks {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + t.Name() + "/children")
+		if err != nil {
+			continue // the thread exited
+		}
+		kids = appendPids(kids, data)
+	}
+	return kids, nil
+}
+
+// Tree returns root and every host pid descending from it.
+func Tree(root int) []int {
+	all := []int{root}
+	for i := 0; i < len(all); i++ {
+		kids, _ := Children(all[i])
+		all = append(all, kids...)
+	}
+	return all
+}
+
+// NsPid returns host process pid's pid in its innermost PID namespace.
+func NsPid(pid int) (int, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	const field = "\nNSpid:"
+	for i := 0; i+len(field) <= len(data); i++ {
+		if string(data[i:i+len(field)]) != field {
+			continue
+		}
+		line := data[i+len(field):]
+		end := 0
+		for end < len(line) && line[end] != '\n' {
+			end++
+		}
+		pids := appendPids(nil, line[:end])
+		if len(pids) > 0 {
+			return pids[len(pids)-1], nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no NSpid", pid)
+}
+
+// ReadPids reads a file of pids separated by white space (cgroup.procs).
+func ReadPids(path string) ([]int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return appendPids(nil, data), nil
+}
+
+func appendPids(pids []int, data []byte) []int {
+	n, in := 0, false
+	for _, c := range data {
+		if c >= '0' && c <= '9' {
+			n, in = n*10+int(c-'0'), true
+			continue
+		}
+		if in {
+			pids = append(pids, n)
+		}
+		n, in = 0, false
+	}
+	if in {
+		pids = append(pids, n)
+	}
+	return pids
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
