@@ -14,12 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/containers"
 	jobxseccomp "github.com/jobx/jobx/sandbox/internal/seccomp"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -221,17 +221,11 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if b.cgroups, err = cgroupsOf(agent); err != nil {
 		return nil, err
 	}
-	pids, err := b.cgroups.procs()
-	if err != nil {
-		return nil, err
-	}
 	// The agent's one child is the zygote; the zygote's own children (its
 	// pre-forked child, the processes it keeps) are its children.
 	zygote := 0
-	for _, p := range pids {
-		if p != agent && ppidOf(p) == agent {
-			zygote = p
-		}
+	if k.processor == "python" {
+		zygote = warm.ZygoteOf(agent)
 	}
 	if k.processor == "python" && zygote == 0 {
 		return nil, fmt.Errorf("sandbox %s: no zygote among its processes", b.id)
@@ -439,25 +433,6 @@ func (c cgroupPaths) oomKills() int64 {
 		}
 	}
 	return 0
-}
-
-// ppidOf returns the parent of host process pid (0 when unknown).
-func ppidOf(pid int) int {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
 }
 
 // withoutCloneParent refuses clone's CLONE_PARENT in the spec's seccomp

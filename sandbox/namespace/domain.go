@@ -182,12 +182,11 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 		}
 	}
 	if sp.python {
-		// The zygote is the agent's first child, started before any run;
-		// it is known by its pid from then on (a later child of the agent
-		// is an orphan, whatever it calls itself).
+		// The zygote is the agent's child, started before any run; it is
+		// known by its pid from then on (a later child of the agent is an
+		// orphan, whatever it calls itself).
 		for {
-			if kids, _ := warm.Children(d.Agent); len(kids) > 0 {
-				d.Zygote = kids[0]
+			if d.Zygote = warm.ZygoteOf(d.Agent); d.Zygote != 0 {
 				break
 			}
 			select {

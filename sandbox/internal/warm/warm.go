@@ -16,6 +16,7 @@
 package warm
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -149,6 +150,10 @@ func (b *Box) KillGroup(ns int) error {
 // zygote forked it (the seccomp filter refuses CLONE_PARENT), and an orphan
 // is re-parented to the box's PID 1.
 func (b *Box) KillExtra() int {
+	// The processes first, the zygote's children second: the zygote forks
+	// its next pre-forked child while the box settles, and a child forked
+	// between the two reads must be among those spared, not those killed.
+	procs := b.Procs()
 	keep := map[int]bool{b.Agent: true}
 	if b.Zygote != 0 {
 		keep[b.Zygote] = true
@@ -158,7 +163,7 @@ func (b *Box) KillExtra() int {
 		}
 	}
 	n := 0
-	for _, p := range b.Procs() {
+	for _, p := range procs {
 		if !keep[p] {
 			syscall.Kill(p, syscall.SIGKILL)
 			n++
@@ -406,6 +411,23 @@ func NsPid(pid int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no NSpid", pid)
+}
+
+// ZygoteOf returns the host pid of the Python zygote the agent (host pid
+// agent) started, or 0 while there is none: the agent's child running
+// jobx_runtime.py zygote. Call it before the box runs anything (until
+// then, the command line of the agent's children is the agent's doing);
+// until the agent has started, its pid may have other children (the
+// sandbox's own set-up).
+func ZygoteOf(agent int) int {
+	kids, _ := Children(agent)
+	for _, k := range kids {
+		cmd, err := os.ReadFile("/proc/" + strconv.Itoa(k) + "/cmdline")
+		if err == nil && bytes.Contains(cmd, []byte("jobx_runtime.py\x00zygote\x00")) {
+			return k
+		}
+	}
+	return 0
 }
 
 // ReadPids reads a file of pids separated by white space (cgroup.procs).
