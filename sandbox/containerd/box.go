@@ -230,14 +230,18 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if k.processor == "python" && zygote == 0 {
 		return nil, fmt.Errorf("sandbox %s: no zygote among its processes", b.id)
 	}
+	scratch, err := os.OpenRoot(filepath.Join(b.hostDir, "scratch"))
+	if err != nil {
+		return nil, err
+	}
 	b.Box = &warm.Box{
 		ID: b.id, Agent: agent, Zygote: zygote, AgentSocket: filepath.Join(b.hostDir, "run", "agent.sock"),
-		Dead: b.dead, Scratch: filepath.Join(b.hostDir, "scratch"),
-		MakeScratch: func(dir string) error {
-			if err := os.Mkdir(dir, 0o700); err != nil {
+		Dead: b.dead, Scratch: scratch,
+		MakeScratch: func(root *os.Root, name string) error {
+			if err := root.Mkdir(name, 0o700); err != nil {
 				return err
 			}
-			return os.Chown(dir, s.opts.UID, s.opts.GID)
+			return root.Lchown(name, s.opts.UID, s.opts.GID)
 		},
 		Procs: func() []int {
 			pids, _ := b.cgroups.procs()

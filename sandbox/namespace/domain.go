@@ -198,7 +198,9 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 			}
 		}
 	}
-	d.Scratch = d.inside(boxScratch)
+	if d.Scratch, err = os.OpenRoot(d.inside(boxScratch)); err != nil {
+		return nil, fmt.Errorf("domain %s: scratch: %w", d.ID, err)
+	}
 	d.MakeScratch = s.mkdirAsSandbox
 	d.LogTail = d.logTail
 	d.Procs = func() []int {
@@ -305,19 +307,20 @@ func (d *domain) destroy() {
 	})
 }
 
-// mkdirAsSandbox makes directory dir (mode 0700) owned by the sandbox user.
-// The domain's tmpfs belongs to its user namespace, where only the sandbox
-// user is mapped: a root runner makes the directory as that user (its file
-// system uid, on a locked thread), since root is not mapped there.
-func (s *Sandbox) mkdirAsSandbox(dir string) error {
+// mkdirAsSandbox makes directory name (mode 0700) in root, owned by the
+// sandbox user. A domain's tmpfs belongs to its user namespace, where only
+// the sandbox user is mapped: a root runner makes the directory as that
+// user (its file system uid, on a locked thread), since root is not mapped
+// there.
+func (s *Sandbox) mkdirAsSandbox(root *os.Root, name string) error {
 	if os.Geteuid() != 0 {
-		return os.Mkdir(dir, 0o700)
+		return root.Mkdir(name, 0o700)
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	unix.Setfsgid(s.opts.GID)
 	unix.Setfsuid(s.opts.UID)
-	err := os.Mkdir(dir, 0o700)
+	err := root.Mkdir(name, 0o700)
 	unix.Setfsuid(0)
 	unix.Setfsgid(0)
 	return err

@@ -49,11 +49,13 @@ type Box struct {
 	AgentSocket, ZygoteSocket string
 	// Dead is closed once the box has exited.
 	Dead <-chan struct{}
-	// Scratch is the host path of the box's scratch root (ScratchRoot
-	// inside); MakeScratch makes a run's directory there, empty, mode 0700,
-	// owned by the sandbox user.
-	Scratch     string
-	MakeScratch func(path string) error
+	// Scratch is the box's scratch root (ScratchRoot inside), opened once:
+	// a run's directory is reached through it, never through a path that
+	// the box's processes could redirect. MakeScratch makes a run's
+	// directory there, empty, mode 0700, owned by the sandbox user. Close
+	// closes it.
+	Scratch     *os.Root
+	MakeScratch func(root *os.Root, name string) error
 	// Procs lists the host pids of the box's processes; OOMKills counts
 	// those its memory limit killed; LogTail returns the last lines of its
 	// output.
@@ -67,7 +69,7 @@ type Box struct {
 	// did not touch it, with the ctime it had when made ("" when none).
 	// Only the box's current user touches them.
 	scratch      string
-	scratchCtime unix.Timespec
+	scratchCtime syscall.Timespec
 }
 
 // Start attaches the client of the box's zygote, if it has one.
@@ -77,10 +79,14 @@ func (b *Box) Start(log *slog.Logger) {
 	}
 }
 
-// Close kills the runs and the kept processes of the box's zygote client.
+// Close kills the runs and the kept processes of the box's zygote client,
+// and closes its scratch root.
 func (b *Box) Close() {
 	if b.zygote != nil {
 		b.zygote.Close()
+	}
+	if b.Scratch != nil {
+		b.Scratch.Close()
 	}
 }
 
@@ -190,39 +196,45 @@ func (b *Box) Sweep() bool {
 func (b *Box) takeScratch() (string, error) {
 	if name := b.scratch; name != "" {
 		b.scratch = ""
-		var st unix.Stat_t
-		dir := b.Scratch + "/" + name
-		if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+		if b.untouched(name) {
 			return name, nil
 		}
-		os.RemoveAll(dir)
+		b.Scratch.RemoveAll(name)
 	}
 	name := "inv-" + randomHex(8)
-	dir := b.Scratch + "/" + name
-	if err := b.MakeScratch(dir); err != nil {
+	if err := b.MakeScratch(b.Scratch, name); err != nil {
 		return "", fmt.Errorf("scratch directory: %w", err)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		os.Remove(dir)
+	fi, err := b.Scratch.Lstat(name)
+	if err != nil {
+		b.Scratch.Remove(name)
 		return "", fmt.Errorf("scratch directory: %w", err)
 	}
-	b.scratchCtime = st.Ctim
+	b.scratchCtime = fi.Sys().(*syscall.Stat_t).Ctim
 	return name, nil
 }
 
+// untouched says whether scratch directory name is as it was made: its
+// ctime changes with any entry made or removed in it, and with any change
+// of its mode or owner.
+func (b *Box) untouched(name string) bool {
+	fi, err := b.Scratch.Lstat(name)
+	if err != nil {
+		return false
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700
+}
+
 // putScratch keeps a run's scratch directory for the next run when the run
-// left it as it was made (its ctime changes with any entry made or removed
-// in it, and with any change of its mode or owner); otherwise it removes
-// it. The run's processes must be gone.
+// left it untouched; otherwise it removes it. The run's processes must be
+// gone.
 func (b *Box) putScratch(name string) {
-	dir := b.Scratch + "/" + name
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err == nil && st.Ctim == b.scratchCtime && st.Mode == unix.S_IFDIR|0o700 {
+	if b.untouched(name) {
 		b.scratch = name
 		return
 	}
-	os.RemoveAll(dir)
+	b.Scratch.RemoveAll(name)
 }
 
 // Run is one run's settings beyond its spec.
@@ -258,7 +270,7 @@ func (b *Box) Run(ctx context.Context, r Run) (*sandbox.Outcome, func() bool, er
 	if err != nil {
 		return nil, func() bool { return false }, err
 	}
-	drop := func() bool { os.RemoveAll(b.Scratch + "/" + inv); return false }
+	drop := func() bool { b.Scratch.RemoveAll(inv); return false }
 	scratch := ScratchRoot + "/" + inv
 	env := make([]string, 0, len(spec.Env)+len(spec.Program.Env)+len(r.Env)+3)
 	for _, kv := range spec.Env {
