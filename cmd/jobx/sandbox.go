@@ -77,9 +77,9 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 	if cerr == nil {
 		return sb, nil
 	}
-	a.log.Info("no containerd sandbox: using the namespace sandbox", "why", cerr.Error())
 	sb, nerr := a.namespaceSandbox(ctx, rf, o)
 	if nerr == nil {
+		a.log.Info("--sandbox auto: no containerd sandbox, so the namespace sandbox", "containerd", cerr.Error())
 		return sb, nil
 	}
 	return nil, fmt.Errorf("--sandbox auto: no sandbox can isolate handlers here:\n  containerd: %v\n  namespace: %v\n(--sandbox none runs handlers unisolated, when asked for by name)", cerr, nerr)
