@@ -323,8 +323,10 @@ func statusField(path, field string) (int64, error) {
 	return 0, fmt.Errorf("%s: no %s", path, field)
 }
 
-// zygotes returns the pids of the Python zygotes (children running
-// jobx_runtime.py in zygote mode) of process parent.
+// zygotes returns the pids of the Python zygotes (processes running
+// jobx_runtime.py in zygote mode) that descend from process parent: its
+// children for the none sandbox, under bubblewrap and the agent for the
+// namespace sandbox.
 func zygotes(parent int) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
@@ -333,15 +335,24 @@ func zygotes(parent int) []int {
 		if err != nil {
 			continue
 		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !bytes.Contains(cmdline, []byte("jobx_runtime.py")) || !bytes.Contains(cmdline, []byte("\x00zygote\x00")) {
+		// A zygote's children (pre-forked, kept, running) keep its
+		// command line: a zygote is one whose parent is not a zygote.
+		if !isZygote(pid) || isZygote(parentOf(pid)) {
 			continue
 		}
-		if parentOf(pid) == parent {
-			out = append(out, pid)
+		for p := parentOf(pid); p > 1; p = parentOf(p) {
+			if p == parent {
+				out = append(out, pid)
+				break
+			}
 		}
 	}
 	return out
+}
+
+func isZygote(pid int) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(cmdline, []byte("jobx_runtime.py")) && bytes.Contains(cmdline, []byte("\x00zygote\x00"))
 }
 
 func parentOf(pid int) int {

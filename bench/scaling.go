@@ -18,7 +18,7 @@ import (
 
 // procCluster is jobx as separate processes, so each one's memory can be
 // read: embedded etcd (fsync on) and nsqd in this process, and `jobx
-// gateway` and `jobx runner --sandbox process` as processes of a binary
+// gateway` and `jobx runner --sandbox namespace` as processes of a binary
 // built from this tree. close stops them all.
 type procCluster struct {
 	etcd  *embedded.Etcd
@@ -68,7 +68,11 @@ func startProcCluster(ctx context.Context, dir string, cfg *config) (*procCluste
 		return nil, err
 	}
 	c.url = "http://127.0.0.1:" + strconv.Itoa(port)
-	rnArgs := append(common[:len(common):len(common)], "runner", "--sandbox", "none", "--id", "bench-scale",
+	agent, err := benchAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rnArgs := append(common[:len(common):len(common)], "runner", "--sandbox", "namespace", "--agent", agent, "--id", "bench-scale",
 		"--dir", filepath.Join(dir, "runner"), "--grace", "5s")
 	if c.rn, err = startDaemon("jobx runner", filepath.Join(dir, "runner.log"), exec.Command(bin, rnArgs...)); err != nil {
 		return nil, err
@@ -138,7 +142,7 @@ func benchScaling(ctx context.Context, cfg *config, dir string, bl *baseline, do
 	if _, err := measureWordcount(ctx, cl, c.store, docs[:min(cfg.WarmDocs, len(docs))]); err != nil {
 		return nil, err
 	}
-	s := &scaling{Cluster: "etcd (fsync on) and nsqd in the bench process; `jobx gateway` and `jobx runner --sandbox process` as separate processes"}
+	s := &scaling{Cluster: "etcd (fsync on) and nsqd in the bench process; `jobx gateway` and `jobx runner --sandbox namespace` as separate processes"}
 	for _, n := range cfg.ScaleSizes {
 		ds := docs[:n]
 		blRun, err := bl.run(ctx, wordcountJob, docArgs(ds), 1, cfg.BaselineRuns)
