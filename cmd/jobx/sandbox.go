@@ -119,8 +119,7 @@ func (a *app) namespaceSandbox(ctx context.Context, rf *runnerFlags, o *runner.O
 	if o.Scratch > 0 {
 		no.Defaults.Scratch = o.Scratch
 	}
-	no.MemoryBudget, no.MaxDomains, no.MaxIdle = rf.pool.MemoryBudget, rf.pool.MaxSandboxes, rf.pool.MaxIdle
-	no.IdleTimeout, no.Linger = rf.pool.IdleTimeout, rf.pool.Linger
+	no.Settings = rf.pool.Settings
 	no.SharedDir = sharedDirOf(o.FS)
 	box, err := namespace.New(ctx, no)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/jobx/jobx/processors"
 	"github.com/jobx/jobx/sandbox"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
+	"github.com/jobx/jobx/sandbox/sandboxtest"
 )
 
 // benchSpec installs a python handler and returns a RunSpec maker for it.
@@ -37,8 +38,8 @@ func (e *env) benchSpec(tb testing.TB, file, src string) func(reuse string) *san
 // cores), with and without a reuse key.
 func BenchmarkWarmRun(b *testing.B) {
 	e := newEnv(b, func(o *ctrd.Options) { o.MaxIdle = 2 })
-	echo := e.benchSpec(b, "map/echo.py", pyEcho)
-	echo2 := e.benchSpec(b, "map/echo2.py", pyEcho)
+	echo := e.benchSpec(b, "map/echo.py", sandboxtest.EchoPy)
+	echo2 := e.benchSpec(b, "map/echo2.py", sandboxtest.EchoPy)
 	ctx := context.Background()
 	for _, par := range []int{1, 8} {
 		for _, reuse := range []string{"", "r1", "two handlers"} {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,10 +41,10 @@ const (
 // Paths inside a sandbox.
 const (
 	ctrRun      = "/jobx/run"      // the agent's and zygote's sockets (host dir, rw)
-	ctrLib      = "/jobx/lib"      // jobx-agent and the Python runtime (host dir, ro)
-	ctrHandlers = "/jobx/handlers" // the workflow's installed handlers (host dir, ro)
-	ctrScratch  = "/scratch"       // per-invocation scratch directories (host dir)
-	ctrWorking  = "/working"       // /working/<workflow>: the shared filesystem
+	ctrLib      = warm.LibDir      // jobx-agent and the Python runtime (host dir, ro)
+	ctrHandlers = warm.HandlersDir // the workflow's installed handlers (host dir, ro)
+	ctrScratch  = warm.ScratchRoot // per-invocation scratch directories (host dir)
+	ctrWorking  = warm.WorkingDir  // /working/<workflow>: the shared filesystem
 )
 
 // key identifies interchangeable warm sandboxes: same workflow (and
@@ -136,17 +135,14 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	// its final reply). No warm-up run in it: on two cores its CPU (about
 	// 1 ms a fork in BenchmarkWarmRun) costs more than it saves.
 	env := []string{"PYTHONDONTWRITEBYTECODE=1", "HOME=" + ctrScratch, "TMPDIR=" + ctrScratch, "JOBX_ZYGOTE_PREFORK=1", "JOBX_ZYGOTE_WARMUP=0"}
-	if shared := s.sharedDir(k.workflow); shared != "" {
+	if shared := s.host.SharedDir(k.workflow); shared != "" {
 		// The sandbox user writes the workflow's files.
 		if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {
 			return nil, fmt.Errorf("shared directory of %s: %w", k.workflow, err)
 		}
 		mounts = append(mounts, bind(shared, ctrWorking+"/"+k.workflow, false))
 	}
-	s.hostMu.Lock()
-	services := s.servicesDir
-	s.hostMu.Unlock()
-	if services != "" {
+	if services := s.host.ServicesDir(); services != "" {
 		// The runner's services endpoint (sessions, files, notifications).
 		mounts = append(mounts, bind(services, services, false))
 	}
@@ -407,37 +403,11 @@ func cgroupsOf(pid int) (cgroupPaths, error) {
 }
 
 func (c cgroupPaths) procs() ([]int, error) {
-	data, err := os.ReadFile(filepath.Join(c.pids, "cgroup.procs"))
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(data)) {
-		if p, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, p)
-		}
-	}
-	return pids, nil
+	return warm.ReadPids(filepath.Join(c.pids, "cgroup.procs"))
 }
 
 // oomKills returns the cgroup's count of OOM kills.
-func (c cgroupPaths) oomKills() int64 {
-	name := "memory.oom_control"
-	if c.v2 {
-		name = "memory.events"
-	}
-	data, err := os.ReadFile(filepath.Join(c.memory, name))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
+func (c cgroupPaths) oomKills() int64 { return warm.OOMKills(c.memory, c.v2) }
 
 // withoutCloneParent refuses clone's CLONE_PARENT in the spec's seccomp
 // profile, as the namespace sandbox's filter does: the sweep between runs

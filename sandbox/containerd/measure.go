@@ -29,7 +29,7 @@ func (s *Sandbox) ColdStart(ctx context.Context, spec *sandbox.RunSpec) (time.Du
 	fw := &firstWriter{ch: first}
 	sp := *spec
 	sp.Stdout, sp.Stdin = fw, strings.NewReader("")
-	out, settle, err := b.Run(ctx, warm.Run{Spec: &sp, Rewrite: s.rewriter(sp.Workflow)})
+	out, settle, err := b.Run(ctx, warm.Run{Spec: &sp, Rewrite: s.host.Rewriter(sp.Workflow)})
 	settle()
 	if err != nil {
 		return 0, err

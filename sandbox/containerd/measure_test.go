@@ -13,6 +13,7 @@ import (
 	"github.com/jobx/jobx/sandbox"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	"github.com/jobx/jobx/sandbox/none"
+	"github.com/jobx/jobx/sandbox/sandboxtest"
 )
 
 // TestFigures measures a warm python invocation, beside the process
@@ -35,7 +36,7 @@ func TestFigures(t *testing.T) {
 		}
 		return prog, meta.HandlerType
 	}
-	prog, typ := install("map/echo.py", pyEcho)
+	prog, typ := install("map/echo.py", sandboxtest.EchoPy)
 	spec := func() *sandbox.RunSpec {
 		return &sandbox.RunSpec{Workflow: "wf", Handler: "map_echo_py", HandlerType: typ, Program: prog,
 			Env: []string{"PATH=/usr/bin:/bin", "JOBX_HANDLER_TYPE=" + typ}, Stdin: strings.NewReader("[\"a\", 1]\n"), Stdout: discardW{}}
@@ -61,7 +62,7 @@ func TestFigures(t *testing.T) {
 		t.Logf("warm python invocation, %s sandbox: p50 %s p99 %s", name, ctrd.Percentile(ds, 50), ctrd.Percentile(ds, 99))
 	}
 
-	shProg, shTyp := install("map/echo.sh", shEcho)
+	shProg, shTyp := install("map/echo.sh", sandboxtest.EchoSh)
 	if err := e.sb.Prepare(ctx, "sh"); err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"time"
 
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/agent"
+	"github.com/jobx/jobx/sandbox/internal/pool"
 )
 
 // Options configure a Sandbox. Start from NewOptions.
@@ -51,21 +51,8 @@ type Options struct {
 	// Memory and Scratch must be positive: every sandbox has a memory
 	// limit and a scratch tmpfs of a bounded size.
 	Defaults sandbox.Limits
-	// MemoryBudget bounds the sum of the memory limits of live sandboxes.
-	MemoryBudget int64
-	// MaxSandboxes bounds the live sandboxes (warm or busy).
-	MaxSandboxes int
-	// MaxIdle bounds the idle sandboxes kept per pool key once demand
-	// falls: the extra ones are stopped after Linger idle. 0 keeps none,
-	// not even during a burst.
-	MaxIdle int
-	// Linger is how long idle sandboxes beyond MaxIdle are kept for the
-	// next invocations of a burst.
-	Linger time.Duration
-	// IdleTimeout stops a sandbox idle that long.
-	IdleTimeout time.Duration
-	// MaxReuse stops a sandbox after that many invocations (0: no limit).
-	MaxReuse int
+	// Settings size the pool of warm sandboxes.
+	pool.Settings
 	// PerHandler keys warm sandboxes by handler, not only by workflow and
 	// processor.
 	PerHandler bool
@@ -81,13 +68,9 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		UID: 65534, GID: 65534,
-		Defaults:     sandbox.Limits{Memory: 512 << 20, Pids: 256, Scratch: 512 << 20},
-		MemoryBudget: hostMemory() / 2,
-		MaxSandboxes: 4 * runtime.NumCPU(),
-		MaxIdle:      2,
-		Linger:       2 * time.Second,
-		IdleTimeout:  5 * time.Minute,
-		Ready:        15 * time.Second,
+		Defaults: sandbox.Limits{Memory: 512 << 20, Pids: 256, Scratch: 512 << 20},
+		Settings: pool.DefaultSettings(),
+		Ready:    15 * time.Second,
 	}
 }
 
@@ -128,17 +111,8 @@ func (o *Options) validate() error {
 	if o.Defaults.Scratch <= 0 {
 		return errors.New("containerd sandbox: the default scratch quota must be positive")
 	}
-	if o.MemoryBudget < o.Defaults.Memory {
-		return fmt.Errorf("containerd sandbox: memory budget %d is below one sandbox's default memory %d", o.MemoryBudget, o.Defaults.Memory)
-	}
-	if o.MaxSandboxes < 1 {
-		o.MaxSandboxes = 1
-	}
-	if o.IdleTimeout <= 0 {
-		o.IdleTimeout = 5 * time.Minute
-	}
-	if o.Linger <= 0 {
-		o.Linger = 2 * time.Second
+	if err := o.Settings.Check(o.Defaults.Memory); err != nil {
+		return fmt.Errorf("containerd sandbox: %w", err)
 	}
 	if o.Ready <= 0 {
 		o.Ready = 15 * time.Second
@@ -162,17 +136,4 @@ func (o *Options) validate() error {
 		return fmt.Errorf("containerd sandbox: Dir %q is too long for unix socket paths", o.Dir)
 	}
 	return nil
-}
-
-func hostMemory() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err == nil {
-		var kb int64
-		for _, line := range strings.Split(string(b), "\n") {
-			if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return 4 << 30
 }

@@ -31,12 +31,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -64,14 +62,12 @@ type Sandbox struct {
 	imgMu sync.Mutex // guards imgs
 	imgs  map[string]*imageEntry
 
-	hostMu      sync.Mutex        // guards servicesDir and shared
-	servicesDir string            // the runner's services socket directory, mounted at the same path
-	shared      map[string]string // workflow -> host shared directory, from RunSpecs
-	pool        *pool.Pool[key, *box]
-	boxMu       sync.Mutex // guards byID
-	byID        map[string]*box
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	host   warm.Host
+	pool   *pool.Pool[key, *box]
+	boxMu  sync.Mutex // guards byID
+	byID   map[string]*box
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -94,7 +90,7 @@ func New(ctx context.Context, opts *Options) (*Sandbox, error) {
 		return nil, err
 	}
 	s := &Sandbox{opts: o, log: o.Log.With("component", "containerd-sandbox", "namespace", o.Namespace),
-		imgs: map[string]*imageEntry{}, byID: map[string]*box{}}
+		imgs: map[string]*imageEntry{}, byID: map[string]*box{}, host: warm.Host{Handlers: o.HandlersDir, Shared: o.SharedDir}}
 	s.libDir = filepath.Join(o.Dir, "lib")
 	// A runner killed with SIGKILL leaves its boxes' scratch mounts.
 	if err := tmpfs.UnmountUnder(filepath.Join(o.Dir, "c")); err != nil {
@@ -132,17 +128,8 @@ func New(ctx context.Context, opts *Options) (*Sandbox, error) {
 		cli.Close()
 		return nil, err
 	}
-	s.pool = pool.New(pool.Options[key, *box]{
-		Create:       s.create,
-		Destroy:      s.destroy,
-		Memory:       func(k key) int64 { return k.memory },
-		MemoryBudget: o.MemoryBudget,
-		MaxBoxes:     o.MaxSandboxes,
-		MaxIdle:      o.MaxIdle,
-		Linger:       o.Linger,
-		IdleTimeout:  o.IdleTimeout,
-		MaxReuse:     o.MaxReuse,
-	})
+	s.pool = pool.New(pool.Options[key, *box]{Settings: o.Settings, Create: s.create, Destroy: s.destroy,
+		Memory: func(k key) int64 { return k.memory }})
 	bg, stop := context.WithCancel(s.nsCtx(context.Background()))
 	s.cancel = stop
 	s.wg.Add(1)
@@ -285,33 +272,6 @@ func (s *Sandbox) watchOOM(ctx context.Context) {
 	}
 }
 
-func (s *Sandbox) sharedDir(wf string) string {
-	if s.opts.SharedDir != nil {
-		if d := s.opts.SharedDir(wf); d != "" {
-			return d
-		}
-	}
-	s.hostMu.Lock()
-	defer s.hostMu.Unlock()
-	return s.shared[wf]
-}
-
-// learn records the host paths a RunSpec names that boxes must mount: the
-// services socket's directory and the workflow's shared directory.
-func (s *Sandbox) learn(spec *sandbox.RunSpec) {
-	s.hostMu.Lock()
-	defer s.hostMu.Unlock()
-	if spec.ServicesSocket != "" && s.servicesDir == "" {
-		s.servicesDir = filepath.Dir(spec.ServicesSocket)
-	}
-	if spec.SharedDir != "" {
-		if s.shared == nil {
-			s.shared = map[string]string{}
-		}
-		s.shared[spec.Workflow] = spec.SharedDir
-	}
-}
-
 // processorOf names the processor of a program by how it runs.
 func processorOf(p *sandbox.RunSpec) string {
 	switch {
@@ -327,30 +287,11 @@ func processorOf(p *sandbox.RunSpec) string {
 
 func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 	proc := processorOf(spec)
-	k := key{workflow: spec.Workflow, processor: proc, image: s.opts.ImageFor(proc), network: "none",
-		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids, scratch: spec.Limits.Scratch}
+	l := warm.WithDefaults(spec.Limits, s.opts.Defaults)
+	k := key{workflow: spec.Workflow, processor: proc, image: s.opts.ImageFor(proc), network: warm.Network(spec, s.opts.WorkflowNetwork),
+		memory: l.Memory, cpu: l.CPU, pids: l.Pids, scratch: l.Scratch}
 	if s.opts.PerHandler {
 		k.handler = spec.Handler
-	}
-	if s.opts.WorkflowNetwork != nil {
-		if n := s.opts.WorkflowNetwork(spec.Workflow); n != "" {
-			k.network = n
-		}
-	}
-	if spec.Limits.Network != "" {
-		k.network = spec.Limits.Network
-	}
-	if k.memory <= 0 {
-		k.memory = s.opts.Defaults.Memory
-	}
-	if k.cpu <= 0 {
-		k.cpu = s.opts.Defaults.CPU
-	}
-	if k.pids <= 0 {
-		k.pids = s.opts.Defaults.Pids
-	}
-	if k.scratch <= 0 {
-		k.scratch = s.opts.Defaults.Scratch
 	}
 	return k
 }
@@ -359,60 +300,7 @@ func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 // is idle. A handler killed by the memory limit reports OOMKilled, one
 // killed at its timeout TimedOut; an error means the sandbox failed.
 func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
-	if len(spec.Program.Argv) == 0 {
-		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
-	}
-	timeout := spec.Limits.Timeout
-	if timeout <= 0 {
-		timeout = s.opts.Defaults.Timeout
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	s.learn(spec)
-	k := s.keyOf(spec)
-	rewrite := s.rewriter(spec.Workflow)
-	handler := ""
-	if spec.Reuse != "" && spec.Program.Warm != nil {
-		handler = warm.Handler(rewrite(spec.Program.Warm.HandlerPath), spec.HandlerType)
-	}
-	for attempt := 0; ; attempt++ {
-		b, fresh, err := s.pool.Acquire(ctx, k, spec.Reuse, handler)
-		if err != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return &sandbox.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
-			}
-			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
-		}
-		r := warm.Run{Spec: spec, Rewrite: rewrite}
-		if s.sharedDir(spec.Workflow) != "" {
-			r.Env = []string{"JOBX_SHARED_DIR=" + ctrWorking + "/" + spec.Workflow}
-		}
-		out, settle, err := b.Run(ctx, r)
-		s.pool.Settle(b, settle)
-		if err != nil && errors.Is(err, warm.ErrGone) && !fresh && attempt == 0 && ctx.Err() == nil {
-			// A warm sandbox died while idle: try a fresh one.
-			continue
-		}
-		if out != nil {
-			out.Warm = !fresh
-		}
-		return out, err
-	}
-}
-
-// rewriter maps the runner's handler directory of a workflow to its path
-// inside the sandbox.
-func (s *Sandbox) rewriter(wf string) func(string) string {
-	host := filepath.Join(s.opts.HandlersDir, wf)
-	pairs := []string{host, ctrHandlers}
-	if shared := s.sharedDir(wf); shared != "" {
-		pairs = append(pairs, shared, ctrWorking+"/"+wf)
-	}
-	r := strings.NewReplacer(pairs...)
-	return r.Replace
+	return warm.RunIn(ctx, s.pool, s.keyOf(spec), spec, s.opts.Defaults.Timeout, &s.host, nil)
 }
 
 func randomHex(n int) string {

@@ -17,6 +17,7 @@ import (
 	_ "github.com/jobx/jobx/processors/all"
 	"github.com/jobx/jobx/sandbox"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
+	"github.com/jobx/jobx/sandbox/sandboxtest"
 )
 
 // env is a sandbox with its handler directory, on a private containerd.
@@ -93,51 +94,10 @@ func (e *env) mustSucceed(wf, file, src, stdin string, limits sandbox.Limits) (*
 	return out, stdout
 }
 
-const pyEcho = `"""
-Echo the pairs.
-
-**
-handler_type: mapper
-"""
-yield MrConfigureToReturn()
-for k, v in arguments:
-    yield (k, v)
-`
-
-const jsEcho = `/*
-Echo the pairs.
-
-**
-handler_type: mapper
-*/
-const lines = require('fs').readFileSync(0, 'utf8').split('\n').filter(Boolean);
-process.stdout.write(JSON.stringify({jobx: 'return'}) + '\n' + lines.join('\n') + '\n');
-`
-
-const shEcho = `#!/bin/sh
-# Echo the pairs.
-#
-# **
-# handler_type: mapper
-echo '{"jobx":"return"}'
-cat
-`
-
-const execEcho = `#!/usr/bin/env python3
-# Echo the pairs.
-#
-# **
-# handler_type: mapper
-import sys
-print('{"jobx":"return"}')
-for line in sys.stdin:
-    print(line.strip())
-`
-
 func TestHandlersInEveryLanguageRunWarm(t *testing.T) {
 	e := newEnv(t)
 	for _, tc := range []struct{ file, src string }{
-		{"map/echo.py", pyEcho}, {"map/echo.js", jsEcho}, {"map/echo.sh", shEcho}, {"map/echo", execEcho},
+		{"map/echo.py", sandboxtest.EchoPy}, {"map/echo.js", sandboxtest.EchoJS}, {"map/echo.sh", sandboxtest.EchoSh}, {"map/echo", sandboxtest.EchoExec},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			for i := 0; i < 3; i++ {
@@ -339,7 +299,7 @@ func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
 	e := newEnv(t)
 	next := func() {
 		t.Helper()
-		e.mustSucceed("wf", "map/echo.py", pyEcho, "[\"a\", 1]\n", sandbox.Limits{Memory: 64 << 20, Pids: 32})
+		e.mustSucceed("wf", "map/echo.py", sandboxtest.EchoPy, "[\"a\", 1]\n", sandbox.Limits{Memory: 64 << 20, Pids: 32})
 	}
 	t.Run("memory hog is OOM killed", func(t *testing.T) {
 		out, _, err := e.run("wf", "map/hog.py", pyHog, "", sandbox.Limits{Memory: 64 << 20})
@@ -375,7 +335,7 @@ func TestLimitsKillAndTheSandboxServesTheNextRun(t *testing.T) {
 		next()
 	})
 	t.Run("output limit", func(t *testing.T) {
-		out, _, err := e.run("wf", "map/echo.sh", shEcho, strings.Repeat("[\"a\", 1]\n", 1000), sandbox.Limits{MaxOutput: 100})
+		out, _, err := e.run("wf", "map/echo.sh", sandboxtest.EchoSh, strings.Repeat("[\"a\", 1]\n", 1000), sandbox.Limits{MaxOutput: 100})
 		if err != nil || !out.OutputExceeded {
 			t.Fatalf("want output exceeded, got %+v, %v", out, err)
 		}
@@ -390,7 +350,7 @@ func TestMemoryBudgetBoundsThePool(t *testing.T) {
 	done := make(chan error, 6)
 	for i := 0; i < 6; i++ {
 		go func(i int) {
-			out, _, err := e.run(fmt.Sprintf("wf%d", i%3), "map/echo.sh", shEcho, "[\"a\", 1]\n", sandbox.Limits{})
+			out, _, err := e.run(fmt.Sprintf("wf%d", i%3), "map/echo.sh", sandboxtest.EchoSh, "[\"a\", 1]\n", sandbox.Limits{})
 			if err == nil && !out.Succeeded() {
 				err = fmt.Errorf("failed: %+v", out)
 			}
@@ -410,7 +370,7 @@ func TestMemoryBudgetBoundsThePool(t *testing.T) {
 func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 	addr := testenv.Containerd(t)
 	e := newEnvAt(t, addr)
-	e.mustSucceed("wf", "map/echo.sh", shEcho, "", sandbox.Limits{})
+	e.mustSucceed("wf", "map/echo.sh", sandboxtest.EchoSh, "", sandbox.Limits{})
 	ctx := context.Background()
 	// A second runner with the same id finds the first one's containers
 	// (as after kill -9) and removes them.
@@ -425,7 +385,7 @@ func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
 	// The first one, not dead after all (as one killed while containerd
 	// still created its containers), starts another after that: the
 	// second removes it too when it closes, since the namespace is its.
-	e.mustSucceed("wf2", "map/echo.sh", shEcho, "", sandbox.Limits{})
+	e.mustSucceed("wf2", "map/echo.sh", sandboxtest.EchoSh, "", sandbox.Limits{})
 	if ctrs, err = e2.sb.Client().Containers(ctx); err != nil || len(ctrs) != 1 {
 		t.Fatalf("want the late container, got %d: %v", len(ctrs), err)
 	}
@@ -719,7 +679,7 @@ func TestHandlersCannotAskTheBoxForProcesses(t *testing.T) {
 	if got := strings.Join(strings.Fields(stdout), ""); got != `{"jobx":"return"}["agent.sock","refused"]["zygote.sock","refused"]` {
 		t.Fatalf("a handler reached or moved the box's servers: %s", stdout)
 	}
-	e.mustSucceed("wf", "map/echo.py", pyEcho, "", sandbox.Limits{})
+	e.mustSucceed("wf", "map/echo.py", sandboxtest.EchoPy, "", sandbox.Limits{})
 }
 
 const pyScratch = `"""

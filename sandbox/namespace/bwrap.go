@@ -12,15 +12,17 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jobx/jobx/sandbox/internal/warm"
 )
 
 // Paths inside a domain; the same as in the containerd sandbox's
 // containers, so a handler sees one layout whichever sandbox runs it.
 const (
-	boxLib      = "/jobx/lib"      // jobx-agent, the Python runtime, passwd and group
-	boxHandlers = "/jobx/handlers" // the workflow's installed handlers (read-only)
-	boxScratch  = "/scratch"       // the domain's sized tmpfs: per-run scratch directories
-	boxWorking  = "/working"       // /working/<workflow>: the shared filesystem
+	boxLib      = warm.LibDir      // jobx-agent, the Python runtime, passwd and group
+	boxHandlers = warm.HandlersDir // the workflow's installed handlers (read-only)
+	boxScratch  = warm.ScratchRoot // the domain's sized tmpfs: per-run scratch directories
+	boxWorking  = warm.WorkingDir  // /working/<workflow>: the shared filesystem
 )
 
 // sandboxUID and sandboxGID are the user handlers run as inside a domain.

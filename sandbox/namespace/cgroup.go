@@ -152,23 +152,7 @@ func (cg *cgroups) add(pid int) error {
 
 // oomKills returns the count of the domain's processes killed by its
 // memory limit.
-func (cg *cgroups) oomKills() int64 {
-	name := "memory.oom_control"
-	if cg.v2 {
-		name = "memory.events"
-	}
-	data, err := os.ReadFile(filepath.Join(cg.memory, name))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
+func (cg *cgroups) oomKills() int64 { return warm.OOMKills(cg.memory, cg.v2) }
 
 // pids returns the host pids of the domain's processes.
 func (cg *cgroups) pids() ([]int, error) {

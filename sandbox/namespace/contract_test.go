@@ -73,18 +73,7 @@ func hasDirs(ents []os.DirEntry) bool {
 // The sandbox says how it bounds domains: cgroups as root (where the
 // controllers are writable), rlimits for an ordinary user.
 func TestLimitsAreCgroupsAsRootAndRlimitsOtherwise(t *testing.T) {
-	dir, err := os.MkdirTemp("", "jxn-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	o := namespace.NewOptions()
-	o.Dir, o.HandlersDir, o.AgentPath, o.Log = dir, filepath.Join(t.TempDir(), "handlers"), testenv.Agent(t), testenv.Logger(t)
-	sb, err := namespace.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb, _ := newSandbox(t)
 	want := "rlimits"
 	if os.Geteuid() == 0 {
 		want = "cgroups"
@@ -92,4 +81,27 @@ func TestLimitsAreCgroupsAsRootAndRlimitsOtherwise(t *testing.T) {
 	if got := sb.Limits(); got != want {
 		t.Fatalf("uid %d: limits are %s, want %s", os.Geteuid(), got, want)
 	}
+}
+
+// newSandbox starts a namespace sandbox for a test (closed when it ends),
+// with handlers installed under the returned directory, which the sandbox
+// user cannot reach (t.TempDir is private): as root, the sandbox stages it.
+func newSandbox(t *testing.T, mods ...func(*namespace.Options)) (*namespace.Sandbox, string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "jxn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	o := namespace.NewOptions()
+	o.Dir, o.HandlersDir, o.AgentPath, o.Log = dir, filepath.Join(t.TempDir(), "handlers"), testenv.Agent(t), testenv.Logger(t)
+	for _, m := range mods {
+		m(o)
+	}
+	sb, err := namespace.New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	return sb, o.HandlersDir
 }

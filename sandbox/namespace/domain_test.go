@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/processors"
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/namespace"
@@ -32,35 +30,24 @@ yield ("zygote", os.getppid())
 // bubblewrap sets a domain up, its PID 1 has short-lived children of its
 // own; one taken for the zygote had the sweep kill the real one.)
 func TestNewDomainsServeEveryRunFromTheirZygote(t *testing.T) {
-	dir, err := os.MkdirTemp("", "jxn-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	o := namespace.NewOptions()
-	o.Dir, o.HandlersDir, o.AgentPath, o.Log = dir, filepath.Join(t.TempDir(), "handlers"), testenv.Agent(t), testenv.Logger(t)
-	sb, err := namespace.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb, handlers := newSandbox(t)
 	py, _ := processors.ByName("python")
 	for d := 0; d < 12; d++ {
 		wf := fmt.Sprintf("wf%d", d) // a workflow of its own: a new domain
-		prog, err := py.Install(filepath.Join(o.HandlersDir, wf), processors.Handler{Workflow: wf, Name: "map_parent", Type: "mapper", SourceType: "python", Source: pyParent})
+		prog, err := py.Install(filepath.Join(handlers, wf), processors.Handler{Workflow: wf, Name: "map_parent", Type: "mapper", SourceType: "python", Source: pyParent})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var zygote string
 		for run := 0; run < 4; run++ {
-			var out bytes.Buffer
-			o, err := sb.Run(context.Background(), &sandbox.RunSpec{Workflow: wf, Handler: "map_parent", HandlerType: "mapper", Processor: "python",
+			var stdout bytes.Buffer
+			out, err := sb.Run(context.Background(), &sandbox.RunSpec{Workflow: wf, Handler: "map_parent", HandlerType: "mapper", Processor: "python",
 				Program: prog, Env: []string{"PATH=/usr/bin:/bin", "JOBX_HANDLER_TYPE=mapper"}, Stdin: strings.NewReader("[\"k\", 1]\n"),
-				Stdout: &out, Limits: sandbox.Limits{Timeout: 30 * time.Second}})
-			if err != nil || !o.Succeeded() {
-				t.Fatalf("domain %d, run %d: %v %+v", d, run, err, o)
+				Stdout: &stdout, Limits: sandbox.Limits{Timeout: 30 * time.Second}})
+			if err != nil || !out.Succeeded() {
+				t.Fatalf("domain %d, run %d: %v %+v", d, run, err, out)
 			}
-			got := strings.Split(strings.TrimSpace(out.String()), "\n")[1]
+			got := strings.Split(strings.TrimSpace(stdout.String()), "\n")[1]
 			if run > 0 && got != zygote {
 				t.Fatalf("domain %d, run %d forked from %s, the earlier ones from %s", d, run, got, zygote)
 			}
@@ -73,21 +60,9 @@ func TestNewDomainsServeEveryRunFromTheirZygote(t *testing.T) {
 // child while the domain settles after each, and the settle must spare
 // that child (killed, it would fail the next run with SIGKILL).
 func TestADomainServesHundredsOfRunsInARow(t *testing.T) {
-	dir, err := os.MkdirTemp("", "jxn-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	o := namespace.NewOptions()
-	o.Dir, o.HandlersDir, o.AgentPath, o.Log = dir, filepath.Join(t.TempDir(), "handlers"), testenv.Agent(t), testenv.Logger(t)
-	o.MaxDomains = 1
-	sb, err := namespace.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb, handlers := newSandbox(t, func(o *namespace.Options) { o.MaxSandboxes = 1 })
 	py, _ := processors.ByName("python")
-	prog, err := py.Install(filepath.Join(o.HandlersDir, "wf"), processors.Handler{Workflow: "wf", Name: "map_parent", Type: "mapper", SourceType: "python", Source: pyParent})
+	prog, err := py.Install(filepath.Join(handlers, "wf"), processors.Handler{Workflow: "wf", Name: "map_parent", Type: "mapper", SourceType: "python", Source: pyParent})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,12 +28,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/jobx/jobx/sandbox"
@@ -53,9 +51,7 @@ type Sandbox struct {
 	stage    *staging
 	pool     *pool.Pool[key, *domain]
 
-	hostMu      sync.Mutex        // guards servicesDir and shared
-	servicesDir string            // the runner's services socket directory, mounted at the same path
-	shared      map[string]string // workflow -> host shared directory, from RunSpecs
+	host warm.Host
 
 	closeOnce sync.Once
 }
@@ -74,7 +70,8 @@ func New(ctx context.Context, opts *Options) (_ *Sandbox, err error) {
 	if err := Check(ctx, o.Bwrap, o.UID, o.GID); err != nil {
 		return nil, err
 	}
-	s := &Sandbox{opts: o, log: o.Log.With("component", "namespace-sandbox"), lib: filepath.Join(o.Dir, "lib")}
+	s := &Sandbox{opts: o, log: o.Log.With("component", "namespace-sandbox"), lib: filepath.Join(o.Dir, "lib"),
+		host: warm.Host{Handlers: o.HandlersDir, Shared: o.SharedDir}}
 	if err := os.MkdirAll(o.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("namespace sandbox: %w", err)
 	}
@@ -111,16 +108,8 @@ func New(ctx context.Context, opts *Options) (_ *Sandbox, err error) {
 	} else {
 		s.log.Info("limits are rlimits: this runner cannot make cgroups (it is not root, or the memory and pids controllers are not writable); memory is bounded per process, pids per domain, CPU not at all")
 	}
-	s.pool = pool.New(pool.Options[key, *domain]{
-		Create:       s.create,
-		Destroy:      func(d *domain) { d.destroy() },
-		Memory:       func(k key) int64 { return k.memory },
-		MemoryBudget: o.MemoryBudget,
-		MaxBoxes:     o.MaxDomains,
-		MaxIdle:      o.MaxIdle,
-		Linger:       o.Linger,
-		IdleTimeout:  o.IdleTimeout,
-	})
+	s.pool = pool.New(pool.Options[key, *domain]{Settings: o.Settings, Create: s.create, Destroy: func(d *domain) { d.destroy() },
+		Memory: func(k key) int64 { return k.memory }})
 	return s, nil
 }
 
@@ -171,33 +160,6 @@ func (s *Sandbox) Close() error {
 	return nil
 }
 
-// learn records the host paths a RunSpec names that domains must mount:
-// the services socket's directory and the workflow's shared directory.
-func (s *Sandbox) learn(spec *sandbox.RunSpec) {
-	s.hostMu.Lock()
-	defer s.hostMu.Unlock()
-	if spec.ServicesSocket != "" && s.servicesDir == "" {
-		s.servicesDir = filepath.Dir(spec.ServicesSocket)
-	}
-	if spec.SharedDir != "" {
-		if s.shared == nil {
-			s.shared = map[string]string{}
-		}
-		s.shared[spec.Workflow] = spec.SharedDir
-	}
-}
-
-func (s *Sandbox) sharedDir(wf string) string {
-	if s.opts.SharedDir != nil {
-		if d := s.opts.SharedDir(wf); d != "" {
-			return d
-		}
-	}
-	s.hostMu.Lock()
-	defer s.hostMu.Unlock()
-	return s.shared[wf]
-}
-
 // domainSpec is what a domain of k mounts, with the host directories the
 // sandbox user cannot reach staged where it can.
 func (s *Sandbox) domainSpec(k key) (domainSpec, error) {
@@ -213,7 +175,7 @@ func (s *Sandbox) domainSpec(k key) (domainSpec, error) {
 	if sp.handlers, err = s.stage.reach(handlers); err != nil {
 		return sp, err
 	}
-	if shared := s.sharedDir(k.workflow); shared != "" {
+	if shared := s.host.SharedDir(k.workflow); shared != "" {
 		if os.Geteuid() == 0 {
 			// The sandbox user writes the workflow's files.
 			if err := os.Chown(shared, s.opts.UID, s.opts.GID); err != nil {
@@ -224,10 +186,7 @@ func (s *Sandbox) domainSpec(k key) (domainSpec, error) {
 			return sp, err
 		}
 	}
-	s.hostMu.Lock()
-	services := s.servicesDir
-	s.hostMu.Unlock()
-	if services != "" {
+	if services := s.host.ServicesDir(); services != "" {
 		if sp.services, err = s.stage.reach(services); err != nil {
 			return sp, err
 		}
@@ -255,105 +214,30 @@ func processorOf(spec *sandbox.RunSpec) string {
 }
 
 func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
-	d := s.opts.Defaults
-	k := key{workflow: spec.Workflow, processor: processorOf(spec), network: "none",
-		memory: spec.Limits.Memory, cpu: spec.Limits.CPU, pids: spec.Limits.Pids, scratch: spec.Limits.Scratch}
-	if s.opts.WorkflowNetwork != nil {
-		if n := s.opts.WorkflowNetwork(spec.Workflow); n != "" {
-			k.network = n
-		}
-	}
-	if spec.Limits.Network != "" {
-		k.network = spec.Limits.Network
-	}
-	if k.memory <= 0 {
-		k.memory = d.Memory
-	}
-	if k.cpu <= 0 {
-		k.cpu = d.CPU
-	}
-	if k.pids <= 0 {
-		k.pids = d.Pids
-	}
-	if k.scratch <= 0 {
-		k.scratch = d.Scratch
-	}
-	return k
+	l := warm.WithDefaults(spec.Limits, s.opts.Defaults)
+	return key{workflow: spec.Workflow, processor: processorOf(spec), network: warm.Network(spec, s.opts.WorkflowNetwork),
+		memory: l.Memory, cpu: l.CPU, pids: l.Pids, scratch: l.Scratch}
 }
 
 // Run runs one handler invocation on a warm domain, starting one if none
 // is idle. A handler killed by the memory limit reports OOMKilled, one
 // killed at its timeout TimedOut; an error means the sandbox failed.
+// Without cgroups, memory is bounded per process (node reserves more
+// address space than it uses: its heap is bounded instead) and processes
+// per domain (each domain has a user namespace of its own, where
+// RLIMIT_NPROC counts).
 func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
-	if len(spec.Program.Argv) == 0 {
-		return nil, fmt.Errorf("handler %s: no program to run", spec.Handler)
-	}
-	timeout := spec.Limits.Timeout
-	if timeout <= 0 {
-		timeout = s.opts.Defaults.Timeout
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	s.learn(spec)
-	k := s.keyOf(spec)
-	rewrite := s.rewriter(spec.Workflow)
-	handler := ""
-	if spec.Reuse != "" && spec.Program.Warm != nil {
-		handler = warm.Handler(rewrite(spec.Program.Warm.HandlerPath), spec.HandlerType)
-	}
-	for attempt := 0; ; attempt++ {
-		d, fresh, err := s.pool.Acquire(ctx, k, spec.Reuse, handler)
-		if err != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return &sandbox.Outcome{TimedOut: true, ExitCode: -1, StderrTail: "jobx: no sandbox before the timeout: " + err.Error()}, nil
-			}
-			return nil, fmt.Errorf("sandbox for handler %s: %w", spec.Handler, err)
+	return warm.RunIn(ctx, s.pool, s.keyOf(spec), spec, s.opts.Defaults.Timeout, &s.host, func(d *domain, r *warm.Run) {
+		if d.cg != nil {
+			return
 		}
-		out, settle, err := s.runOn(ctx, d, spec, rewrite)
-		s.pool.Settle(d, settle)
-		if err != nil && errors.Is(err, warm.ErrGone) && !fresh && attempt == 0 && ctx.Err() == nil {
-			// A warm domain died while idle: try a fresh one.
-			continue
-		}
-		if out != nil {
-			out.Warm = !fresh
-		}
-		return out, err
-	}
-}
-
-// runOn runs spec on domain d, with the domain's paths, its shared
-// directory, and, without cgroups, per-process limits: memory per process
-// (node reserves more address space than it uses: its heap is bounded
-// instead) and processes per domain (each domain has a user namespace of
-// its own, where RLIMIT_NPROC counts).
-func (s *Sandbox) runOn(ctx context.Context, d *domain, spec *sandbox.RunSpec, rewrite func(string) string) (*sandbox.Outcome, func() bool, error) {
-	r := warm.Run{Spec: spec, Rewrite: rewrite}
-	if s.sharedDir(spec.Workflow) != "" {
-		r.Env = append(r.Env, "JOBX_SHARED_DIR="+boxWorking+"/"+spec.Workflow)
-	}
-	if d.cg == nil {
 		r.Rlimits.NProc = d.key.pids + pidsOverhead
 		if d.key.processor == "node" {
 			r.Env = append(r.Env, fmt.Sprintf("NODE_OPTIONS=--max-old-space-size=%d", max(d.key.memory*3/4>>20, 16)))
 		} else {
 			r.Rlimits.AS = d.key.memory
 		}
-	}
-	return d.Run(ctx, r)
-}
-
-// rewriter maps the runner's handler directory of a workflow, and its
-// shared directory, to their paths inside a domain.
-func (s *Sandbox) rewriter(wf string) func(string) string {
-	pairs := []string{filepath.Join(s.opts.HandlersDir, wf), boxHandlers}
-	if shared := s.sharedDir(wf); shared != "" {
-		pairs = append(pairs, shared, boxWorking+"/"+wf)
-	}
-	return strings.NewReplacer(pairs...).Replace
+	})
 }
 
 func randomHex(n int) string {

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/agent"
+	"github.com/jobx/jobx/sandbox/internal/pool"
 )
 
 // Options configure a Sandbox. Start from NewOptions.
@@ -40,18 +39,8 @@ type Options struct {
 	// Defaults are the limits of handlers (and workflows) that set none.
 	// Memory and Scratch must be positive.
 	Defaults sandbox.Limits
-	// MemoryBudget bounds the sum of the memory limits of live domains.
-	MemoryBudget int64
-	// MaxDomains bounds the live domains (warm or busy).
-	MaxDomains int
-	// MaxIdle bounds the idle domains kept per key once demand falls: the
-	// extra ones are stopped after Linger idle.
-	MaxIdle int
-	// Linger is how long idle domains beyond MaxIdle are kept for the next
-	// invocations of a burst.
-	Linger time.Duration
-	// IdleTimeout stops a domain idle that long.
-	IdleTimeout time.Duration
+	// Settings size the pool of warm sandboxes.
+	pool.Settings
 	// Ready bounds the start of a domain (bubblewrap, its cgroups, the
 	// agent).
 	Ready time.Duration
@@ -69,13 +58,9 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		UID: 65534, GID: 65534,
-		Defaults:     sandbox.Limits{Memory: 512 << 20, Pids: 256, Scratch: 512 << 20},
-		MemoryBudget: hostMemory() / 2,
-		MaxDomains:   4 * runtime.NumCPU(),
-		MaxIdle:      2,
-		Linger:       2 * time.Second,
-		IdleTimeout:  5 * time.Minute,
-		Ready:        15 * time.Second,
+		Defaults: sandbox.Limits{Memory: 512 << 20, Pids: 256, Scratch: 512 << 20},
+		Settings: pool.DefaultSettings(),
+		Ready:    15 * time.Second,
 	}
 }
 
@@ -89,17 +74,8 @@ func (o *Options) validate() error {
 	if o.Defaults.Memory <= 0 || o.Defaults.Scratch <= 0 {
 		return errors.New("namespace sandbox: the default memory and scratch limits must be positive")
 	}
-	if o.MemoryBudget < o.Defaults.Memory {
-		return fmt.Errorf("namespace sandbox: memory budget %d is below one domain's default memory %d", o.MemoryBudget, o.Defaults.Memory)
-	}
-	if o.MaxDomains < 1 {
-		o.MaxDomains = 1
-	}
-	if o.IdleTimeout <= 0 {
-		o.IdleTimeout = 5 * time.Minute
-	}
-	if o.Linger <= 0 {
-		o.Linger = 2 * time.Second
+	if err := o.Settings.Check(o.Defaults.Memory); err != nil {
+		return fmt.Errorf("namespace sandbox: %w", err)
 	}
 	if o.Ready <= 0 {
 		o.Ready = 15 * time.Second
@@ -130,16 +106,4 @@ func (o *Options) validate() error {
 		return fmt.Errorf("namespace sandbox: Dir %q is too long for unix socket paths", o.Dir)
 	}
 	return nil
-}
-
-// hostMemory is the host's memory in bytes (4 GiB when unknown).
-func hostMemory() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err == nil {
-		var kb int64
-		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
-			return kb << 10
-		}
-	}
-	return 4 << 30
 }

@@ -1,7 +1,6 @@
 package namespace
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jobx/jobx/internal/tmpfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,20 +112,12 @@ func traversable(path string, uid, gid int) bool {
 // removeStaleStaging unmounts the staging mounts of sandboxes under parent
 // whose owner process is gone, and removes their directories.
 func removeStaleStaging(parent string) {
-	f, err := os.Open("/proc/self/mountinfo")
+	points, err := tmpfs.Under(parent)
 	if err != nil {
 		return
 	}
-	defer f.Close()
 	stale := map[string]bool{}
-	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
+	for _, mp := range points {
 		rel, err := filepath.Rel(parent, mp)
 		if err != nil || strings.HasPrefix(rel, "..") {
 			continue
@@ -139,11 +131,8 @@ func removeStaleStaging(parent string) {
 			stale[owner] = !ownerAlive(owner)
 		}
 		if stale[owner] {
-			points = append(points, mp)
+			tmpfs.Unmount(mp)
 		}
-	}
-	for _, mp := range points {
-		unix.Unmount(mp, unix.MNT_DETACH)
 	}
 	for owner, dead := range stale {
 		if dead {
@@ -162,23 +151,4 @@ func ownerAlive(dir string) bool {
 		return false
 	}
 	return unix.Kill(pid, 0) == nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -17,6 +17,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,21 +41,72 @@ type Box[K comparable] interface {
 	HoldsOtherKey(reuse string) bool
 }
 
+// Settings size a pool. The isolating sandboxes' options embed them;
+// DefaultSettings gives the defaults.
+type Settings struct {
+	// MemoryBudget bounds the sum of the memory limits of live boxes.
+	MemoryBudget int64
+	// MaxSandboxes bounds the live boxes (warm or busy).
+	MaxSandboxes int
+	// MaxIdle bounds the idle boxes kept per key once demand falls: the
+	// extra ones are stopped after Linger idle. 0 keeps none, not even
+	// during a burst.
+	MaxIdle int
+	// Linger is how long idle boxes beyond MaxIdle are kept for the next
+	// invocations of a burst.
+	Linger time.Duration
+	// IdleTimeout stops a box idle that long.
+	IdleTimeout time.Duration
+	// MaxReuse stops a box after that many invocations (0: no limit).
+	MaxReuse int
+}
+
+// DefaultSettings returns half the host's memory as the budget, four boxes
+// per CPU, two idle per key for five minutes (more for two seconds after a
+// burst), no reuse limit.
+func DefaultSettings() Settings {
+	return Settings{MemoryBudget: hostMemory() / 2, MaxSandboxes: 4 * runtime.NumCPU(), MaxIdle: 2,
+		Linger: 2 * time.Second, IdleTimeout: 5 * time.Minute}
+}
+
+// Check gives zero durations and a MaxSandboxes below one their defaults,
+// and refuses a budget below one box of memory boxMemory.
+func (s *Settings) Check(boxMemory int64) error {
+	if s.MemoryBudget < boxMemory {
+		return fmt.Errorf("memory budget %d is below one sandbox's default memory %d (--sandbox-memory-budget)", s.MemoryBudget, boxMemory)
+	}
+	s.MaxSandboxes = max(s.MaxSandboxes, 1)
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 5 * time.Minute
+	}
+	if s.Linger <= 0 {
+		s.Linger = 2 * time.Second
+	}
+	return nil
+}
+
+// hostMemory is the host's memory in bytes (4 GiB when unknown).
+func hostMemory() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			return kb << 10
+		}
+	}
+	return 4 << 30
+}
+
 // Options configure a Pool.
 type Options[K comparable, B Box[K]] struct {
+	Settings
 	// Create starts a box of key k; Destroy stops one. Destroy must be
 	// idempotent.
 	Create  func(ctx context.Context, k K) (B, error)
 	Destroy func(b B)
 	// Memory is the memory limit of a box of key k, counted against
 	// MemoryBudget.
-	Memory       func(k K) int64
-	MemoryBudget int64
-	MaxBoxes     int
-	MaxIdle      int
-	Linger       time.Duration
-	IdleTimeout  time.Duration
-	MaxReuse     int // 0: no limit
+	Memory func(k K) int64
 }
 
 // ErrClosed is returned by Acquire once the pool is closed.
@@ -204,7 +257,7 @@ func (p *Pool[K, B]) settlingLocked(k K, reuse string) int {
 // roomLocked says whether a box of k can be created without stopping
 // another.
 func (p *Pool[K, B]) roomLocked(k K) bool {
-	return p.live < p.o.MaxBoxes && p.memory+p.o.Memory(k) <= p.o.MemoryBudget
+	return p.live < p.o.MaxSandboxes && p.memory+p.o.Memory(k) <= p.o.MemoryBudget
 }
 
 // reuseBoxes is how many boxes a key may have so that runs with reuse keys

@@ -24,7 +24,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -437,6 +439,27 @@ func ZygoteOf(agent int) int {
 		cmd, err := os.ReadFile("/proc/" + strconv.Itoa(k) + "/cmdline")
 		if err == nil && bytes.Contains(cmd, []byte("jobx_runtime.py\x00zygote\x00")) {
 			return k
+		}
+	}
+	return 0
+}
+
+// OOMKills returns the count of processes that the memory limit of the
+// cgroup in directory memory has killed (cgroup v1's memory.oom_control,
+// v2's memory.events).
+func OOMKills(memory string, v2 bool) int64 {
+	name := "memory.oom_control"
+	if v2 {
+		name = "memory.events"
+	}
+	data, err := os.ReadFile(filepath.Join(memory, name))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
 		}
 	}
 	return 0
