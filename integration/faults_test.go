@@ -250,7 +250,8 @@ type runnerProc struct {
 }
 
 // startRunnerProc starts `jobx runner` with id on c's etcd and nsqd, with
-// containerd sandboxes when ctrd (a socket) is set.
+// containerd sandboxes when ctrd (a socket) is set, else the namespace
+// sandbox (the default without containerd).
 func startRunnerProc(t *testing.T, c *cluster, bin, id, ctrd, images string) *runnerProc {
 	t.Helper()
 	args := []string{"runner", "--etcd", c.etcd, "--nsqd", c.nsqd, "--id", id, "--dir", t.TempDir(),
@@ -258,7 +259,7 @@ func startRunnerProc(t *testing.T, c *cluster, bin, id, ctrd, images string) *ru
 	if ctrd != "" {
 		args = append(args, "--sandbox", "containerd", "--containerd", ctrd, "--images-dir", images, "--pool-max-idle", "2")
 	} else {
-		args = append(args, "--sandbox", "none")
+		args = append(args, "--sandbox", "namespace")
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr

@@ -12,7 +12,7 @@ import (
 )
 
 // TestHostileHandlersFailOnlyTheirOwnRequest runs misbehaving handlers on
-// the process sandbox: each fails its own request with an error that says
+// the default sandbox: each fails its own request with an error that says
 // what happened, and the runner serves the next request.
 func TestHostileHandlersFailOnlyTheirOwnRequest(t *testing.T) {
 	c := startCluster(t)

@@ -54,7 +54,7 @@ yield ('n', v * 2)
 	for i := range 2 {
 		id := fmt.Sprintf("load%d", i)
 		runners = append(runners, startProc(t, bin, id, "runner", "--etcd", etcd.Addr, "--nsqd", nsqd.Addr, "--id", id,
-			"--dir", t.TempDir(), "--sandbox", "none", "--log-level", "warn"))
+			"--dir", t.TempDir(), "--sandbox", "namespace", "--log-level", "warn"))
 		waitFor(t, "runner "+id, 30*time.Second, func() bool { return runnerAnnounced(t, c, id) })
 	}
 	url := "http://" + addr
@@ -104,7 +104,7 @@ yield ('n', v * 2)
 			t.Error(err)
 		}
 	}
-	line := fmt.Sprintf("load: %d concurrent blocking requests, 1 gateway + 2 runners (process sandbox): %d right, %d wrong, %.1f s (%.0f requests/s); peak RSS:",
+	line := fmt.Sprintf("load: %d concurrent blocking requests, 1 gateway + 2 runners (namespace sandbox): %d right, %d wrong, %.1f s (%.0f requests/s); peak RSS:",
 		n, n-failed, failed, wall.Seconds(), n/wall.Seconds())
 	for _, p := range []struct {
 		name string
