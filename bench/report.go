@@ -350,9 +350,15 @@ func zygotes(parent int) []int {
 	return out
 }
 
+// isZygote says whether process pid runs `<python> .../jobx_runtime.py
+// zygote ...` (not the agent, whose command line names that command).
 func isZygote(pid int) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && bytes.Contains(cmdline, []byte("jobx_runtime.py")) && bytes.Contains(cmdline, []byte("\x00zygote\x00"))
+	if err != nil {
+		return false
+	}
+	argv := bytes.Split(cmdline, []byte{0})
+	return len(argv) > 2 && bytes.HasSuffix(argv[1], []byte("jobx_runtime.py")) && string(argv[2]) == "zygote"
 }
 
 func parentOf(pid int) int {
