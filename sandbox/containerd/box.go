@@ -97,7 +97,7 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &box{id: "jx-" + randomHex(6), key: k, dead: make(chan struct{})}
+	b := &box{id: "jx-" + warm.RandomHex(6), key: k, dead: make(chan struct{})}
 	b.hostDir = filepath.Join(s.opts.Dir, "c", b.id)
 	for _, d := range []string{"run", "scratch"} {
 		if err := os.MkdirAll(filepath.Join(b.hostDir, d), 0o711); err != nil {

@@ -62,7 +62,7 @@ func (w *firstWriter) Write(p []byte) (int, error) {
 // namespace (the image must be loaded, e.g. by Prepare): from the command's
 // start to its first line of output. It is the reference for ColdStart.
 func (s *Sandbox) CtrRun(ctx context.Context, ref string, args ...string) (time.Duration, error) {
-	id := "jx-ctr-" + randomHex(4)
+	id := "jx-ctr-" + warm.RandomHex(4)
 	argv := append([]string{"-a", s.opts.Address, "-n", s.opts.Namespace, "run", "--rm", "--snapshotter", "overlayfs", ref, id}, args...)
 	cmd := exec.CommandContext(ctx, "ctr", argv...)
 	out, err := cmd.StdoutPipe()

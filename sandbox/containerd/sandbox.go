@@ -29,8 +29,6 @@ package containerd
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -272,21 +270,8 @@ func (s *Sandbox) watchOOM(ctx context.Context) {
 	}
 }
 
-// processorOf names the processor of a program by how it runs.
-func processorOf(p *sandbox.RunSpec) string {
-	switch {
-	case p.Program.Warm != nil && p.Program.Warm.Kind == "python":
-		return "python"
-	case len(p.Program.Argv) > 0 && p.Program.Argv[0] == "node":
-		return "node"
-	case len(p.Program.Argv) > 0 && p.Program.Argv[0] == "/bin/sh":
-		return "sh"
-	}
-	return "exec"
-}
-
 func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
-	proc := processorOf(spec)
+	proc := warm.Processor(spec)
 	l := warm.WithDefaults(spec.Limits, s.opts.Defaults)
 	k := key{workflow: spec.Workflow, processor: proc, image: s.opts.ImageFor(proc), network: warm.Network(spec, s.opts.WorkflowNetwork),
 		memory: l.Memory, cpu: l.CPU, pids: l.Pids, scratch: l.Scratch}
@@ -301,10 +286,4 @@ func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 // killed at its timeout TimedOut; an error means the sandbox failed.
 func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outcome, error) {
 	return warm.RunIn(ctx, s.pool, s.keyOf(spec), spec, s.opts.Defaults.Timeout, &s.host, nil)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -64,7 +64,7 @@ func (d *domain) inside(path string) string {
 func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Ready)
 	defer cancel()
-	d := &domain{Box: &warm.Box{ID: "ns-" + randomHex(6)}, s: s, key: k, dead: make(chan struct{})}
+	d := &domain{Box: &warm.Box{ID: "ns-" + warm.RandomHex(6)}, s: s, key: k, dead: make(chan struct{})}
 	d.Dead = d.dead
 	d.dir = filepath.Join(s.opts.Dir, "d", d.ID)
 	d.AgentSocket = filepath.Join(d.dir, "agent.sock")

@@ -26,8 +26,6 @@ package namespace
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -198,24 +196,9 @@ func (s *Sandbox) domainSpec(k key) (domainSpec, error) {
 	return sp, nil
 }
 
-// processorOf names the processor of a run.
-func processorOf(spec *sandbox.RunSpec) string {
-	switch {
-	case spec.Processor != "":
-		return spec.Processor
-	case spec.Program.Warm != nil && spec.Program.Warm.Kind == "python":
-		return "python"
-	case len(spec.Program.Argv) > 0 && spec.Program.Argv[0] == "node":
-		return "node"
-	case len(spec.Program.Argv) > 0 && spec.Program.Argv[0] == "/bin/sh":
-		return "sh"
-	}
-	return "exec"
-}
-
 func (s *Sandbox) keyOf(spec *sandbox.RunSpec) key {
 	l := warm.WithDefaults(spec.Limits, s.opts.Defaults)
-	return key{workflow: spec.Workflow, processor: processorOf(spec), network: warm.Network(spec, s.opts.WorkflowNetwork),
+	return key{workflow: spec.Workflow, processor: warm.Processor(spec), network: warm.Network(spec, s.opts.WorkflowNetwork),
 		memory: l.Memory, cpu: l.CPU, pids: l.Pids, scratch: l.Scratch}
 }
 
@@ -238,10 +221,4 @@ func (s *Sandbox) Run(ctx context.Context, spec *sandbox.RunSpec) (*sandbox.Outc
 			r.Rlimits.AS = d.key.memory
 		}
 	})
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -82,6 +82,22 @@ func (h *Host) Rewriter(wf string) func(string) string {
 	return strings.NewReplacer(pairs...).Replace
 }
 
+// Processor names the processor of a run: the one its spec names, else the
+// one its program's form gives away.
+func Processor(spec *sandbox.RunSpec) string {
+	switch {
+	case spec.Processor != "":
+		return spec.Processor
+	case spec.Program.Warm != nil && spec.Program.Warm.Kind == "python":
+		return "python"
+	case len(spec.Program.Argv) > 0 && spec.Program.Argv[0] == "node":
+		return "node"
+	case len(spec.Program.Argv) > 0 && spec.Program.Argv[0] == "/bin/sh":
+		return "sh"
+	}
+	return "exec"
+}
+
 // WithDefaults returns l with its zero memory, CPU, pids and scratch
 // limits taken from d.
 func WithDefaults(l, d sandbox.Limits) sandbox.Limits {

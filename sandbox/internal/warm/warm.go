@@ -203,7 +203,7 @@ func (b *Box) takeScratch() (string, error) {
 		}
 		b.Scratch.RemoveAll(name)
 	}
-	name := "inv-" + randomHex(8)
+	name := "inv-" + RandomHex(8)
 	if err := b.MakeScratch(b.Scratch, name); err != nil {
 		return "", fmt.Errorf("scratch directory: %w", err)
 	}
@@ -492,7 +492,9 @@ func appendPids(pids []int, data []byte) []int {
 	return pids
 }
 
-func randomHex(n int) string {
+// RandomHex returns n random bytes in hex, for the names of boxes and
+// scratch directories.
+func RandomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
