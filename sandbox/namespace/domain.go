@@ -92,34 +92,42 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("seccomp filter: %w", err)
 	}
+	// What bubblewrap inherits (files, at fd 3 on) and this process's ends
+	// of its pipes; every one is closed when create returns.
 	files := make([]*os.File, 5)
-	if files[fdAgent-3], err = listenFile(d.AgentSocket); err != nil {
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			closers = append(closers, r, w)
+		}
+		return r, w, err
+	}
+	listen := func(i int, path string) (err error) {
+		if files[i-3], err = listenFile(path); err == nil {
+			closers = append(closers, files[i-3])
+		}
+		return err
+	}
+	if err := listen(fdAgent, d.AgentSocket); err != nil {
 		return nil, err
 	}
 	if sp.python {
-		if files[fdZygote-3], err = listenFile(d.ZygoteSocket); err != nil {
+		if err := listen(fdZygote, d.ZygoteSocket); err != nil {
 			return nil, err
 		}
 	}
-	secR, secW, err := os.Pipe()
+	secR, secW, err := pipe()
 	if err != nil {
 		return nil, err
 	}
-	infoR, infoW, err := os.Pipe()
+	infoR, infoW, err := pipe()
 	if err != nil {
 		return nil, err
 	}
-	blockR, blockW, err := os.Pipe()
+	blockR, blockW, err := pipe()
 	if err != nil {
 		return nil, err
 	}
 	files[fdSeccomp-3], files[fdInfo-3], files[fdBlock-3] = secR, infoW, blockR
-	for _, f := range files {
-		if f != nil {
-			closers = append(closers, f)
-		}
-	}
-	closers = append(closers, secW, infoR, blockW)
 	// The program is a few kilobytes: the pipe holds it whole.
 	if _, err := secW.Write(filter.Bytes()); err != nil {
 		return nil, fmt.Errorf("seccomp filter: %w", err)
