@@ -177,33 +177,15 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 		return nil, fmt.Errorf("domain %s: %w: %s", d.ID, err, d.logTail())
 	}
 	// The domain's root is in place once its scratch tmpfs is.
-	for {
-		if _, err := os.Stat(d.inside(boxScratch)); err == nil {
-			break
-		}
-		select {
-		case <-d.dead:
-			return nil, fmt.Errorf("domain %s exited while starting: %s", d.ID, d.logTail())
-		case <-ctx.Done():
-			return nil, fmt.Errorf("domain %s not ready: %w: %s", d.ID, ctx.Err(), d.logTail())
-		case <-time.After(200 * time.Microsecond):
-		}
+	if err := d.await(ctx, "its root", func() bool { _, err := os.Stat(d.inside(boxScratch)); return err == nil }); err != nil {
+		return nil, err
 	}
 	if sp.python {
 		// The zygote is the agent's child, started before any run; it is
 		// known by its pid from then on (a later child of the agent is an
 		// orphan, whatever it calls itself).
-		for {
-			if d.Zygote = warm.ZygoteOf(d.Agent); d.Zygote != 0 {
-				break
-			}
-			select {
-			case <-d.dead:
-				return nil, fmt.Errorf("domain %s exited while starting: %s", d.ID, d.logTail())
-			case <-ctx.Done():
-				return nil, fmt.Errorf("domain %s: no zygote: %w: %s", d.ID, ctx.Err(), d.logTail())
-			case <-time.After(200 * time.Microsecond):
-			}
+		if err := d.await(ctx, "its zygote", func() bool { d.Zygote = warm.ZygoteOf(d.Agent); return d.Zygote != 0 }); err != nil {
+			return nil, err
 		}
 	}
 	if d.Scratch, err = os.OpenRoot(d.inside(boxScratch)); err != nil {
@@ -228,6 +210,20 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *domain, err error) {
 	d.Start(s.log)
 	s.log.Debug("domain started", "domain", d.ID, "key", k.String(), "agent", d.Agent, "command", describe(args))
 	return d, nil
+}
+
+// await polls ready until it holds, the domain exits or ctx ends.
+func (d *domain) await(ctx context.Context, what string, ready func() bool) error {
+	for !ready() {
+		select {
+		case <-d.dead:
+			return fmt.Errorf("domain %s exited while starting: %s", d.ID, d.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("domain %s: waiting for %s: %w: %s", d.ID, what, ctx.Err(), d.logTail())
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
+	return nil
 }
 
 // pidsOverhead is added to a domain's pids limit for the agent (a Go
