@@ -51,8 +51,12 @@ func rawCall(t *testing.T, svc *services, head, body string) (int, string) {
 	if _, err := io.WriteString(conn, head); err != nil {
 		t.Fatalf("writing the request head: %v", err)
 	}
-	if _, err := io.WriteString(conn, body); err != nil {
-		t.Fatalf("writing the request body: %v (the server did not read it)", err)
+	// No body, no write: a client waiting for 100 Continue sends none, and
+	// the server, having answered, may have closed the connection already.
+	if body != "" {
+		if _, err := io.WriteString(conn, body); err != nil {
+			t.Fatalf("writing the request body: %v (the server did not read it)", err)
+		}
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
