@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jobx/jobx/internal/etcdmaint"
 	"github.com/jobx/jobx/kvmodel"
 )
 
@@ -33,12 +34,16 @@ func respondErrors(c *gin.Context) {
 		return
 	}
 	err := c.Errors.Last().Err
-	status, kind := http.StatusInternalServerError, "internal"
+	status, kind, msg := http.StatusInternalServerError, "internal", err.Error()
 	var ae *apiError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
 		status, kind = ae.status, ae.kind
+	case etcdmaint.IsNoSpace(err):
+		// Nothing was recorded: the client may submit again once space
+		// is reclaimed.
+		status, kind, msg = http.StatusServiceUnavailable, "storage_full", etcdmaint.NoSpaceHelp+" ("+msg+")"
 	case errors.As(err, &mbe), errors.Is(err, kvmodel.ErrTooLarge):
 		status, kind = http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, kvmodel.ErrNotFound):
@@ -49,7 +54,7 @@ func respondErrors(c *gin.Context) {
 		status, kind = http.StatusConflict, "conflict"
 	}
 	c.JSON(status, errorBody{
-		Error:     map[string]string{"kind": kind, "message": err.Error()},
+		Error:     map[string]string{"kind": kind, "message": msg},
 		RequestID: c.Writer.Header().Get(HeaderRequestID),
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -160,8 +161,40 @@ func (g *Gateway) submit(c *gin.Context) {
 	g.respondDone(c, done, true)
 }
 
-// waitDone waits for the request to be done.
+// waitDone waits for the request to be done, on watch (a watch of its key).
+// When etcd compacted the history the watch needs (ErrCompacted: the watch
+// fell behind, or resumed after a lost connection past a compaction), it
+// reads the request again and, unless that read shows it done, watches on
+// from the read's revision: no change after the read is missed.
 func (g *Gateway) waitDone(ctx context.Context, watch clientv3.WatchChan, req *kvmodel.Request) (*kvmodel.Request, error) {
+	for {
+		done, err := watchDone(ctx, watch, req)
+		if !errors.Is(err, rpctypes.ErrCompacted) {
+			return done, err
+		}
+		g.log.Info("blocking wait behind a compaction of etcd's history; reading the request again", "workflow", req.WorkflowName, "request_id", req.ID)
+		resp, err := g.store.Client().Get(ctx, kvmodel.Key(req))
+		if err != nil {
+			return nil, fmt.Errorf("read request %s again: %w", req.ID, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, fmt.Errorf("request %s was deleted while waiting", req.ID)
+		}
+		kv := resp.Kvs[0]
+		r := &kvmodel.Request{}
+		if err := kvmodel.Decode(r, string(kv.Key), kv.Value, kv.ModRevision); err != nil {
+			return nil, err
+		}
+		if r.IsDone {
+			return r, nil
+		}
+		watch = g.store.Client().Watch(clientv3.WithRequireLeader(ctx), kvmodel.Key(req), clientv3.WithRev(resp.Header.Revision+1))
+	}
+}
+
+// watchDone returns the request once watch shows it done; a watch error
+// (rpctypes.ErrCompacted among them) is returned wrapped.
+func watchDone(ctx context.Context, watch clientv3.WatchChan, req *kvmodel.Request) (*kvmodel.Request, error) {
 	for wr := range watch {
 		if err := wr.Err(); err != nil {
 			return nil, fmt.Errorf("watch request: %w", err)

@@ -2,11 +2,14 @@ package kvmodel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -97,14 +100,18 @@ func (c *Catalog) Close() {
 	c.mu.Unlock()
 }
 
+// watch follows one class from revision from. When etcd compacted the
+// history the watch needs (ErrCompacted: it fell behind, or resumed after
+// a lost connection past a compaction), it reads the class again and
+// watches on from that read's revision.
 func (c *Catalog) watch(ctx context.Context, class string, from int64) {
 	defer c.wg.Done()
 	prefix := EntityRoot + class + "/"
 	for ctx.Err() == nil {
+		var werr error
 		wch := c.store.cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 		for wr := range wch {
-			if err := wr.Err(); err != nil {
-				c.log.Warn("catalog watch interrupted", "class", class, "err", err)
+			if werr = wr.Err(); werr != nil {
 				break
 			}
 			for _, ev := range wr.Events {
@@ -125,7 +132,89 @@ func (c *Catalog) watch(ctx context.Context, class string, from int64) {
 			c.cond.Broadcast()
 			c.mu.Unlock()
 		}
+		if errors.Is(werr, rpctypes.ErrCompacted) {
+			c.log.Info("catalog watch behind a compaction of etcd's history; reading again", "class", class, "from", from)
+			rev, err := c.resync(ctx, class)
+			if err == nil {
+				from = rev + 1
+				continue
+			}
+			werr = err
+		}
+		if werr != nil && ctx.Err() == nil {
+			c.log.Warn("catalog watch interrupted", "class", class, "err", werr)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
+}
+
+// resync reads one class again and applies what differs from the maps,
+// telling the subscribers of each change as the watch would (a deletion
+// with the read's revision). It returns the read's revision.
+func (c *Catalog) resync(ctx context.Context, class string) (int64, error) {
+	rctx, cancel := c.store.ctx(ctx)
+	resp, err := c.store.cli.Get(rctx, EntityRoot+class+"/", clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("read the catalog's %ss again: %w", class, err)
+	}
+	var changes []Change
+	c.mu.Lock()
+	known := c.known(class)
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		rev, ok := known[key]
+		delete(known, key)
+		if !ok || rev != kv.ModRevision {
+			changes = append(changes, c.apply(class, key, kv.Value, kv.ModRevision, false))
+		}
+	}
+	for key := range known {
+		changes = append(changes, c.apply(class, key, nil, resp.Header.Revision, true))
+	}
+	subs := c.subs
+	c.mu.Unlock()
+	for _, ch := range changes {
+		for _, fn := range subs {
+			fn(ch)
+		}
+	}
+	c.mu.Lock()
+	if resp.Header.Revision > c.revision {
+		c.revision = resp.Header.Revision
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return resp.Header.Revision, nil
+}
+
+// known returns the keys of a class's entities in the maps and their
+// revisions; c.mu must be held.
+func (c *Catalog) known(class string) map[string]int64 {
+	m := map[string]int64{}
+	add := func(e Entity) { m[Key(e)] = e.Revision() }
+	switch class {
+	case "workflow":
+		for _, e := range c.workflows {
+			add(e)
+		}
+	case "job":
+		for _, e := range c.jobs {
+			add(e)
+		}
+	case "step":
+		for _, e := range c.steps {
+			add(e)
+		}
+	case "handler":
+		for _, e := range c.handlers {
+			add(e)
+		}
+	}
+	return m
 }
 
 // apply updates the maps; c.mu must be held (or c not yet shared).

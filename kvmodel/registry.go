@@ -3,6 +3,7 @@ package kvmodel
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -204,19 +206,30 @@ func (r *Registry) apply(key string, value []byte, deleted bool) {
 		delete(r.byID, id)
 		return
 	}
+	if ri := r.decode(key, value); ri != nil {
+		r.byID[id] = ri
+	}
+}
+
+// decode decodes a runner entry; nil (logged) when it is not one.
+func (r *Registry) decode(key string, value []byte) *RunnerInfo {
 	ri := &RunnerInfo{}
 	if err := json.Unmarshal(value, ri); err != nil {
 		r.log.Warn("registry: undecodable runner entry", "key", key, "err", err)
-		return
+		return nil
 	}
-	r.byID[id] = ri
+	return ri
 }
 
+// watch follows the registry from revision from. When etcd compacted the
+// history the watch needs (ErrCompacted), it reads the registry again and
+// watches on from that read's revision.
 func (r *Registry) watch(ctx context.Context, from int64) {
 	defer r.wg.Done()
 	for ctx.Err() == nil {
+		var werr error
 		for wr := range r.store.cli.Watch(clientv3.WithRequireLeader(ctx), runnersRoot, clientv3.WithPrefix(), clientv3.WithRev(from)) {
-			if wr.Err() != nil {
+			if werr = wr.Err(); werr != nil {
 				break
 			}
 			for _, ev := range wr.Events {
@@ -224,11 +237,40 @@ func (r *Registry) watch(ctx context.Context, from int64) {
 				from = ev.Kv.ModRevision + 1
 			}
 		}
+		if errors.Is(werr, rpctypes.ErrCompacted) {
+			r.log.Info("runner registry watch behind a compaction of etcd's history; reading again", "from", from)
+			rev, err := r.resync(ctx)
+			if err == nil {
+				from = rev + 1
+				continue
+			}
+			r.log.Warn("runner registry: read again", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// resync replaces the view with a fresh read and returns its revision.
+func (r *Registry) resync(ctx context.Context) (int64, error) {
+	gctx, cancel := r.store.ctx(ctx)
+	resp, err := r.store.cli.Get(gctx, runnersRoot, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("read runner registry: %w", err)
+	}
+	byID := make(map[string]*RunnerInfo, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if ri := r.decode(string(kv.Key), kv.Value); ri != nil {
+			byID[strings.TrimPrefix(string(kv.Key), runnersRoot)] = ri
+		}
+	}
+	r.mu.Lock()
+	r.byID = byID
+	r.mu.Unlock()
+	return resp.Header.Revision, nil
 }
 
 // Offers reports whether some live runner serves capability c of workflow

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jobx/jobx/internal/etcdmaint"
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
@@ -91,6 +92,13 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 	case r.runCtx.Err() != nil:
 		log.Warn("shutting down; message requeued", "err", err)
 		m.RequeueWithoutBackoff(0)
+	case etcdmaint.IsNoSpace(err):
+		// etcd refuses writes until space is reclaimed: nothing is wrong
+		// with the work, so it waits, not counted against MaxAttempts.
+		delay := r.requeueDelay(m.Attempts)
+		log.Warn("etcd is out of space (NOSPACE); message requeued until space is reclaimed (jobx etcd compact, defrag, disarm)",
+			"attempt", m.Attempts, "delay", delay, "err", err)
+		m.RequeueWithoutBackoff(delay)
 	case m.Attempts >= r.opts.MaxAttempts:
 		log.Error("giving up after repeated infrastructure failures", "attempts", m.Attempts, "err", err)
 		if ferr := r.failForInfra(r.runCtx, msg, int(m.Attempts), err); ferr != nil {

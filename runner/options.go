@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/jobx/jobx/internal/etcdmaint"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/sandbox"
@@ -74,6 +75,17 @@ type Options struct {
 	// RequestDeadline fails requests still pending this long after they
 	// were accepted (kind "deadline"); 0: no deadline.
 	RequestDeadline time.Duration
+	// CompactRetention is how much of etcd's history (in time) is kept:
+	// one runner of the cluster, elected in etcd, compacts it to the
+	// revision current this long ago (see internal/etcdmaint). 0 disables
+	// compaction here.
+	CompactRetention time.Duration
+	// EtcdDefrag configures the etcd defragmentation loop (one runner of
+	// the cluster, elected in etcd, defragments the members whose database
+	// is fragmented past EtcdDefrag.Threshold and, with AutoDisarm, ends a
+	// NOSPACE alarm once space is reclaimed; see internal/etcdmaint). A
+	// zero Threshold, the default, leaves it off.
+	EtcdDefrag etcdmaint.DefragOptions
 	// Timeout and MaxOutput are the defaults for handlers that set none.
 	Timeout   time.Duration
 	MaxOutput int64
@@ -138,6 +150,9 @@ func NewOptions() *Options {
 		LeaseTTL:        10 * time.Second,
 		ScopeTTL:        time.Minute,
 		Version:         "dev",
+
+		CompactRetention: etcdmaint.DefaultCompactRetention,
+		EtcdDefrag:       etcdmaint.NewDefragOptions(),
 	}
 }
 
@@ -175,6 +190,12 @@ func (o *Options) validate() error {
 	}
 	if o.StallAfter < 0 || o.RequestDeadline < 0 {
 		return errors.New("runner: --stall-after and --request-deadline must not be negative")
+	}
+	if o.CompactRetention < 0 {
+		return fmt.Errorf("runner: --etcd-compact-retention must not be negative, not %s", o.CompactRetention)
+	}
+	if err := o.EtcdDefrag.Validate(); err != nil {
+		return fmt.Errorf("runner: %w", err)
 	}
 	if o.MaxAttempts < 1 {
 		return errors.New("runner: --max-attempts must be at least 1")

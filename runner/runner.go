@@ -186,6 +186,14 @@ func (r *Runner) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.recoverLoop(ctx) }()
 	}
+	if r.opts.CompactRetention > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.compactLoop(ctx) }()
+	}
+	if r.opts.EtcdDefrag.Threshold > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.defragLoop(ctx) }()
+	}
 	<-ctx.Done()
 	r.drain()
 	wg.Wait()

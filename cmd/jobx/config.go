@@ -49,6 +49,9 @@ type envConfig struct {
 	NSQDHTTP    []string // JOBX_NSQD_HTTP: a runner's --nsqd-http
 	Containerd  string   // JOBX_CONTAINERD: a runner's --containerd socket
 	Agent       string   // JOBX_AGENT: a runner's --agent binary
+	// CompactRetention is JOBX_ETCD_COMPACT_RETENTION: a runner's
+	// --etcd-compact-retention (a duration, checked with the flag).
+	CompactRetention string
 
 	Capabilities []string // MR_SYSTEM_CAPABILITIES
 	Workflows    []string // MR_WORKFLOW_NAMES
@@ -89,6 +92,7 @@ func loadEnv(getenv func(string) string) envConfig {
 	c.NSQDHTTP = splitList(getenv("JOBX_NSQD_HTTP"))
 	c.Containerd = getenv("JOBX_CONTAINERD")
 	c.Agent = getenv("JOBX_AGENT")
+	c.CompactRetention = getenv("JOBX_ETCD_COMPACT_RETENTION")
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
 	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")
 	c.NotifyListen = net.JoinHostPort(orDefault(getenv("HTTP_LISTEN_HOSTNAME"), "127.0.0.1"), orDefault(getenv("HTTP_LISTEN_PORT"), "3333"))

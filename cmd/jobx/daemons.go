@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/writers"
@@ -85,6 +86,12 @@ type runnerFlags struct {
 	fsDir       string
 	pool        *ctrd.Options // pool settings of the containerd sandbox
 	scratch     string        // --scratch: a size, or "" for the runner's default
+	// compactRetention is --etcd-compact-retention: a duration, or "" for
+	// the runner's default.
+	compactRetention string
+	// defragMinSize is --etcd-defrag-min-size: a size, or "" for the
+	// default.
+	defragMinSize string
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
@@ -117,7 +124,11 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.StringVar(&rf.imagesDir, "images-dir", "", "sandbox image store (default: <dir>/images; jobx up: <data-dir>/images)")
 	f.DurationVar(&o.StallAfter, "stall-after", o.StallAfter, "publish again the pending work of a request unchanged this long (queue messages lost with a crashed nsqd); keep it above the longest handler timeout plus --msg-timeout; 0 disables")
 	f.DurationVar(&o.RequestDeadline, "request-deadline", o.RequestDeadline, "fail requests still pending this long after they were accepted (kind deadline); 0: none")
+	f.StringVar(&rf.compactRetention, "etcd-compact-retention", orDefault(a.env.CompactRetention, o.CompactRetention.String()), "keep this much of etcd's history: one runner of the cluster (elected) compacts it to the revision current this long ago; 0 disables (env JOBX_ETCD_COMPACT_RETENTION)")
 	f.BoolVar(&rf.buildImages, "images-build", rf.buildImages, "build missing or outdated sandbox images from this host's interpreters on start; false uses --images-dir as it is (images built elsewhere with jobx images build, e.g. in a container image)")
+	f.Float64Var(&o.EtcdDefrag.Threshold, "etcd-defrag-threshold", o.EtcdDefrag.Threshold, "defragment an etcd member once this share of its database file is free pages ((size - in use) / size, e.g. 0.5) and the file is at least --etcd-defrag-min-size; one runner of the cluster (elected) does it, a member at a time, the leader last, a pass a minute; while etcd is out of space (NOSPACE) it also compacts to the current revision and defragments after each deletion; 0: off (jobx etcd defrag is the operator's step)")
+	f.StringVar(&rf.defragMinSize, "etcd-defrag-min-size", "", "with --etcd-defrag-threshold: leave etcd members whose database is smaller alone, a size such as 64Mi or 0 (default 64Mi)")
+	f.BoolVar(&o.EtcdDefrag.AutoDisarm, "etcd-auto-disarm", o.EtcdDefrag.AutoDisarm, "with --etcd-defrag-threshold: once etcd raised NOSPACE (out of space) and the loop's compaction and defragmentation have brought every member's database below 80% of its quota, disarm the alarm (logged) so that writes resume; without it, jobx etcd disarm is the operator's step")
 	f.Uint16Var(&o.MaxAttempts, "max-attempts", o.MaxAttempts, "deliveries of a message that keeps failing for infrastructure reasons, before its request fails")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
@@ -158,6 +169,22 @@ func (rf *runnerFlags) validate() error {
 			return fmt.Errorf("--scratch: %w", err)
 		}
 		rf.opts.Scratch = n
+	}
+	if rf.compactRetention != "" {
+		d, err := time.ParseDuration(rf.compactRetention)
+		if err != nil || d < 0 {
+			return fmt.Errorf("--etcd-compact-retention (env JOBX_ETCD_COMPACT_RETENTION) %q: want a duration such as 5m, or 0 to disable", rf.compactRetention)
+		}
+		rf.opts.CompactRetention = d
+	}
+	if rf.defragMinSize == "0" {
+		rf.opts.EtcdDefrag.MinSize = 0
+	} else if rf.defragMinSize != "" {
+		n, err := processors.ParseSize(rf.defragMinSize)
+		if err != nil {
+			return fmt.Errorf("--etcd-defrag-min-size: %w", err)
+		}
+		rf.opts.EtcdDefrag.MinSize = n
 	}
 	if rf.fsDir != "" {
 		dir, err := filepath.Abs(rf.fsDir)

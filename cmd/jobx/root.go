@@ -115,7 +115,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.gatewayCmd(), a.runnerCmd(), a.upCmd(), a.imagesCmd()} {
+	for _, c := range []*cobra.Command{a.gatewayCmd(), a.runnerCmd(), a.upCmd(), a.imagesCmd(), a.etcdCmd()} {
 		c.GroupID = "daemons"
 		root.AddCommand(c)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jobx/jobx/internal/embedded"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/processors"
 	"github.com/jobx/jobx/runner"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
@@ -26,6 +27,7 @@ type upOptions struct {
 	http       string
 	etcdListen string
 	nsqdListen string
+	etcdQuota  string // --etcd-quota, a size
 	loads      []string
 	runners    int
 	gw         *gateway.Options
@@ -57,6 +59,7 @@ then the gateway, nsqd and etcd); a second exits at once.`,
 	f.StringVar(&o.http, "http", "127.0.0.1:8080", "gateway HTTP listen address")
 	f.StringVar(&o.etcdListen, "etcd-listen", "127.0.0.1:2379", "embedded etcd client address")
 	f.StringVar(&o.nsqdListen, "nsqd-listen", "127.0.0.1:4150", "in-process nsqd TCP address")
+	f.StringVar(&o.etcdQuota, "etcd-quota", "2Gi", "embedded etcd's quota (--quota-backend-bytes), a size such as 2Gi or 16Mi: at this database size etcd raises NOSPACE and refuses writes until space is reclaimed (jobx etcd)")
 	f.StringArrayVar(&o.loads, "load", nil, "workflow directory to apply once up (repeatable)")
 	f.IntVar(&o.runners, "runners", 1, "number of runners")
 	f.DurationVar(&o.gw.BlockingTimeout, "blocking-timeout", o.gw.BlockingTimeout, "gateway: longest wait of a blocking request")
@@ -118,7 +121,11 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 			return err
 		}
 	} else {
-		c.etcd, err = embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: dataDir, ClientAddr: o.etcdListen, PeerAddr: "127.0.0.1:0"})
+		quota, err := processors.ParseSize(o.etcdQuota)
+		if err != nil {
+			return fmt.Errorf("--etcd-quota: %w", err)
+		}
+		c.etcd, err = embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: dataDir, ClientAddr: o.etcdListen, PeerAddr: "127.0.0.1:0", QuotaBackendBytes: quota})
 		if err != nil {
 			return fmt.Errorf("embedded etcd (--etcd-listen %s): %w", o.etcdListen, err)
 		}

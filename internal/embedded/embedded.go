@@ -27,6 +27,9 @@ type EtcdOptions struct {
 	ClientAddr string // host:port for clients; "127.0.0.1:0" picks a port
 	PeerAddr   string // host:port for peers; "127.0.0.1:0" picks a port
 	Fast       bool   // fast ticks and no fsync: tests only
+	// QuotaBackendBytes is etcd's --quota-backend-bytes: at this database
+	// size etcd raises NOSPACE and refuses writes. 0: etcd's default, 2 GiB.
+	QuotaBackendBytes int64
 }
 
 // Etcd is a running embedded etcd.
@@ -70,6 +73,7 @@ func startEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.QuotaBackendBytes = o.QuotaBackendBytes
 	if o.Fast {
 		cfg.TickMs, cfg.ElectionMs = 10, 100
 		cfg.UnsafeNoFsync = true

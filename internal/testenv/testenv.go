@@ -26,6 +26,13 @@ func Etcd(t testing.TB) (string, *clientv3.Client) {
 	return etcdtest.Start(t)
 }
 
+// EtcdWithQuota is Etcd with etcd's --quota-backend-bytes set to quota,
+// for tests of a full etcd (NOSPACE).
+func EtcdWithQuota(t testing.TB, quota int64) (string, *clientv3.Client) {
+	t.Helper()
+	return etcdtest.StartWithQuota(t, quota)
+}
+
 // NSQD starts an in-process nsqd and returns its TCP address.
 func NSQD(t testing.TB) string {
 	t.Helper()

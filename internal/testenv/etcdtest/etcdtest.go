@@ -18,8 +18,15 @@ import (
 // when the test ends.
 func Start(t testing.TB) (string, *clientv3.Client) {
 	t.Helper()
+	return StartWithQuota(t, 0)
+}
+
+// StartWithQuota is Start with etcd's --quota-backend-bytes set to quota
+// (0: etcd's default, 2 GiB), for tests of a full etcd (NOSPACE).
+func StartWithQuota(t testing.TB, quota int64) (string, *clientv3.Client) {
+	t.Helper()
 	e, err := embedded.StartEtcd(context.Background(), embedded.EtcdOptions{
-		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true,
+		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true, QuotaBackendBytes: quota,
 	})
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
