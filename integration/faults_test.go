@@ -18,6 +18,8 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
@@ -38,7 +40,18 @@ import (
 // a leaf counted twice a repeated one.
 func treeJob(c *cluster, wf string) {
 	c.workflow(wf)
-	c.handler(wf, "map_root", "map/root.py", `"""
+	for _, h := range treeHandlers {
+		c.handler(wf, h.name, h.file, h.src)
+	}
+	c.step(wf, "leaf", "map_leaf", "", "collect")
+	c.step(wf, "mid", "map_mid", "", "collect")
+	c.step(wf, "root", "map_root", "", "collect")
+	c.job(wf, "tree", "root")
+}
+
+// treeHandlers are the tree job's handlers: name, file, source.
+var treeHandlers = []struct{ name, file, src string }{
+	{"map_root", "map/root.py", `"""
 Branch to one mid invocation per b.
 
 **
@@ -48,8 +61,8 @@ b, l, ms = arguments[0][1]
 yield MrConfigureToMap('mid')
 for i in range(b):
     yield (i, [i, l, ms])
-`)
-	c.handler(wf, "map_mid", "map/mid.py", `"""
+`},
+	{"map_mid", "map/mid.py", `"""
 Branch to l leaves.
 
 **
@@ -59,8 +72,8 @@ k, (i, l, ms) = arguments[0]
 yield MrConfigureToMap('leaf')
 for j in range(l):
     yield (i * l + j, ms)
-`)
-	c.handler(wf, "map_leaf", "map/leaf.py", `"""
+`},
+	{"map_leaf", "map/leaf.py", `"""
 Sleep, then return the leaf's id.
 
 **
@@ -71,8 +84,8 @@ k, ms = arguments[0]
 time.sleep(ms / 1000.0)
 yield MrConfigureToReturn()
 yield ('ids', [k])
-`)
-	c.handler(wf, "collect", "reduce/collect.py", `"""
+`},
+	{"collect", "reduce/collect.py", `"""
 Concatenate the id lists of each key.
 
 **
@@ -84,11 +97,7 @@ for k, vs in results:
     for v in vs:
         out[k].extend(v)
 return out.items()
-`)
-	c.step(wf, "leaf", "map_leaf", "", "collect")
-	c.step(wf, "mid", "map_mid", "", "collect")
-	c.step(wf, "root", "map_root", "", "collect")
-	c.job(wf, "tree", "root")
+`},
 }
 
 // treeShape is a tree job's arguments.
@@ -303,6 +312,13 @@ func TestFaultRunnerKilled(t *testing.T) {
 	bin := jobxBinary(t)
 	ctrd, images := "", ""
 	if testenv.SkipContainerd() == "" {
+		// Runs last: a shim of a task whose creation a killed runner
+		// abandoned has no container to remove, and outlived the tests.
+		t.Cleanup(func() {
+			if left := shimsServing(ctrd); len(left) > 0 {
+				t.Errorf("shims of the test's containerd still run after it stopped: %v", left)
+			}
+		})
 		ctrd = testenv.Containerd(t)
 		images = testenv.Images(t).Dir()
 		// Runs after the runners stop: a runner restarted in the last round
@@ -377,6 +393,183 @@ func TestFaultNSQDRestarted(t *testing.T) {
 			awaitAll(t, c, locs, s, 60*time.Second, &row, false)
 		}
 		recordFault(row)
+	}
+}
+
+// TestFaultNSQDLost kills -9 one of two nsqd while requests run and does
+// not start it again. Gateway and runners publish to both (round robin) and
+// consume from both; what the dead one queued is gone. The recovery runner,
+// watching both nsqd's /stats, notices the loss and publishes the lost work
+// again once it is nowhere (no runner holds it, the live nsqd queues
+// nothing of its topic): every request completes within a minute, long
+// before --stall-after (10 minutes here), and none twice.
+func TestFaultNSQDLost(t *testing.T) {
+	n1, n2 := testenv.NSQDProc(t, false), testenv.NSQDProc(t, false)
+	both, bothHTTP := []string{n1.Addr, n2.Addr}, []string{n1.HTTPAddr, n2.HTTPAddr}
+	c := startClusterWithNSQD(t, n1.Addr, func(o *gateway.Options) { o.NSQDs = both })
+	treeJob(c, "wf")
+	for range 2 {
+		c.addRunner(faultRunner, func(o *runner.Options) {
+			o.NSQDs, o.NSQDHTTP, o.StallAfter = both, bothHTTP, 10*time.Minute
+		})
+	}
+	s := treeShape{b: 3, l: 4, ms: 300}
+	row := faultRow{Fault: "nsqd killed -9 mid-job, not restarted (of two)"}
+	locs := submitTrees(t, c, "wf", s, 8)
+	// Kill it while it queues leaves that no runner has taken yet.
+	var queued int64
+	waitFor(t, "nsqd to queue leaves", 30*time.Second, func() bool {
+		queued = nsqQueued(t, n1.HTTPAddr)
+		return queued > 0
+	})
+	n1.Kill()
+	row.Injected++
+	start := time.Now()
+	awaitAll(t, c, locs, s, time.Minute, &row, false)
+	t.Logf("killed an nsqd that queued %d messages; every request done %s after the kill", queued, time.Since(start).Round(time.Millisecond))
+	recordFault(row)
+}
+
+// nsqQueued sums the messages nsqd's /stats show queued, on topics and
+// channels.
+func nsqQueued(t *testing.T, httpAddr string) int64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/stats?format=json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Topics []struct {
+			Depth    int64 `json:"depth"`
+			Channels []struct {
+				Depth int64 `json:"depth"`
+			} `json:"channels"`
+		} `json:"topics"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, tp := range st.Topics {
+		n += tp.Depth
+		for _, ch := range tp.Channels {
+			n += ch.Depth
+		}
+	}
+	return n
+}
+
+// A message delivered again while its invocation runs (published again by
+// the recovery, or by a runner re-driving follow-ups) does not run the
+// handler a second time: the runner that holds the invocation drops it.
+func TestDuplicateOfARunningInvocationDoesNotRunItAgain(t *testing.T) {
+	c := startCluster(t)
+	shared := sharedFS(t)
+	c.addRunner(shared.runner)
+	c.workflow("wf")
+	c.handler("wf", "map_slow", "map/slow.py", `"""
+Count the runs (in the workflow's shared files), then take a while.
+
+**
+handler_type: mapper
+"""
+import os, time
+with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
+    f.write('run\n')
+time.sleep(2)
+yield MrConfigureToReturn()
+yield ('done', 1)
+`)
+	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("wf", "slow", "map_slow", "", "reduce_sum")
+	c.job("wf", "slow", "slow")
+	r := c.post("wf", "slow", `{"arguments":{}}`, "blocking=false&keep=true")
+	runs := shared.path("wf", "runs")
+	waitFor(t, "the mapper to run", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(runs)
+		return len(b) > 0
+	})
+	req := &kvmodel.Request{WorkflowName: "wf", ID: r.header.Get("X-MR-REQUEST-ID")}
+	if err := c.store.Get(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := queue.NewPublisher([]string{c.nsqd}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: "wf", RequestID: req.ID, InvocationID: req.InvocationID, StepName: "slow"}
+	if err := pub.Publish(kvmodel.MapTopic("wf", "general"), msg.Encode(), msg.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	var got response
+	waitFor(t, "the request to end", 30*time.Second, func() bool {
+		got = c.get(r.header.Get("Location"))
+		return got.body["is_done"] == true
+	})
+	if got.body["state"] != "done" {
+		t.Fatalf("request: %s", got.raw)
+	}
+	// A duplicate still queued once the first run ended would find the
+	// invocation done: give one a moment to be delivered.
+	time.Sleep(500 * time.Millisecond)
+	if b, _ := os.ReadFile(runs); strings.Count(string(b), "run") != 1 {
+		t.Fatalf("the mapper ran %d times", strings.Count(string(b), "run"))
+	}
+}
+
+// When the recovery role changes hands, the new recovery runner looks for
+// lost work (nobody watched the queues meanwhile), but an invocation that a
+// live runner holds is not published again, however long it runs.
+func TestRecoveryLeavesWorkInProgressAlone(t *testing.T) {
+	tcp, httpAddr := testenv.NSQDWithHTTP(t)
+	c := startClusterWithNSQD(t, tcp)
+	shared := sharedFS(t)
+	quick := func(o *runner.Options) {
+		faultRunner(o)
+		o.NSQDHTTP, o.StallAfter = []string{httpAddr}, 10*time.Minute
+	}
+	// The first runner takes the recovery role and serves nothing here.
+	_, stopLeader := c.addRunner(quick, func(o *runner.Options) { o.Workflows = []string{"elsewhere"} })
+	c.addRunner(quick, shared.runner)
+	c.workflow("wf")
+	c.handler("wf", "map_slow", "map/slow.py", `"""
+Count the runs (in the workflow's shared files), then take a while.
+
+**
+handler_type: mapper
+"""
+import os, time
+with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
+    f.write('run\n')
+time.sleep(12)
+yield MrConfigureToReturn()
+yield ('done', 1)
+`)
+	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("wf", "slow", "map_slow", "", "reduce_sum")
+	c.job("wf", "slow", "slow")
+	r := c.post("wf", "slow", `{"arguments":{}}`, "blocking=false&keep=true")
+	runs := shared.path("wf", "runs")
+	waitFor(t, "the mapper to run", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(runs)
+		return len(b) > 0
+	})
+	// A third runner, which would take the invocation if it were published
+	// again; then the recovery runner goes.
+	c.addRunner(quick, shared.runner)
+	stopLeader()
+	var got response
+	waitFor(t, "the request to end", time.Minute, func() bool {
+		got = c.get(r.header.Get("Location"))
+		return got.body["is_done"] == true
+	})
+	if got.body["state"] != "done" {
+		t.Fatalf("request: %s", got.raw)
+	}
+	if b, _ := os.ReadFile(runs); strings.Count(string(b), "run") != 1 {
+		t.Fatalf("the mapper ran %d times", strings.Count(string(b), "run"))
 	}
 }
 

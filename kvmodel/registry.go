@@ -31,6 +31,10 @@ type RunnerInfo struct {
 	InFlight     int       `json:"in_flight"`
 	Started      time.Time `json:"started"`
 	Updated      time.Time `json:"updated"`
+	// Holding lists, by NSQ topic, the invocations whose messages the
+	// runner is processing, as of Updated: the recovery runner tells work
+	// in progress from work whose message was lost.
+	Holding map[string][]string `json:"holding,omitempty"`
 }
 
 // SandboxNone is the Sandbox of a runner started with --sandbox none: its
@@ -128,6 +132,14 @@ func (a *Announcement) Update(ctx context.Context, inFlight int) error {
 	ctx, cancel := a.store.ctx(ctx)
 	defer cancel()
 	return a.put(ctx)
+}
+
+// Hold sets the invocations (by topic) that the next Update announces as
+// held.
+func (a *Announcement) Hold(holding map[string][]string) {
+	a.mu.Lock()
+	a.info.Holding = holding
+	a.mu.Unlock()
 }
 
 // Lost is closed when the lease could not be kept alive.
@@ -307,6 +319,23 @@ func (r *Registry) Runners() []*RunnerInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// Holding returns the invocations the live runners hold (RunnerInfo.Holding)
+// and how many each topic has.
+func (r *Registry) Holding() (ids map[string]bool, perTopic map[string]int) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids, perTopic = map[string]bool{}, map[string]int{}
+	for _, ri := range r.byID {
+		for topic, held := range ri.Holding {
+			perTopic[topic] += len(held)
+			for _, id := range held {
+				ids[id] = true
+			}
+		}
+	}
+	return ids, perTopic
 }
 
 // Close stops the watch.

@@ -13,13 +13,16 @@ import (
 
 // nsqdStats is the part of nsqd's GET /stats?format=json a runner reads.
 type nsqdStats struct {
-	Topics []struct {
-		Name     string `json:"topic_name"`
-		Depth    int64  `json:"depth"`
-		Channels []struct {
+	StartTime int64 `json:"start_time"` // unix seconds
+	Topics    []struct {
+		Name         string `json:"topic_name"`
+		Depth        int64  `json:"depth"`
+		MessageCount uint64 `json:"message_count"` // since nsqd started
+		Channels     []struct {
 			Name     string `json:"channel_name"`
 			Depth    int64  `json:"depth"`
 			InFlight int64  `json:"in_flight_count"`
+			Deferred int64  `json:"deferred_count"`
 		} `json:"channels"`
 	} `json:"topics"`
 }
@@ -65,7 +68,7 @@ func (r *Runner) pollDepth(ctx context.Context, interval time.Duration) {
 }
 
 func fetchStats(ctx context.Context, client *http.Client, addr string) (*nsqdStats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats?format=json", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats?format=json&include_clients=false", nil)
 	if err != nil {
 		return nil, err
 	}

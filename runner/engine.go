@@ -48,8 +48,13 @@ func (t *task) changed() error {
 
 // handleMessage is the NSQ handler. A message is finished only after its
 // outcome is recorded; infrastructure failures are requeued until
-// MaxAttempts, then fail the request.
-func (r *Runner) handleMessage(m *nsq.Message) error {
+// MaxAttempts, then fail the request. etcd out of space (NOSPACE) is
+// waited out however long it lasts, not counted against MaxAttempts.
+//
+// A message for an invocation that this runner already processes (a
+// duplicate, e.g. one published again by the recovery) is finished at
+// once: the one held commits, or requeues itself.
+func (r *Runner) handleMessage(topic string, m *nsq.Message) error {
 	m.DisableAutoResponse()
 	msg, err := queue.Decode(m.Body)
 	if err != nil {
@@ -58,7 +63,6 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 		return nil
 	}
 	log := r.log.With("workflow", msg.WorkflowName, "request_id", msg.RequestID, "invocation_id", msg.InvocationID, "direction", msg.JobClass)
-
 	// Keep the message alive while it waits and runs.
 	touchDone := make(chan struct{})
 	go func() {
@@ -79,10 +83,18 @@ func (r *Runner) handleMessage(m *nsq.Message) error {
 		m.Requeue(0)
 		return nil
 	}
+	if !r.held.hold(topic, msg.InvocationID) {
+		log.Debug("duplicate of a message this runner processes; dropped")
+		m.Finish()
+		return nil
+	}
 	r.inFlight.Add(1)
 	defer r.inFlight.Add(-1)
 
 	err = r.process(r.runCtx, msg, log, m.Attempts == 1)
+	// Released before the answer to nsqd: a requeued message may come
+	// straight back here.
+	r.held.release(topic, msg.InvocationID)
 	switch {
 	case err == nil:
 		m.Finish()

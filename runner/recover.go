@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jobx/jobx/internal/notifications"
@@ -12,33 +13,83 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
-// recovery finds the requests whose work stopped moving and drives them on.
+// recovery finds the requests whose queue messages were lost, or whose
+// work stopped moving, and drives them on.
 //
 // Messages carry ids only and every commit is conditional, so a message
 // published twice changes nothing; but a message that is never delivered
 // leaves its request pending for ever. That happens when nsqd dies with
-// SIGKILL (the messages it had in flight or in memory are gone) or when a
-// gateway dies between recording a request and queueing it. One runner of
-// the cluster (elected in etcd) walks, every StallAfter/4, the trees of the
-// pending requests older than StallAfter; a request whose tree has not
-// changed for StallAfter gets the messages of its frontier published again.
+// SIGKILL (the messages it had in flight or in memory are gone; so does a
+// whole `jobx up`), or when a gateway dies between recording a request and
+// queueing it. One runner of the cluster (elected in etcd) applies two
+// rules:
+//
+//   - Lost work, soon after a loss. A loss is noticed when this runner
+//     takes the role (nobody watched the queues meanwhile: a restarted
+//     `jobx up`, a recovery runner that died) and when an nsqd's life ends
+//     (queueWatch: it restarted, stopped answering, or nsqlookupd dropped
+//     it). The requests pending then are suspects. Every settle/2 their
+//     trees are walked, and a pending invocation written before the loss
+//     is published again once it is provably nowhere on two looks settle
+//     apart: no live runner holds it (runners announce the invocations
+//     they process in their registry entries), and no nsqd queues or
+//     defers a message of its topic or has one in flight that no live
+//     runner holds. Without nsqd HTTP addresses (Options.NSQDHTTP,
+//     Options.Lookupds) there is no queue view, and "nowhere" is "held by
+//     no runner for 2 x MsgTimeout", by when nsqd has redelivered what a
+//     dead runner held. The rule applies for StallAfter after the loss.
+//   - Stalled work, the backstop: every StallAfter/4 it walks the trees of
+//     the pending requests older than StallAfter; a request whose tree has
+//     not changed for StallAfter gets its frontier published again.
+//
 // A request older than RequestDeadline fails with kind "deadline".
 type recovery struct {
 	r *Runner
 	// seen remembers, per pending request, the tree's fingerprint and when
 	// it was first seen with it.
-	seen map[string]stallMark
-	now  func() time.Time
+	seen   map[string]stallMark
+	now    func() time.Time
+	queues *queueWatch // nil without nsqd HTTP addresses
+	view   *queueView  // the last look's; nil without queues
+	loss   *lossWindow // nil while no loss is being recovered
+
+	lastLost, lastStall time.Time // the last sweep of each rule
 }
+
+// settle is how long lost work must be seen nowhere before it is published
+// again: two registry updates of the runners (every 2 s), and a margin.
+const settle = 5 * time.Second
 
 type stallMark struct {
 	fingerprint [2]int64 // highest mod revision, invocations seen
 	since       time.Time
 }
 
+// lossWindow is the lost-work rule's state since the last loss.
+type lossWindow struct {
+	rev      int64                // etcd revision when the loss was noticed
+	at       time.Time            // and when
+	suspects map[string]suspect   // requests pending then, by workflow/id
+	marks    map[string]*lostMark // by invocation id
+}
+
+type suspect struct{ wf, id string }
+
+// lostMark is a pending invocation seen nowhere.
+type lostMark struct {
+	rev   int64 // its revision then
+	since time.Time
+	sent  bool // published again
+}
+
 // recoverLoop campaigns for the recovery role and sweeps while it holds it.
 func (r *Runner) recoverLoop(ctx context.Context) {
 	rc := &recovery{r: r, seen: map[string]stallMark{}, now: time.Now}
+	if r.opts.StallAfter > 0 {
+		if rc.queues = newQueueWatch(&r.opts); rc.queues == nil {
+			r.log.Debug("recovery: no nsqd HTTP address (--nsqd-http, --lookupd): lost work is published again once no runner held it for 2 x --msg-timeout")
+		}
+	}
 	for ctx.Err() == nil {
 		if err := rc.lead(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("recovery: lost or could not take the role; retrying", "err", err)
@@ -60,14 +111,20 @@ func (rc *recovery) lead(ctx context.Context) error {
 	}
 	defer sess.Close()
 	el := concurrency.NewElection(sess, kvmodel.JobxRoot+"recovery/")
+	rc.takeOver(ctx, el, sess)
 	if err := el.Campaign(ctx, r.opts.ID); err != nil {
 		return err
 	}
-	r.log.Debug("recovery: this runner sweeps for stalled requests")
+	r.log.Debug("recovery: this runner sweeps for lost and stalled requests")
 	clear(rc.seen) // what another runner saw is unknown here: start afresh
-	t := time.NewTicker(rc.every())
+	rc.loss, rc.lastStall = nil, rc.now()
+	if r.opts.StallAfter > 0 {
+		rc.lost(ctx, "this runner took the recovery role: the queues were not watched meanwhile")
+	}
+	t := time.NewTicker(rc.tick())
 	defer t.Stop()
 	for {
+		rc.step(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -75,10 +132,219 @@ func (rc *recovery) lead(ctx context.Context) error {
 			return errors.New("recovery: etcd session ended")
 		case <-t.C:
 		}
+	}
+}
+
+// takeOver ends a hold of the role by an earlier life of this runner (the
+// same id under another etcd session): that process is dead, and waiting
+// for its lease to expire would only delay the recovery of what it lost.
+// Runner ids are unique in a cluster (a restarted runner removes the
+// sandboxes its id left, too).
+func (rc *recovery) takeOver(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) {
+	r := rc.r
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := el.Leader(ctx)
+	if err != nil || len(resp.Kvs) == 0 {
+		return
+	}
+	kv := resp.Kvs[0]
+	if string(kv.Value) != r.opts.ID || clientv3.LeaseID(kv.Lease) == sess.Lease() {
+		return
+	}
+	key := string(kv.Key)
+	tr, err := r.store.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
+	if err == nil && tr.Succeeded {
+		r.log.Info("recovery: took the role over from an earlier life of this runner")
+	}
+}
+
+// tick is the period of step: a second, or the stall sweep's period when
+// shorter.
+func (rc *recovery) tick() time.Duration { return min(time.Second, rc.every()) }
+
+// step looks at the queues, then runs each rule that is due.
+func (rc *recovery) step(ctx context.Context) {
+	r := rc.r
+	if rc.queues != nil {
+		v, ended := rc.queues.look(ctx)
+		rc.view = &v
+		if len(ended) > 0 {
+			rc.lost(ctx, strings.Join(ended, "; "))
+		}
+	}
+	now := rc.now()
+	if rc.loss != nil && now.Sub(rc.lastLost) >= settle/2 {
+		rc.lastLost = now
+		rc.sweepLost(ctx)
+	}
+	if now.Sub(rc.lastStall) >= rc.every() {
+		rc.lastStall = now
 		if err := rc.sweep(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("recovery sweep", "err", err)
 		}
 	}
+}
+
+// lost starts (or restarts) the lost-work rule: the requests pending now
+// are its suspects, and only what was written before now can have been
+// lost.
+func (rc *recovery) lost(ctx context.Context, why string) {
+	r := rc.r
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := r.store.Client().Get(gctx, kvmodel.JobxRoot+"recovery/", clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		r.log.Warn("recovery: messages may have been lost, but etcd does not answer; the stall rule will find them", "why", why, "err", err)
+		return
+	}
+	reqs, err := kvmodel.List[kvmodel.Request](ctx, r.store)
+	if err != nil {
+		r.log.Warn("recovery: messages may have been lost, but the requests cannot be listed; the stall rule will find them", "why", why, "err", err)
+		return
+	}
+	w := &lossWindow{rev: resp.Header.Revision, at: rc.now(), suspects: map[string]suspect{}, marks: map[string]*lostMark{}}
+	if rc.loss != nil {
+		w.suspects = rc.loss.suspects
+	}
+	for _, req := range reqs {
+		if !req.IsDone {
+			w.suspects[req.WorkflowName+"/"+req.ID] = suspect{wf: req.WorkflowName, id: req.ID}
+		}
+	}
+	rc.loss = w
+	rc.lastLost = time.Time{}
+	if len(w.suspects) > 0 {
+		r.log.Info("recovery: queue messages may have been lost; looking for the pending work they carried", "why", why, "requests", len(w.suspects))
+	}
+}
+
+// sweepLost applies the lost-work rule to every suspect once.
+func (rc *recovery) sweepLost(ctx context.Context) {
+	r := rc.r
+	w := rc.loss
+	if len(w.suspects) == 0 || rc.now().Sub(w.at) > r.opts.StallAfter {
+		if len(w.suspects) > 0 {
+			r.log.Info("recovery: lost work not found within --stall-after of the loss; the stall rule goes on", "requests", len(w.suspects))
+		}
+		rc.loss = nil
+		return
+	}
+	held, perTopic := r.registry.Holding()
+	for key, s := range w.suspects {
+		done, err := rc.recoverLost(ctx, s, held, perTopic)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("recovery: look for lost work", "workflow", s.wf, "request_id", s.id, "err", err)
+		}
+		if done {
+			delete(w.suspects, key)
+		}
+	}
+}
+
+// recoverLost walks one suspect's tree and publishes again what of it is
+// lost. done is true once the request has nothing pending from before the
+// loss.
+func (rc *recovery) recoverLost(ctx context.Context, s suspect, held map[string]bool, perTopic map[string]int) (done bool, err error) {
+	r, w, now := rc.r, rc.loss, rc.now()
+	req := &kvmodel.Request{WorkflowName: s.wf, ID: s.id}
+	if err := r.store.Get(ctx, req); err != nil {
+		return errors.Is(err, kvmodel.ErrNotFound), err
+	}
+	if req.IsDone {
+		return true, nil
+	}
+	need := settle
+	if rc.view == nil {
+		need = max(settle, 2*r.opts.MsgTimeout)
+	}
+	var send frontier
+	var sent []*lostMark
+	old := 0
+	consider := func(id string, rev int64, topic string, err error, add func()) error {
+		if rev > w.rev {
+			return nil // written, so published, after the loss
+		}
+		old++
+		m := w.marks[id]
+		switch {
+		case err != nil:
+			return err
+		case m != nil && m.sent:
+		case held[id] || !rc.nowhere(topic, perTopic):
+			delete(w.marks, id)
+		case m == nil || m.rev != rev:
+			w.marks[id] = &lostMark{rev: rev, since: now}
+		case now.Sub(m.since) >= need:
+			add()
+			sent = append(sent, m)
+		}
+		return nil
+	}
+	err = r.store.WalkTree(ctx, s.wf, req.InvocationID, func(n kvmodel.Node) error {
+		var f frontier
+		f.add(n)
+		for _, m := range f.maps {
+			topic, err := rc.topic(ctx, s.wf, m.StepName, kvmodel.DirectionMap)
+			if err := consider(m.ID, m.Revision(), topic, err, func() { send.maps = append(send.maps, m) }); err != nil {
+				return err
+			}
+		}
+		for _, p := range f.reduces {
+			topic, err := rc.topic(ctx, s.wf, p[0].StepName, kvmodel.DirectionReduce)
+			if err := consider(p[1].ID, p[1].Revision(), topic, err, func() { send.reduces = append(send.reduces, p) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if n := len(send.maps) + len(send.reduces); n > 0 {
+		r.log.Warn("lost queue messages: publishing the request's pending invocations again", "workflow", s.wf, "request_id", s.id,
+			"messages", n, "lost_since", now.Sub(w.at).Round(time.Millisecond))
+		if err := send.publish(ctx, r, req); err != nil {
+			return false, err
+		}
+		r.metrics.recovered.Add(float64(n))
+		for _, m := range sent {
+			m.sent = true
+		}
+	}
+	return old == 0, nil
+}
+
+// nowhere reports whether the last look at the queues shows no message of
+// topic that a pending invocation could be waiting in: none queued or
+// deferred, and none in flight beyond those the live runners hold (a dead
+// runner's come back from nsqd after its MsgTimeout). Without a queue view
+// it cannot tell, and says so; the caller then waits longer.
+func (rc *recovery) nowhere(topic string, perTopic map[string]int) bool {
+	v := rc.view
+	if v == nil {
+		return true
+	}
+	return v.complete && v.waiting[topic] == 0 && v.inFlight[topic] <= int64(perTopic[topic])
+}
+
+// topic returns the topic of the map or reduce messages of a step, as
+// publishMaps and publishReduce route them.
+func (rc *recovery) topic(ctx context.Context, wf, stepName, direction string) (string, error) {
+	c := rc.r.catalog
+	step, err := c.Step(ctx, wf, stepName)
+	if err != nil {
+		return "", err
+	}
+	name, topic := step.MapHandlerName, kvmodel.MapTopic
+	if direction == kvmodel.DirectionReduce {
+		name, topic = step.ReduceHandlerName, kvmodel.ReduceTopic
+	}
+	h, err := c.Handler(ctx, wf, name)
+	if err != nil {
+		return "", err
+	}
+	return topic(wf, kvmodel.TopicCapability(h.RequiredCapability)), nil
 }
 
 // every is the sweep period: a quarter of StallAfter, or with recovery off

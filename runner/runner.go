@@ -50,6 +50,7 @@ type Runner struct {
 
 	registry *kvmodel.Registry
 	inFlight atomic.Int64
+	held     holdings      // announced in the registry entry
 	ready    chan struct{} // closed once subscribed and announced
 	readyOne sync.Once
 
@@ -270,7 +271,7 @@ func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 		return nil, fmt.Errorf("consumer for %s: %w", topic, err)
 	}
 	cons.SetLogger(queue.NSQLogger(r.log), nsq.LogLevelWarning)
-	cons.AddConcurrentHandlers(nsq.HandlerFunc(r.handleMessage), 2*r.opts.Concurrency)
+	cons.AddConcurrentHandlers(nsq.HandlerFunc(func(m *nsq.Message) error { return r.handleMessage(topic, m) }), 2*r.opts.Concurrency)
 	if len(r.opts.Lookupds) > 0 {
 		err = cons.ConnectToNSQLookupds(r.opts.Lookupds)
 	} else {
@@ -402,6 +403,7 @@ func (r *Runner) announce(ctx context.Context) {
 				lost = true
 			case <-tick.C:
 				uctx, cancel := context.WithTimeout(ctx, r.opts.LeaseTTL/2)
+				a.Hold(r.held.snapshot())
 				err := a.Update(uctx, int(r.inFlight.Load()))
 				cancel()
 				if err != nil {

@@ -247,7 +247,12 @@ exits at once.`,
 			if imagesDir == "" {
 				imagesDir = filepath.Join(o.Dir, "images")
 			}
-			sb, err := a.buildSandbox(cmd.Context(), rf, o, imagesDir, false)
+			var private *privateContainerd
+			if rf.containerdDir != "" {
+				private = &privateContainerd{dir: rf.containerdDir}
+				defer private.close()
+			}
+			sb, err := a.buildSandbox(cmd.Context(), rf, o, imagesDir, private)
 			if err != nil {
 				return err
 			}

@@ -42,11 +42,56 @@ func (s *builtSandbox) close() {
 	s.cleanup = nil
 }
 
+// privateContainerd is the containerd a jobx process starts for its
+// runners' containerd sandboxes when none answers at --containerd (as root,
+// with containerd installed): `jobx up`'s in <data-dir>/containerd, shared
+// by its runners, and `jobx runner --containerd-dir`'s. Its directory is
+// kept: a process restarted after a SIGKILL starts its daemon there again,
+// which finds the containers the dead one left running, and the runners'
+// sandboxes (same runner ids) remove them. The daemon starts on first use;
+// close stops it, after the sandboxes on it.
+type privateContainerd struct {
+	dir string
+	d   *ctrd.Daemon
+}
+
+// privateAddress starts private's daemon unless it runs, and returns its
+// socket.
+func (a *app) privateAddress(ctx context.Context, p *privateContainerd) (string, error) {
+	if p.d != nil {
+		return p.d.Address, nil
+	}
+	if err := os.MkdirAll(p.dir, 0o711); err != nil {
+		return "", err
+	}
+	var daemonLog io.Writer
+	if a.logLevel == "debug" {
+		daemonLog = a.stderr
+	}
+	d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: p.dir, Log: daemonLog})
+	if err != nil {
+		return "", fmt.Errorf("start a private containerd: %w", err)
+	}
+	p.d = d
+	a.log.Info("started a private containerd", "socket", d.Address)
+	if d.Orphans > 0 {
+		a.log.Info("killed the containers an earlier containerd in the same directory left running", "dir", p.dir, "shims", d.Orphans)
+	}
+	return d.Address, nil
+}
+
+func (p *privateContainerd) close() {
+	if p != nil && p.d != nil {
+		p.d.Close()
+		p.d = nil
+	}
+}
+
 // buildSandbox makes the sandbox --sandbox asks for, for a runner with
 // options o:
-//   - containerd: a containerd that answers at --containerd (with
-//     startPrivate or --containerd-dir, one this process starts when run as
-//     root with containerd installed), or an error that says why not;
+//   - containerd: a containerd that answers at --containerd (or private's,
+//     started when run as root with containerd installed), or an error that
+//     says why not;
 //   - namespace: bubblewrap's namespaces, or an error that says why not and
 //     how to fix it;
 //   - auto: containerd when one answers (or starts), else namespace; when
@@ -55,7 +100,7 @@ func (s *builtSandbox) close() {
 //
 // imagesDir holds containerd's sandbox images (built on first use; builds
 // are cached).
-func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (*builtSandbox, error) {
+func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, private *privateContainerd) (*builtSandbox, error) {
 	switch rf.sandbox {
 	case sandboxNone:
 		a.log.Warn("--sandbox none: handlers run UNISOLATED, as this process's user, with its network, files and processes in reach; use it only for handlers you trust", "user", os.Geteuid())
@@ -67,15 +112,19 @@ func (a *app) buildSandbox(ctx context.Context, rf *runnerFlags, o *runner.Optio
 		}
 		return sb, nil
 	case sandboxContainerd:
-		sb, err := a.containerdSandbox(ctx, rf, o, imagesDir, startPrivate)
+		sb, err := a.containerdSandbox(ctx, rf, o, imagesDir, private)
 		if err != nil {
 			return nil, fmt.Errorf("--sandbox containerd: %w", err)
 		}
 		return sb, nil
 	}
-	sb, cerr := a.containerdSandbox(ctx, rf, o, imagesDir, startPrivate)
+	unstarted := private != nil && private.d == nil
+	sb, cerr := a.containerdSandbox(ctx, rf, o, imagesDir, private)
 	if cerr == nil {
 		return sb, nil
+	}
+	if unstarted {
+		private.close() // started for nothing
 	}
 	sb, nerr := a.namespaceSandbox(ctx, rf, o)
 	if nerr == nil {
@@ -142,9 +191,8 @@ func sharedDirOf(fs sharedfs.Config) func(string) string {
 }
 
 // containerdSandbox is the containerd sandbox on the containerd at
-// --containerd, or on a private one this process starts (as root, with
-// containerd installed) when startPrivate or --containerd-dir says so.
-func (a *app) containerdSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, startPrivate bool) (_ *builtSandbox, err error) {
+// --containerd, or on private (nil: none) when none answers there.
+func (a *app) containerdSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options, imagesDir string, private *privateContainerd) (_ *builtSandbox, err error) {
 	sb := &builtSandbox{}
 	defer func() {
 		if err != nil {
@@ -157,36 +205,18 @@ func (a *app) containerdSandbox(ctx context.Context, rf *runnerFlags, o *runner.
 	}
 	addr := rf.containerd
 	if !ctrd.Reachable(ctx, addr) {
-		startPrivate = startPrivate || rf.containerdDir != ""
 		_, lerr := exec.LookPath("containerd")
 		switch {
-		case !startPrivate:
+		case private == nil:
 			return nil, fmt.Errorf("no containerd answers at %s (--containerd); give --containerd-dir, as root with containerd installed, to start a private one", addr)
 		case os.Geteuid() != 0:
 			return nil, fmt.Errorf("no containerd answers at %s (--containerd), and starting a private one needs root", addr)
 		case lerr != nil:
 			return nil, fmt.Errorf("no containerd answers at %s (--containerd), and containerd is not installed (apt-get install containerd runc)", addr)
 		}
-		dir := rf.containerdDir
-		if dir == "" {
-			if dir, err = os.MkdirTemp("", "jobx-ctrd-"); err != nil {
-				return nil, err
-			}
-			sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(dir) })
-		} else if err := os.MkdirAll(dir, 0o711); err != nil {
-			return nil, fmt.Errorf("--containerd-dir: %w", err)
+		if addr, err = a.privateAddress(ctx, private); err != nil {
+			return nil, err
 		}
-		var daemonLog io.Writer
-		if a.logLevel == "debug" {
-			daemonLog = a.stderr
-		}
-		d, err := ctrd.StartDaemon(ctx, ctrd.DaemonOptions{Dir: dir, Log: daemonLog})
-		if err != nil {
-			return nil, fmt.Errorf("start a private containerd: %w", err)
-		}
-		sb.cleanup = append(sb.cleanup, func() { d.Close() })
-		addr = d.Address
-		a.log.Info("started a private containerd", "socket", addr)
 	}
 	st, err := images.Open(imagesDir)
 	if err != nil {

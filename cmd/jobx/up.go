@@ -41,7 +41,10 @@ func (a *app) upCmd() *cobra.Command {
 		Short: "Run a whole local cluster in one process: etcd, nsqd, gateway, runners",
 		Long: `Run an all-in-one local cluster: an embedded etcd and an in-process nsqd (both
 keeping their data in --data-dir, so definitions and queued messages survive a
-restart), a gateway and --runners runners. --etcd / --nsqd use external servers
+restart), a gateway and --runners runners. Started again on the same --data-dir
+after a crash, it resumes the requests that were running and removes the sandboxes
+its previous life left (its private containerd, if any, is <data-dir>/containerd).
+--etcd / --nsqd use external servers
 instead of the embedded ones. --load applies workflow directories (see jobx apply)
 once the cluster is up, copies a directory's files/ folder into the workflow's
 shared files (where its handlers find them at $JOBX_FS_ROOT, in every sandbox),
@@ -155,6 +158,10 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 	if fsCfg.Backend == "" {
 		fsCfg = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
 	}
+	// One private containerd for every runner, in a directory kept across
+	// restarts (when none answers at --containerd and the sandbox is one).
+	private := &privateContainerd{dir: filepath.Join(dataDir, "containerd")}
+	defer private.close()
 	for i := range o.runners {
 		ro := *o.rf.opts
 		ro.ID = fmt.Sprintf("up-%d", i+1)
@@ -170,7 +177,7 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		if imagesDir == "" {
 			imagesDir = filepath.Join(dataDir, "images")
 		}
-		sb, err := a.buildSandbox(ctx, o.rf, &ro, imagesDir, true)
+		sb, err := a.buildSandbox(ctx, o.rf, &ro, imagesDir, private)
 		if err != nil {
 			return err
 		}

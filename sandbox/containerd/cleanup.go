@@ -11,6 +11,7 @@ import (
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/jobx/jobx/sandbox/internal/leftover"
 )
 
 // Namespace labels naming the process that owns a runner namespace, so a
@@ -25,7 +26,7 @@ const (
 // with this process.
 func (s *Sandbox) claimNamespace(ctx context.Context) error {
 	host, _ := os.Hostname()
-	labels := map[string]string{labelHost: host, labelPid: strconv.Itoa(os.Getpid()), labelStart: procStart(os.Getpid())}
+	labels := map[string]string{labelHost: host, labelPid: strconv.Itoa(os.Getpid()), labelStart: leftover.Start(os.Getpid())}
 	ns := s.cli.NamespaceService()
 	if err := ns.Create(ctx, s.opts.Namespace, labels); err != nil {
 		if !errdefs.IsAlreadyExists(err) {
@@ -42,7 +43,8 @@ func (s *Sandbox) claimNamespace(ctx context.Context) error {
 
 // removeStale deletes the containers in this runner's namespace (left by a
 // previous run under the same id) and in the jobx namespaces of this host
-// whose owning process is gone (a crashed runner).
+// whose owning process is gone (a crashed runner), and kills the shims
+// left in them without a task.
 func (s *Sandbox) removeStale(ctx context.Context) error {
 	host, _ := os.Hostname()
 	names, err := s.cli.NamespaceService().List(ctx)
@@ -65,6 +67,11 @@ func (s *Sandbox) removeStale(ctx context.Context) error {
 		}
 		if n > 0 {
 			s.log.Info("removed stale sandboxes", "stale_namespace", name, "containers", n)
+		}
+		if n, err := reapOrphans(ctx, s.cli, s.opts.Address, name); err != nil {
+			s.log.Warn("look for orphaned shims", "stale_namespace", name, "err", err)
+		} else if n > 0 {
+			s.log.Info("killed orphaned shims (tasks whose creation a killed runner abandoned)", "stale_namespace", name, "shims", n)
 		}
 	}
 	return nil
@@ -99,25 +106,6 @@ func ownerAlive(labels map[string]string) bool {
 	if err != nil || pid <= 0 {
 		return false
 	}
-	start := procStart(pid)
+	start := leftover.Start(pid)
 	return start != "" && start == labels[labelStart]
-}
-
-// procStart returns the start time of a process (field 22 of
-// /proc/<pid>/stat), "" when it does not exist.
-func procStart(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return ""
-	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) < 20 {
-		return ""
-	}
-	return fields[19]
 }

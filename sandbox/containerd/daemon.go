@@ -14,6 +14,8 @@ import (
 	"time"
 
 	client "github.com/containerd/containerd/v2/client"
+	"github.com/jobx/jobx/internal/tmpfs"
+	"github.com/jobx/jobx/sandbox/internal/leftover"
 )
 
 // DaemonOptions configure a private containerd started by StartDaemon.
@@ -31,9 +33,20 @@ type DaemonOptions struct {
 
 // Daemon is a private containerd process: own config, root, state and
 // socket, with the CRI plugin disabled. Close stops it.
+//
+// Its directory may be used again by a later process (a restarted `jobx
+// up` or runner): StartDaemon then stops the earlier life's daemon if it is
+// still shutting down, and the new daemon finds the earlier life's running
+// containers again (their shims outlive a daemon), so that the runners'
+// sandboxes remove them; the shims it does not find again are killed.
 type Daemon struct {
 	// Address is the daemon's gRPC socket.
 	Address string
+	// Orphans counts the shims of an earlier daemon on the same directory
+	// (with their containers) that StartDaemon killed because the new
+	// daemon did not find them again.
+	Orphans int
+	dir     string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	err     error
@@ -54,7 +67,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 
 // StartDaemon writes a config under opts.Dir, starts containerd with it and
 // returns once the daemon answers on its socket. The caller must Close it.
-func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
+// A directory that another live process's daemon uses is an error.
+func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("start containerd: Dir is required")
 	}
@@ -82,11 +96,38 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 		}
 	}
 	cfg := filepath.Join(dir, "config.toml")
+	if claimed, alive := leftover.Owner(dir); claimed && alive {
+		return nil, fmt.Errorf("start containerd: %s is in use by another live process's containerd", dir)
+	}
+	// An earlier life's daemon (its process was killed) dies with it, a
+	// moment later: it must be gone before this one opens the same files.
+	for _, pid := range daemonsWith(cfg) {
+		stop(pid, 5*time.Second)
+	}
+	if err := leftover.Claim(dir); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(filepath.Join(dir, leftover.OwnerFile))
+		}
+	}()
+	// The directories of dead processes' daemons beside this one (temporary
+	// ones, jobx-ctrd-*): their daemons' shims and containers, then them.
+	leftover.Sweep(dir, func(old string) {
+		for _, pid := range daemonsWith(filepath.Join(old, "config.toml")) {
+			stop(pid, 5*time.Second)
+		}
+		for _, sh := range shimsOf(filepath.Join(old, "containerd.sock")) {
+			killTree(sh.pid)
+			removeContainerCgroups(sh.namespace, sh.id)
+		}
+	})
 	body := fmt.Sprintf(daemonConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	d := &Daemon{Address: sock, done: make(chan struct{})}
+	d := &Daemon{Address: sock, dir: dir, done: make(chan struct{})}
 	d.cmd = exec.Command(bin, "--config", cfg)
 	if opts.Log != nil {
 		d.cmd.Stdout, d.cmd.Stderr = opts.Log, opts.Log
@@ -102,6 +143,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 	defer cancel()
 	for {
 		if err := ping(ctx, sock); err == nil {
+			d.Orphans = d.reapOrphans(ctx)
 			return d, nil
 		}
 		select {
@@ -142,9 +184,22 @@ func Reachable(ctx context.Context, address string) bool {
 // Done is closed when the daemon process has exited.
 func (d *Daemon) Done() <-chan struct{} { return d.done }
 
+// reapOrphans kills the shims of an earlier life of the daemon that it did
+// not find again, and returns how many.
+func (d *Daemon) reapOrphans(ctx context.Context) int {
+	c, err := client.New(d.Address, client.WithTimeout(time.Second))
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	n, _ := reapOrphans(ctx, c, d.Address, "")
+	return n
+}
+
 // Close stops the daemon (SIGTERM, then SIGKILL after 5 s) and waits for
-// it. Shims of containers still running are left to the caller's cleanup.
-// It is idempotent.
+// it. The sandboxes on it should have removed their containers first:
+// whatever still runs then (a shim, its container) is killed, and the
+// mounts left under its directory are detached. It is idempotent.
 func (d *Daemon) Close() error {
 	d.once.Do(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
@@ -154,6 +209,12 @@ func (d *Daemon) Close() error {
 			d.cmd.Process.Kill()
 			<-d.done
 		}
+		for _, sh := range shimsOf(d.Address) {
+			killTree(sh.pid)
+			removeContainerCgroups(sh.namespace, sh.id)
+		}
+		tmpfs.UnmountUnder(d.dir)
+		os.Remove(filepath.Join(d.dir, leftover.OwnerFile))
 	})
 	if d.err != nil && !strings.Contains(d.err.Error(), "signal") {
 		return fmt.Errorf("containerd: %w", d.err)

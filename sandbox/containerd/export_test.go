@@ -44,3 +44,15 @@ func cgroupCPU(pid int) time.Duration {
 	}
 	return 0
 }
+
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// ShimPids returns the pids of the shims serving the containerd at address.
+func ShimPids(address string) []int {
+	var out []int
+	for _, s := range shimsOf(address) {
+		out = append(out, s.pid)
+	}
+	return out
+}

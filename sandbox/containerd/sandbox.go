@@ -44,6 +44,7 @@ import (
 	"github.com/jobx/jobx/internal/tmpfs"
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/internal/boxlib"
+	"github.com/jobx/jobx/sandbox/internal/leftover"
 	"github.com/jobx/jobx/sandbox/internal/pool"
 	"github.com/jobx/jobx/sandbox/internal/warm"
 )
@@ -90,7 +91,19 @@ func New(ctx context.Context, opts *Options) (*Sandbox, error) {
 	s := &Sandbox{opts: o, log: o.Log.With("component", "containerd-sandbox", "namespace", o.Namespace),
 		imgs: map[string]*imageEntry{}, byID: map[string]*box{}, host: warm.Host{Handlers: o.HandlersDir, Shared: o.SharedDir}}
 	s.libDir = filepath.Join(o.Dir, "lib")
-	// A runner killed with SIGKILL leaves its boxes' scratch mounts.
+	if err := os.MkdirAll(o.Dir, 0o711); err != nil {
+		return nil, fmt.Errorf("containerd sandbox: %w", err)
+	}
+	// A runner killed with SIGKILL leaves its boxes' scratch mounts: in
+	// this directory (a restart in the same one), or in one beside it.
+	if removed, err := leftover.Sweep(o.Dir, nil); err != nil {
+		s.log.Warn("remove what dead runners' sandboxes left", "err", err)
+	} else if len(removed) > 0 {
+		s.log.Info("removed the sandbox directories of dead runners", "dirs", removed)
+	}
+	if err := leftover.Claim(o.Dir); err != nil {
+		return nil, fmt.Errorf("containerd sandbox: %w", err)
+	}
 	if err := tmpfs.UnmountUnder(filepath.Join(o.Dir, "c")); err != nil {
 		return nil, fmt.Errorf("containerd sandbox: scratch mounts left by an earlier run: %w", err)
 	}
@@ -173,6 +186,11 @@ func (s *Sandbox) Close() error {
 			s.log.Warn("remove the containers left in the namespace", "namespace", s.opts.Namespace, "err", err)
 		} else if n > 0 {
 			s.log.Info("removed containers left in the namespace", "namespace", s.opts.Namespace, "containers", n)
+		}
+		if n, err := reapOrphans(ctx, s.cli, s.opts.Address, s.opts.Namespace); err != nil {
+			s.log.Warn("look for orphaned shims", "namespace", s.opts.Namespace, "err", err)
+		} else if n > 0 {
+			s.log.Info("killed orphaned shims (tasks whose creation was abandoned)", "namespace", s.opts.Namespace, "shims", n)
 		}
 		cancel()
 		if s.cancel != nil {

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jobx/jobx/sandbox/internal/leftover"
 	"github.com/jobx/jobx/sandbox/internal/warm"
 )
 
@@ -215,4 +217,62 @@ func removeStaleCgroups(parent string) {
 			}
 		}
 	}
+}
+
+// removeDeadCgroups removes the cgroups of the sandboxes of dead runners:
+// under jobx/, those of the sandboxes named in dead (whose directories
+// Sweep just removed), and those of any sandbox but own whose directory
+// in dir is gone or claimed by a dead process, once they are a minute old
+// and hold no process (a sandbox in another directory may be starting a
+// domain). A domain's processes die with its runner, so their cgroups are
+// empty.
+func removeDeadCgroups(dir, own string, dead []string) {
+	var bases []string
+	if v2() {
+		bases = []string{filepath.Join(cgroupRoot, "jobx")}
+	} else {
+		for _, c := range []string{"memory", "pids", "cpu"} {
+			bases = append(bases, filepath.Join(cgroupRoot, c, "jobx"))
+		}
+	}
+	for _, base := range bases {
+		entries, err := os.ReadDir(base)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() || e.Name() == own {
+				continue
+			}
+			cg := filepath.Join(base, e.Name())
+			if !slices.Contains(dead, e.Name()) {
+				if claimed, alive := leftover.Owner(filepath.Join(dir, e.Name())); alive || (!claimed && dirExists(filepath.Join(dir, e.Name()))) {
+					continue
+				}
+				if st, err := os.Stat(cg); err != nil || time.Since(st.ModTime()) < time.Minute {
+					continue
+				}
+			}
+			removeEmptyTree(cg)
+		}
+	}
+}
+
+// removeEmptyTree removes the cgroup dir and those under it, deepest first,
+// leaving any that holds a process.
+func removeEmptyTree(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeEmptyTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	if pids, err := warm.ReadPids(filepath.Join(dir, "cgroup.procs")); err == nil && len(pids) == 0 {
+		os.Remove(dir)
+	}
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

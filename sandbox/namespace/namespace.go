@@ -34,6 +34,7 @@ import (
 
 	"github.com/jobx/jobx/sandbox"
 	"github.com/jobx/jobx/sandbox/internal/boxlib"
+	"github.com/jobx/jobx/sandbox/internal/leftover"
 	"github.com/jobx/jobx/sandbox/internal/pool"
 	"github.com/jobx/jobx/sandbox/internal/warm"
 )
@@ -79,6 +80,18 @@ func New(ctx context.Context, opts *Options) (_ *Sandbox, err error) {
 	if os.Geteuid() == 0 && !traversable(o.Dir, o.UID, o.GID) {
 		return nil, fmt.Errorf("namespace sandbox: the sandbox user (uid %d) cannot reach %s: pick a directory whose parents others may traverse, such as one under %s", o.UID, o.Dir, os.TempDir())
 	}
+	// A runner killed with SIGKILL leaves its sandbox's directory, its
+	// staging mounts and its domains' cgroups (the domains die with it).
+	removed, err := leftover.Sweep(o.Dir, nil)
+	if err != nil {
+		s.log.Warn("remove what dead runners' sandboxes left", "err", err)
+	}
+	if len(removed) > 0 {
+		s.log.Info("removed the sandboxes of dead runners", "dirs", removed)
+	}
+	if err := leftover.Claim(o.Dir); err != nil {
+		return nil, fmt.Errorf("namespace sandbox: %w", err)
+	}
 	if s.stage, err = newStaging(o.Dir, o.UID, o.GID); err != nil {
 		return nil, err
 	}
@@ -102,7 +115,11 @@ func New(ctx context.Context, opts *Options) (_ *Sandbox, err error) {
 	if cgroupsAvailable() {
 		s.cgroups = true
 		s.cgParent = groupParent(filepath.Base(o.Dir))
-		removeStaleCgroups("jobx")
+		dead := make([]string, len(removed))
+		for i, d := range removed {
+			dead[i] = filepath.Base(d)
+		}
+		removeDeadCgroups(filepath.Dir(o.Dir), filepath.Base(o.Dir), dead)
 	} else {
 		s.log.Info("limits are rlimits: this runner cannot make cgroups (it is not root, or the memory and pids controllers are not writable); memory is bounded per process, pids per domain, CPU not at all")
 	}

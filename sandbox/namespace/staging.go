@@ -6,10 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 
-	"github.com/jobx/jobx/internal/tmpfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,7 +19,8 @@ import (
 //
 // The mounts live in the host's mount table until Close; a runner killed
 // before it could unmount leaves them, and the next sandbox started beside
-// it (same parent directory) unmounts those of dead owners.
+// it (same parent directory) unmounts those of dead owners (New, through
+// package leftover).
 type staging struct {
 	dir      string // <Dir>/m
 	uid, gid int
@@ -31,18 +30,10 @@ type staging struct {
 	mounts map[string]string
 }
 
-// ownerFile, in a sandbox's Dir, holds the pid of the process that owns
-// its staging mounts.
-const ownerFile = "owner"
-
 func newStaging(dir string, uid, gid int) (*staging, error) {
 	st := &staging{dir: filepath.Join(dir, "m"), uid: uid, gid: gid, root: os.Geteuid() == 0, mounts: map[string]string{}}
 	if !st.root {
 		return st, nil
-	}
-	removeStaleStaging(filepath.Dir(dir))
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return nil, fmt.Errorf("namespace sandbox: %w", err)
 	}
 	if err := os.MkdirAll(st.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("namespace sandbox: %w", err)
@@ -107,48 +98,4 @@ func traversable(path string, uid, gid int) bool {
 		}
 		p = filepath.Dir(p)
 	}
-}
-
-// removeStaleStaging unmounts the staging mounts of sandboxes under parent
-// whose owner process is gone, and removes their directories.
-func removeStaleStaging(parent string) {
-	points, err := tmpfs.Under(parent)
-	if err != nil {
-		return
-	}
-	stale := map[string]bool{}
-	for _, mp := range points {
-		rel, err := filepath.Rel(parent, mp)
-		if err != nil || strings.HasPrefix(rel, "..") {
-			continue
-		}
-		parts := strings.Split(rel, string(filepath.Separator))
-		if len(parts) != 3 || parts[1] != "m" {
-			continue
-		}
-		owner := filepath.Join(parent, parts[0])
-		if _, ok := stale[owner]; !ok {
-			stale[owner] = !ownerAlive(owner)
-		}
-		if stale[owner] {
-			tmpfs.Unmount(mp)
-		}
-	}
-	for owner, dead := range stale {
-		if dead {
-			os.RemoveAll(owner)
-		}
-	}
-}
-
-func ownerAlive(dir string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return false
-	}
-	return unix.Kill(pid, 0) == nil
 }

@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"github.com/jobx/jobx/internal/tmpfs"
+	"github.com/jobx/jobx/sandbox/internal/leftover"
 )
 
 // As root, a directory the sandbox user cannot reach is bind-mounted where
 // it can, and unmounted on close; the mounts of a sandbox whose owner died
-// are unmounted by the next one started beside it.
+// are unmounted by the next one started beside it (as New does).
 func TestStagingReachesHiddenDirectoriesAndCleansUpAfterTheDead(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("staging is for root runners")
@@ -36,13 +37,16 @@ func TestStagingReachesHiddenDirectoriesAndCleansUpAfterTheDead(t *testing.T) {
 	os.MkdirAll(filepath.Join(dead, "m", "0"), 0o711)
 	cmd := exec.Command("true")
 	cmd.Run()
-	os.WriteFile(filepath.Join(dead, ownerFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	os.WriteFile(filepath.Join(dead, leftover.OwnerFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 	if err := tmpfs.Mount(filepath.Join(dead, "m", "0"), 1<<20, 0o755); err != nil {
 		t.Fatal(err)
 	}
 
 	dir := filepath.Join(parent, "jxn-live")
 	os.MkdirAll(dir, 0o711)
+	if _, err := leftover.Sweep(dir, nil); err != nil {
+		t.Fatal(err)
+	}
 	st, err := newStaging(dir, 65534, 65534)
 	if err != nil {
 		t.Fatal(err)
