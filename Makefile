@@ -4,7 +4,7 @@ DATA    ?= .jobx
 HTTP    ?= 127.0.0.1:8080
 EXAMPLES = $(sort $(dir $(wildcard examples/*/workflow.yaml)))
 
-.PHONY: build run test test-nonroot test-faults vet fmt-check deps bench-deps bench bench-quick fuzz demo-artifacts clean \
+.PHONY: build run test test-nonroot test-faults test-soak vet fmt-check deps bench-deps bench bench-quick fuzz demo-artifacts clean \
 	cluster-stage cluster-up cluster-down test-cluster
 
 build: bin/jobx bin/jobx-agent
@@ -55,7 +55,7 @@ run: deps build
 
 ## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd, the Celery
 ## peer of the benchmark) with -race;
-## prints the fault matrix's counts (its fast subset runs here)
+## prints the fault matrix's counts (its fast subset runs here) and the 2-minute soak's report
 FAULT_REPORT = $(CURDIR)/bin/fault-report.txt
 test: bench-deps fmt-check vet
 	@mkdir -p bin; rm -f $(FAULT_REPORT)
@@ -83,6 +83,17 @@ test-faults: deps
 	@mkdir -p bin; rm -f $(FAULT_REPORT)
 	@JOBX_FAULTS=full JOBX_FAULT_REPORT=$(FAULT_REPORT) $(GO) test -race -count=1 -timeout 60m -run '^(TestFault|TestLoad|TestHugeFanOut)' ./integration; status=$$?; \
 	if [ -f $(FAULT_REPORT) ]; then cat $(FAULT_REPORT); fi; exit $$status
+
+## test-soak: the soak test for SOAK (default 10m; make test runs it for 2m): a mixed load on
+## jobx up (etcd at a 64 MiB quota), a gateway and a runner per sandbox (namespace; containerd as
+## root), with its report every 10 s (requests, etcd's size, RSS, goroutines, descriptors,
+## sandbox processes, containers, scratch directories) and what it asserts
+SOAK ?= 10m
+SOAK_TIMEOUT ?= 2h
+test-soak: deps
+	@mkdir -p bin; rm -f $(FAULT_REPORT)
+	@JOBX_SOAK=$(SOAK) JOBX_FAULT_REPORT=$(FAULT_REPORT) $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' ./integration; status=$$?; \
+	if [ -f $(FAULT_REPORT) ]; then echo; cat $(FAULT_REPORT); fi; exit $$status
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

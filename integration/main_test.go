@@ -37,6 +37,7 @@ var faultRows struct {
 	sync.Mutex
 	rows []faultRow
 	load []string
+	soak []string
 }
 
 func recordFault(r faultRow) {
@@ -51,13 +52,20 @@ func recordLoad(line string) {
 	faultRows.load = append(faultRows.load, line)
 }
 
-// writeFaultReport prints the fault matrix the tests filled in: to the file
-// JOBX_FAULT_REPORT names (make test and make test-faults print it), else to
-// standard output.
+// recordSoak adds a line to the soak test's part of the report.
+func recordSoak(line string) {
+	faultRows.Lock()
+	defer faultRows.Unlock()
+	faultRows.soak = append(faultRows.soak, line)
+}
+
+// writeFaultReport prints the fault matrix the tests filled in, then the
+// soak test's lines: to the file JOBX_FAULT_REPORT names (make test,
+// make test-faults and make test-soak print it), else to standard output.
 func writeFaultReport() error {
 	faultRows.Lock()
 	defer faultRows.Unlock()
-	if len(faultRows.rows) == 0 && len(faultRows.load) == 0 {
+	if len(faultRows.rows) == 0 && len(faultRows.load) == 0 && len(faultRows.soak) == 0 {
 		return nil
 	}
 	var w io.Writer = os.Stdout
@@ -69,6 +77,18 @@ func writeFaultReport() error {
 		defer f.Close()
 		w = f
 	}
+	if len(faultRows.rows) > 0 || len(faultRows.load) > 0 {
+		writeMatrix(w)
+	}
+	if len(faultRows.soak) > 0 {
+		fmt.Fprintln(w, strings.Join(faultRows.soak, "\n"))
+	}
+	return nil
+}
+
+// writeMatrix prints the fault rows and the load lines; faultRows must be
+// locked.
+func writeMatrix(w io.Writer) {
 	sort.SliceStable(faultRows.rows, func(i, j int) bool { return faultRows.rows[i].Fault < faultRows.rows[j].Fault })
 	var tot faultRow
 	fmt.Fprintf(w, "fault matrix (%s)\n", faultScale())
@@ -86,7 +106,6 @@ func writeFaultReport() error {
 	if len(faultRows.load) > 0 {
 		fmt.Fprintln(w, strings.Join(faultRows.load, "\n"))
 	}
-	return nil
 }
 
 // fullFaults reports whether the full fault matrix runs (make test-faults);
