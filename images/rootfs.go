@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -102,13 +103,29 @@ func (r *rootfs) binary(ctx context.Context, p, src string) error {
 
 var lddRE = regexp.MustCompile(`(?:=>\s*)?(/\S+)\s+\(0x`)
 
+// errLibraryNotFound is sharedLibs's error for a library ldd cannot find.
+var errLibraryNotFound = errors.New("a shared library is not installed")
+
 // sharedLibs returns the absolute paths of the shared libraries (and the
 // dynamic loader) that ldd lists for bin; none for a static binary. A
-// library ldd cannot find is an error.
+// library ldd cannot find is an error wrapping errLibraryNotFound.
 func sharedLibs(ctx context.Context, bin string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, err)
+	}
 	out, err := exec.CommandContext(ctx, "ldd", bin).CombinedOutput()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, ctx.Err())
+	}
 	if bytes.Contains(out, []byte("not a dynamic executable")) || bytes.Contains(out, []byte("statically linked")) {
 		return nil, nil
+	}
+	if bytes.Contains(out, []byte("not found")) {
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "not found") {
+				return nil, fmt.Errorf("ldd %s: %s: %w", bin, strings.TrimSpace(line), errLibraryNotFound)
+			}
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ldd %s: %w: %s", bin, err, out)
@@ -117,9 +134,6 @@ func sharedLibs(ctx context.Context, bin string) ([]string, error) {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.Contains(line, "not found") {
-			return nil, fmt.Errorf("ldd %s: %s", bin, strings.TrimSpace(line))
-		}
 		if m := lddRE.FindStringSubmatch(line); m != nil {
 			libs = append(libs, path.Clean(m[1]))
 		}
@@ -157,10 +171,14 @@ func (r *rootfs) tree(ctx context.Context, p, src string, skip func(rel string, 
 			r.link(dst, target)
 		case d.Type().IsRegular():
 			if strings.HasSuffix(rel, ".so") || strings.Contains(rel, ".so.") {
-				if err := r.binary(ctx, dst, host); err != nil {
+				err := r.binary(ctx, dst, host)
+				if errors.Is(err, errLibraryNotFound) {
 					delete(r.entries, dst) // an optional module whose libraries are not installed
+					return nil
 				}
-				return nil
+				// Any other failure (ldd not run, the build cancelled) fails
+				// the build: an image silently missing modules is worse.
+				return err
 			}
 			return r.file(dst, host)
 		}
