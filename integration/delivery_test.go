@@ -3,11 +3,13 @@ package integration
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/etcdmaint"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
 )
@@ -86,11 +88,15 @@ func TestRequestCleanupAfterDeliveryRetentionAndKeep(t *testing.T) {
 	c.step("wf", "chunk", "map_yield", "", "reduce_sum")
 	c.step("wf", "split", "map_split", "", "reduce_noop")
 	c.job("wf", "branch", "split")
+	// The keys of no request: the runners' registry, their elections
+	// (recovery, compaction, defragmentation) and the definitions.
+	notRequests := []string{"/jobx/runners/", "/jobx/recovery/", etcdmaint.CompactElection, etcdmaint.DefragElection,
+		"/entities/workflow/", "/entities/handler/", "/entities/step/", "/entities/job/"}
 	count := func(queueToo bool) int {
 		n := 0
 		for _, kv := range mustList(t, c, "/") {
-			if (queueToo || !strings.HasPrefix(kv[0], "/jobx/cleanup/")) && !strings.HasPrefix(kv[0], "/jobx/runners/") && !strings.HasPrefix(kv[0], "/jobx/recovery/") && !strings.HasPrefix(kv[0], "/entities/workflow/") && !strings.HasPrefix(kv[0], "/entities/handler/") &&
-				!strings.HasPrefix(kv[0], "/entities/step/") && !strings.HasPrefix(kv[0], "/entities/job/") {
+			if (queueToo || !strings.HasPrefix(kv[0], "/jobx/cleanup/")) &&
+				!slices.ContainsFunc(notRequests, func(p string) bool { return strings.HasPrefix(kv[0], p) }) {
 				n++
 			}
 		}
