@@ -40,7 +40,11 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	}
 	m := r.done(t.inv, h.Name)
 	red := newReduceInvocation(t.inv)
-	rt := &task{msg: t.msg, inv: red, req: t.req, log: t.log, m: m}
+	// The reduction logs as its own run would: its direction and id, not
+	// the map message's.
+	log := r.log.With("workflow", wf, "request_id", t.msg.RequestID, "invocation_id", red.ID,
+		"direction", kvmodel.DirectionReduce, "step", red.StepName, "map_invocation_id", t.inv.ID)
+	rt := &task{msg: t.msg, inv: red, req: t.req, log: log, m: m}
 	parent := m.Parent()
 	if parent != "" {
 		if f, err := r.checkParentReducer(ctx, wf, parent); f != nil || err != nil {
