@@ -205,3 +205,30 @@ func TestDefaultsCarryTheirSizesAndRejectABadOne(t *testing.T) {
 		t.Fatalf("a bad defaults.scratch: %v", err)
 	}
 }
+
+// Every description of the examples reads as written: YAML takes an
+// unquoted " #" for the start of a comment, which once cut the languages
+// example's description at "any".
+func TestExampleDescriptionsAreWhole(t *testing.T) {
+	dirs, err := filepath.Glob("../../examples/*/workflow.yaml")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, f := range dirs {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := manifest.Load(filepath.Dir(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if d, ok := strings.CutPrefix(line, "description: "); ok {
+				if want := strings.Trim(d, `"`); m.Description != want {
+					t.Errorf("%s: the workflow's description reads %q, want %q", f, m.Description, want)
+				}
+			}
+		}
+	}
+}
