@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jobx/jobx/internal/etcdmaint"
@@ -53,8 +54,35 @@ func respondErrors(c *gin.Context) {
 	case errors.Is(err, kvmodel.ErrExists), errors.Is(err, kvmodel.ErrConflict):
 		status, kind = http.StatusConflict, "conflict"
 	}
+	setException(c, kind, msg)
 	c.JSON(status, errorBody{
 		Error:     map[string]string{"kind": kind, "message": msg},
 		RequestID: c.Writer.Header().Get(HeaderRequestID),
 	})
+}
+
+// maxExceptionMessage bounds HeaderExceptionMessage: the whole message is
+// in the body.
+const maxExceptionMessage = 1024
+
+// setException sets JobX's exception headers of an answer that reports an
+// error of kind with message msg (its first maxExceptionMessage bytes, on
+// one line).
+func setException(c *gin.Context, kind, msg string) {
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > maxExceptionMessage {
+		msg = strings.ToValidUTF8(msg[:maxExceptionMessage], "")
+	}
+	c.Header(HeaderExceptionType, kind)
+	c.Header(HeaderExceptionMessage, msg)
+}
+
+// failureHeaders sets the exception headers of an answer about failed
+// request req.
+func failureHeaders(c *gin.Context, req *kvmodel.Request) {
+	if req.Error == nil {
+		setException(c, "failed", "request "+req.ID+" failed")
+		return
+	}
+	setException(c, req.Error.Kind, req.Error.Message)
 }

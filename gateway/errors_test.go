@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jobx/jobx/internal/etcdmaint"
@@ -61,6 +62,36 @@ func TestOtherErrorsKeepTheirStatus(t *testing.T) {
 		status, body := respond(t, tc.err)
 		if status != tc.status || body["kind"] != tc.kind || body["message"] != tc.err.Error() {
 			t.Errorf("%v: %d %v; want %d %s", tc.err, status, body, tc.status, tc.kind)
+		}
+	}
+}
+
+// Every error answer carries JobX's exception headers: the kind, and the
+// message on one line, cut to maxExceptionMessage bytes.
+func TestErrorAnswersCarryTheExceptionHeaders(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	long := "first line\nsecond line " + strings.Repeat("é", maxExceptionMessage)
+	for _, tc := range []struct {
+		err        error
+		kind, want string
+	}{
+		{fmt.Errorf("job %q: %w", "j", kvmodel.ErrNotFound), "not_found", `job "j": not found`},
+		{errors.New(long), "internal", ""},
+	} {
+		r := gin.New()
+		r.Use(respondErrors)
+		r.GET("/", func(c *gin.Context) { c.Error(tc.err) })
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+		typ, msg := w.Header().Get(HeaderExceptionType), w.Header().Get(HeaderExceptionMessage)
+		if typ != tc.kind {
+			t.Errorf("%v: %s %q, want %q", tc.err, HeaderExceptionType, typ, tc.kind)
+		}
+		if tc.want != "" && msg != tc.want {
+			t.Errorf("%v: %s %q, want %q", tc.err, HeaderExceptionMessage, msg, tc.want)
+		}
+		if strings.ContainsAny(msg, "\r\n") || len(msg) > maxExceptionMessage || !utf8.ValidString(msg) || !strings.HasPrefix(msg, strings.Fields(tc.err.Error())[0]) {
+			t.Errorf("%v: %s %q is not the message's start on one line of at most %d valid bytes", tc.err, HeaderExceptionMessage, msg, maxExceptionMessage)
 		}
 	}
 }

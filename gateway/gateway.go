@@ -30,6 +30,12 @@ import (
 const (
 	HeaderRequestID   = "X-MR-REQUEST-ID"
 	HeaderFulfilledBy = "X-FULFILLED-BY"
+	// HeaderExceptionType and HeaderExceptionMessage are on every answer
+	// that reports an error (an error answer, a failed request's result or
+	// status): the error's kind (JobX put an exception class name there)
+	// and its message on one line, at most maxExceptionMessage bytes.
+	HeaderExceptionType    = "X-MR-EXCEPTION-TYPE"
+	HeaderExceptionMessage = "X-MR-EXCEPTION-MESSAGE"
 )
 
 // Gateway serves the HTTP API. It is safe for concurrent use.

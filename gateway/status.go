@@ -45,6 +45,7 @@ func (g *Gateway) status(c *gin.Context) {
 	switch req.State {
 	case kvmodel.StateFailed:
 		out["error"] = req.Error
+		failureHeaders(c, req)
 	case kvmodel.StateDone:
 		pairs, err := g.result(ctx, req)
 		if err != nil {

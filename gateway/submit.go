@@ -223,6 +223,7 @@ func watchDone(ctx context.Context, watch clientv3.WatchChan, req *kvmodel.Reque
 func (g *Gateway) respondDone(c *gin.Context, req *kvmodel.Request, delivered bool) {
 	if req.State == kvmodel.StateFailed {
 		c.Set("job_failed", true)
+		failureHeaders(c, req)
 		c.JSON(http.StatusInternalServerError, gin.H{"error": req.Error, "request_id": req.ID, "state": req.State})
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -244,6 +245,12 @@ yield MrConfigureToReturn()
 	tail, _ := e["stderr_tail"].(string)
 	if !strings.Contains(tail, "disk is lava") || !strings.Contains(tail, "ValueError: boom at 42") {
 		t.Fatalf("stderr tail lacks the log and the traceback: %q", tail)
+	}
+	// JobX's exception headers, on the answer and on the request's status.
+	for _, h := range []http.Header{r.header, c.get("/request/wf/" + r.header.Get("X-MR-REQUEST-ID")).header} {
+		if typ, msg := h.Get("X-MR-EXCEPTION-TYPE"), h.Get("X-MR-EXCEPTION-MESSAGE"); typ != "handler_failed" || msg != e["message"] {
+			t.Fatalf("exception headers %q %q, want handler_failed and %q", typ, msg, e["message"])
+		}
 	}
 	// The request records the failed invocation, whose error is kept.
 	req := &kvmodel.Request{WorkflowName: "wf", ID: r.header.Get("X-MR-REQUEST-ID")}
