@@ -44,11 +44,21 @@ type exitError struct{ code int }
 
 func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
+// codedError is an error that exits with code (JobX's exit status for
+// it) instead of 1.
+type codedError struct {
+	err  error
+	code int
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
 // run executes jobx with args and returns the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: loadEnv(getenv)}
 	root := a.newRootCmd()
-	root.SetArgs(args)
+	root.SetArgs(jobxPairs(root, args))
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -61,6 +71,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return ee.code
 	}
 	fmt.Fprintln(stderr, "jobx:", err)
+	var ce *codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
 	return 1
 }
 
@@ -120,6 +134,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		root.AddCommand(c)
 	}
 	root.AddCommand(a.versionCmd())
+	root.SetGlobalNormalizationFunc(jobxSpellings)
 	return root
 }
 

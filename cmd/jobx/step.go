@@ -44,14 +44,16 @@ func checkHandler(ctx context.Context, st *kvmodel.Store, wf, name, role, typ st
 	return nil
 }
 
-// checkStepHandlers checks every handler a step names.
+// checkStepHandlers checks every handler a step names. The error of a bad
+// map, combine or reduce handler exits with 1, 2 or 3, as
+// mr_kv_step_create did.
 func checkStepHandlers(ctx context.Context, st *kvmodel.Store, s *kvmodel.Step) error {
 	for i, name := range []string{s.MapHandlerName, s.CombineHandlerName, s.ReduceHandlerName} {
 		if name == "" && roles[i].role == "combine" {
 			continue
 		}
 		if err := checkHandler(ctx, st, s.WorkflowName, name, roles[i].role, roles[i].typ); err != nil {
-			return fmt.Errorf("step %s: %w", s.Name, err)
+			return &codedError{fmt.Errorf("step %s: %w", s.Name, err), i + 1}
 		}
 	}
 	return nil
