@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/hashicorp/go-multierror"
@@ -29,23 +28,7 @@ type filesystems struct {
 
 // config returns the backend config of workflow wf.
 func (f *filesystems) config(wf string) (sharedfs.Config, error) {
-	if f.configDir != "" {
-		for _, ext := range []string{".yaml", ".yml", ".json"} {
-			raw, err := os.ReadFile(filepath.Join(f.configDir, wf+ext))
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return sharedfs.Config{}, err
-			}
-			cfg, err := sharedfs.ParseConfig(raw)
-			if err != nil {
-				return sharedfs.Config{}, fmt.Errorf("filesystem of workflow %s (%s): %w", wf, wf+ext, err)
-			}
-			return cfg, nil
-		}
-	}
-	return f.def, nil
+	return sharedfs.ConfigFor(f.configDir, f.def, wf)
 }
 
 // open returns workflow wf's filesystem, or nil when none is configured.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -123,4 +125,28 @@ func HostDir(cfg Config, workflow string) (string, bool) {
 		return "", false
 	}
 	return NewLocal(cfg.Dir).HostPath(workflow), true
+}
+
+// ConfigFor returns the backend config of workflow wf: that of its own
+// config file in configDir (<wf>.yaml, .yml or .json) when there is one,
+// else def. Runners and the jobx fs command resolve a workflow's
+// filesystem alike.
+func ConfigFor(configDir string, def Config, wf string) (Config, error) {
+	if configDir != "" {
+		for _, ext := range []string{".yaml", ".yml", ".json"} {
+			raw, err := os.ReadFile(filepath.Join(configDir, wf+ext))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return Config{}, err
+			}
+			cfg, err := ParseConfig(raw)
+			if err != nil {
+				return Config{}, fmt.Errorf("filesystem of workflow %s (%s): %w", wf, wf+ext, err)
+			}
+			return cfg, nil
+		}
+	}
+	return def, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/kvmodel"
@@ -11,13 +13,17 @@ import (
 )
 
 func (a *app) applyCmd() *cobra.Command {
-	return &cobra.Command{
+	fl := &fsFlags{}
+	cmd := &cobra.Command{
 		Use:   "apply <dir>...",
 		Short: "Load workflow directories (workflow.yaml + handlers/) into etcd",
 		Long: `Load each workflow directory: create the workflow named in its workflow.yaml (or
 update its description), sync its handlers/ directory, then create or update its
 steps and jobs. Everything is validated before anything is written; applying the
-same directory twice changes nothing. See docs/cli.md for the workflow.yaml format.`,
+same directory twice changes nothing. With --fs-dir or --fs-config-dir (the
+runners' shared filesystem), a directory's files/ folder is then copied into the
+workflow's shared files, where its handlers find them at $JOBX_FS_ROOT (jobx fs
+does it by hand). See docs/cli.md for the workflow.yaml format.`,
 		Example: `  jobx apply examples/dev
   jobx apply examples/* -o json`,
 		Args: cobra.MinimumNArgs(1),
@@ -32,6 +38,9 @@ same directory twice changes nothing. See docs/cli.md for the workflow.yaml form
 				if a.output == "text" {
 					printApply(a.stdout, res)
 				}
+				if err := a.applyFiles(fl, dir, res.Workflow.Name); err != nil {
+					return err
+				}
 			}
 			if a.output == "json" {
 				return writeJSON(a.stdout, results)
@@ -39,6 +48,33 @@ same directory twice changes nothing. See docs/cli.md for the workflow.yaml form
 			return nil
 		}),
 	}
+	a.addFSFlags(cmd, fl, "")
+	return cmd
+}
+
+// applyFiles copies workflow directory dir's files/ folder, if it has
+// one, into workflow wf's shared files when a filesystem is given, and
+// says so; without one it says how to.
+func (a *app) applyFiles(fl *fsFlags, dir, wf string) error {
+	src := filepath.Join(dir, "files")
+	if st, err := os.Stat(src); err != nil || !st.IsDir() {
+		return nil
+	}
+	if !fl.given() {
+		fmt.Fprintf(a.stderr, "note: %s not copied into workflow %s's shared files: give --fs-dir or --fs-config-dir (as the runners'), or use jobx fs put\n", src, wf)
+		return nil
+	}
+	fsys, err := fl.open(wf)
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	defer fsys.Close()
+	n, err := fsys.Upload(src, "/")
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	fmt.Fprintf(a.stderr, "copied %d file(s) of %s into workflow %s's shared files\n", n, src, wf)
+	return nil
 }
 
 // printApply prints what Apply did, one line an entity.

@@ -49,6 +49,8 @@ type envConfig struct {
 	NSQDHTTP    []string // JOBX_NSQD_HTTP: a runner's --nsqd-http
 	Containerd  string   // JOBX_CONTAINERD: a runner's --containerd socket
 	Agent       string   // JOBX_AGENT: a runner's --agent binary
+	FSDir       string   // JOBX_FS_DIR: jobx fs's and jobx apply's --fs-dir
+	FSConfigDir string   // JOBX_FS_CONFIG_DIR: their --fs-config-dir
 	// CompactRetention is JOBX_ETCD_COMPACT_RETENTION: a runner's
 	// --etcd-compact-retention (a duration, checked with the flag).
 	CompactRetention string
@@ -92,6 +94,8 @@ func loadEnv(getenv func(string) string) envConfig {
 	c.NSQDHTTP = splitList(getenv("JOBX_NSQD_HTTP"))
 	c.Containerd = getenv("JOBX_CONTAINERD")
 	c.Agent = getenv("JOBX_AGENT")
+	c.FSDir = getenv("JOBX_FS_DIR")
+	c.FSConfigDir = getenv("JOBX_FS_CONFIG_DIR")
 	c.CompactRetention = getenv("JOBX_ETCD_COMPACT_RETENTION")
 	c.Gateway = orDefault(getenv("JOBX_GATEWAY"), defaultGateway)
 	c.GatewayToken = getenv("JOBX_GATEWAY_TOKEN")

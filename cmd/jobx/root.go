@@ -125,7 +125,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		c.GroupID = "defs"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.submitCmd(), a.requestCmd(), a.invocationCmd(), a.runnersCmd(), a.traceCmd(), a.notifyCmd()} {
+	for _, c := range []*cobra.Command{a.submitCmd(), a.requestCmd(), a.invocationCmd(), a.runnersCmd(), a.traceCmd(), a.notifyCmd(), a.fsCmd()} {
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}
