@@ -79,13 +79,13 @@ func TestScopeFactoriesGiveSecretsOnlyToTheHandlersNamed(t *testing.T) {
 			dir := t.TempDir()
 			switch kind {
 			case "file":
-				os.WriteFile(filepath.Join(dir, "wf.yaml"), []byte("all:\n  REGION: eu\nhandlers:\n  map_secret:\n    API_TOKEN: s3cr3t\n"), 0o600)
+				os.WriteFile(filepath.Join(dir, "wf.yaml"), []byte("all:\n  REGION: eu\n  RETRIES: 3\n  LIMITS: {max: 2.5, on: true}\nhandlers:\n  map_secret:\n    API_TOKEN: s3cr3t\n"), 0o600)
 			case "executable":
 				os.WriteFile(filepath.Join(dir, "wf"), []byte(`#!/bin/sh
 # Variables by handler name ($1); the handler's metadata is on stdin.
 meta=$(cat)
 case "$meta" in *'"handler":"'$1'"'*) ;; *) echo "bad metadata: $meta" >&2; exit 1;; esac
-if [ "$1" = map_secret ]; then echo '{"REGION":"eu","API_TOKEN":"s3cr3t"}'; else echo '{"REGION":"eu"}'; fi
+if [ "$1" = map_secret ]; then echo '{"REGION":"eu","RETRIES":3,"LIMITS":{"max":2.5,"on":true},"API_TOKEN":"s3cr3t"}'; else echo '{"REGION":"eu","RETRIES":3,"LIMITS":{"max":2.5,"on":true}}'; fi
 `), 0o755)
 			}
 			c := startCluster(t)
@@ -104,6 +104,9 @@ if token is not None and os.environ.get('API_TOKEN') != token:
     raise RuntimeError('the global and the environment disagree')
 yield ('token', 'absent' if token is None else 'sha:' + __import__('hashlib').sha1(token.encode()).hexdigest()[:8])
 yield ('region', REGION)
+# Values keep their JSON types (JobX's test_scope_val + 1); the
+# environment has their text.
+yield ('typed', [RETRIES + 1, LIMITS['max'] * 2, LIMITS['on'], os.environ['RETRIES'], os.environ['LIMITS']])
 `
 			c.handler("wf", "map_secret", "map/secret.py", src)
 			c.handler("wf", "map_plain", "map/plain.py", src)
@@ -112,8 +115,9 @@ yield ('region', REGION)
 			c.step("wf", "plain", "map_plain", "", "reduce_noop")
 			c.job("wf", "secret", "secret")
 			c.job("wf", "plain", "plain")
-			assertPairs(t, c.post("wf", "secret", `{"arguments":{}}`, "").pairs(t), map[string]string{`"token"`: `["sha:` + sha8("s3cr3t") + `"]`, `"region"`: `["eu"]`})
-			assertPairs(t, c.post("wf", "plain", `{"arguments":{}}`, "").pairs(t), map[string]string{`"token"`: `["absent"]`, `"region"`: `["eu"]`})
+			typed := `[[4,5.0,true,"3","{\"max\":2.5,\"on\":true}"]]`
+			assertPairs(t, c.post("wf", "secret", `{"arguments":{}}`, "").pairs(t), map[string]string{`"token"`: `["sha:` + sha8("s3cr3t") + `"]`, `"region"`: `["eu"]`, `"typed"`: typed})
+			assertPairs(t, c.post("wf", "plain", `{"arguments":{}}`, "").pairs(t), map[string]string{`"token"`: `["absent"]`, `"region"`: `["eu"]`, `"typed"`: typed})
 			// The secret is not in etcd.
 			for _, kv := range mustList(t, c, "/") {
 				if strings.Contains(kv[1], "s3cr3t") {

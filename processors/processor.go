@@ -98,6 +98,10 @@ const (
 	// EnvScopeVars lists, comma-separated, the environment variables that
 	// are scope-factory variables (injected as globals into Python handlers).
 	EnvScopeVars = "JOBX_SCOPE_VARS"
+	// EnvScopeJSON is a JSON object of the scope-factory variables with
+	// their types (a number stays a number), which the Python and Node
+	// runtimes inject; the variables of EnvScopeVars are their text form.
+	EnvScopeJSON = "JOBX_SCOPE_JSON"
 	// EnvSessionURL is the session endpoint; sessions are unavailable
 	// without it.
 	EnvSessionURL = "JOBX_SESSION_URL"

@@ -769,10 +769,14 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	if t.inv.Direction == kvmodel.DirectionReduce {
 		session = t.inv.Parent()
 	}
+	senv, err := scopeEnv(vars)
+	if err != nil {
+		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
+	}
 	token, revoke := r.svc.issue(&grant{workflow: h.WorkflowName, session: session, writable: t.inv.Direction == kvmodel.DirectionMap,
 		request: t.req.ID, handler: h.Name, inv: t.inv.ID})
 	defer revoke()
-	env := append(r.env(t, h), scopeEnv(vars)...)
+	env := append(r.env(t, h), senv...)
 	env = append(env, "JOBX_SERVICES=unix:"+r.svc.sock, "JOBX_SESSION_URL=unix:"+r.svc.sock, "JOBX_TOKEN="+token)
 	fsys, err := r.fss.open(h.WorkflowName)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/processors"
 	"gopkg.in/yaml.v3"
 )
 
@@ -29,6 +30,11 @@ import (
 //     argument and the handler's metadata as JSON on stdin; it prints a JSON
 //     object of variables. Its answers are cached per handler version for
 //     the scope TTL.
+//
+// A value keeps its JSON type (a number stays a number, as JobX's scope
+// factories gave Python objects): Python and Node handlers get the typed
+// values from JOBX_SCOPE_JSON, and every handler gets each one as an
+// environment variable too, a string as it is and anything else as JSON.
 type scopes struct {
 	dir string
 	ttl time.Duration
@@ -38,13 +44,13 @@ type scopes struct {
 }
 
 type scopeEntry struct {
-	vars    map[string]string
+	vars    map[string]any
 	expires time.Time
 }
 
 type scopeFile struct {
-	All      map[string]string            `json:"all" yaml:"all"`
-	Handlers map[string]map[string]string `json:"handlers" yaml:"handlers"`
+	All      map[string]any            `json:"all" yaml:"all"`
+	Handlers map[string]map[string]any `json:"handlers" yaml:"handlers"`
 }
 
 var scopeVarName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -61,7 +67,7 @@ func reservedVar(name string) bool {
 
 // vars returns the scope variables of handler h, nil when the workflow has
 // no scope factory.
-func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]string, error) {
+func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
 	if s == nil || s.dir == "" {
 		return nil, nil
 	}
@@ -87,7 +93,7 @@ func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]strin
 	return vars, nil
 }
 
-func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]string, error) {
+func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
 	base := filepath.Join(s.dir, h.WorkflowName)
 	for _, ext := range []string{".yaml", ".yml", ".json"} {
 		raw, err := os.ReadFile(base + ext)
@@ -103,12 +109,17 @@ func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]strin
 		if err := dec.Decode(&f); err != nil {
 			return nil, fmt.Errorf("scope file %s: %w", base+ext, err)
 		}
-		out := map[string]string{}
+		out := map[string]any{}
 		for k, v := range f.All {
 			out[k] = v
 		}
 		for k, v := range f.Handlers[h.Name] {
 			out[k] = v
+		}
+		// YAML may decode values JSON cannot carry (a map with non-string
+		// keys): refuse them here, naming the file.
+		if _, err := json.Marshal(out); err != nil {
+			return nil, fmt.Errorf("scope file %s: a value is not JSON: %w", base+ext, err)
 		}
 		return out, nil
 	}
@@ -133,26 +144,43 @@ func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]strin
 	if err != nil {
 		return nil, fmt.Errorf("scope factory %s for handler %s: %v: %s", base, h.Name, err, strings.TrimSpace(stderr.String()))
 	}
-	vars := map[string]string{}
+	vars := map[string]any{}
 	if err := json.Unmarshal(out, &vars); err != nil {
-		return nil, fmt.Errorf("scope factory %s for handler %s: want a JSON object of string values: %w", base, h.Name, err)
+		return nil, fmt.Errorf("scope factory %s for handler %s: want a JSON object: %w", base, h.Name, err)
 	}
 	return vars, nil
 }
 
-// scopeEnv renders vars as KEY=value entries plus JOBX_SCOPE_VARS.
-func scopeEnv(vars map[string]string) []string {
+// scopeEnv renders vars as KEY=value entries (a string as it is, any
+// other value as JSON), JOBX_SCOPE_VARS (their names) and JOBX_SCOPE_JSON
+// (the values with their types).
+func scopeEnv(vars map[string]any) ([]string, error) {
 	if len(vars) == 0 {
-		return nil
+		return nil, nil
 	}
 	names := make([]string, 0, len(vars))
 	for k := range vars {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	env := make([]string, 0, len(names)+1)
+	env := make([]string, 0, len(names)+2)
 	for _, k := range names {
-		env = append(env, k+"="+vars[k])
+		v, ok := vars[k].(string)
+		if !ok {
+			b, err := json.Marshal(vars[k])
+			if err != nil {
+				return nil, fmt.Errorf("scope variable %s: %w", k, err)
+			}
+			v = string(b)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, fmt.Errorf("scope variable %s holds a NUL byte, which no environment variable can", k)
+		}
+		env = append(env, k+"="+v)
 	}
-	return append(env, "JOBX_SCOPE_VARS="+strings.Join(names, ","))
+	typed, err := json.Marshal(vars)
+	if err != nil {
+		return nil, fmt.Errorf("scope variables: %w", err)
+	}
+	return append(env, processors.EnvScopeVars+"="+strings.Join(names, ","), processors.EnvScopeJSON+"="+string(typed)), nil
 }

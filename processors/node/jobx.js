@@ -99,7 +99,9 @@ function readInputSync() {
   return parseLines(require('fs').readFileSync(0, 'utf8'));
 }
 
+// scope returns the scope-factory variables, with their JSON types.
 function scope() {
+  if (process.env.JOBX_SCOPE_JSON) return JSON.parse(process.env.JOBX_SCOPE_JSON);
   const vars = {};
   for (const name of (process.env.JOBX_SCOPE_VARS || '').split(',')) {
     const n = name.trim();

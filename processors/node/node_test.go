@@ -36,6 +36,19 @@ jobx.run(async (input) => {
 			wantStdout: []string{`{"jobx":"return"}`, `["a",2]`, `["b",4]`, `["scope","99"]`},
 		},
 		{
+			name: "scope values keep their JSON types",
+			typ:  "mapper",
+			body: `const jobx = require('jobx');
+jobx.run(async (input) => {
+  jobx.directiveReturn();
+  jobx.emit('scope', jobx.env.scope.test_scope_val + 1);
+});
+`,
+			stdin:      "[\"a\", 1]\n",
+			env:        []string{"JOBX_SCOPE_VARS=test_scope_val", "test_scope_val=99", `JOBX_SCOPE_JSON={"test_scope_val":99}`},
+			wantStdout: []string{`{"jobx":"return"}`, `["scope",100]`},
+		},
+		{
 			name: "a branching mapper yields a map directive then pairs from a generator",
 			typ:  "mapper",
 			body: `const jobx = require('jobx');

@@ -364,10 +364,16 @@ def make_globals(handler_name):
         'PRINT': _print,
         'RUN': _run,
     }
-    for name in os.environ.get('JOBX_SCOPE_VARS', '').split(','):
-        name = name.strip()
-        if name and name in os.environ:
-            g[name] = os.environ[name]
+    # Scope-factory variables, with their JSON types (a number stays a
+    # number, as JobX's scope factories gave Python objects).
+    typed = os.environ.get('JOBX_SCOPE_JSON')
+    if typed:
+        g.update(json.loads(typed))
+    else:
+        for name in os.environ.get('JOBX_SCOPE_VARS', '').split(','):
+            name = name.strip()
+            if name and name in os.environ:
+                g[name] = os.environ[name]
     return g
 
 

@@ -73,6 +73,13 @@ func TestRunHandlers(t *testing.T) {
 				`JOBX-NOTIFY {"level": "info", "message": "seen 2 arguments"`},
 		},
 		{
+			name:       "scope values keep their JSON types (a number, not the string the environment holds)",
+			file:       "leaf.py",
+			stdin:      "[\"x\", 1]\n",
+			env:        []string{"JOBX_SCOPE_VARS=test_scope_val", "test_scope_val=99", `JOBX_SCOPE_JSON={"test_scope_val": 99}`},
+			wantStdout: []string{`{"jobx":"return"}`, `["x",2]`, `["a/b","/"]`, `["scope",99]`, `["fs",null]`},
+		},
+		{
 			name:       "a combiner yields a list of values per key",
 			file:       "combine.py",
 			stdin:      "[\"a\", [3, 9, 4]]\n[\"b\", [1]]\n",
