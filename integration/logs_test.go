@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
@@ -26,7 +27,7 @@ func newRecorder(next slog.Handler) *recorder {
 func (h *recorder) Enabled(ctx context.Context, l slog.Level) bool { return true }
 
 func (h *recorder) Handle(ctx context.Context, r slog.Record) error {
-	m := map[string]string{"msg": r.Message}
+	m := map[string]string{"msg": r.Message, "level": r.Level.String()}
 	for _, a := range h.attrs {
 		m[a.Key] = a.Value.String()
 	}
@@ -94,5 +95,52 @@ raise ValueError("reducer boom")
 	}
 	if got := failed[0]; got["direction"] != "reduce" || got["invocation_id"] != e["invocation_id"] {
 		t.Fatalf("the reducer's failure is logged with direction=%s invocation_id=%s, want reduce and %v", got["direction"], got["invocation_id"], e["invocation_id"])
+	}
+}
+
+// What a handler that succeeds logs reaches the runner's log at its own
+// level (LOG.warning at WARN, PRINT at INFO, ...), with the request and
+// invocation ids.
+func TestHandlerLogLinesKeepTheirLevel(t *testing.T) {
+	c := startCluster(t)
+	rec := newRecorder(testenv.Logger(t).Handler())
+	c.addRunner(func(o *runner.Options) { o.Log = slog.New(rec) })
+	c.workflow("wf")
+	c.handler("wf", "map_chatty", "map/chatty.py", `"""
+Log at every level, then succeed.
+
+**
+handler_type: mapper
+"""
+LOG.debug("a debug line")
+LOG.info("an info line")
+LOG.warning("a warning line")
+LOG.error("an error line")
+PRINT("a printed line")
+yield MrConfigureToReturn()
+yield ('k', 1)
+`)
+	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
+	c.step("wf", "s", "map_chatty", "", "reduce_sum")
+	c.job("wf", "j", "s")
+	r := c.post("wf", "j", `{"arguments":{}}`, "")
+	r.pairs(t)
+	id := r.header.Get("X-MR-REQUEST-ID")
+	want := map[string]string{"a debug line": "DEBUG", "an info line": "INFO", "a warning line": "WARN", "an error line": "ERROR", "a printed line": "INFO"}
+	got := map[string]string{}
+	for _, m := range rec.find("handler log") {
+		for text := range want {
+			if strings.HasSuffix(m["line"], text) {
+				got[text] = m["level"]
+				if m["request_id"] != id || m["invocation_id"] == "" || m["handler"] != "map_chatty" {
+					t.Errorf("%q is logged without its request, invocation or handler: %v", text, m)
+				}
+			}
+		}
+	}
+	for text, level := range want {
+		if got[text] != level {
+			t.Errorf("%q logged at %q, want %s", text, got[text], level)
+		}
 	}
 }

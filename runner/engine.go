@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"regexp"
 	"strings"
 	"time"
 
@@ -931,10 +932,35 @@ func (r *Runner) env(t *task, h *kvmodel.Handler) []string {
 
 // logWriter logs each stderr line of a handler, tagged with its
 // invocation; special may consume a line (a NOTIFY) instead.
+// logWriter logs a handler's stderr, a line at a time, at the line's own
+// level: that of a line JobX's LOG (Python's logging) formatted, info for
+// any other (PRINT, print, other languages, a traceback). The logger
+// carries the request and invocation ids.
 type logWriter struct {
 	log     *slog.Logger
 	special func(line string) bool
 	partial []byte
+}
+
+// pyLogLine matches the start of a line formatted by the Python runtime's
+// LOG: "%(asctime)s %(levelname)s %(name)s: %(message)s".
+var pyLogLine = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) `)
+
+// lineLevel is the level of a handler's stderr line.
+func lineLevel(line string) slog.Level {
+	m := pyLogLine.FindStringSubmatch(line)
+	if m == nil {
+		return slog.LevelInfo
+	}
+	switch m[1] {
+	case "DEBUG":
+		return slog.LevelDebug
+	case "WARNING":
+		return slog.LevelWarn
+	case "ERROR", "CRITICAL":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -945,7 +971,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 			break
 		}
 		if line := string(w.partial[:i]); w.special == nil || !w.special(line) {
-			w.log.Debug("handler stderr", "line", line)
+			w.log.Log(context.Background(), lineLevel(line), "handler log", "line", line)
 		}
 		w.partial = w.partial[i+1:]
 	}
