@@ -174,7 +174,9 @@ func (g *Gateway) apiHandler(c *gin.Context) {
 const maxListedRequests = 5000
 
 // apiRequests handles GET /api/workflows/:workflow/requests?limit=N: the
-// most recent requests still kept (newest first), with state and duration.
+// most recent requests (newest first), with state and duration: those
+// still kept, then the summaries of those the cleanup removed (the
+// workflow's history, kvmodel.MaxRecent of them; "removed": true).
 func (g *Gateway) apiRequests(c *gin.Context) {
 	wf := c.Param("workflow")
 	if err := kvmodel.ValidateTopicName("workflow name", wf); err != nil {
@@ -201,6 +203,30 @@ func (g *Gateway) apiRequests(c *gin.Context) {
 			reqs = append(reqs, r)
 		}
 	}
+	recent, err := g.store.RecentRequests(ctx, wf, int64(limit))
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	// The history's summaries, as requests (a live one wins: its cleanup
+	// may have failed after the summary was written).
+	live := map[string]bool{}
+	for _, r := range reqs {
+		live[r.ID] = true
+	}
+	removed := map[string]bool{}
+	for _, rr := range recent {
+		if live[rr.ID] {
+			continue
+		}
+		removed[rr.ID] = true
+		r := &kvmodel.Request{ID: rr.ID, WorkflowName: wf, JobName: rr.JobName, State: rr.State, IsDone: true, IsBlocking: rr.IsBlocking,
+			CreatedTimestamp: rr.CreatedTimestamp, DoneTimestamp: rr.DoneTimestamp}
+		if rr.ErrorKind != "" {
+			r.Error = &kvmodel.Failure{Kind: rr.ErrorKind}
+		}
+		reqs = append(reqs, r)
+	}
 	sort.Slice(reqs, func(i, j int) bool {
 		if reqs[i].CreatedTimestamp != reqs[j].CreatedTimestamp {
 			return reqs[i].CreatedTimestamp > reqs[j].CreatedTimestamp
@@ -211,7 +237,8 @@ func (g *Gateway) apiRequests(c *gin.Context) {
 	now := time.Now()
 	for _, r := range reqs[:min(limit, len(reqs))] {
 		item := gin.H{"request_id": r.ID, "job_name": r.JobName, "state": r.State, "is_done": r.IsDone,
-			"is_blocking": r.IsBlocking, "keep": r.Keep, "created_timestamp": r.CreatedTimestamp, "done_timestamp": r.DoneTimestamp}
+			"is_blocking": r.IsBlocking, "keep": r.Keep, "created_timestamp": r.CreatedTimestamp, "done_timestamp": r.DoneTimestamp,
+			"removed": removed[r.ID]}
 		if d, ok := duration(r, now); ok {
 			item["duration_seconds"] = d.Seconds()
 		}

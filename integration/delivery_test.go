@@ -89,8 +89,9 @@ func TestRequestCleanupAfterDeliveryRetentionAndKeep(t *testing.T) {
 	c.step("wf", "split", "map_split", "", "reduce_noop")
 	c.job("wf", "branch", "split")
 	// The keys of no request: the runners' registry, their elections
-	// (recovery, compaction, defragmentation) and the definitions.
-	notRequests := []string{"/jobx/runners/", "/jobx/recovery/", etcdmaint.CompactElection, etcdmaint.DefragElection,
+	// (recovery, compaction, defragmentation), the request history (a
+	// summary each) and the definitions.
+	notRequests := []string{"/jobx/runners/", "/jobx/recovery/", etcdmaint.CompactElection, etcdmaint.DefragElection, kvmodel.RecentRoot,
 		"/entities/workflow/", "/entities/handler/", "/entities/step/", "/entities/job/"}
 	count := func(queueToo bool) int {
 		n := 0

@@ -260,6 +260,12 @@ func TestWebUIInABrowser(t *testing.T) {
 	// The request is listed on its workflow's page.
 	do(t, ctx, "recent requests", chromedp.Navigate(c.url+"/ui/#/wf/dev"),
 		chromedp.WaitVisible(css(`#requests-table a[href="#/request/dev/`+id+`"]`)))
+	// A blocking request, removed once delivered, is still listed, from
+	// the workflow's history, without a link.
+	blocked := c.post("dev", "job5", `{"arguments":{"arg1":10}}`, "")
+	blocked.pairs(t)
+	waitJS(t, ctx, "the delivered request in the history", `Array.from(document.querySelectorAll('#requests-table tr.removed')).some(r => r.textContent.includes('`+
+		blocked.header.Get("X-MR-REQUEST-ID")[:10]+`') && !r.querySelector('a'))`, 30*time.Second)
 
 	// A failed request shows its error and stderr.
 	failed := submitFromForm(t, ctx, c.url, "broken", "fail", `{"a": 1}`)

@@ -73,7 +73,7 @@ func (s *Store) CompleteCleanup(ctx context.Context, c DueCleanup) error {
 
 // PruneRequest deletes a request and everything it made: every invocation
 // reachable from its root (map and reduce), their datasets, relationships
-// and sessions. A request that is already gone is not an error. A request
+// and sessions; the request's summary goes into the workflow's history. A request that is already gone is not an error. A request
 // marked Keep is left alone unless force is set.
 func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (invocations int, err error) {
 	req := &Request{WorkflowName: wf, ID: id}
@@ -110,6 +110,14 @@ func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (in
 			ops = ops[:0]
 		}
 	}
-	ops = append(ops, Op{Key: Key(req), Delete: true})
-	return invocations, s.Apply(ctx, ops)
+	// Its summary stays in the workflow's history (recent.go).
+	sum, err := recentOp(req)
+	if err != nil {
+		return invocations, err
+	}
+	ops = append(ops, Op{Key: Key(req), Delete: true}, sum)
+	if err := s.Apply(ctx, ops); err != nil {
+		return invocations, err
+	}
+	return invocations, s.trimRecent(ctx, wf)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
@@ -239,11 +240,58 @@ func TestPruneRequestRemovesEverythingItMade(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("pruned %d invocations: %v", n, err)
 	}
+	// Only the request's summary stays, in the workflow's history.
 	resp, _ := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	for _, kv := range resp.Kvs {
-		t.Errorf("left behind: %s", kv.Key)
+		if !strings.HasPrefix(string(kv.Key), kvmodel.RecentPrefix("wf")) {
+			t.Errorf("left behind: %s", kv.Key)
+		}
+	}
+	if recent, err := st.RecentRequests(ctx, "wf", 10); err != nil || len(recent) != 1 || recent[0].ID != req.ID {
+		t.Errorf("history after the prune: %+v, %v", recent, err)
 	}
 	if n, err := st.PruneRequest(ctx, "wf", req.ID, false); n != 0 || err != nil {
 		t.Fatalf("second prune: %d, %v", n, err)
+	}
+}
+
+// The history lists removed requests newest first, with their state and
+// error kind, and keeps the newest MaxRecent of each workflow.
+func TestRecentRequestsAreBoundedNewestFirst(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := range kvmodel.MaxRecent + 5 {
+		req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", JobName: "j", InvocationID: kvmodel.NewID(),
+			State: kvmodel.StateDone, CreatedTimestamp: start.Add(time.Duration(i) * time.Second).Format("2006-01-02 15:04:05.000000")}
+		if i == kvmodel.MaxRecent+3 {
+			req.State, req.Error = kvmodel.StateFailed, &kvmodel.Failure{Kind: "handler_failed"}
+		}
+		if err := st.Apply(ctx, []kvmodel.Op{kvmodel.PutOp(req)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.PruneRequest(ctx, "wf", req.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, req.ID)
+	}
+	recent, err := st.RecentRequests(ctx, "wf", 1000)
+	if err != nil || len(recent) != kvmodel.MaxRecent {
+		t.Fatalf("history: %d entries, %v; want %d", len(recent), err, kvmodel.MaxRecent)
+	}
+	if recent[0].ID != ids[len(ids)-1] || recent[len(recent)-1].ID != ids[5] {
+		t.Errorf("history is not the newest %d, newest first: first %s, last %s", kvmodel.MaxRecent, recent[0].ID, recent[len(recent)-1].ID)
+	}
+	if r := recent[1]; r.State != kvmodel.StateFailed || r.ErrorKind != "handler_failed" || r.JobName != "j" {
+		t.Errorf("the failed request's summary: %+v", r)
+	}
+	if other, _ := st.RecentRequests(ctx, "other", 10); len(other) != 0 {
+		t.Errorf("another workflow's history: %v", other)
+	}
+	for _, r := range recent {
+		if r.ID == ids[3] {
+			t.Errorf("an entry past the bound is still listed: %+v", r)
+		}
 	}
 }

@@ -193,13 +193,16 @@ async function workflowPage(gen, wf) {
     if (!rr.ok) {
       requests.replaceChildren(el("div", { class: "error" }, errorText(rr)));
     } else {
-      const rows = rr.body.requests.map((q) => el("tr", {},
-        el("td", { class: "mono" }, el("a", { href: "#/request/" + enc(wf) + "/" + enc(q.request_id) }, q.request_id.slice(0, 10))),
-        el("td", {}, q.job_name), el("td", {}, badge(q.state)),
+      // A removed request (cleaned up; its summary is in the history) has
+      // no page to link to.
+      const rows = rr.body.requests.map((q) => el("tr", { class: q.removed ? "removed" : null },
+        el("td", { class: "mono" }, q.removed ? q.request_id.slice(0, 10)
+          : el("a", { href: "#/request/" + enc(wf) + "/" + enc(q.request_id) }, q.request_id.slice(0, 10))),
+        el("td", {}, q.job_name), el("td", {}, badge(q.state), q.removed ? el("span", { class: "muted" }, " removed") : null),
         el("td", {}, fmtTime(q.created_timestamp)), el("td", {}, fmtDuration(q.duration_seconds)),
         el("td", {}, q.error_kind || "")));
       requests.replaceChildren(table(["request", "job", "state", "created", "duration", "error"], rows, { id: "requests-table" }),
-        el("p", { class: "muted" }, "Requests are listed while they are kept: submit with keep=true to keep one past delivery."));
+        el("p", { class: "muted" }, "Requests still kept link to their page; removed ones (a blocking request once delivered, others after the runners' --retention) are listed from the workflow's history, its last 100. Submit with keep=true to keep one for tracing."));
     }
     view.timer = setTimeout(refresh, 3000);
   };
