@@ -250,6 +250,9 @@ func TestWebUIInABrowser(t *testing.T) {
 	if !strings.Contains(strings.ToLower(fills), "#b8e6b8") {
 		t.Errorf("no node coloured done (#b8e6b8) in the graph: %s", fills)
 	}
+	// The handlers' log lines, per invocation (the form submits with
+	// keep=true): random_yield logs how many intervals it yielded.
+	waitJS(t, ctx, "the handler logs", `Array.from(document.querySelectorAll('#logs .invocation-log pre')).some(p => /Yielded \(\d+\) intervals/.test(p.textContent))`, 15*time.Second)
 	if dir := os.Getenv("JOBX_DEMO_DIR"); dir != "" {
 		writeDemoArtifacts(t, ctx, c, dir, id)
 	}

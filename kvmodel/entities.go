@@ -287,7 +287,14 @@ type Invocation struct {
 	HandlerName        string   `json:"handler_name,omitempty"`
 	Failure            *Failure `json:"failure,omitempty"`
 	FinishedTimestamp  string   `json:"finished_timestamp,omitempty"`
+	// Log is the tail of what its handler logged (stderr, notifications
+	// left out), at most MaxInvocationLog bytes; recorded for kept
+	// requests (submitted with keep=true, for tracing) only.
+	Log string `json:"log,omitempty"`
 }
+
+// MaxInvocationLog bounds Invocation.Log.
+const MaxInvocationLog = 4096
 
 func (i *Invocation) Class() string          { return "invocation" }
 func (i *Invocation) Identity() []string     { return []string{i.WorkflowName, i.ID} }

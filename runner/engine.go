@@ -30,6 +30,9 @@ type task struct {
 	m    *kvmodel.Invocation // reduce: the map invocation being reduced
 	// fresh: built from the message's Fresh copy, not read from etcd.
 	fresh bool
+	// logs is the tail of the handler's log of its last attempt, kept for
+	// a kept request (Invocation.Log); nil otherwise.
+	logs *logTail
 }
 
 // errStale means a first delivery's Fresh copy no longer matched etcd at
@@ -313,11 +316,14 @@ func (r *Runner) runMap(ctx context.Context, t *task) error {
 	return r.commitLeaf(ctx, t, h, step, data)
 }
 
-func (r *Runner) done(inv *kvmodel.Invocation, handler string) *kvmodel.Invocation {
-	d := *inv
+func (r *Runner) done(t *task, handler string) *kvmodel.Invocation {
+	d := *t.inv
 	d.State = kvmodel.StateDone
 	d.HandlerName = handler
 	d.FinishedTimestamp = kvmodel.Now()
+	if t.logs != nil {
+		d.Log = t.logs.String()
+	}
 	return &d
 }
 
@@ -355,7 +361,7 @@ func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, st
 func (r *Runner) recordLeaf(ctx context.Context, t *task, h *kvmodel.Handler, data []byte, red *kvmodel.Invocation) (ok bool, err error) {
 	resp, err := r.store.Commit(ctx, r.unchanged(t),
 		kvmodel.DatasetOps(t.inv.WorkflowName, t.inv.ID, kvmodel.PostCombine, data),
-		[]kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.PutOp(red)})
+		[]kvmodel.Op{kvmodel.PutOp(r.done(t, h.Name)), kvmodel.PutOp(red)})
 	if err != nil {
 		return false, err
 	}
@@ -400,7 +406,7 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 		fresh[i] = queue.NewFresh(put.Value, reqJSON, t.req.Revision(), args)
 	}
 	bulk = append(bulk, kvmodel.MappedOps(wf, t.inv.ID, ids)...)
-	d := r.done(t.inv, h.Name)
+	d := r.done(t, h.Name)
 	d.MappedCount, d.MappedWaiting = kvmodel.IntPtr(len(ids)), kvmodel.IntPtr(len(ids))
 	d.MappedStep = next
 	final := []kvmodel.Op{kvmodel.PutOp(d)}
@@ -559,7 +565,7 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 // reductionOps are the ops that record reduce invocation t of t.m as done
 // by h, and at the root end the request.
 func (r *Runner) reductionOps(t *task, h *kvmodel.Handler) []kvmodel.Op {
-	ops := []kvmodel.Op{kvmodel.PutOp(r.done(t.inv, h.Name)), kvmodel.ReducedOp(t.inv.WorkflowName, t.m.ID, t.inv.ID)}
+	ops := []kvmodel.Op{kvmodel.PutOp(r.done(t, h.Name)), kvmodel.ReducedOp(t.inv.WorkflowName, t.m.ID, t.inv.ID)}
 	if t.m.Parent() == "" {
 		ops = append(ops, r.completeRequest(t.req)...)
 	}
@@ -803,11 +809,14 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	log := t.log.With("handler", h.Name)
 	for attempt := 0; ; attempt++ {
 		out.reset()
+		if t.req.Keep {
+			t.logs = &logTail{}
+		}
 		lw := &lineWriter{fn: out.line, max: kvmodel.MaxItemBytes}
 		spec := &sandbox.RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Processor: h.SourceType, Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
-			Stderr: &logWriter{log: log, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
+			Stderr: &logWriter{log: log, tail: t.logs, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
 			Reuse: reuse,
 		}
 		outcome, err := r.run(ctx, spec)
@@ -938,9 +947,31 @@ func (r *Runner) env(t *task, h *kvmodel.Handler) []string {
 // carries the request and invocation ids.
 type logWriter struct {
 	log     *slog.Logger
+	tail    *logTail // nil: none kept
 	special func(line string) bool
 	partial []byte
 }
+
+// logTail keeps the last lines of a handler's log, at most
+// kvmodel.MaxInvocationLog bytes.
+type logTail struct {
+	lines []string
+	size  int
+}
+
+func (l *logTail) add(line string) {
+	if len(line) > kvmodel.MaxInvocationLog {
+		line = strings.ToValidUTF8(line[len(line)-kvmodel.MaxInvocationLog+1:], "")
+	}
+	l.lines = append(l.lines, line)
+	l.size += len(line) + 1
+	for l.size > kvmodel.MaxInvocationLog && len(l.lines) > 1 {
+		l.size -= len(l.lines[0]) + 1
+		l.lines = l.lines[1:]
+	}
+}
+
+func (l *logTail) String() string { return strings.Join(l.lines, "\n") }
 
 // pyLogLine matches the start of a line formatted by the Python runtime's
 // LOG: "%(asctime)s %(levelname)s %(name)s: %(message)s".
@@ -972,6 +1003,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		}
 		if line := string(w.partial[:i]); w.special == nil || !w.special(line) {
 			w.log.Log(context.Background(), lineLevel(line), "handler log", "line", line)
+			if w.tail != nil {
+				w.tail.add(line)
+			}
 		}
 		w.partial = w.partial[i+1:]
 	}

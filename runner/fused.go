@@ -38,7 +38,7 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	if f != nil || err != nil {
 		return r.commitLeaf(ctx, t, h, step, data) // the queued reduction reports it
 	}
-	m := r.done(t.inv, h.Name)
+	m := r.done(t, h.Name)
 	red := newReduceInvocation(t.inv)
 	// The reduction logs as its own run would: its direction and id, not
 	// the map message's.

@@ -32,7 +32,8 @@ func TestTraceJSONAndFormats(t *testing.T) {
 			Kind       string `json:"kind"`
 			StderrTail string `json:"stderr_tail"`
 		} `json:"failure"`
-		Reduce *node `json:"reduce"`
+		Log    string `json:"log"`
+		Reduce *node  `json:"reduce"`
 	}
 	type graph struct {
 		Request struct {
@@ -55,6 +56,12 @@ func TestTraceJSONAndFormats(t *testing.T) {
 		d.Root.Reduce == nil || d.Root.Reduce.Handler != "reduce_sum" || d.Counts.Invocations != 2 || d.Counts.Done != 2 {
 		t.Fatalf("dump json: %+v", d)
 	}
+	// The handler's log lines are kept with the invocation of a kept
+	// request, and dumped.
+	if !strings.Contains(d.Root.Log, "doubling 2 values") {
+		t.Errorf("the mapper's log in the dump: %q", d.Root.Log)
+	}
+	mustContain(t, "dump text", c.ok("trace", "dump", "demo", id), "  log:\n", "| ", "INFO MR_HANDLER.RAW.map_double: doubling 2 values")
 	if g := decode(c.ok("trace", "graph", "demo", id, "-o", "json")); g.Root.Data != nil || g.Root.Handler != "map_double" {
 		t.Fatalf("graph json: %+v", g)
 	}

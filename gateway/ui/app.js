@@ -257,6 +257,7 @@ async function requestPage(gen, wf, id) {
   const progressText = el("span", { id: "progress-text" });
   const graph = el("div", { id: "graph" }, el("span", { class: "muted" }, "Loading the graph…"));
   const outcome = el("div", { id: "outcome" });
+  const logs = el("div", { id: "logs" });
   setMain(el("h1", {}, "Request ", el("span", { class: "mono" }, id)),
     summary,
     el("h2", {}, "Progress"), el("div", { class: "progress", id: "progress" }, bar), progressText,
@@ -265,7 +266,29 @@ async function requestPage(gen, wf, id) {
       el("a", { href: base + "/graph?format=dot", target: "_blank" }, "DOT"),
       el("a", { href: base + "/graph?format=png", target: "_blank" }, "PNG"),
       el("a", { href: base + "/graph?format=json", target: "_blank" }, "JSON")),
-    graph, outcome);
+    graph, outcome, logs);
+
+  // Each invocation's log lines, once the request is done (recorded for
+  // kept requests; the UI submits with keep=true).
+  const loadLogs = async () => {
+    const g = await api(base + "/graph?format=json");
+    if (gen !== view.gen || !g.ok) return;
+    const rows = [];
+    const walk = (n) => {
+      if (!n) return;
+      if (n.log) {
+        rows.push(el("div", { class: "invocation-log", "data-invocation": n.invocation_id },
+          el("p", {}, el("strong", {}, n.kind), " ", el("span", { class: "mono" }, n.invocation_id.slice(0, 10)),
+            " step ", n.step, " handler ", n.handler),
+          el("pre", {}, n.log)));
+      }
+      (n.children || []).forEach(walk);
+      walk(n.reduce);
+    };
+    walk(g.body.root);
+    logs.replaceChildren(el("h2", {}, "Handler logs"), ...(rows.length ? rows
+      : [el("p", { class: "muted" }, "No invocation logged anything (logs are kept for requests submitted with keep=true).")]));
+  };
 
   let graphKey = "", bigGraphWanted = false;
   const loadGraph = async () => {
@@ -317,6 +340,7 @@ async function requestPage(gen, wf, id) {
     else if (q.state === "failed") outcome.replaceChildren(el("h2", {}, "Error"), errorBox(q.error || {}));
     else outcome.replaceChildren();
     if (!q.is_done) view.timer = setTimeout(tick, 1000);
+    else await loadLogs();
   };
   tick();
 }

@@ -57,7 +57,8 @@ func (g *Graph) Tree(w io.Writer) {
 }
 
 // Dump writes the tree with each map invocation's data (load the graph
-// with data) and every failed invocation's error and stderr tail.
+// with data), each invocation's log tail (kept requests) and every failed
+// invocation's error and stderr tail.
 func (g *Graph) Dump(w io.Writer) {
 	g.header(w)
 	if e := g.Request.Error; e != nil {
@@ -81,6 +82,12 @@ func (g *Graph) Dump(w io.Writer) {
 						fmt.Fprintf(w, "%s    %s\n", ind, it)
 					}
 				}
+			}
+		}
+		if n.Log != "" {
+			fmt.Fprintf(w, "%s  log:\n", ind)
+			for _, line := range strings.Split(n.Log, "\n") {
+				fmt.Fprintf(w, "%s    | %s\n", ind, line)
 			}
 		}
 		if f := n.Failure; f != nil {

@@ -27,6 +27,7 @@ type Node struct {
 	Finished  string           `json:"finished_timestamp,omitempty"`
 	Datasets  Datasets         `json:"datasets"`
 	Failure   *kvmodel.Failure `json:"failure,omitempty"`
+	Log       string           `json:"log,omitempty"` // its handler's log tail (kept requests)
 	Data      *Data            `json:"data,omitempty"`
 	Children  []*Node          `json:"children,omitempty"`
 	Reduce    *Node            `json:"reduce,omitempty"`
@@ -228,7 +229,7 @@ func (l *loader) nodeOf(m string, rs []*etcdserverpb.ResponseOp) (*Node, error) 
 
 func (l *loader) node(inv *kvmodel.Invocation, kind string) *Node {
 	n := &Node{ID: inv.ID, Kind: kind, Step: inv.StepName, Handler: inv.HandlerName, State: stateOf(inv),
-		Created: inv.CreatedTimestamp, Finished: inv.FinishedTimestamp, Failure: inv.Failure}
+		Created: inv.CreatedTimestamp, Finished: inv.FinishedTimestamp, Failure: inv.Failure, Log: inv.Log}
 	if n.Handler == "" {
 		if s := l.step(inv.StepName); s != nil {
 			n.Handler = s.MapHandlerName
