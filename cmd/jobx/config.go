@@ -104,7 +104,13 @@ func loadEnv(getenv func(string) string) envConfig {
 	c.Capabilities = splitList(getenv("MR_SYSTEM_CAPABILITIES"))
 	c.Workflows = splitList(getenv("MR_WORKFLOW_NAMES"))
 	c.Channel = getenv("MR_CHANNEL")
-	c.LogLevel = orDefault(getenv("JOBX_LOG_LEVEL"), "info")
+	c.LogLevel = getenv("JOBX_LOG_LEVEL")
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+		if d := getenv("DEBUG"); d == "1" || d == "true" { // JobX's DEBUG
+			c.LogLevel = "debug"
+		}
+	}
 	c.LogFormat = orDefault(getenv("JOBX_LOG_FORMAT"), "text")
 	return c
 }

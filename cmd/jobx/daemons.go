@@ -31,6 +31,9 @@ blocking requests in flight finish; a second exits at once.`,
   JOBX_ETCD=e1:2379,e2:2379,e3:2379 JOBX_LOOKUPD=lookupd:4161 JOBX_HTTP=:8080 jobx gateway`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := jobxEnvErr(a.envVar, false); err != nil {
+				return err
+			}
 			cli, err := a.etcdClient()
 			if err != nil {
 				return err
@@ -92,6 +95,8 @@ type runnerFlags struct {
 	// defragMinSize is --etcd-defrag-min-size: a size, or "" for the
 	// default.
 	defragMinSize string
+	// jobxErr is a JobX variable's value jobx cannot take (jobxenv.go).
+	jobxErr error
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
@@ -104,6 +109,14 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	o.Workflows = a.env.Workflows
 	if a.env.Channel != "" {
 		o.Channel = a.env.Channel
+	}
+	// JobX's variables, as the defaults of the flags below.
+	jr := jobxRunnerEnv(a.envVar)
+	rf.jobxErr = jr.err
+	o.FS = jr.fs
+	o.Writer.Subject = jr.writer.Subject
+	if jr.concurrency > 0 {
+		o.Concurrency = jr.concurrency
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&o.Capabilities, "capabilities", o.Capabilities, "capabilities offered, comma-separated (env MR_SYSTEM_CAPABILITIES)")
@@ -134,13 +147,13 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
 	f.StringVar(&o.ScopeDir, "scope-dir", o.ScopeDir, "directory of scope factories: <workflow>.yaml|.json (static variables) or an executable <workflow> (see docs/handlers.md)")
 	f.DurationVar(&o.ScopeTTL, "scope-ttl", o.ScopeTTL, "how long a scope factory's answer for a handler version is reused")
-	f.StringVar(&o.Writer.Kind, "result-writer", "inline", "default result writer of jobs that name none: inline, file, email or http")
-	f.StringVar(&o.Writer.Path, "result-dir", "", "file writer: root directory (default /tmp/mr_results)")
-	f.BoolVar(&o.Writer.AsDirectory, "result-as-directory", false, "file writer: one file per pair in a directory per request")
-	f.StringSliceVar(&o.Writer.To, "result-email-to", nil, "email writer: recipients, comma-separated")
-	f.StringVar(&o.Writer.URL, "result-url", "", "http writer: the URL results are POSTed to")
-	f.StringVar(&o.SMTPAddr, "smtp-addr", "", "SMTP server (host:port) for email result writers and email notifications")
-	f.StringVar(&o.SMTPFrom, "smtp-from", "", "sender address of jobx's mail")
+	f.StringVar(&o.Writer.Kind, "result-writer", orDefault(jr.writer.Kind, "inline"), "default result writer of jobs that name none: inline, file, email or http (env MR_RESULT_WRITER_FQ_CLASS, JobX's class names)")
+	f.StringVar(&o.Writer.Path, "result-dir", jr.writer.Path, "file writer: root directory (default /tmp/mr_results; env MR_RESULT_FILE_WRITER_OUTPUT_PATH)")
+	f.BoolVar(&o.Writer.AsDirectory, "result-as-directory", jr.writer.AsDirectory, "file writer: one file per pair in a directory per request (env MR_RESULT_FILE_WRITER_WRITE_AS_DIRECTORY=1)")
+	f.StringSliceVar(&o.Writer.To, "result-email-to", jr.writer.To, "email writer: recipients, comma-separated (env MR_RESULT_EMAIL_WRITER_TO_LIST)")
+	f.StringVar(&o.Writer.URL, "result-url", jr.writer.URL, "http writer: the URL results are POSTed to (env MR_RESULT_HTTP_WRITER_SERVER_URL)")
+	f.StringVar(&o.SMTPAddr, "smtp-addr", jr.smtpAddr, "SMTP server (host:port) for email result writers and email notifications (env MR_EMAIL_SMTP_HOSTNAME, port 25 unless given)")
+	f.StringVar(&o.SMTPFrom, "smtp-from", jr.smtpFrom, "sender address of jobx's mail (env MR_EMAIL_SMTP_FROM_EMAIL)")
 	f.StringVar(&o.SMTPUser, "smtp-user", "", "SMTP login (PLAIN auth, after STARTTLS when offered); the password is JOBX_SMTP_PASSWORD")
 	o.SMTPPassword = a.env.SMTPPassword
 	f.StringVar(&rf.fsDir, "fs-dir", "", "host directory of the local shared filesystem backend (workflow roots are <dir>/working/<workflow>); jobx up defaults to <data-dir>/fs")
@@ -157,6 +170,9 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 }
 
 func (rf *runnerFlags) validate() error {
+	if rf.jobxErr != nil {
+		return rf.jobxErr
+	}
 	if rf.opts.Writer.Kind == "inline" {
 		rf.opts.Writer.Kind = ""
 	}
@@ -216,6 +232,9 @@ exits at once.`,
   MR_SYSTEM_CAPABILITIES=general MR_WORKFLOW_NAMES=dev jobx runner`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := jobxEnvErr(a.envVar, true); err != nil {
+				return err
+			}
 			if err := rf.validate(); err != nil {
 				return err
 			}

@@ -22,6 +22,7 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	env            envConfig
+	getenv         func(string) string
 
 	root      *cobra.Command
 	etcd      []string
@@ -36,6 +37,15 @@ type app struct {
 	output    string
 
 	log *slog.Logger
+}
+
+// envVar reads an environment variable through the getenv run was given
+// ("" without one).
+func (a *app) envVar(name string) string {
+	if a.getenv == nil {
+		return ""
+	}
+	return a.getenv(name)
 }
 
 // exitError carries an exit status; its message, if any, was already
@@ -56,7 +66,7 @@ func (e *codedError) Unwrap() error { return e.err }
 
 // run executes jobx with args and returns the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: loadEnv(getenv)}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: loadEnv(getenv), getenv: getenv}
 	root := a.newRootCmd()
 	root.SetArgs(jobxPairs(root, args))
 	root.SetIn(stdin)

@@ -54,6 +54,9 @@ then the gateway, nsqd and etcd); a second exits at once.`,
   jobx up --data-dir /tmp/jobx --http 127.0.0.1:9090 --runners 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := jobxEnvErr(a.envVar, o.runners > 0); err != nil {
+				return err
+			}
 			return a.up(cmd.Context(), cmd, o)
 		},
 	}
@@ -64,7 +67,11 @@ then the gateway, nsqd and etcd); a second exits at once.`,
 	f.StringVar(&o.nsqdListen, "nsqd-listen", "127.0.0.1:4150", "in-process nsqd TCP address")
 	f.StringVar(&o.etcdQuota, "etcd-quota", "2Gi", "embedded etcd's quota (--quota-backend-bytes), a size such as 2Gi or 16Mi: at this database size etcd raises NOSPACE and refuses writes until space is reclaimed (jobx etcd)")
 	f.StringArrayVar(&o.loads, "load", nil, "workflow directory to apply once up (repeatable)")
-	f.IntVar(&o.runners, "runners", 1, "number of runners")
+	runners := 1
+	if a.envVar("MR_CONSUME") == "0" { // JobX's front end without a consumer
+		runners = 0
+	}
+	f.IntVar(&o.runners, "runners", runners, "number of runners (env MR_CONSUME=0: none)")
 	f.DurationVar(&o.gw.BlockingTimeout, "blocking-timeout", o.gw.BlockingTimeout, "gateway: longest wait of a blocking request")
 	f.DurationVar(&o.gw.DeliveredRetention, "delivered-retention", o.gw.DeliveredRetention, "gateway: how long a blocking request is kept after delivery")
 	o.rf = a.addRunnerFlags(cmd, false)
