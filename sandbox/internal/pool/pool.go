@@ -279,8 +279,16 @@ func pick[K comparable, B Box[K]](l []*entry[B], reuse, handler string) int {
 
 // Settle runs fn (a run's clean-up, which says whether b may run again)
 // in the background, then returns b to the idle boxes, or destroys it.
+// Once the pool is closed it runs fn at once (Close dropped b already).
 func (p *Pool[K, B]) Settle(b B, fn func() bool) {
 	p.mu.Lock()
+	if p.closed {
+		// Close dropped b, and may be waiting for the settles already:
+		// an Add now would race its Wait. Settle here; nothing is kept.
+		p.mu.Unlock()
+		fn()
+		return
+	}
 	p.settling[b] = true
 	p.settles.Add(1)
 	p.mu.Unlock()
