@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/runner"
 )
 
@@ -74,10 +75,35 @@ yield ('writable', writable)
 }
 
 func TestScopeFactoriesGiveSecretsOnlyToTheHandlersNamed(t *testing.T) {
-	for _, kind := range []string{"file", "executable"} {
+	for _, kind := range []string{"file", "executable", "jobx-class"} {
 		t.Run(kind, func(t *testing.T) {
 			dir := t.TempDir()
+			var scopeCommand, scopeEnv []string
 			switch kind {
+			case "jobx-class":
+				// A JobX scope-factory class, as JobX's test/scope fixture
+				// wrote one, found on PYTHONPATH.
+				os.WriteFile(filepath.Join(dir, "jobx_test_scope.py"), []byte(`import mr.handlers.scope
+
+
+class _HandlerScopeFactory(mr.handlers.scope.HandlerScopeFactory):
+    def get_scope(self, handler_definition):
+        scope = {'REGION': 'eu', 'RETRIES': 3, 'LIMITS': {'max': 2.5, 'on': True}}
+        if handler_definition.name == 'map_secret':
+            scope['API_TOKEN'] = 's3cr3t'
+        return scope
+
+
+class WorkflowScopeFactory(mr.handlers.scope.WorkflowScopeFactory):
+    def get_handler_scope_factory(self, workflow):
+        return _HandlerScopeFactory(workflow)
+`), 0o644)
+				var err error
+				if scopeCommand, scopeEnv, err = python.ScopeClassCommand(t.TempDir(), "jobx_test_scope.WorkflowScopeFactory"); err != nil {
+					t.Fatal(err)
+				}
+				scopeEnv[0] += string(os.PathListSeparator) + dir
+				dir = "" // no --scope-dir: the class serves every workflow
 			case "file":
 				os.WriteFile(filepath.Join(dir, "wf.yaml"), []byte("all:\n  REGION: eu\n  RETRIES: 3\n  LIMITS: {max: 2.5, on: true}\nhandlers:\n  map_secret:\n    API_TOKEN: s3cr3t\n"), 0o600)
 			case "executable":
@@ -89,7 +115,7 @@ if [ "$1" = map_secret ]; then echo '{"REGION":"eu","RETRIES":3,"LIMITS":{"max":
 `), 0o755)
 			}
 			c := startCluster(t)
-			c.addRunner(func(o *runner.Options) { o.ScopeDir = dir })
+			c.addRunner(func(o *runner.Options) { o.ScopeDir, o.ScopeCommand, o.ScopeEnv = dir, scopeCommand, scopeEnv })
 			c.workflow("wf")
 			src := `"""
 Report which scope variables it sees, as globals and in the environment.

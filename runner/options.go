@@ -103,6 +103,12 @@ type Options struct {
 	// ScopeDir holds the scope factories: per workflow a static file
 	// (<wf>.yaml|.json) or an executable (<wf>); see scope.go. Empty: none.
 	ScopeDir string
+	// ScopeCommand, run with ScopeEnv added to the runner's environment, is
+	// the scope factory of the workflows that have none in ScopeDir (for
+	// JobX's scope-factory classes, processors/python.ScopeClassCommand):
+	// it gets the workflow and the handler's name as arguments and the
+	// handler's metadata as JSON on stdin, and prints a JSON object.
+	ScopeCommand, ScopeEnv []string
 	// ScopeTTL is how long a scope factory's answer is reused.
 	ScopeTTL time.Duration
 	// Writer is the result writer of jobs that name none (inline when zero).

@@ -90,7 +90,7 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	}
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
-	r.scopes = &scopes{dir: o.ScopeDir, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
+	r.scopes = &scopes{dir: o.ScopeDir, command: o.ScopeCommand, env: o.ScopeEnv, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
 	r.sender = &notifications.Sender{SMTP: r.smtp(), Log: r.log}
 	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())

@@ -37,7 +37,10 @@ import (
 // environment variable too, a string as it is and anything else as JSON.
 type scopes struct {
 	dir string
-	ttl time.Duration
+	// command, with env, is the factory of the workflows that have none
+	// in dir (Options.ScopeCommand); nil: none.
+	command, env []string
+	ttl          time.Duration
 
 	mu    sync.Mutex // guards cache
 	cache map[string]scopeEntry
@@ -68,7 +71,7 @@ func reservedVar(name string) bool {
 // vars returns the scope variables of handler h, nil when the workflow has
 // no scope factory.
 func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
-	if s == nil || s.dir == "" {
+	if s == nil || (s.dir == "" && s.command == nil) {
 		return nil, nil
 	}
 	key := h.WorkflowName + "/" + h.Name + "@" + handlerVersion(h)
@@ -94,6 +97,9 @@ func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 }
 
 func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
+	if s.dir == "" {
+		return s.run(ctx, h, "scope factory "+s.command[len(s.command)-1], append(s.command[:len(s.command):len(s.command)], h.WorkflowName, h.Name))
+	}
 	base := filepath.Join(s.dir, h.WorkflowName)
 	for _, ext := range []string{".yaml", ".yml", ".json"} {
 		raw, err := os.ReadFile(base + ext)
@@ -125,28 +131,39 @@ func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 	}
 	st, err := os.Stat(base)
 	if errors.Is(err, os.ErrNotExist) {
+		if s.command != nil {
+			return s.run(ctx, h, "scope factory "+s.command[len(s.command)-1], append(s.command[:len(s.command):len(s.command)], h.WorkflowName, h.Name))
+		}
 		return nil, nil
 	}
 	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("scope factory %s: not an executable file", base)
 	}
+	return s.run(ctx, h, "scope factory "+base, []string{base, h.Name})
+}
+
+// run runs a factory command (argv) for handler h, its metadata as JSON on
+// stdin, and decodes the JSON object it prints; what names it in errors.
+func (s *scopes) run(ctx context.Context, h *kvmodel.Handler, what string, argv []string) (map[string]any, error) {
 	meta, _ := json.Marshal(map[string]any{
 		"workflow": h.WorkflowName, "handler": h.Name, "handler_type": h.HandlerType, "version": handlerVersion(h),
 		"description": h.Description, "required_capability": h.RequiredCapability, "source_type": h.SourceType,
+		"source_code": h.SourceCode, "argument_spec": h.ArgumentSpec,
 	})
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, base, h.Name)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdin = bytes.NewReader(meta)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("scope factory %s for handler %s: %v: %s", base, h.Name, err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("%s for handler %s: %v: %s", what, h.Name, err, strings.TrimSpace(stderr.String()))
 	}
 	vars := map[string]any{}
 	if err := json.Unmarshal(out, &vars); err != nil {
-		return nil, fmt.Errorf("scope factory %s for handler %s: want a JSON object: %w", base, h.Name, err)
+		return nil, fmt.Errorf("%s for handler %s: want a JSON object: %w", what, h.Name, err)
 	}
 	return vars, nil
 }

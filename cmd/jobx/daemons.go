@@ -9,6 +9,7 @@ import (
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/processors"
+	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	"github.com/jobx/jobx/sharedfs"
@@ -97,6 +98,22 @@ type runnerFlags struct {
 	defragMinSize string
 	// jobxErr is a JobX variable's value jobx cannot take (jobxenv.go).
 	jobxErr error
+	// scopeClass is --scope-class: a JobX scope-factory class, or "".
+	scopeClass string
+}
+
+// useScopeClass sets the runner's scope command to --scope-class's, its
+// adapter written under dir.
+func (rf *runnerFlags) useScopeClass(o *runner.Options, dir string) error {
+	if rf.scopeClass == "" {
+		return nil
+	}
+	argv, env, err := python.ScopeClassCommand(dir, rf.scopeClass)
+	if err != nil {
+		return fmt.Errorf("--scope-class (env MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS): %w", err)
+	}
+	o.ScopeCommand, o.ScopeEnv = argv, env
+	return nil
 }
 
 func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags {
@@ -146,6 +163,7 @@ func (a *app) addRunnerFlags(cmd *cobra.Command, withIdentity bool) *runnerFlags
 	f.DurationVar(&o.Grace, "grace", o.Grace, "on shutdown, how long in-flight invocations may finish")
 	f.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "how long nsqd waits for a message before redelivering it (in-flight messages are kept alive at a third of it); also how soon a dead runner's work is redelivered")
 	f.StringVar(&o.ScopeDir, "scope-dir", o.ScopeDir, "directory of scope factories: <workflow>.yaml|.json (static variables) or an executable <workflow> (see docs/handlers.md)")
+	f.StringVar(&rf.scopeClass, "scope-class", a.envVar("MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS"), "a JobX scope-factory class (a subclass of mr.handlers.scope.WorkflowScopeFactory, found on PYTHONPATH), run with python3 for the workflows that have no factory in --scope-dir (env MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS)")
 	f.DurationVar(&o.ScopeTTL, "scope-ttl", o.ScopeTTL, "how long a scope factory's answer for a handler version is reused")
 	f.StringVar(&o.Writer.Kind, "result-writer", orDefault(jr.writer.Kind, "inline"), "default result writer of jobs that name none: inline, file, email or http (env MR_RESULT_WRITER_FQ_CLASS, JobX's class names)")
 	f.StringVar(&o.Writer.Path, "result-dir", jr.writer.Path, "file writer: root directory (default /tmp/mr_results; env MR_RESULT_FILE_WRITER_OUTPUT_PATH)")
@@ -246,6 +264,9 @@ exits at once.`,
 				}
 				defer os.RemoveAll(dir)
 				o.Dir = dir
+			}
+			if err := rf.useScopeClass(o, filepath.Join(o.Dir, "scope-class")); err != nil {
+				return err
 			}
 			cli, err := a.etcdClient()
 			if err != nil {

@@ -37,7 +37,6 @@ var refusedJobXVars = map[string]refusedVar{
 	"MR_DO_CLEANUP_REQUESTS":                    {[]string{"1"}, "jobx always cleans up; keep a request with keep=true (jobx submit --keep), or lengthen jobx runner --retention and jobx gateway --delivered-retention"},
 	"MR_CLEANUP_MANDATORY_QUIET_PERIOD_S":       {nil, "the cleanup queue is durable in etcd; set jobx runner --retention and jobx gateway --delivered-retention"},
 	"MR_REMOTE_ADDR_HEADER":                     {nil, "jobx gateway records the client address as the connection gives it (requester_ip); put the gateway behind a proxy that connects from the client's network, or leave it unset"},
-	"MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS":        {nil, "give jobx runner --scope-dir DIR with DIR/<workflow>.yaml (static variables, per handler) or an executable DIR/<workflow> (any language, keyed on the handler's name); docs/handlers.md, Scope factories"},
 	"MR_RESULT_EMAIL_WRITER_TEXT_BODY_TEMPLATE": {nil, "jobx's email writer attaches the result to a fixed body; set the subject with MR_RESULT_EMAIL_WRITER_SUBJECT_TEMPLATE or a job's writer subject"},
 	"MR_DO_STREAM_LOG":                          {[]string{"1"}, "jobx logs to stderr always; --log-level error quiets it"},
 	"MR_LOG_FILEPATH":                           {nil, "jobx logs to stderr; redirect it (or let systemd or docker keep it), --log-format json for a collector"},

@@ -18,8 +18,9 @@ func TestDaemonsRefuseJobXSettingsTheyDoNotTake(t *testing.T) {
 		want []string
 	}{
 		{map[string]string{"MR_NSQ_MAX_IN_FLIGHT": "20000"}, []string{"runner"}, []string{"MR_NSQ_MAX_IN_FLIGHT=20000: use jobx runner --concurrency N"}},
-		{map[string]string{"MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS": "test_scope.Factory", "MR_LOG_EMAIL_TO": "ops@example.com"}, []string{"gateway"},
-			[]string{"MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS=test_scope.Factory: give jobx runner --scope-dir DIR", "MR_LOG_EMAIL_TO=ops@example.com: notifications are a workflow's notify: settings"}},
+		{map[string]string{"MR_HANDLER_UPDATE_CHECK_INTERVAL_S": "10", "MR_LOG_EMAIL_TO": "ops@example.com"}, []string{"gateway"},
+			[]string{"MR_HANDLER_UPDATE_CHECK_INTERVAL_S=10: runners watch etcd", "MR_LOG_EMAIL_TO=ops@example.com: notifications are a workflow's notify: settings"}},
+		{map[string]string{"MR_WORKFLOW_SCOPE_FACTORY_FQ_CLASS": "noscope"}, []string{"runner"}, []string{`scope factory class "noscope": want a dotted path`}},
 		{map[string]string{"MR_DO_CLEANUP_REQUESTS": "0"}, []string{"up"}, []string{"keep a request with keep=true"}},
 		{map[string]string{"MR_CONSUME": "0"}, []string{"runner"}, []string{"MR_CONSUME=0: this process runs handlers"}},
 		{map[string]string{"MR_FS_FACTORY_FQ_CLASS": "mine.S3Factory"}, []string{"runner"}, []string{"jobx's shared filesystems are local"}},

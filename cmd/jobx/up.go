@@ -173,6 +173,9 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		ro := *o.rf.opts
 		ro.ID = fmt.Sprintf("up-%d", i+1)
 		ro.Dir = filepath.Join(dataDir, "runner-"+fmt.Sprint(i+1))
+		if err := o.rf.useScopeClass(&ro, filepath.Join(dataDir, "scope-class")); err != nil {
+			return err
+		}
 		ro.Etcd, ro.NSQDs, ro.Log = c.cli, c.nsqdAddr, a.log
 		if c.nsqd != nil {
 			ro.NSQDHTTP = []string{c.nsqd.HTTPAddr}
