@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
