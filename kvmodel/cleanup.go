@@ -73,7 +73,8 @@ func (s *Store) CompleteCleanup(ctx context.Context, c DueCleanup) error {
 
 // PruneRequest deletes a request and everything it made: every invocation
 // reachable from its root (map and reduce), their datasets, relationships
-// and sessions; the request's summary goes into the workflow's history. A request that is already gone is not an error. A request
+// and sessions; the request's summary goes into the workflow's history
+// when etcd takes it. A request that is already gone is not an error. A request
 // marked Keep is left alone unless force is set.
 func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (invocations int, err error) {
 	req := &Request{WorkflowName: wf, ID: id}
@@ -110,14 +111,15 @@ func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (in
 			ops = ops[:0]
 		}
 	}
-	// Its summary stays in the workflow's history (recent.go).
-	sum, err := recentOp(req)
-	if err != nil {
-		return invocations, err
-	}
-	ops = append(ops, Op{Key: Key(req), Delete: true}, sum)
+	ops = append(ops, Op{Key: Key(req), Delete: true})
 	if err := s.Apply(ctx, ops); err != nil {
 		return invocations, err
 	}
-	return invocations, s.trimRecent(ctx, wf)
+	// Its summary stays in the workflow's history (recent.go), best
+	// effort: only deletes work while etcd is out of space (NOSPACE), and
+	// a cleanup must work then above all.
+	if sum, err := recentOp(req); err == nil && s.Apply(ctx, []Op{sum}) == nil {
+		s.trimRecent(ctx, wf)
+	}
+	return invocations, nil
 }
