@@ -131,7 +131,7 @@ Every JobX mr_* script has a jobx command; see docs/cli.md.`,
 		&cobra.Group{ID: "run", Title: "Running jobs:"},
 		&cobra.Group{ID: "daemons", Title: "Daemons:"},
 	)
-	for _, c := range []*cobra.Command{a.workflowCmd(), a.jobCmd(), a.stepCmd(), a.handlerCmd(), a.applyCmd()} {
+	for _, c := range []*cobra.Command{a.workflowCmd(), a.jobCmd(), a.stepCmd(), a.handlerCmd(), a.applyCmd(), a.importCmd()} {
 		c.GroupID = "defs"
 		root.AddCommand(c)
 	}
