@@ -213,6 +213,7 @@ func TestWebUIInABrowser(t *testing.T) {
 	// sandbox: namespace, or none where bubblewrap cannot run) only if
 	// it is unisolated too.
 	waitJS(t, ctx, "both runners listed", `document.querySelector('#runners tr[data-runner="runner1"]') && document.querySelector('#runners tr[data-runner="bare"]')`, 15*time.Second)
+	noStrayValues(t, ctx, "the workflows page")
 	warning := text(t, ctx, "#runners-warning")
 	mustHave(t, "the runners warning", warning, "Handlers run unisolated", "bare", "--sandbox auto")
 	for id, kind := range map[string]string{"runner1": runnerSandbox(t, c, "runner1"), "bare": kvmodel.SandboxNone} {
@@ -230,6 +231,7 @@ func TestWebUIInABrowser(t *testing.T) {
 	do(t, ctx, "open dev", chromedp.Click(css(`#workflows a[href="#/wf/dev"]`)),
 		chromedp.WaitVisible(css(`#handlers a[href="#/wf/dev/handler/map_test_split"]`)))
 	mustHave(t, "jobs", text(t, ctx, "#jobs"), "job4", "job5", "step6_split_argument_1")
+	noStrayValues(t, ctx, "the dev workflow's page")
 	mustHave(t, "steps", text(t, ctx, "#steps"), "step7_chunk_argument", "map_test_random_yield", "reduce_test_sum")
 	do(t, ctx, "open a handler", chromedp.Click(css(`#handlers a[href="#/wf/dev/handler/map_test_split"]`)), chromedp.WaitVisible(css(`#source`)))
 	mustHave(t, "source", text(t, ctx, "#source"), "MrConfigureToMap('step7_chunk_argument')")
@@ -468,5 +470,16 @@ func TestUIRoutes(t *testing.T) {
 	}
 	if got := runners("wrong"); len(got) != 0 {
 		t.Errorf("runners with an unknown token: %v", got)
+	}
+}
+
+// noStrayValues fails the test when the page shows a JavaScript null or
+// undefined as text (a missing field rendered; the workflows page once
+// showed a stray "null").
+func noStrayValues(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	body := text(t, ctx, "main")
+	if m := regexp.MustCompile(`\b(null|undefined|NaN)\b`).FindString(body); m != "" {
+		t.Errorf("%s shows %q:\n%s", page, m, body)
 	}
 }
