@@ -159,9 +159,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	r.log.Info("runner started", "capabilities", r.opts.Capabilities, "workflows", r.opts.Workflows, "sandbox", r.sandbox.Kind(), "concurrency", r.opts.Concurrency)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); r.announce(ctx) }()
+	// The metrics listener first: a runner that cannot serve them returns
+	// before it starts anything that would outlive the return.
 	if r.opts.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", r.opts.MetricsAddr)
 		if err != nil {
@@ -175,6 +174,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer srv.Close()
 		r.log.Info("serving metrics", "addr", ln.Addr().String())
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.announce(ctx) }()
 	if len(r.opts.NSQDHTTP) > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.pollDepth(ctx, 2*time.Second) }()
