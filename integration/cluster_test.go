@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -269,4 +270,34 @@ func (s sharedFiles) runner(o *runner.Options) {
 func (s sharedFiles) path(wf, name string) string {
 	dir, _ := sharedfs.HostDir(sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: s.dir}, wf)
 	return filepath.Join(dir, name)
+}
+
+// slowJob defines workflow wf with job "slow": a mapper that appends a
+// line to the workflow's shared file "runs", sleeps seconds and returns
+// ('done', 1), and a summing reducer. Its runners must serve s.
+func (s sharedFiles) slowJob(c *cluster, wf string, seconds int) {
+	c.workflow(wf)
+	c.handler(wf, "map_slow", "map/slow.py", fmt.Sprintf(`"""
+Count the runs (in the workflow's shared files, which the sandboxed handler
+reaches), then take a while.
+
+**
+handler_type: mapper
+"""
+import os, time
+with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
+    f.write('run\n')
+time.sleep(%d)
+yield MrConfigureToReturn()
+yield ('done', 1)
+`, seconds))
+	c.handler(wf, "reduce_sum", "reduce/sum.py", sumPy)
+	c.step(wf, "slow", "map_slow", "", "reduce_sum")
+	c.job(wf, "slow", "slow")
+}
+
+// runs returns how often slowJob's mapper of workflow wf has started.
+func (s sharedFiles) runs(wf string) int {
+	b, _ := os.ReadFile(s.path(wf, "runs"))
+	return strings.Count(string(b), "run")
 }

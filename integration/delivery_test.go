@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -18,28 +17,10 @@ func TestLongInvocationIsKeptAliveNotRedelivered(t *testing.T) {
 	c := startCluster(t)
 	shared := sharedFS(t)
 	c.addRunner(func(o *runner.Options) { o.MsgTimeout = time.Second }, shared.runner)
-	c.workflow("wf")
-	runs := shared.path("wf", "runs")
-	c.handler("wf", "map_slow", "map/slow.py", `"""
-Run for three message timeouts, counting runs (in the workflow's shared
-files, which the sandboxed handler reaches).
-
-**
-handler_type: mapper
-"""
-import os, time
-with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
-    f.write('run\n')
-time.sleep(3)
-yield MrConfigureToReturn()
-yield ('done', 1)
-`)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("wf", "slow", "map_slow", "", "reduce_sum")
-	c.job("wf", "slow", "slow")
+	// It runs for three message timeouts.
+	shared.slowJob(c, "wf", 3)
 	assertPairs(t, c.post("wf", "slow", `{"arguments":{}}`, "").pairs(t), map[string]string{`"done"`: "1"})
-	b, _ := os.ReadFile(runs)
-	if n := strings.Count(string(b), "run"); n != 1 {
+	if n := shared.runs("wf"); n != 1 {
 		t.Fatalf("the mapper ran %d times; touching should have kept its message from being redelivered", n)
 	}
 }

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -467,29 +465,9 @@ func TestDuplicateOfARunningInvocationDoesNotRunItAgain(t *testing.T) {
 	c := startCluster(t)
 	shared := sharedFS(t)
 	c.addRunner(shared.runner)
-	c.workflow("wf")
-	c.handler("wf", "map_slow", "map/slow.py", `"""
-Count the runs (in the workflow's shared files), then take a while.
-
-**
-handler_type: mapper
-"""
-import os, time
-with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
-    f.write('run\n')
-time.sleep(2)
-yield MrConfigureToReturn()
-yield ('done', 1)
-`)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("wf", "slow", "map_slow", "", "reduce_sum")
-	c.job("wf", "slow", "slow")
+	shared.slowJob(c, "wf", 2)
 	r := c.post("wf", "slow", `{"arguments":{}}`, "blocking=false&keep=true")
-	runs := shared.path("wf", "runs")
-	waitFor(t, "the mapper to run", 30*time.Second, func() bool {
-		b, _ := os.ReadFile(runs)
-		return len(b) > 0
-	})
+	waitFor(t, "the mapper to run", 30*time.Second, func() bool { return shared.runs("wf") > 0 })
 	req := &kvmodel.Request{WorkflowName: "wf", ID: r.header.Get("X-MR-REQUEST-ID")}
 	if err := c.store.Get(context.Background(), req); err != nil {
 		t.Fatal(err)
@@ -514,8 +492,8 @@ yield ('done', 1)
 	// A duplicate still queued once the first run ended would find the
 	// invocation done: give one a moment to be delivered.
 	time.Sleep(500 * time.Millisecond)
-	if b, _ := os.ReadFile(runs); strings.Count(string(b), "run") != 1 {
-		t.Fatalf("the mapper ran %d times", strings.Count(string(b), "run"))
+	if n := shared.runs("wf"); n != 1 {
+		t.Fatalf("the mapper ran %d times", n)
 	}
 }
 
@@ -533,29 +511,9 @@ func TestRecoveryLeavesWorkInProgressAlone(t *testing.T) {
 	// The first runner takes the recovery role and serves nothing here.
 	_, stopLeader := c.addRunner(quick, func(o *runner.Options) { o.Workflows = []string{"elsewhere"} })
 	c.addRunner(quick, shared.runner)
-	c.workflow("wf")
-	c.handler("wf", "map_slow", "map/slow.py", `"""
-Count the runs (in the workflow's shared files), then take a while.
-
-**
-handler_type: mapper
-"""
-import os, time
-with open(os.path.join(os.environ['JOBX_FS_ROOT'], 'runs'), 'a') as f:
-    f.write('run\n')
-time.sleep(12)
-yield MrConfigureToReturn()
-yield ('done', 1)
-`)
-	c.handler("wf", "reduce_sum", "reduce/sum.py", sumPy)
-	c.step("wf", "slow", "map_slow", "", "reduce_sum")
-	c.job("wf", "slow", "slow")
+	shared.slowJob(c, "wf", 12)
 	r := c.post("wf", "slow", `{"arguments":{}}`, "blocking=false&keep=true")
-	runs := shared.path("wf", "runs")
-	waitFor(t, "the mapper to run", 30*time.Second, func() bool {
-		b, _ := os.ReadFile(runs)
-		return len(b) > 0
-	})
+	waitFor(t, "the mapper to run", 30*time.Second, func() bool { return shared.runs("wf") > 0 })
 	// A third runner, which would take the invocation if it were published
 	// again; then the recovery runner goes.
 	c.addRunner(quick, shared.runner)
@@ -568,8 +526,8 @@ yield ('done', 1)
 	if got.body["state"] != "done" {
 		t.Fatalf("request: %s", got.raw)
 	}
-	if b, _ := os.ReadFile(runs); strings.Count(string(b), "run") != 1 {
-		t.Fatalf("the mapper ran %d times", strings.Count(string(b), "run"))
+	if n := shared.runs("wf"); n != 1 {
+		t.Fatalf("the mapper ran %d times", n)
 	}
 }
 
@@ -637,8 +595,8 @@ func TestFaultRunnerPartitioned(t *testing.T) {
 	tcp, httpAddr := testenv.NSQDWithHTTP(t)
 	c := startClusterWithNSQD(t, tcp)
 	treeJob(c, "wf")
-	relay := newRelay(t, strings.TrimPrefix(c.etcd, "http://"))
-	cutCli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + relay.addr()}, DialTimeout: 2 * time.Second})
+	relay := testenv.NewRelay(t, strings.TrimPrefix(c.etcd, "http://"))
+	cutCli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + relay.Addr()}, DialTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,7 +607,7 @@ func TestFaultRunnerPartitioned(t *testing.T) {
 	s := treeShape{b: 2, l: 3, ms: 20}
 	row := faultRow{Fault: "runner partitioned from etcd"}
 
-	relay.cut()
+	relay.Cut()
 	row.Injected++
 	waitFor(t, "the cut-off runner's registry entry to expire", 20*time.Second, func() bool { return !runnerAnnounced(t, c, "cut-off") })
 	waitFor(t, "the cut-off runner to stop taking messages", 10*time.Second, func() bool {
@@ -663,7 +621,7 @@ func TestFaultRunnerPartitioned(t *testing.T) {
 		t.Errorf("nsqd delivered %d messages to the cut-off runner", after-before)
 	}
 
-	relay.heal()
+	relay.Heal()
 	waitFor(t, "the runner to announce itself again after the cut heals", 30*time.Second, func() bool { return runnerAnnounced(t, c, "cut-off") })
 	waitFor(t, "the runner to take messages again", 10*time.Second, func() bool {
 		ready, _ := nsqClient(t, httpAddr, "cut-off")
@@ -706,72 +664,6 @@ func nsqClient(t *testing.T, httpAddr, id string) (ready, delivered int64) {
 		}
 	}
 	return ready, delivered
-}
-
-// relay is a TCP relay to one address that the test can cut (every
-// connection closed, new ones refused) and heal: a network partition
-// between the relay's clients and the address.
-type relay struct {
-	t      *testing.T
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cutOff bool
-	conns  []net.Conn
-}
-
-func newRelay(t *testing.T, target string) *relay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{t: t, ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); r.cut() })
-	go r.serve()
-	return r
-}
-
-func (r *relay) addr() string { return r.ln.Addr().String() }
-
-func (r *relay) serve() {
-	for {
-		in, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		r.mu.Lock()
-		if r.cutOff {
-			r.mu.Unlock()
-			in.Close()
-			continue
-		}
-		out, err := net.Dial("tcp", r.target)
-		if err != nil {
-			r.mu.Unlock()
-			in.Close()
-			continue
-		}
-		r.conns = append(r.conns, in, out)
-		r.mu.Unlock()
-		go func() { io.Copy(out, in); out.Close() }()
-		go func() { io.Copy(in, out); in.Close() }()
-	}
-}
-
-func (r *relay) cut() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cutOff = true
-	for _, c := range r.conns {
-		c.Close()
-	}
-	r.conns = nil
-}
-
-func (r *relay) heal() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cutOff = false
 }
 
 // TestFaultRecoveryAndDeadline covers the two ends of recovery without a
