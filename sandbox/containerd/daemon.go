@@ -118,10 +118,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		for _, pid := range daemonsWith(filepath.Join(old, "config.toml")) {
 			stop(pid, 5*time.Second)
 		}
-		for _, sh := range shimsOf(filepath.Join(old, "containerd.sock")) {
-			killTree(sh.pid)
-			removeContainerCgroups(sh.namespace, sh.id)
-		}
+		killShims(filepath.Join(old, "containerd.sock"))
 	})
 	body := fmt.Sprintf(daemonConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
@@ -209,10 +206,7 @@ func (d *Daemon) Close() error {
 			d.cmd.Process.Kill()
 			<-d.done
 		}
-		for _, sh := range shimsOf(d.Address) {
-			killTree(sh.pid)
-			removeContainerCgroups(sh.namespace, sh.id)
-		}
+		killShims(d.Address)
 		tmpfs.UnmountUnder(d.dir)
 		os.Remove(filepath.Join(d.dir, leftover.OwnerFile))
 	})

@@ -88,12 +88,26 @@ func reapOrphans(ctx context.Context, cli *client.Client, address, ns string) (i
 	reaped := 0
 	for _, sh := range shims {
 		if (ns == "" || sh.namespace == ns) && !known[sh.namespace+"/"+sh.id] {
-			killTree(sh.pid)
-			removeContainerCgroups(sh.namespace, sh.id)
+			sh.kill()
 			reaped++
 		}
 	}
 	return reaped, nil
+}
+
+// kill kills the shim with its container's processes and removes the
+// container's cgroups.
+func (sh shim) kill() {
+	killTree(sh.pid)
+	removeContainerCgroups(sh.namespace, sh.id)
+}
+
+// killShims kills every shim serving the containerd at address (see
+// shim.kill): what still runs on a daemon that is gone or going.
+func killShims(address string) {
+	for _, sh := range shimsOf(address) {
+		sh.kill()
+	}
 }
 
 // daemonsWith returns the containerd processes started with config file
