@@ -98,7 +98,7 @@ func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 
 func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
 	if s.dir == "" {
-		return s.run(ctx, h, "scope factory "+s.command[len(s.command)-1], append(s.command[:len(s.command):len(s.command)], h.WorkflowName, h.Name))
+		return s.runCommand(ctx, h)
 	}
 	base := filepath.Join(s.dir, h.WorkflowName)
 	for _, ext := range []string{".yaml", ".yml", ".json"} {
@@ -132,7 +132,7 @@ func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 	st, err := os.Stat(base)
 	if errors.Is(err, os.ErrNotExist) {
 		if s.command != nil {
-			return s.run(ctx, h, "scope factory "+s.command[len(s.command)-1], append(s.command[:len(s.command):len(s.command)], h.WorkflowName, h.Name))
+			return s.runCommand(ctx, h)
 		}
 		return nil, nil
 	}
@@ -140,6 +140,12 @@ func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 		return nil, fmt.Errorf("scope factory %s: not an executable file", base)
 	}
 	return s.run(ctx, h, "scope factory "+base, []string{base, h.Name})
+}
+
+// runCommand runs the scope command (Options.ScopeCommand) for handler h.
+func (s *scopes) runCommand(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
+	argv := append(s.command[:len(s.command):len(s.command)], h.WorkflowName, h.Name)
+	return s.run(ctx, h, "scope factory "+s.command[len(s.command)-1], argv)
 }
 
 // run runs a factory command (argv) for handler h, its metadata as JSON on

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -113,7 +114,7 @@ func jobxRunnerEnv(getenv func(string) string) jobxRunner {
 	if class := getenv("MR_RESULT_WRITER_FQ_CLASS"); class != "" {
 		kind, ok := jobxWriterClasses[class]
 		if !ok {
-			errs = append(errs, fmt.Errorf("MR_RESULT_WRITER_FQ_CLASS=%s: jobx's result writers are %s (jobx runner --result-writer)", class, strings.Join(sortedKeys(jobxWriterClasses), ", ")))
+			errs = append(errs, fmt.Errorf("MR_RESULT_WRITER_FQ_CLASS=%s: jobx's result writers are %s (jobx runner --result-writer)", class, strings.Join(slices.Sorted(maps.Keys(jobxWriterClasses)), ", ")))
 		}
 		r.writer.Kind = kind
 	}
@@ -154,13 +155,4 @@ func jobxRunnerEnv(getenv func(string) string) jobxRunner {
 	}
 	r.err = errors.Join(errs...)
 	return r
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
