@@ -64,12 +64,11 @@ func (a *app) applyFiles(fl *fsFlags, dir, wf string) error {
 		fmt.Fprintf(a.stderr, "note: %s not copied into workflow %s's shared files: give --fs-dir or --fs-config-dir (as the runners'), or use jobx fs put\n", src, wf)
 		return nil
 	}
-	fsys, err := fl.open(wf)
+	cfg, err := fl.config(wf)
 	if err != nil {
 		return fmt.Errorf("%s: %w", src, err)
 	}
-	defer fsys.Close()
-	n, err := fsys.Upload(src, "/")
+	n, err := uploadFiles(dir, cfg, wf)
 	if err != nil {
 		return fmt.Errorf("%s: %w", src, err)
 	}

@@ -33,27 +33,36 @@ func (fl *fsFlags) given() bool { return fl.dir != "" || fl.configDir != "" }
 
 // open returns workflow wf's shared filesystem; the caller closes it.
 func (fl *fsFlags) open(wf string) (*sharedfs.FS, error) {
+	cfg, err := fl.config(wf)
+	if err != nil {
+		return nil, err
+	}
+	return sharedfs.Open(cfg, wf)
+}
+
+// config returns the backend config of workflow wf's shared filesystem.
+func (fl *fsFlags) config(wf string) (sharedfs.Config, error) {
 	var def sharedfs.Config
 	if fl.dir != "" {
 		dir, err := filepath.Abs(fl.dir)
 		if err != nil {
-			return nil, fmt.Errorf("--fs-dir: %w", err)
+			return sharedfs.Config{}, fmt.Errorf("--fs-dir: %w", err)
 		}
 		def = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: dir}
 	}
 	cfg, err := sharedfs.ConfigFor(fl.configDir, def, wf)
 	if err != nil {
-		return nil, err
+		return sharedfs.Config{}, err
 	}
 	if cfg.Backend == "" {
-		return nil, fmt.Errorf("no shared filesystem for workflow %s: give --fs-dir or --fs-config-dir (env JOBX_FS_DIR, JOBX_FS_CONFIG_DIR)", wf)
+		return sharedfs.Config{}, fmt.Errorf("no shared filesystem for workflow %s: give --fs-dir or --fs-config-dir (env JOBX_FS_DIR, JOBX_FS_CONFIG_DIR)", wf)
 	}
 	if cfg.Backend == sharedfs.BackendLocal {
 		if st, err := os.Stat(cfg.Dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("--fs-dir %s is not a directory (is the cluster's data directory elsewhere? jobx up keeps it in <data-dir>/fs)", cfg.Dir)
+			return sharedfs.Config{}, fmt.Errorf("--fs-dir %s is not a directory (is the cluster's data directory elsewhere? jobx up keeps it in <data-dir>/fs)", cfg.Dir)
 		}
 	}
-	return sharedfs.Open(cfg, wf)
+	return cfg, nil
 }
 
 func (a *app) fsCmd() *cobra.Command {
