@@ -70,16 +70,7 @@ func TestRetentionZeroDisablesCompaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(t.Context()) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run with retention 0 did not return")
-	}
+	returnsAtOnce(t, "Run with retention 0", c.Run)
 	resp, err := cli.Get(t.Context(), CompactElection, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || resp.Count != 0 {
 		t.Fatalf("a disabled compactor campaigned: %d keys, %v", resp.Count, err)
@@ -164,6 +155,23 @@ func runCompactor(t *testing.T, cli *clientv3.Client, o CompactOptions) (c *Comp
 	return c, stop
 }
 
+// returnsAtOnce fails the test unless run (a loop that is switched off)
+// returns nil within 5 s.
+func returnsAtOnce(t *testing.T, what string, run func(context.Context) error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- run(t.Context()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(what + " did not return")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after within.
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)

@@ -96,7 +96,7 @@ func fragment(t *testing.T, cli *clientv3.Client) MemberStatus {
 	// etcd counts them out of the space in use a few commits later: write
 	// something meanwhile.
 	var m MemberStatus
-	pollUntil(t, "the compaction to free the history's pages", 5*time.Second, func() bool {
+	waitFor(t, "the compaction to free the history's pages", 5*time.Second, func() bool {
 		if _, err := cli.Put(t.Context(), "/test/tick", "x"); err != nil {
 			t.Fatal(err)
 		}
@@ -249,16 +249,7 @@ func runDefragmenter(t *testing.T, cli *clientv3.Client, o DefragOptions) (d *De
 func TestThresholdZeroLeavesTheLoopOff(t *testing.T) {
 	_, cli := testenv.Etcd(t)
 	d := newDefragmenter(t, cli, NewDefragOptions())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(t.Context()) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run with threshold 0 did not return")
-	}
+	returnsAtOnce(t, "Run with threshold 0", d.Run)
 }
 
 // Two defragmenters of one etcd elect one; when it stops, the other takes
@@ -275,7 +266,7 @@ func TestTwoDefragmentersElectOne(t *testing.T) {
 	oa.ID, ob.ID = "a", "b"
 	a, stopA := runDefragmenter(t, cli, oa)
 	b, stopB := runDefragmenter(t, cli2, ob)
-	pollUntil(t, "one defragmenter to lead", 10*time.Second, func() bool { return a.Leading() || b.Leading() })
+	waitFor(t, "one defragmenter to lead", 10*time.Second, func() bool { return a.Leading() || b.Leading() })
 	for range 50 {
 		if a.Leading() && b.Leading() {
 			t.Fatal("both defragmenters lead")
@@ -290,5 +281,5 @@ func TestTwoDefragmentersElectOne(t *testing.T) {
 	if leader.Leading() {
 		t.Error("a stopped defragmenter still leads")
 	}
-	pollUntil(t, "the other defragmenter to take over", 3*time.Second, other.Leading)
+	waitFor(t, "the other defragmenter to take over", 3*time.Second, other.Leading)
 }

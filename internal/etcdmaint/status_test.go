@@ -18,7 +18,7 @@ func TestStatusReportsTheMembersSizesRevisionAndRole(t *testing.T) {
 	}
 	// etcd commits its backend every 100 ms: the size follows the put then.
 	var m MemberStatus
-	pollUntil(t, "the status to count the put", 5*time.Second, func() bool {
+	waitFor(t, "the status to count the put", 5*time.Second, func() bool {
 		members, err := Status(t.Context(), cli)
 		if err != nil {
 			t.Fatal(err)
@@ -91,17 +91,5 @@ func TestMemberIDsMarshalInHexAsEtcdctlShowsThem(t *testing.T) {
 	var back MemberStatus
 	if err := json.Unmarshal(raw, &back); err != nil || back.ID != m.ID {
 		t.Errorf("round trip: %s, %v", back.ID, err)
-	}
-}
-
-// pollUntil polls cond until it holds, failing the test after within.
-func pollUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
