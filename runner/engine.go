@@ -15,6 +15,8 @@ import (
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
+	"github.com/jobx/jobx/runner/scope"
+	"github.com/jobx/jobx/runner/services"
 	"github.com/jobx/jobx/sandbox"
 	"github.com/nsqio/go-nsq"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -768,7 +770,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	if err != nil {
 		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
 	}
-	vars, err := r.scopes.vars(ctx, h)
+	vars, err := r.scopes.Vars(ctx, h)
 	if err != nil {
 		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
 	}
@@ -776,23 +778,23 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	if t.inv.Direction == kvmodel.DirectionReduce {
 		session = t.inv.Parent()
 	}
-	senv, err := scopeEnv(vars)
+	senv, err := scope.Env(vars)
 	if err != nil {
 		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
 	}
-	token, revoke := r.svc.issue(&grant{workflow: h.WorkflowName, session: session, writable: t.inv.Direction == kvmodel.DirectionMap,
-		request: t.req.ID, handler: h.Name, inv: t.inv.ID})
+	token, revoke := r.svc.Issue(&services.Grant{Workflow: h.WorkflowName, Session: session, Writable: t.inv.Direction == kvmodel.DirectionMap,
+		Request: t.req.ID, Handler: h.Name, Invocation: t.inv.ID})
 	defer revoke()
 	env := append(r.env(t, h), senv...)
-	env = append(env, "JOBX_SERVICES=unix:"+r.svc.sock, "JOBX_SESSION_URL=unix:"+r.svc.sock, "JOBX_TOKEN="+token)
-	fsys, err := r.fss.open(h.WorkflowName)
+	env = append(env, "JOBX_SERVICES=unix:"+r.svc.Socket(), "JOBX_SESSION_URL=unix:"+r.svc.Socket(), "JOBX_TOKEN="+token)
+	fsys, err := r.fss.Open(h.WorkflowName)
 	if err != nil {
 		return &kvmodel.Failure{Kind: "filesystem", Handler: h.Name, Message: err.Error()}, nil
 	}
 	if fsys != nil {
 		env = append(env, "JOBX_FS=1")
 	}
-	shared := r.fss.hostDir(h.WorkflowName)
+	shared := r.fss.HostDir(h.WorkflowName)
 	if shared != "" {
 		env = append(env, "JOBX_FS_ROOT="+shared)
 	}
@@ -816,7 +818,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 		spec := &sandbox.RunSpec{
 			Workflow: h.WorkflowName, Handler: h.Name, HandlerType: h.HandlerType, Invocation: t.inv.ID,
 			Processor: h.SourceType, Program: prog, Env: env, Stdin: strings.NewReader(string(stdin)), Stdout: lw,
-			Stderr: &logWriter{log: log, tail: t.logs, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.sock, SharedDir: shared,
+			Stderr: &logWriter{log: log, tail: t.logs, special: func(line string) bool { return r.handlerNotify(t, h, line) }}, Limits: limits, ServicesSocket: r.svc.Socket(), SharedDir: shared,
 			Reuse: reuse,
 		}
 		outcome, err := r.run(ctx, spec)

@@ -12,6 +12,7 @@ import (
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/writers"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/runner/services"
 )
 
 // finishRequest runs after a request's root reduction was committed: it
@@ -157,12 +158,12 @@ func (r *Runner) leads() bool {
 }
 
 // postNotify handles NOTIFY through the services endpoint.
-func (r *Runner) postNotify(ctx context.Context, g *grant, body []byte) {
+func (r *Runner) postNotify(ctx context.Context, g *services.Grant, body []byte) {
 	var rec struct {
 		Level   string `json:"level"`
 		Message string `json:"message"`
 	}
 	json.Unmarshal(body, &rec)
-	r.notify(ctx, g.workflow, notifications.Event{Kind: notifications.Handler, Name: "MR_HANDLER." + g.handler, Level: rec.Level,
-		Message: rec.Message, RequestID: g.request, InvocationID: g.inv, Handler: g.handler})
+	r.notify(ctx, g.Workflow, notifications.Event{Kind: notifications.Handler, Name: "MR_HANDLER." + g.Handler, Level: rec.Level,
+		Message: rec.Message, RequestID: g.Request, InvocationID: g.Invocation, Handler: g.Handler})
 }

@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -19,16 +17,8 @@ type programs struct {
 	m   sync.Map // workflow/name@version -> processors.Program
 }
 
-func handlerVersion(h *kvmodel.Handler) string {
-	if h.Version != "" {
-		return h.Version
-	}
-	sum := sha1.Sum([]byte(h.SourceCode))
-	return hex.EncodeToString(sum[:])
-}
-
 func (p *programs) get(h *kvmodel.Handler) (processors.Program, error) {
-	version := handlerVersion(h)
+	version := h.ContentVersion()
 	key := h.WorkflowName + "/" + h.Name + "@" + version
 	if v, ok := p.m.Load(key); ok {
 		return v.(processors.Program), nil

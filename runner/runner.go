@@ -24,8 +24,9 @@ import (
 	"github.com/jobx/jobx/internal/notifications"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
+	"github.com/jobx/jobx/runner/scope"
+	"github.com/jobx/jobx/runner/services"
 	"github.com/jobx/jobx/sandbox"
-	"github.com/jobx/jobx/sharedfs"
 	"github.com/nsqio/go-nsq"
 )
 
@@ -41,11 +42,11 @@ type Runner struct {
 	progs    programs
 	sem      chan struct{}
 	counters *counters
-	scopes   *scopes
+	scopes   *scope.Factories
 	sender   *notifications.Sender
 	metrics  *metrics
-	fss      *filesystems
-	svc      *services
+	fss      *services.Filesystems
+	svc      *services.Endpoint
 	svcDir   string // removed on Close when the runner made it
 
 	registry *kvmodel.Registry
@@ -90,9 +91,9 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	}
 	r.progs.dir = filepath.Join(o.Dir, "handlers")
 	r.counters = &counters{store: r.store, parents: map[string]*counterState{}}
-	r.scopes = &scopes{dir: o.ScopeDir, command: o.ScopeCommand, env: o.ScopeEnv, ttl: o.ScopeTTL, cache: map[string]scopeEntry{}}
+	r.scopes = scope.New(scope.Options{Dir: o.ScopeDir, Command: o.ScopeCommand, Env: o.ScopeEnv, TTL: o.ScopeTTL})
 	r.sender = &notifications.Sender{SMTP: r.smtp(), Log: r.log}
-	r.fss = &filesystems{def: o.FS, configDir: o.FSConfigDir, fss: map[string]*sharedfs.FS{}, dirs: map[string]string{}}
+	r.fss = services.NewFilesystems(o.FS, o.FSConfigDir)
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
 	var err error
 	if r.pub, err = queue.NewPublisherWith(queue.PublisherOptions{NSQDs: o.NSQDs, Lookupds: o.Lookupds, TLS: o.NSQTLS, Log: r.log}); err != nil {
@@ -115,11 +116,10 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 		os.Chmod(r.svcDir, 0o755)
 		sock = filepath.Join(r.svcDir, "services.sock")
 	}
-	if r.svc, err = newServices(r.store, r.fss, sock, r.log); err != nil {
+	if r.svc, err = services.Start(services.Options{Store: r.store, Filesystems: r.fss, Socket: sock, Log: r.log, Notify: r.postNotify}); err != nil {
 		r.Close()
 		return nil, err
 	}
-	r.svc.notify = r.postNotify
 	r.sandbox = o.Sandbox
 	r.metrics = newMetrics(r)
 	return r, nil
@@ -332,9 +332,9 @@ func (r *Runner) Close() error {
 			r.pub.Close()
 		}
 		if r.svc != nil {
-			r.svc.close()
+			r.svc.Close()
 		}
-		r.fss.close()
+		r.fss.Close()
 		if r.svcDir != "" {
 			os.RemoveAll(r.svcDir)
 		}

@@ -1,4 +1,4 @@
-package runner
+package services
 
 import (
 	"encoding/json"
@@ -8,71 +8,9 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"sync"
 
-	"github.com/hashicorp/go-multierror"
 	"github.com/jobx/jobx/sharedfs"
 )
-
-// filesystems opens each workflow's shared filesystem once: the backend
-// of the workflow's own config file (<FSConfigDir>/<wf>.yaml|.json) if
-// there is one, else the runner's default.
-type filesystems struct {
-	def       sharedfs.Config
-	configDir string
-
-	mu   sync.Mutex // guards fss and dirs
-	fss  map[string]*sharedfs.FS
-	dirs map[string]string // host directory of each opened local root
-}
-
-// config returns the backend config of workflow wf.
-func (f *filesystems) config(wf string) (sharedfs.Config, error) {
-	return sharedfs.ConfigFor(f.configDir, f.def, wf)
-}
-
-// open returns workflow wf's filesystem, or nil when none is configured.
-func (f *filesystems) open(wf string) (*sharedfs.FS, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if fsys, ok := f.fss[wf]; ok {
-		return fsys, nil
-	}
-	cfg, err := f.config(wf)
-	if err != nil || cfg.Backend == "" {
-		return nil, err
-	}
-	fsys, err := sharedfs.Open(cfg, wf)
-	if err != nil {
-		return nil, fmt.Errorf("filesystem of workflow %s: %w", wf, err)
-	}
-	f.fss[wf] = fsys
-	if dir, ok := sharedfs.HostDir(cfg, wf); ok {
-		f.dirs[wf] = dir
-	}
-	return fsys, nil
-}
-
-// hostDir returns the host directory of an opened workflow root whose
-// backend is local, "" otherwise.
-func (f *filesystems) hostDir(wf string) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.dirs[wf]
-}
-
-func (f *filesystems) close() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var errs error
-	for wf, fsys := range f.fss {
-		if err := fsys.Close(); err != nil {
-			errs = multierror.Append(errs, err)
-		}
-		delete(f.fss, wf)
-	}
-	return errs
-}
 
 // fsRoutes serve a workflow's shared filesystem to its handlers:
 //
@@ -86,25 +24,29 @@ func (f *filesystems) close() error {
 //	DELETE /v1/fs?path=P            rm a file
 //	POST   /v1/fs?path=P&op=mkdir|rmdir
 //	POST   /v1/fs?path=P&op=cp|cpr|mv&to=Q
-func (s *services) fsRoutes(mux *http.ServeMux) {
+func (s *Endpoint) fsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/fs", s.fsGet)
 	mux.HandleFunc("PUT /v1/fs", s.fsPut)
 	mux.HandleFunc("DELETE /v1/fs", s.fsDelete)
 	mux.HandleFunc("POST /v1/fs", s.fsPost)
 }
 
-func (s *services) fsOf(w http.ResponseWriter, r *http.Request) (*sharedfs.FS, string) {
+func (s *Endpoint) fsOf(w http.ResponseWriter, r *http.Request) (*sharedfs.FS, string) {
 	g := s.auth(w, r)
 	if g == nil {
 		return nil, ""
 	}
-	fsys, err := s.fs.open(g.workflow)
+	var fsys *sharedfs.FS
+	var err error
+	if s.fs != nil {
+		fsys, err = s.fs.Open(g.Workflow)
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return nil, ""
 	}
 	if fsys == nil {
-		http.Error(w, fmt.Sprintf("workflow %s has no shared filesystem configured", g.workflow), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("workflow %s has no shared filesystem configured", g.Workflow), http.StatusNotFound)
 		return nil, ""
 	}
 	p := r.URL.Query().Get("path")
@@ -146,7 +88,7 @@ func entry(e sharedfs.EntryStat) fsEntry {
 	return fsEntry{Name: e.Name, Size: e.Size, Mode: uint32(e.Mode.Perm()), IsDir: e.IsDir, ModTime: e.ModTime.Unix()}
 }
 
-func (s *services) fsGet(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) fsGet(w http.ResponseWriter, r *http.Request) {
 	fsys, p := s.fsOf(w, r)
 	if fsys == nil {
 		return
@@ -184,7 +126,7 @@ func (s *services) fsGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *services) fsPut(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) fsPut(w http.ResponseWriter, r *http.Request) {
 	fsys, p := s.fsOf(w, r)
 	if fsys == nil {
 		return
@@ -201,7 +143,7 @@ func (s *services) fsPut(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *services) fsDelete(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) fsDelete(w http.ResponseWriter, r *http.Request) {
 	fsys, p := s.fsOf(w, r)
 	if fsys == nil {
 		return
@@ -213,7 +155,7 @@ func (s *services) fsDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *services) fsPost(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) fsPost(w http.ResponseWriter, r *http.Request) {
 	fsys, p := s.fsOf(w, r)
 	if fsys == nil {
 		return

@@ -1,4 +1,11 @@
-package runner
+// Package scope is the runner side of JobX's scope factories: variables
+// injected into handlers' environments, chosen by handler name, from a
+// runner-side source so that secrets never sit in etcd.
+//
+//	f := scope.New(scope.Options{Dir: dir, TTL: time.Minute})
+//	vars, err := f.Vars(ctx, h) // nil when the workflow has no factory
+//	env, err := scope.Env(vars)
+package scope
 
 import (
 	"bytes"
@@ -20,9 +27,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Scope factories inject variables into handlers' environments, chosen by
-// handler name, from a runner-side source so that secrets never sit in etcd.
-// For workflow wf the runner looks in its scope directory for:
+// Factories finds and runs the scope factories of the workflows. For
+// workflow wf it looks in its directory for:
 //
 //   - wf.yaml, wf.yml or wf.json: static variables,
 //     {"all": {"NAME": "value"}, "handlers": {"map_deploy": {"TOKEN": "..."}}}
@@ -35,15 +41,34 @@ import (
 // factories gave Python objects): Python and Node handlers get the typed
 // values from JOBX_SCOPE_JSON, and every handler gets each one as an
 // environment variable too, a string as it is and anything else as JSON.
-type scopes struct {
+//
+// Vars is safe for concurrent use.
+type Factories struct {
 	dir string
 	// command, with env, is the factory of the workflows that have none
-	// in dir (Options.ScopeCommand); nil: none.
+	// in dir; nil: none.
 	command, env []string
 	ttl          time.Duration
 
 	mu    sync.Mutex // guards cache
 	cache map[string]scopeEntry
+}
+
+// Options configure Factories.
+type Options struct {
+	// Dir holds a file or an executable per workflow (see Factories);
+	// "": none.
+	Dir string
+	// Command, run with Env added to the runner's environment, is the
+	// factory of the workflows that have none in Dir; nil: none.
+	Command, Env []string
+	// TTL is how long a factory's answer is kept per handler version.
+	TTL time.Duration
+}
+
+// New returns the factories o describes.
+func New(o Options) *Factories {
+	return &Factories{dir: o.Dir, command: o.Command, env: o.Env, ttl: o.TTL, cache: map[string]scopeEntry{}}
 }
 
 type scopeEntry struct {
@@ -68,13 +93,13 @@ func reservedVar(name string) bool {
 	return strings.HasPrefix(name, "JOBX_")
 }
 
-// vars returns the scope variables of handler h, nil when the workflow has
+// Vars returns the scope variables of handler h, nil when the workflow has
 // no scope factory.
-func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
+func (s *Factories) Vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
 	if s == nil || (s.dir == "" && s.command == nil) {
 		return nil, nil
 	}
-	key := h.WorkflowName + "/" + h.Name + "@" + handlerVersion(h)
+	key := h.WorkflowName + "/" + h.Name + "@" + h.ContentVersion()
 	s.mu.Lock()
 	e, ok := s.cache[key]
 	s.mu.Unlock()
@@ -96,7 +121,7 @@ func (s *scopes) vars(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 	return vars, nil
 }
 
-func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
+func (s *Factories) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
 	if s.dir == "" {
 		return s.runCommand(ctx, h)
 	}
@@ -142,17 +167,17 @@ func (s *scopes) load(ctx context.Context, h *kvmodel.Handler) (map[string]any, 
 	return s.run(ctx, h, "scope factory "+base, []string{base, h.Name})
 }
 
-// runCommand runs the scope command (Options.ScopeCommand) for handler h.
-func (s *scopes) runCommand(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
+// runCommand runs the scope command (Options.Command) for handler h.
+func (s *Factories) runCommand(ctx context.Context, h *kvmodel.Handler) (map[string]any, error) {
 	argv := append(s.command[:len(s.command):len(s.command)], h.WorkflowName, h.Name)
 	return s.run(ctx, h, "scope factory "+s.command[len(s.command)-1], argv)
 }
 
 // run runs a factory command (argv) for handler h, its metadata as JSON on
 // stdin, and decodes the JSON object it prints; what names it in errors.
-func (s *scopes) run(ctx context.Context, h *kvmodel.Handler, what string, argv []string) (map[string]any, error) {
+func (s *Factories) run(ctx context.Context, h *kvmodel.Handler, what string, argv []string) (map[string]any, error) {
 	meta, _ := json.Marshal(map[string]any{
-		"workflow": h.WorkflowName, "handler": h.Name, "handler_type": h.HandlerType, "version": handlerVersion(h),
+		"workflow": h.WorkflowName, "handler": h.Name, "handler_type": h.HandlerType, "version": h.ContentVersion(),
 		"description": h.Description, "required_capability": h.RequiredCapability, "source_type": h.SourceType,
 		"source_code": h.SourceCode, "argument_spec": h.ArgumentSpec,
 	})
@@ -174,10 +199,10 @@ func (s *scopes) run(ctx context.Context, h *kvmodel.Handler, what string, argv 
 	return vars, nil
 }
 
-// scopeEnv renders vars as KEY=value entries (a string as it is, any
+// Env renders vars as KEY=value entries (a string as it is, any
 // other value as JSON), JOBX_SCOPE_VARS (their names) and JOBX_SCOPE_JSON
 // (the values with their types).
-func scopeEnv(vars map[string]any) ([]string, error) {
+func Env(vars map[string]any) ([]string, error) {
 	if len(vars) == 0 {
 		return nil, nil
 	}

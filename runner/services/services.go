@@ -1,4 +1,15 @@
-package runner
+// Package services is the endpoint handlers reach from inside their
+// sandbox: an HTTP server on a unix socket (bind-mountable into containers,
+// reachable without any network) serving an invocation its session, its
+// workflow's shared filesystem and NOTIFY. The runner starts one Endpoint
+// and issues each invocation a token for as long as it runs:
+//
+//	ep, err := services.Start(services.Options{Store: store, Filesystems: fss, Socket: sock, Log: log})
+//	token, revoke := ep.Issue(&services.Grant{Workflow: wf, Session: inv, Writable: true})
+//	defer revoke()
+//	// the handler calls ep.Socket() with "Authorization: Bearer <token>"
+//	ep.Close()
+package services
 
 import (
 	"context"
@@ -19,49 +30,64 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// services is the endpoint handlers reach from inside their sandbox: an
-// HTTP server on a unix socket (bind-mountable into containers, reachable
-// without any network). Each invocation gets a token that grants exactly
-// its own session (read-write for a mapper and its combiner, read-only for
-// the reducer of that map invocation) for as long as it runs.
+// Endpoint is the services endpoint. Each invocation gets a token that
+// grants exactly its own session (read-write for a mapper and its combiner,
+// read-only for the reducer of that map invocation) for as long as it runs.
+// Issue is safe for concurrent use; the caller of Start must call Close.
 //
 //	GET  /v1/session        the session as [[key, value], ...], by key
 //	GET  /v1/session/<key>  one value; 404 when unset
 //	PUT  /v1/session/<key>  set a value (JSON body, at most
 //	                        kvmodel.MaxSessionValueBytes; 413 above)
 //	POST /v1/notify         a notification from the handler (JSON body)
-type services struct {
+type Endpoint struct {
 	store  *kvmodel.Store
 	log    *slog.Logger
-	notify func(ctx context.Context, g *grant, body []byte)
-	fs     *filesystems
+	notify func(ctx context.Context, g *Grant, body []byte)
+	fs     *Filesystems
 	sock   string
 	ln     net.Listener
 	srv    *http.Server
 
 	mu     sync.RWMutex // guards grants
-	grants map[string]*grant
+	grants map[string]*Grant
+
+	closeOnce sync.Once
 }
 
-// grant is what one invocation's token allows.
-type grant struct {
-	workflow string
-	session  string // the map invocation whose session this is
-	writable bool
-	request  string
-	handler  string
-	inv      string
+// Grant is what one invocation's token allows.
+type Grant struct {
+	Workflow   string
+	Session    string // the map invocation whose session this is
+	Writable   bool
+	Request    string
+	Handler    string
+	Invocation string
 }
 
-func newServices(store *kvmodel.Store, fss *filesystems, sock string, log *slog.Logger) (*services, error) {
-	os.Remove(sock)
-	ln, err := net.Listen("unix", sock)
+// Options configure an Endpoint.
+type Options struct {
+	Store *kvmodel.Store
+	// Filesystems opens the workflows' shared filesystems; nil: none.
+	Filesystems *Filesystems
+	// Socket is the unix socket's path; a file there is replaced.
+	Socket string
+	Log    *slog.Logger
+	// Notify receives the handlers' NOTIFY bodies (valid JSON); nil drops
+	// them.
+	Notify func(ctx context.Context, g *Grant, body []byte)
+}
+
+// Start listens on o.Socket and serves until Close.
+func Start(o Options) (*Endpoint, error) {
+	os.Remove(o.Socket)
+	ln, err := net.Listen("unix", o.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("services endpoint: %w", err)
 	}
 	// Sandboxed handlers may run as another user.
-	os.Chmod(sock, 0o777)
-	s := &services{store: store, fs: fss, log: log, sock: sock, ln: ln, grants: map[string]*grant{}}
+	os.Chmod(o.Socket, 0o777)
+	s := &Endpoint{store: o.Store, fs: o.Filesystems, log: o.Log, notify: o.Notify, sock: o.Socket, ln: ln, grants: map[string]*Grant{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/session", s.list)
 	mux.HandleFunc("GET /v1/session/{key}", s.get)
@@ -115,15 +141,23 @@ func (t *readTracker) Read(p []byte) (int, error) {
 // maxDrain bounds the time drainBodies spends on one body.
 const maxDrain = 30 * time.Second
 
-func (s *services) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s.srv.Shutdown(ctx)
-	os.Remove(s.sock)
+// Socket returns the path of the endpoint's unix socket.
+func (s *Endpoint) Socket() string { return s.sock }
+
+// Close stops serving (requests in progress get two seconds) and removes
+// the socket. It is idempotent.
+func (s *Endpoint) Close() error {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.srv.Shutdown(ctx)
+		os.Remove(s.sock)
+	})
+	return nil
 }
 
-// issue registers a grant and returns its token and a revoke func.
-func (s *services) issue(g *grant) (string, func()) {
+// Issue registers a grant and returns its token and a func that revokes it.
+func (s *Endpoint) Issue(g *Grant) (string, func()) {
 	var b [16]byte
 	rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
@@ -137,7 +171,7 @@ func (s *services) issue(g *grant) (string, func()) {
 	}
 }
 
-func (s *services) auth(w http.ResponseWriter, r *http.Request) *grant {
+func (s *Endpoint) auth(w http.ResponseWriter, r *http.Request) *Grant {
 	token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.RLock()
 	g := s.grants[token]
@@ -148,16 +182,16 @@ func (s *services) auth(w http.ResponseWriter, r *http.Request) *grant {
 	return g
 }
 
-func (s *services) key(w http.ResponseWriter, r *http.Request, g *grant) (string, bool) {
+func (s *Endpoint) key(w http.ResponseWriter, r *http.Request, g *Grant) (string, bool) {
 	key := r.PathValue("key")
 	if err := kvmodel.ValidateName("session key", key); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return "", false
 	}
-	return kvmodel.SessionPrefix(g.workflow, g.session) + key, true
+	return kvmodel.SessionPrefix(g.Workflow, g.Session) + key, true
 }
 
-func (s *services) get(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) get(w http.ResponseWriter, r *http.Request) {
 	g := s.auth(w, r)
 	if g == nil {
 		return
@@ -179,12 +213,12 @@ func (s *services) get(w http.ResponseWriter, r *http.Request) {
 	w.Write(resp.Kvs[0].Value)
 }
 
-func (s *services) set(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) set(w http.ResponseWriter, r *http.Request) {
 	g := s.auth(w, r)
 	if g == nil {
 		return
 	}
-	if !g.writable {
+	if !g.Writable {
 		http.Error(w, "the session is read-only for a reducer", http.StatusForbidden)
 		return
 	}
@@ -219,12 +253,12 @@ func (s *services) set(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *services) list(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) list(w http.ResponseWriter, r *http.Request) {
 	g := s.auth(w, r)
 	if g == nil {
 		return
 	}
-	out, err := listSession(r.Context(), s.store, g.workflow, g.session)
+	out, err := listSession(r.Context(), s.store, g.Workflow, g.Session)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
@@ -249,7 +283,7 @@ func listSession(ctx context.Context, store *kvmodel.Store, wf, inv string) ([][
 	return out, nil
 }
 
-func (s *services) postNotify(w http.ResponseWriter, r *http.Request) {
+func (s *Endpoint) postNotify(w http.ResponseWriter, r *http.Request) {
 	g := s.auth(w, r)
 	if g == nil {
 		return

@@ -1,4 +1,4 @@
-package runner
+package services
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 
 // startServices starts a services endpoint on a real etcd and returns it
 // with the token of a writable grant on session "m" of workflow "wf".
-func startServices(t *testing.T) (*services, string) {
+func startServices(t *testing.T) (*Endpoint, string) {
 	t.Helper()
 	_, cli := etcdtest.Start(t)
 	dir, err := os.MkdirTemp("", "jobx-svc") // socket paths hold at most 107 bytes
@@ -27,12 +27,12 @@ func startServices(t *testing.T) (*services, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	svc, err := newServices(kvmodel.NewStore(cli), nil, filepath.Join(dir, "s.sock"), slog.New(slog.DiscardHandler))
+	svc, err := Start(Options{Store: kvmodel.NewStore(cli), Socket: filepath.Join(dir, "s.sock"), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(svc.close)
-	token, revoke := svc.issue(&grant{workflow: "wf", session: "m", writable: true})
+	t.Cleanup(func() { svc.Close() })
+	token, revoke := svc.Issue(&Grant{Workflow: "wf", Session: "m", Writable: true})
 	t.Cleanup(revoke)
 	return svc, token
 }
@@ -40,7 +40,7 @@ func startServices(t *testing.T) (*services, string) {
 // rawCall sends head and then body on a fresh connection, as a client that
 // writes its whole request before reading (Python's http.client) does: a
 // server that closed early makes a write fail. It returns the answer.
-func rawCall(t *testing.T, svc *services, head, body string) (int, string) {
+func rawCall(t *testing.T, svc *Endpoint, head, body string) (int, string) {
 	t.Helper()
 	conn, err := net.Dial("unix", svc.sock)
 	if err != nil {
