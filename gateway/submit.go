@@ -92,12 +92,6 @@ func (g *Gateway) submit(c *gin.Context) {
 	for _, p := range body.Arguments {
 		args = kvmodel.AppendPairItem(args, p)
 	}
-	final := []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)}
-	if missing != nil {
-		// Reported, not parked: the request exists, already failed.
-		root.State, root.Failure = kvmodel.StateFailed, missing
-		final = append([]kvmodel.Op{kvmodel.PutOp(root)}, kvmodel.EndOps(req, missing, g.opts.Retention)...)
-	}
 	var watch clientv3.WatchChan
 	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
 	defer cancel()
@@ -114,18 +108,16 @@ func (g *Gateway) submit(c *gin.Context) {
 			return
 		}
 	}
-	resp, err := g.store.Commit(ctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(kvmodel.Key(req)), "=", 0)},
-		kvmodel.DatasetOps(wf, root.ID, kvmodel.Arguments, args), final)
+	if missing != nil {
+		// Reported, not parked: the request exists, already failed.
+		err = g.store.CreateFailedRequest(ctx, req, root, args, missing, g.opts.Retention)
+	} else {
+		err = g.store.CreateRequest(ctx, req, root, args)
+	}
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	if !resp.Succeeded {
-		c.Error(fmt.Errorf("request %s: %w", reqID, kvmodel.ErrExists))
-		return
-	}
-	created := resp.Header.Revision
 	if missing != nil {
 		loc := "/request/" + wf + "/" + reqID
 		c.Header("Location", loc)
@@ -134,11 +126,11 @@ func (g *Gateway) submit(c *gin.Context) {
 	}
 
 	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name,
-		Fresh: queue.NewFresh(final[0].Value, final[1].Value, created, args)}
+		Fresh: queue.NewFresh(kvmodel.PutOp(root).Value, kvmodel.PutOp(req).Value, req.Revision(), args)}
 	if err := g.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(mapper.RequiredCapability)), msg.Encode()); err != nil {
 		// Not queued: end the recorded request, so nothing runs it behind
 		// the back of a client told to submit again.
-		g.failUnqueued(req, created, err)
+		g.failUnqueued(req, err)
 		c.Error(&apiError{http.StatusServiceUnavailable, "queue_unavailable", fmt.Sprintf("request %s was not queued (it is recorded as failed; submit again): %v", reqID, err)})
 		return
 	}
@@ -276,15 +268,13 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 }
 
 // failUnqueued records a request whose first message could not be
-// published as failed. If even that write fails, the runners' recovery
+// published (req, at its creation's revision) as failed. If even that write fails, the runners' recovery
 // finds the request pending and queues it after --stall-after.
-func (g *Gateway) failUnqueued(req *kvmodel.Request, rev int64, cause error) {
+func (g *Gateway) failUnqueued(req *kvmodel.Request, cause error) {
 	f := &kvmodel.Failure{Kind: "infrastructure", Message: "the request could not be queued: " + cause.Error()}
-	ops := kvmodel.EndOps(req, f, g.opts.Retention)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cmp := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(req)), "=", rev)
-	if _, err := g.store.Commit(ctx, []clientv3.Cmp{cmp}, nil, ops); err != nil {
+	if err := g.store.FailRequest(ctx, req, f, g.opts.Retention); err != nil {
 		g.log.Warn("could not record an unqueued request as failed", "workflow", req.WorkflowName, "request_id", req.ID, "err", err)
 	}
 }

@@ -327,28 +327,16 @@ func (r *Runner) done(t *task, handler string) *kvmodel.Invocation {
 	return &d
 }
 
-func newReduceInvocation(m *kvmodel.Invocation) *kvmodel.Invocation {
-	return &kvmodel.Invocation{
-		ID: kvmodel.ReduceID(m.ID), WorkflowName: m.WorkflowName, RequestID: m.RequestID,
-		ParentInvocationID: kvmodel.StrPtr(m.ID), StepName: m.StepName,
-		Direction: kvmodel.DirectionReduce, State: kvmodel.StatePending, CreatedTimestamp: kvmodel.Now(),
-	}
-}
-
-func (r *Runner) unchanged(t *task) []clientv3.Cmp {
-	inv := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.inv)), "=", t.inv.Revision())
-	if t.fresh {
-		// Not written since its creation (a delete and re-creation would
-		// need a new id: ids are never reused).
-		inv = clientv3.Compare(clientv3.Version(kvmodel.Key(t.inv)), "=", 1)
-	}
-	return []clientv3.Cmp{inv, clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.req)), "=", t.req.Revision())}
+// seen is what t's transitions were decided on: they commit only if
+// neither its invocation nor its request changed since.
+func (t *task) seen() kvmodel.Seen {
+	return kvmodel.Seen{Invocation: t.inv, Request: t.req, Fresh: t.fresh}
 }
 
 // commitLeaf records a leaf mapper's combined output and creates its reduce
 // invocation, then queues the reduction.
 func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, step *kvmodel.Step, data []byte) error {
-	red := newReduceInvocation(t.inv)
+	red := kvmodel.NewReduceInvocation(t.inv)
 	if ok, err := r.recordLeaf(ctx, t, h, data, red); !ok || err != nil {
 		return err
 	}
@@ -359,16 +347,13 @@ func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, st
 // output and its pending reduce invocation red (whose revision it sets).
 // ok is false when the invocation or its request changed meanwhile.
 func (r *Runner) recordLeaf(ctx context.Context, t *task, h *kvmodel.Handler, data []byte, red *kvmodel.Invocation) (ok bool, err error) {
-	resp, err := r.store.Commit(ctx, r.unchanged(t),
-		kvmodel.DatasetOps(t.inv.WorkflowName, t.inv.ID, kvmodel.PostCombine, data),
-		[]kvmodel.Op{kvmodel.PutOp(r.done(t, h.Name)), kvmodel.PutOp(red)})
+	err = r.store.RecordLeaf(ctx, t.seen(), r.done(t, h.Name), data, red)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return false, t.changed()
+	}
 	if err != nil {
 		return false, err
 	}
-	if !resp.Succeeded {
-		return false, t.changed()
-	}
-	red.SetRevision(resp.Header.Revision)
 	r.count(t, h, "done")
 	return true, nil
 }
@@ -390,37 +375,26 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return r.failOr(ctx, t, f, err)
 	}
 	ids := make([]string, len(pairs))
+	children := make([]*kvmodel.Invocation, len(pairs))
+	args := make([][]byte, len(pairs))
 	fresh := make([]*queue.Fresh, len(pairs))
 	reqJSON, _ := kvmodel.Encode(t.req) // as stored at t.req's revision; nil: no copies
-	var bulk []kvmodel.Op
 	now := kvmodel.Now()
 	for i, p := range pairs {
 		ids[i] = kvmodel.ChildID(t.inv.ID, i)
-		child := &kvmodel.Invocation{
+		children[i] = &kvmodel.Invocation{
 			ID: ids[i], WorkflowName: wf, RequestID: t.inv.RequestID, ParentInvocationID: kvmodel.StrPtr(t.inv.ID),
 			StepName: next, Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: now,
 		}
-		put, args := kvmodel.PutOp(child), kvmodel.AppendPairItem(nil, p)
-		bulk = append(bulk, put)
-		bulk = append(bulk, kvmodel.DatasetOps(wf, ids[i], kvmodel.Arguments, args)...)
-		fresh[i] = queue.NewFresh(put.Value, reqJSON, t.req.Revision(), args)
+		args[i] = kvmodel.AppendPairItem(nil, p)
+		fresh[i] = queue.NewFresh(kvmodel.PutOp(children[i]).Value, reqJSON, t.req.Revision(), args[i])
 	}
-	bulk = append(bulk, kvmodel.MappedOps(wf, t.inv.ID, ids)...)
-	d := r.done(t, h.Name)
-	d.MappedCount, d.MappedWaiting = kvmodel.IntPtr(len(ids)), kvmodel.IntPtr(len(ids))
-	d.MappedStep = next
-	final := []kvmodel.Op{kvmodel.PutOp(d)}
-	var red *kvmodel.Invocation
-	if len(ids) == 0 {
-		red = newReduceInvocation(t.inv)
-		final = append(final, kvmodel.PutOp(red))
+	red, err := r.store.RecordBranch(ctx, t.seen(), r.done(t, h.Name), next, children, args)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return t.changed()
 	}
-	resp, err := r.store.Commit(ctx, r.unchanged(t), bulk, final)
 	if err != nil {
 		return err
-	}
-	if !resp.Succeeded {
-		return t.changed()
 	}
 	r.count(t, h, "done")
 	t.log.Debug("branched", "to_step", next, "children", len(ids))
@@ -551,25 +525,15 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 			return r.failOr(ctx, t, f, err)
 		}
 	}
-	resp, err := r.store.Commit(ctx, r.unchanged(t), kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data), r.reductionOps(t, h))
+	err := r.store.RecordReduction(ctx, t.seen(), r.done(t, h.Name), t.m, data, r.opts.Retention)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return nil // a duplicate finished it, or the request ended
+	}
 	if err != nil {
 		return err
 	}
-	if !resp.Succeeded {
-		return nil // a duplicate finished it, or the request ended
-	}
 	r.count(t, h, "done")
 	return r.reduced(ctx, t)
-}
-
-// reductionOps are the ops that record reduce invocation t of t.m as done
-// by h, and at the root end the request.
-func (r *Runner) reductionOps(t *task, h *kvmodel.Handler) []kvmodel.Op {
-	ops := []kvmodel.Op{kvmodel.PutOp(r.done(t, h.Name)), kvmodel.ReducedOp(t.inv.WorkflowName, t.m.ID, t.inv.ID)}
-	if t.m.Parent() == "" {
-		ops = append(ops, r.completeRequest(t.req)...)
-	}
-	return ops
 }
 
 // reduced follows a committed reduction of t.m: at the root it finishes
@@ -591,12 +555,7 @@ func (r *Runner) countDone(ctx context.Context, wf, parent, m string) error {
 	if err != nil || zero == nil {
 		return err
 	}
-	return r.publishReduce(ctx, zero, newReduceInvocation(zero))
-}
-
-// completeRequest returns the ops that mark a request done.
-func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
-	return kvmodel.EndOps(req, nil, r.opts.Retention)
+	return r.publishReduce(ctx, zero, kvmodel.NewReduceInvocation(zero))
 }
 
 // checkOffered fails with a no_capability Failure when no live runner
@@ -625,24 +584,9 @@ func (r *Runner) failOr(ctx context.Context, t *task, f *kvmodel.Failure, err er
 
 // fail records an invocation's failure and fails its request, once.
 func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
-	f.InvocationID, f.Direction = t.inv.ID, t.inv.Direction
-	if f.Step == "" {
-		f.Step = t.inv.StepName
-	}
 	t.log.Warn("invocation failed", "kind", f.Kind, "handler", f.Handler, "err", f.Message)
-	inv := *t.inv
-	inv.State, inv.Failure, inv.FinishedTimestamp = kvmodel.StateFailed, f, kvmodel.Now()
-	text := f.Message
-	if f.StderrTail != "" {
-		text += "\n--- stderr (tail) ---\n" + f.StderrTail
-	}
-	inv.Error = &text
-	inv.HandlerName = f.Handler
-	req := *t.req
-	req.FailedInvocationID = kvmodel.StrPtr(t.inv.ID)
-	final := append([]kvmodel.Op{kvmodel.PutOp(&inv)}, kvmodel.EndOps(&req, f, r.opts.Retention)...)
-	resp, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
-	if err == nil && !resp.Succeeded {
+	err := r.store.FailInvocation(ctx, t.seen(), f, r.opts.Retention)
+	if errors.Is(err, kvmodel.ErrConflict) {
 		return t.changed()
 	}
 	if err == nil {
