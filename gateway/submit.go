@@ -60,12 +60,12 @@ func (g *Gateway) submit(c *gin.Context) {
 	}
 	step, err := g.catalog.Step(ctx, wf, job.InitialStepName)
 	if err != nil {
-		c.Error(&apiError{http.StatusConflict, "definition", fmt.Sprintf("job %q names initial step %q, which does not exist", jobName, job.InitialStepName)})
+		c.Error(&apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("job %q names initial step %q, which does not exist", jobName, job.InitialStepName)})
 		return
 	}
 	mapper, err := g.catalog.Handler(ctx, wf, step.MapHandlerName)
 	if err != nil {
-		c.Error(&apiError{http.StatusConflict, "definition", fmt.Sprintf("step %q names map handler %q, which does not exist", step.Name, step.MapHandlerName)})
+		c.Error(&apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names map handler %q, which does not exist", step.Name, step.MapHandlerName)})
 		return
 	}
 
@@ -75,7 +75,7 @@ func (g *Gateway) submit(c *gin.Context) {
 		return
 	}
 	if missing != nil && blocking {
-		c.Error(&apiError{http.StatusServiceUnavailable, "no_capability", missing.Message})
+		c.Error(&apiError{http.StatusServiceUnavailable, string(missing.Kind), missing.Message})
 		return
 	}
 
@@ -256,11 +256,11 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 		}
 		h, err := g.catalog.Handler(ctx, wf, name)
 		if err != nil {
-			return nil, &apiError{http.StatusConflict, "definition", fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
+			return nil, &apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
 		}
 		c := kvmodel.TopicCapability(h.RequiredCapability)
 		if !g.runners.Offers(ctx, wf, c) {
-			return &kvmodel.Failure{Kind: "no_capability", Handler: h.Name, Step: step.Name,
+			return &kvmodel.Failure{Kind: kvmodel.FailureNoCapability, Handler: h.Name, Step: step.Name,
 				Message: fmt.Sprintf("no live runner offers capability %q for workflow %q, which handler %s of step %s requires; start one with: jobx runner --capabilities %s", c, wf, h.Name, step.Name, c)}, nil
 		}
 	}
@@ -271,7 +271,7 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 // published (req, at its creation's revision) as failed. If even that write fails, the runners' recovery
 // finds the request pending and queues it after --stall-after.
 func (g *Gateway) failUnqueued(req *kvmodel.Request, cause error) {
-	f := &kvmodel.Failure{Kind: "infrastructure", Message: "the request could not be queued: " + cause.Error()}
+	f := &kvmodel.Failure{Kind: kvmodel.FailureInfrastructure, Message: "the request could not be queued: " + cause.Error()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := g.store.FailRequest(ctx, req, f, g.opts.Retention); err != nil {

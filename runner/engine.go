@@ -253,7 +253,7 @@ func (r *Runner) load(ctx context.Context, msg queue.Message, log *slog.Logger) 
 func (r *Runner) handlerFor(ctx context.Context, wf, name, role string) (*kvmodel.Handler, *kvmodel.Failure, error) {
 	h, err := r.catalog.Handler(ctx, wf, name)
 	if errors.Is(err, kvmodel.ErrNotFound) {
-		return nil, &kvmodel.Failure{Kind: "definition", Message: fmt.Sprintf("the %s handler %q does not exist in workflow %q", role, name, wf), Handler: name}, nil
+		return nil, &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Message: fmt.Sprintf("the %s handler %q does not exist in workflow %q", role, name, wf), Handler: name}, nil
 	}
 	return h, nil, err
 }
@@ -261,7 +261,7 @@ func (r *Runner) handlerFor(ctx context.Context, wf, name, role string) (*kvmode
 func (r *Runner) stepFor(ctx context.Context, wf, name string) (*kvmodel.Step, *kvmodel.Failure, error) {
 	s, err := r.catalog.Step(ctx, wf, name)
 	if errors.Is(err, kvmodel.ErrNotFound) {
-		return nil, &kvmodel.Failure{Kind: "definition", Message: fmt.Sprintf("step %q does not exist in workflow %q", name, wf), Step: name}, nil
+		return nil, &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Message: fmt.Sprintf("step %q does not exist in workflow %q", name, wf), Step: name}, nil
 	}
 	return s, nil, err
 }
@@ -279,14 +279,14 @@ func (r *Runner) runMap(ctx context.Context, t *task) error {
 	}
 	args, err := kvmodel.DecodePairItems(t.data)
 	if err != nil {
-		return r.fail(ctx, t, &kvmodel.Failure{Kind: "data", Message: "arguments dataset: " + err.Error()})
+		return r.fail(ctx, t, &kvmodel.Failure{Kind: kvmodel.FailureData, Message: "arguments dataset: " + err.Error()})
 	}
 	out := &mapperOutput{}
 	if f, err := r.invoke(ctx, t, h, pairLines(args), out); f != nil || err != nil {
 		return r.failOr(ctx, t, f, err)
 	}
 	if out.directive == nil {
-		return r.fail(ctx, t, &kvmodel.Failure{Kind: "protocol", Handler: h.Name, Message: `the mapper wrote no directive: its first stdout line must be {"jobx":"return"} or {"jobx":"map","step":"<step>"}`})
+		return r.fail(ctx, t, &kvmodel.Failure{Kind: kvmodel.FailureProtocol, Handler: h.Name, Message: `the mapper wrote no directive: its first stdout line must be {"jobx":"return"} or {"jobx":"map","step":"<step>"}`})
 	}
 	if out.directive.Jobx == "map" {
 		return r.commitBranch(ctx, t, h, out.directive.Step, out.pairs)
@@ -464,7 +464,7 @@ func (r *Runner) runReduce(ctx context.Context, t *task) error {
 	} else {
 		var err error
 		if groups, err = kvmodel.DecodeGroupItems(t.data); err != nil {
-			return r.fail(ctx, t, &kvmodel.Failure{Kind: "data", Message: "post_combine dataset: " + err.Error()})
+			return r.fail(ctx, t, &kvmodel.Failure{Kind: kvmodel.FailureData, Message: "post_combine dataset: " + err.Error()})
 		}
 	}
 	step, f, err := r.stepFor(ctx, wf, t.inv.StepName)
@@ -570,7 +570,7 @@ func (r *Runner) checkOffered(ctx context.Context, wf, handler string) (*kvmodel
 	if (r.serves(wf) && slices.Contains(r.opts.Capabilities, c)) || r.registry.Offers(ctx, wf, c) {
 		return nil, nil
 	}
-	return &kvmodel.Failure{Kind: "no_capability", Handler: h.Name,
+	return &kvmodel.Failure{Kind: kvmodel.FailureNoCapability, Handler: h.Name,
 		Message: fmt.Sprintf("no live runner offers capability %q, which handler %s requires", c, h.Name)}, nil
 }
 
@@ -590,7 +590,7 @@ func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
 		return t.changed()
 	}
 	if err == nil {
-		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+f.Kind).Inc()
+		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+string(f.Kind)).Inc()
 		r.notify(ctx, t.inv.WorkflowName, notifications.Event{Kind: notifications.RequestFailed, Name: "jobx.request", Level: "error",
 			Message:   fmt.Sprintf("%s invocation [%s] under request [%s] failed. HANDLER=[%s]: %s", t.inv.Direction, t.inv.ID, t.req.ID, f.Handler, f.Message),
 			RequestID: t.req.ID, InvocationID: t.inv.ID, Handler: f.Handler})
@@ -610,7 +610,7 @@ func (r *Runner) failForInfra(ctx context.Context, msg queue.Message, attempts i
 		return err
 	}
 	return r.fail(ctx, t, &kvmodel.Failure{
-		Kind: "infrastructure", Attempts: attempts,
+		Kind: kvmodel.FailureInfrastructure, Attempts: attempts,
 		Message: fmt.Sprintf("gave up after %d attempts: %v", attempts, cause),
 	})
 }
@@ -706,15 +706,15 @@ func (r *Runner) reducedFollowUps(ctx context.Context, m *kvmodel.Invocation) er
 func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin []byte, out collector) (*kvmodel.Failure, error) {
 	prog, err := r.progs.get(h)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Handler: h.Name, Message: err.Error()}, nil
 	}
 	limits, err := r.limits(ctx, h)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Handler: h.Name, Message: err.Error()}, nil
 	}
 	vars, err := r.scopes.vars(ctx, h)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureScope, Handler: h.Name, Message: err.Error()}, nil
 	}
 	session := t.inv.ID
 	if t.inv.Direction == kvmodel.DirectionReduce {
@@ -722,7 +722,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	}
 	senv, err := scopeEnv(vars)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureScope, Handler: h.Name, Message: err.Error()}, nil
 	}
 	token, revoke := r.svc.issue(&grant{workflow: h.WorkflowName, session: session, writable: t.inv.Direction == kvmodel.DirectionMap,
 		request: t.req.ID, handler: h.Name, inv: t.inv.ID})
@@ -731,7 +731,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	env = append(env, "JOBX_SERVICES=unix:"+r.svc.sock, "JOBX_SESSION_URL=unix:"+r.svc.sock, "JOBX_TOKEN="+token)
 	fsys, err := r.fss.open(h.WorkflowName)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "filesystem", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureFilesystem, Handler: h.Name, Message: err.Error()}, nil
 	}
 	if fsys != nil {
 		env = append(env, "JOBX_FS=1")
@@ -803,21 +803,21 @@ func failureOf(h *kvmodel.Handler, out *sandbox.Outcome, protoErr error, l sandb
 	code := out.ExitCode
 	switch {
 	case out.TimedOut:
-		f.Kind, f.Message = "timeout", fmt.Sprintf("handler %s timed out after %s and was killed", h.Name, l.Timeout)
+		f.Kind, f.Message = kvmodel.FailureTimeout, fmt.Sprintf("handler %s timed out after %s and was killed", h.Name, l.Timeout)
 	case out.OOMKilled:
-		f.Kind, f.Message = "oom", fmt.Sprintf("handler %s exceeded its memory limit (%d bytes) and was killed", h.Name, l.Memory)
+		f.Kind, f.Message = kvmodel.FailureOOM, fmt.Sprintf("handler %s exceeded its memory limit (%d bytes) and was killed", h.Name, l.Memory)
 	case out.OutputExceeded:
-		f.Kind, f.Message = "output_limit", fmt.Sprintf("handler %s wrote more than %d bytes of output and was killed", h.Name, l.MaxOutput)
+		f.Kind, f.Message = kvmodel.FailureOutputLimit, fmt.Sprintf("handler %s wrote more than %d bytes of output and was killed", h.Name, l.MaxOutput)
 	case errors.As(protoErr, new(*kvmodel.LimitError)):
-		f.Kind, f.Message = "item_limit", fmt.Sprintf("handler %s wrote a dataset item over its limit: %v", h.Name, protoErr)
+		f.Kind, f.Message = kvmodel.FailureItemLimit, fmt.Sprintf("handler %s wrote a dataset item over its limit: %v", h.Name, protoErr)
 	case out.Signal != "":
-		f.Kind, f.Message, f.Signal = "crashed", fmt.Sprintf("handler %s was killed by signal %s", h.Name, out.Signal), out.Signal
+		f.Kind, f.Message, f.Signal = kvmodel.FailureCrashed, fmt.Sprintf("handler %s was killed by signal %s", h.Name, out.Signal), out.Signal
 		f.ExitCode = &code
 	case out.ExitCode != 0:
-		f.Kind, f.Message = "handler_failed", fmt.Sprintf("handler %s exited with status %d", h.Name, out.ExitCode)
+		f.Kind, f.Message = kvmodel.FailureHandlerFailed, fmt.Sprintf("handler %s exited with status %d", h.Name, out.ExitCode)
 		f.ExitCode = &code
 	case protoErr != nil:
-		f.Kind, f.Message = "protocol", fmt.Sprintf("handler %s broke the output protocol: %v", h.Name, protoErr)
+		f.Kind, f.Message = kvmodel.FailureProtocol, fmt.Sprintf("handler %s broke the output protocol: %v", h.Name, protoErr)
 	default:
 		return nil
 	}

@@ -42,7 +42,7 @@ import (
 //     the pending requests older than StallAfter; a request whose tree has
 //     not changed for StallAfter gets its frontier published again.
 //
-// A request older than RequestDeadline fails with kind "deadline".
+// A request older than RequestDeadline fails with kvmodel.FailureDeadline.
 type recovery struct {
 	r *Runner
 	// seen remembers, per pending request, the tree's fingerprint and when
@@ -472,7 +472,7 @@ func (f *frontier) publish(ctx context.Context, r *Runner, req *kvmodel.Request)
 // expire fails a request that outlived RequestDeadline.
 func (rc *recovery) expire(ctx context.Context, req *kvmodel.Request) error {
 	r := rc.r
-	f := &kvmodel.Failure{Kind: "deadline",
+	f := &kvmodel.Failure{Kind: kvmodel.FailureDeadline,
 		Message: fmt.Sprintf("the request did not finish within %s (jobx runner --request-deadline)", r.opts.RequestDeadline)}
 	err := r.store.FailRequest(ctx, req, f, r.opts.Retention)
 	if errors.Is(err, kvmodel.ErrConflict) {
