@@ -209,8 +209,8 @@ func (o Op) etcd() clientv3.Op {
 	}
 }
 
-// EtcdOps converts ops, for a transaction built by the caller.
-func EtcdOps(ops []Op) []clientv3.Op {
+// etcdOps converts ops for a transaction.
+func etcdOps(ops []Op) []clientv3.Op {
 	out := make([]clientv3.Op, len(ops))
 	for i, o := range ops {
 		out[i] = o.etcd()
@@ -244,7 +244,7 @@ func (s *Store) Apply(ctx context.Context, ops []Op) error {
 			n++
 		}
 		tctx, cancel := s.ctx(ctx)
-		_, err := s.cli.Txn(tctx).Then(EtcdOps(ops[:n])...).Commit()
+		_, err := s.cli.Txn(tctx).Then(etcdOps(ops[:n])...).Commit()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("write %d keys from %s: %w", n, ops[0].Key, err)
@@ -267,7 +267,7 @@ func (s *Store) Commit(ctx context.Context, cmps []clientv3.Cmp, bulk, final []O
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(EtcdOps(then)...).Else(orElse...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(etcdOps(then)...).Else(orElse...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

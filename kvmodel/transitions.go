@@ -120,7 +120,7 @@ func (s *Store) CreateRequest(ctx context.Context, req *Request, root *Invocatio
 // Both get the creation's revision.
 func (s *Store) CreateFailedRequest(ctx context.Context, req *Request, root *Invocation, args []byte, f *Failure, retention time.Duration) error {
 	root.State, root.Failure = StateFailed, f
-	return s.createRequest(ctx, req, root, args, append([]Op{PutOp(root)}, EndOps(req, f, retention)...))
+	return s.createRequest(ctx, req, root, args, append([]Op{PutOp(root)}, endOps(req, f, retention)...))
 }
 
 func (s *Store) createRequest(ctx context.Context, req *Request, root *Invocation, args []byte, final []Op) error {
@@ -145,7 +145,7 @@ func (s *Store) FailRequest(ctx context.Context, req *Request, f *Failure, reten
 	_, err := s.Do(ctx, &Transition{
 		what:  "fail request " + req.ID,
 		conds: []clientv3.Cmp{unchanged(req)},
-		final: EndOps(req, f, retention), failed: ErrConflict,
+		final: endOps(req, f, retention), failed: ErrConflict,
 	})
 	return err
 }
@@ -173,7 +173,7 @@ func (s *Store) FailInvocation(ctx context.Context, seen Seen, f *Failure, reten
 	_, err := s.Do(ctx, &Transition{
 		what:  "fail invocation " + t.ID,
 		conds: seen.conds(),
-		final: append([]Op{PutOp(&inv)}, EndOps(&req, f, retention)...), failed: ErrConflict,
+		final: append([]Op{PutOp(&inv)}, endOps(&req, f, retention)...), failed: ErrConflict,
 	})
 	return err
 }
@@ -257,7 +257,7 @@ func (s *Store) RecordReduction(ctx context.Context, seen Seen, done, m *Invocat
 func reductionOps(req *Request, done, m *Invocation, retention time.Duration) []Op {
 	ops := []Op{PutOp(done), ReducedOp(m.WorkflowName, m.ID, done.ID)}
 	if m.Parent() == "" {
-		ops = append(ops, EndOps(req, nil, retention)...)
+		ops = append(ops, endOps(req, nil, retention)...)
 	}
 	return ops
 }
@@ -309,7 +309,7 @@ func (s *Store) CountChildren(ctx context.Context, parent *Invocation, counts []
 		then = append(then, clientv3.OpPut(key, "{}"))
 		if c.Leaf != nil {
 			cmps = append(cmps, c.Leaf.conds...)
-			then = append(append(then, EtcdOps(c.Leaf.bulk)...), EtcdOps(c.Leaf.final)...)
+			then = append(append(then, etcdOps(c.Leaf.bulk)...), etcdOps(c.Leaf.final)...)
 		}
 		cmps = append(cmps, absent(key))
 	}
