@@ -84,5 +84,5 @@ func failureHeaders(c *gin.Context, req *kvmodel.Request) {
 		setException(c, "failed", "request "+req.ID+" failed")
 		return
 	}
-	setException(c, req.Error.Kind, req.Error.Message)
+	setException(c, string(req.Error.Kind), req.Error.Message)
 }

@@ -60,12 +60,12 @@ func (g *Gateway) submit(c *gin.Context) {
 	}
 	step, err := g.catalog.Step(ctx, wf, job.InitialStepName)
 	if err != nil {
-		c.Error(&apiError{http.StatusConflict, "definition", fmt.Sprintf("job %q names initial step %q, which does not exist", jobName, job.InitialStepName)})
+		c.Error(&apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("job %q names initial step %q, which does not exist", jobName, job.InitialStepName)})
 		return
 	}
 	mapper, err := g.catalog.Handler(ctx, wf, step.MapHandlerName)
 	if err != nil {
-		c.Error(&apiError{http.StatusConflict, "definition", fmt.Sprintf("step %q names map handler %q, which does not exist", step.Name, step.MapHandlerName)})
+		c.Error(&apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names map handler %q, which does not exist", step.Name, step.MapHandlerName)})
 		return
 	}
 
@@ -75,7 +75,7 @@ func (g *Gateway) submit(c *gin.Context) {
 		return
 	}
 	if missing != nil && blocking {
-		c.Error(&apiError{http.StatusServiceUnavailable, "no_capability", missing.Message})
+		c.Error(&apiError{http.StatusServiceUnavailable, string(missing.Kind), missing.Message})
 		return
 	}
 
@@ -91,12 +91,6 @@ func (g *Gateway) submit(c *gin.Context) {
 	var args []byte
 	for _, p := range body.Arguments {
 		args = kvmodel.AppendPairItem(args, p)
-	}
-	final := []kvmodel.Op{kvmodel.PutOp(root), kvmodel.PutOp(req)}
-	if missing != nil {
-		// Reported, not parked: the request exists, already failed.
-		root.State, root.Failure = kvmodel.StateFailed, missing
-		final = append([]kvmodel.Op{kvmodel.PutOp(root)}, kvmodel.EndOps(req, missing, g.opts.Retention)...)
 	}
 	var watch clientv3.WatchChan
 	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
@@ -114,18 +108,16 @@ func (g *Gateway) submit(c *gin.Context) {
 			return
 		}
 	}
-	resp, err := g.store.Commit(ctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(kvmodel.Key(req)), "=", 0)},
-		kvmodel.DatasetOps(wf, root.ID, kvmodel.Arguments, args), final)
+	if missing != nil {
+		// Reported, not parked: the request exists, already failed.
+		err = g.store.CreateFailedRequest(ctx, req, root, args, missing, g.opts.Retention)
+	} else {
+		err = g.store.CreateRequest(ctx, req, root, args)
+	}
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	if !resp.Succeeded {
-		c.Error(fmt.Errorf("request %s: %w", reqID, kvmodel.ErrExists))
-		return
-	}
-	created := resp.Header.Revision
 	if missing != nil {
 		loc := "/request/" + wf + "/" + reqID
 		c.Header("Location", loc)
@@ -134,11 +126,11 @@ func (g *Gateway) submit(c *gin.Context) {
 	}
 
 	msg := queue.Message{JobClass: kvmodel.DirectionMap, WorkflowName: wf, RequestID: reqID, InvocationID: root.ID, StepName: step.Name,
-		Fresh: queue.NewFresh(final[0].Value, final[1].Value, created, args)}
+		Fresh: queue.NewFresh(kvmodel.PutOp(root).Value, kvmodel.PutOp(req).Value, req.Revision(), args)}
 	if err := g.pub.Publish(kvmodel.MapTopic(wf, kvmodel.TopicCapability(mapper.RequiredCapability)), msg.Encode()); err != nil {
 		// Not queued: end the recorded request, so nothing runs it behind
 		// the back of a client told to submit again.
-		g.failUnqueued(req, created, err)
+		g.failUnqueued(req, err)
 		c.Error(&apiError{http.StatusServiceUnavailable, "queue_unavailable", fmt.Sprintf("request %s was not queued (it is recorded as failed; submit again): %v", reqID, err)})
 		return
 	}
@@ -264,11 +256,11 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 		}
 		h, err := g.catalog.Handler(ctx, wf, name)
 		if err != nil {
-			return nil, &apiError{http.StatusConflict, "definition", fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
+			return nil, &apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
 		}
 		c := kvmodel.TopicCapability(h.RequiredCapability)
 		if !g.runners.Offers(ctx, wf, c) {
-			return &kvmodel.Failure{Kind: "no_capability", Handler: h.Name, Step: step.Name,
+			return &kvmodel.Failure{Kind: kvmodel.FailureNoCapability, Handler: h.Name, Step: step.Name,
 				Message: fmt.Sprintf("no live runner offers capability %q for workflow %q, which handler %s of step %s requires; start one with: jobx runner --capabilities %s", c, wf, h.Name, step.Name, c)}, nil
 		}
 	}
@@ -276,15 +268,13 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 }
 
 // failUnqueued records a request whose first message could not be
-// published as failed. If even that write fails, the runners' recovery
+// published (req, at its creation's revision) as failed. If even that write fails, the runners' recovery
 // finds the request pending and queues it after --stall-after.
-func (g *Gateway) failUnqueued(req *kvmodel.Request, rev int64, cause error) {
-	f := &kvmodel.Failure{Kind: "infrastructure", Message: "the request could not be queued: " + cause.Error()}
-	ops := kvmodel.EndOps(req, f, g.opts.Retention)
+func (g *Gateway) failUnqueued(req *kvmodel.Request, cause error) {
+	f := &kvmodel.Failure{Kind: kvmodel.FailureInfrastructure, Message: "the request could not be queued: " + cause.Error()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cmp := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(req)), "=", rev)
-	if _, err := g.store.Commit(ctx, []clientv3.Cmp{cmp}, nil, ops); err != nil {
+	if err := g.store.FailRequest(ctx, req, f, g.opts.Retention); err != nil {
 		g.log.Warn("could not record an unqueued request as failed", "workflow", req.WorkflowName, "request_id", req.ID, "err", err)
 	}
 }

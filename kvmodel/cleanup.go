@@ -20,10 +20,10 @@ func CleanupOp(wf, id string, due time.Time) Op {
 	return Op{Key: fmt.Sprintf("%s%016d/%s/%s", cleanupRoot, due.UnixMilli(), wf, id), Value: []byte("{}")}
 }
 
-// EndOps returns the ops that end request req, done when f is nil and
+// endOps returns the ops that end request req, done when f is nil and
 // failed with f otherwise, and, unless the request is kept, schedule its
 // cleanup after retention. req itself is left as it is.
-func EndOps(req *Request, f *Failure, retention time.Duration) []Op {
+func endOps(req *Request, f *Failure, retention time.Duration) []Op {
 	d := *req
 	d.IsDone, d.State, d.DoneTimestamp = true, StateDone, Now()
 	if f != nil {

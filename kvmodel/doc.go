@@ -16,4 +16,12 @@
 // Create is create-only, Update is update-only, UpdateCAS compares the
 // revision the entity was read at. Errors wrap ErrNotFound, ErrExists,
 // ErrConflict, ErrInvalid and ErrTooLarge; test them with errors.Is.
+//
+// A request and its invocations change state only through the verbs of
+// transitions.go (CreateRequest, RecordLeaf, RecordBranch,
+// RecordReduction, CountChildren, FailInvocation, FailRequest, ...), each
+// one transaction under its conditions:
+//
+//	err := st.RecordLeaf(ctx, kvmodel.Seen{Invocation: inv, Request: req}, done, combined, red)
+//	if errors.Is(err, kvmodel.ErrConflict) { ... } // a duplicate finished it, or the request ended
 package kvmodel

@@ -222,18 +222,69 @@ const (
 	StateFailed  = "failed"
 )
 
+// FailureKind says what failed: Failure.Kind, and the gateway's
+// X-MR-EXCEPTION-TYPE of a failed request. Kinds are stored and answered as
+// these JSON strings, which clients match on: never rename one.
+type FailureKind string
+
+// The kinds of failure. The first group is a handler's own doing, as its
+// sandbox reports it; the rest are the definitions', the request's or
+// jobx's.
+const (
+	// FailureHandlerFailed means the handler exited with a non-zero status.
+	FailureHandlerFailed FailureKind = "handler_failed"
+	// FailureCrashed means the handler was killed by a signal (not one of
+	// jobx's limits).
+	FailureCrashed FailureKind = "crashed"
+	// FailureTimeout means the handler ran past its timeout and was killed.
+	FailureTimeout FailureKind = "timeout"
+	// FailureOOM means the handler exceeded its memory limit and was killed.
+	FailureOOM FailureKind = "oom"
+	// FailureOutputLimit means the handler wrote more than its output
+	// limit and was killed.
+	FailureOutputLimit FailureKind = "output_limit"
+	// FailureItemLimit means the handler wrote a dataset item over
+	// MaxItemBytes.
+	FailureItemLimit FailureKind = "item_limit"
+	// FailureProtocol means the handler's output broke the output protocol
+	// (no directive, a malformed line).
+	FailureProtocol FailureKind = "protocol"
+
+	// FailureDefinition means a step or handler the work needs does not
+	// exist, or its program or limits do not load.
+	FailureDefinition FailureKind = "definition"
+	// FailureData means a stored dataset the invocation reads does not
+	// decode.
+	FailureData FailureKind = "data"
+	// FailureScope means the handler's scope variables could not be
+	// resolved.
+	FailureScope FailureKind = "scope"
+	// FailureFilesystem means the workflow's shared filesystem could not be
+	// opened.
+	FailureFilesystem FailureKind = "filesystem"
+	// FailureNoCapability means no live runner offers a capability the work
+	// requires.
+	FailureNoCapability FailureKind = "no_capability"
+	// FailureInfrastructure means jobx itself kept failing: a message that
+	// used up its attempts, a request that could not be queued.
+	FailureInfrastructure FailureKind = "infrastructure"
+	// FailureDeadline means the request did not finish within the runners'
+	// request deadline.
+	FailureDeadline FailureKind = "deadline"
+)
+
 // Failure describes why an invocation, and so its request, failed.
 type Failure struct {
-	Kind         string `json:"kind"` // handler_failed, timeout, oom, output_limit, item_limit, protocol, infrastructure, ...
-	Message      string `json:"message"`
-	InvocationID string `json:"invocation_id,omitempty"`
-	Direction    string `json:"direction,omitempty"`
-	Step         string `json:"step,omitempty"`
-	Handler      string `json:"handler,omitempty"`
-	ExitCode     *int   `json:"exit_code,omitempty"`
-	Signal       string `json:"signal,omitempty"`
-	StderrTail   string `json:"stderr_tail,omitempty"`
-	Attempts     int    `json:"attempts,omitempty"`
+	Kind         FailureKind `json:"kind"`
+	Message      string      `json:"message"`
+	InvocationID string      `json:"invocation_id,omitempty"`
+	Direction    string      `json:"direction,omitempty"`
+	Step         string      `json:"step,omitempty"`
+	Handler      string      `json:"handler,omitempty"`
+	ExitCode     *int        `json:"exit_code,omitempty"`
+	Signal       string      `json:"signal,omitempty"`
+	StderrTail   string      `json:"stderr_tail,omitempty"`
+	Attempts     int         `json:"attempts,omitempty"`
 }
 
 // Request is one received job submission.

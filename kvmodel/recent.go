@@ -22,13 +22,13 @@ const MaxRecent = 100
 
 // RecentRequest is the summary of a request that the cleanup removed.
 type RecentRequest struct {
-	ID               string `json:"request_id"`
-	JobName          string `json:"job_name"`
-	State            string `json:"state"`
-	CreatedTimestamp string `json:"created_timestamp"`
-	DoneTimestamp    string `json:"done_timestamp,omitempty"`
-	ErrorKind        string `json:"error_kind,omitempty"`
-	IsBlocking       bool   `json:"is_blocking"`
+	ID               string      `json:"request_id"`
+	JobName          string      `json:"job_name"`
+	State            string      `json:"state"`
+	CreatedTimestamp string      `json:"created_timestamp"`
+	DoneTimestamp    string      `json:"done_timestamp,omitempty"`
+	ErrorKind        FailureKind `json:"error_kind,omitempty"`
+	IsBlocking       bool        `json:"is_blocking"`
 }
 
 // RecentPrefix is the key prefix of workflow wf's history.

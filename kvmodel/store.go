@@ -66,64 +66,38 @@ func PutOp(e Entity) Op {
 	return Op{Key: Key(e), Value: v}
 }
 
-// Create writes e only if its key does not exist (JobX's create-only save).
+// Create writes e only if its key does not exist (JobX's create-only save);
+// ErrExists otherwise.
 func (s *Store) Create(ctx context.Context, e Entity) error {
-	if err := validateIdentity(e); err != nil {
-		return err
-	}
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	op := PutOp(e)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(op.Key), "=", 0)).
-		Then(op.etcd()).Commit()
-	if err != nil {
-		return fmt.Errorf("create %s: %w", describe(e), err)
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("create %s: %w", describe(e), ErrExists)
-	}
-	e.SetRevision(resp.Header.Revision)
-	return nil
+	return s.put(ctx, e, "create", clientv3.Compare(clientv3.CreateRevision(Key(e)), "=", 0), ErrExists)
 }
 
-// Update writes e only if its key exists (JobX's update-only save).
+// Update writes e only if its key exists (JobX's update-only save);
+// ErrNotFound otherwise.
 func (s *Store) Update(ctx context.Context, e Entity) error {
-	if err := validateIdentity(e); err != nil {
-		return err
-	}
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	op := PutOp(e)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(op.Key), ">", 0)).
-		Then(op.etcd()).Commit()
-	if err != nil {
-		return fmt.Errorf("update %s: %w", describe(e), err)
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("update %s: %w", describe(e), ErrNotFound)
-	}
-	e.SetRevision(resp.Header.Revision)
-	return nil
+	return s.put(ctx, e, "update", clientv3.Compare(clientv3.CreateRevision(Key(e)), ">", 0), ErrNotFound)
 }
 
-// UpdateCAS writes e only if its key is still at the revision e was read at.
+// UpdateCAS writes e only if its key is still at the revision e was read
+// at; ErrConflict otherwise.
 func (s *Store) UpdateCAS(ctx context.Context, e Entity) error {
+	return s.put(ctx, e, "update", clientv3.Compare(clientv3.ModRevision(Key(e)), "=", e.Revision()), ErrConflict)
+}
+
+// put writes e if cond holds, and sets e's revision to the write's; it
+// returns failed, wrapped, when cond does not hold.
+func (s *Store) put(ctx context.Context, e Entity, verb string, cond clientv3.Cmp, failed error) error {
 	if err := validateIdentity(e); err != nil {
 		return err
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	op := PutOp(e)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(op.Key), "=", e.Revision())).
-		Then(op.etcd()).Commit()
+	resp, err := s.cli.Txn(ctx).If(cond).Then(PutOp(e).etcd()).Commit()
 	if err != nil {
-		return fmt.Errorf("update %s: %w", describe(e), err)
+		return fmt.Errorf("%s %s: %w", verb, describe(e), err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("update %s: %w", describe(e), ErrConflict)
+		return fmt.Errorf("%s %s: %w", verb, describe(e), failed)
 	}
 	e.SetRevision(resp.Header.Revision)
 	return nil
@@ -235,8 +209,8 @@ func (o Op) etcd() clientv3.Op {
 	}
 }
 
-// EtcdOps converts ops, for a transaction built by the caller.
-func EtcdOps(ops []Op) []clientv3.Op {
+// etcdOps converts ops for a transaction.
+func etcdOps(ops []Op) []clientv3.Op {
 	out := make([]clientv3.Op, len(ops))
 	for i, o := range ops {
 		out[i] = o.etcd()
@@ -270,7 +244,7 @@ func (s *Store) Apply(ctx context.Context, ops []Op) error {
 			n++
 		}
 		tctx, cancel := s.ctx(ctx)
-		_, err := s.cli.Txn(tctx).Then(EtcdOps(ops[:n])...).Commit()
+		_, err := s.cli.Txn(tctx).Then(etcdOps(ops[:n])...).Commit()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("write %d keys from %s: %w", n, ops[0].Key, err)
@@ -293,7 +267,7 @@ func (s *Store) Commit(ctx context.Context, cmps []clientv3.Cmp, bulk, final []O
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(EtcdOps(then)...).Else(orElse...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(etcdOps(then)...).Else(orElse...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

@@ -266,7 +266,7 @@ func TestRecentRequestsAreBoundedNewestFirst(t *testing.T) {
 		req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", JobName: "j", InvocationID: kvmodel.NewID(),
 			State: kvmodel.StateDone, CreatedTimestamp: start.Add(time.Duration(i) * time.Second).Format("2006-01-02 15:04:05.000000")}
 		if i == kvmodel.MaxRecent+3 {
-			req.State, req.Error = kvmodel.StateFailed, &kvmodel.Failure{Kind: "handler_failed"}
+			req.State, req.Error = kvmodel.StateFailed, &kvmodel.Failure{Kind: kvmodel.FailureHandlerFailed}
 		}
 		if err := st.Apply(ctx, []kvmodel.Op{kvmodel.PutOp(req)}); err != nil {
 			t.Fatal(err)
@@ -283,7 +283,7 @@ func TestRecentRequestsAreBoundedNewestFirst(t *testing.T) {
 	if recent[0].ID != ids[len(ids)-1] || recent[len(recent)-1].ID != ids[5] {
 		t.Errorf("history is not the newest %d, newest first: first %s, last %s", kvmodel.MaxRecent, recent[0].ID, recent[len(recent)-1].ID)
 	}
-	if r := recent[1]; r.State != kvmodel.StateFailed || r.ErrorKind != "handler_failed" || r.JobName != "j" {
+	if r := recent[1]; r.State != kvmodel.StateFailed || r.ErrorKind != kvmodel.FailureHandlerFailed || r.JobName != "j" {
 		t.Errorf("the failed request's summary: %+v", r)
 	}
 	if other, _ := st.RecentRequests(ctx, "other", 10); len(other) != 0 {

@@ -2,12 +2,11 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/jobx/jobx/kvmodel"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // counters decrements parents' mapped_waiting counters with group commit:
@@ -42,24 +41,17 @@ type counterBatch struct {
 	err      error
 }
 
-// leafCommit is a leaf's own commit, made with its parent's decrement.
+// leafCommit is a leaf's own commit (nil: none), made with its parent's
+// decrement.
 type leafCommit struct {
 	child     string
-	cmps      []clientv3.Cmp
-	ops       []kvmodel.Op
+	tr        *kvmodel.Transition
 	committed bool // set when the batch is done
 }
-
-// txnTimeout bounds each of the counters' transactions.
-const txnTimeout = 10 * time.Second
 
 // maxCounterAttempts bounds the compare-and-swap retries of one batch
 // (contention from other runners); the message is then retried.
 const maxCounterAttempts = 100
-
-func countedKey(wf, child string) string {
-	return kvmodel.CountedKey(wf, child)
-}
 
 // decrement counts child as done for parent. It returns the parent
 // invocation when this decrement (or the batch it joined) brought its
@@ -68,12 +60,12 @@ func (c *counters) decrement(ctx context.Context, wf, parent, child string) (*kv
 	return c.join(ctx, wf, parent, child, nil)
 }
 
-// commitLeaf commits leaf child's ops under cmps and counts it done in
+// commitLeaf commits leaf child's transition tr and counts it done in
 // parent, in one transaction with the other leaves of its batch (or, when
-// that fails, on its own and then counted). committed is false when cmps
-// did not hold. zero is as for decrement.
-func (c *counters) commitLeaf(ctx context.Context, wf, parent, child string, cmps []clientv3.Cmp, ops []kvmodel.Op) (committed bool, zero *kvmodel.Invocation, err error) {
-	l := &leafCommit{child: child, cmps: cmps, ops: ops}
+// that fails, on its own and then counted). committed is false when tr's
+// conditions did not hold. zero is as for decrement.
+func (c *counters) commitLeaf(ctx context.Context, wf, parent, child string, tr *kvmodel.Transition) (committed bool, zero *kvmodel.Invocation, err error) {
+	l := &leafCommit{child: child, tr: tr}
 	if zero, err = c.join(ctx, wf, parent, child, l); err != nil {
 		return false, nil, err // l.committed is the committer's until its batch is done
 	}
@@ -83,21 +75,13 @@ func (c *counters) commitLeaf(ctx context.Context, wf, parent, child string, cmp
 // leafFits reports whether a leaf's commit can ride in a batch: alone in
 // a transaction, with its marker and the parent's writes, within etcd's
 // limits.
-func leafFits(cmps []clientv3.Cmp, ops []kvmodel.Op) bool {
-	return len(cmps)+2 <= kvmodel.MaxTxnOps && len(ops)+3 <= kvmodel.MaxTxnOps && opsSize(ops) <= maxBatchBytes
+func leafFits(tr *kvmodel.Transition) bool {
+	return tr.Conds()+2 <= kvmodel.MaxTxnOps && tr.Ops()+3 <= kvmodel.MaxTxnOps && tr.Size() <= maxBatchBytes
 }
 
 // maxBatchBytes leaves room under etcd's request limit for the parent's
 // writes and the transaction's framing.
 const maxBatchBytes = kvmodel.MaxTxnBytes - 128<<10
-
-func opsSize(ops []kvmodel.Op) int {
-	n := 0
-	for _, o := range ops {
-		n += o.Size()
-	}
-	return n
-}
 
 func (c *counters) join(ctx context.Context, wf, parent, child string, leaf *leafCommit) (*kvmodel.Invocation, error) {
 	key := wf + "/" + parent
@@ -172,7 +156,7 @@ func (c *counters) commitBatch(ctx context.Context, wf, parent string, st *count
 		n, ops, cmps, size := 0, 3, 1, 0
 		for n < len(all) {
 			l := all[n]
-			ops, cmps, size = ops+len(l.ops)+1, cmps+len(l.cmps)+1, size+opsSize(l.ops)
+			ops, cmps, size = ops+l.tr.Ops()+1, cmps+l.tr.Conds()+1, size+l.tr.Size()
 			if n > 0 && (ops > kvmodel.MaxTxnOps || cmps > kvmodel.MaxTxnOps || size > maxBatchBytes) {
 				break
 			}
@@ -191,18 +175,16 @@ func (c *counters) commitBatch(ctx context.Context, wf, parent string, st *count
 }
 
 // commitLeaves applies one transaction's worth of a batch: each leaf's
-// own commit (if it has one) under its conditions, its counted marker, and
-// parent.mapped_waiting -= the number of leaves not counted before; the
-// decrement that reaches zero also creates the parent's reduce invocation.
-// A transaction that fails because the parent changed (another runner's
-// decrement) is retried on a fresh read. One that fails otherwise (a
-// leaf's own conditions) is split: each leaf commits alone, and those that
-// did are counted.
+// own commit (if it has one) and its count in parent
+// (kvmodel.Store.CountChildren); the count that reaches zero also creates
+// the parent's reduce invocation. A transaction that fails because the
+// parent changed (another runner's decrement) is retried on a fresh read.
+// One that fails otherwise (a leaf's own conditions) is split: each leaf
+// commits alone, and those that did are counted.
 func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *counterState, leaves []*leafCommit) (*kvmodel.Invocation, error) {
-	pkey := kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: parent})
 	own := false // whether any leaf brings its own commit
 	for _, l := range leaves {
-		own = own || len(l.cmps) > 0 || len(l.ops) > 0
+		own = own || l.tr != nil
 	}
 	counted := map[string]bool{}
 	if st.parent == nil {
@@ -221,39 +203,23 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 		if len(todo) == 0 {
 			return nil, nil
 		}
-		p := *st.parent
-		if p.MappedWaiting == nil || *p.MappedWaiting < len(todo) {
-			return nil, fmt.Errorf("parent invocation %s: %d children to count but mapped_waiting is %v", parent, len(todo), p.MappedWaiting)
+		counts := make([]kvmodel.Count, len(todo))
+		for i, l := range todo {
+			counts[i] = kvmodel.Count{Child: l.child, Leaf: l.tr}
 		}
-		p.MappedWaiting = kvmodel.IntPtr(*p.MappedWaiting - len(todo))
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(pkey), "=", st.parent.Revision())}
-		then := []clientv3.Op{clientv3.OpPut(pkey, string(mustEncode(&p)))}
-		for _, l := range todo {
-			cmps = append(cmps, l.cmps...)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(countedKey(wf, l.child)), "=", 0))
-			then = append(then, clientv3.OpPut(countedKey(wf, l.child), "{}"))
-			then = append(then, kvmodel.EtcdOps(l.ops)...)
-		}
-		if *p.MappedWaiting == 0 {
-			red := newReduceInvocation(&p)
-			then = append(then, clientv3.OpPut(kvmodel.Key(red), string(mustEncode(red))))
-		}
-		tctx, cancel := context.WithTimeout(ctx, txnTimeout)
-		resp, err := c.store.Client().Txn(tctx).If(cmps...).Then(then...).Commit()
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("decrement parent counter: %w", err)
-		}
-		if resp.Succeeded {
-			p.SetRevision(resp.Header.Revision)
-			st.parent = &p
+		p, err := c.store.CountChildren(ctx, st.parent, counts)
+		if err == nil {
+			st.parent = p
 			for _, l := range todo {
 				l.committed = true
 			}
 			if *p.MappedWaiting == 0 {
-				return &p, nil
+				return p, nil
 			}
 			return nil, nil
+		}
+		if !errors.Is(err, kvmodel.ErrConflict) {
+			return nil, fmt.Errorf("decrement parent counter: %w", err)
 		}
 		revBefore, uncountedBefore := st.parent.Revision(), len(todo)
 		if err := c.readParent(ctx, wf, parent, st, leaves, counted); err != nil {
@@ -272,13 +238,14 @@ func (c *counters) commitLeaves(ctx context.Context, wf, parent string, st *coun
 		if counted[l.child] {
 			continue
 		}
-		tctx, cancel := context.WithTimeout(ctx, txnTimeout)
-		resp, err := c.store.Client().Txn(tctx).If(l.cmps...).Then(kvmodel.EtcdOps(l.ops)...).Commit()
-		cancel()
-		if err != nil {
+		var err error
+		if l.tr != nil { // else a decrement only: nothing of its own to fail
+			_, err = c.store.Do(ctx, l.tr)
+		}
+		if err != nil && !errors.Is(err, kvmodel.ErrConflict) {
 			return nil, fmt.Errorf("commit leaf %s: %w", l.child, err)
 		}
-		if l.committed = resp.Succeeded; l.committed {
+		if l.committed = err == nil; l.committed {
 			done = append(done, &leafCommit{child: l.child})
 		}
 	}
@@ -301,36 +268,17 @@ func uncounted(leaves []*leafCommit, counted map[string]bool) int {
 // readParent reads parent into st, and into counted which of leaves are
 // counted already.
 func (c *counters) readParent(ctx context.Context, wf, parent string, st *counterState, leaves []*leafCommit, counted map[string]bool) error {
-	pkey := kvmodel.Key(&kvmodel.Invocation{WorkflowName: wf, ID: parent})
-	ops := []clientv3.Op{clientv3.OpGet(pkey)}
-	for _, l := range leaves {
-		ops = append(ops, clientv3.OpGet(countedKey(wf, l.child), clientv3.WithCountOnly()))
+	children := make([]string, len(leaves))
+	for i, l := range leaves {
+		children[i] = l.child
 	}
-	tctx, cancel := context.WithTimeout(ctx, txnTimeout)
-	resp, err := c.store.Client().Txn(tctx).Then(ops...).Commit()
-	cancel()
+	p, done, err := c.store.ReadCount(ctx, wf, parent, children)
 	if err != nil {
-		return fmt.Errorf("read parent counter: %w", err)
-	}
-	kvs := kvsOf(resp.Responses[0])
-	if len(kvs) == 0 {
-		return fmt.Errorf("parent invocation %s: %w", parent, kvmodel.ErrNotFound)
-	}
-	p := &kvmodel.Invocation{}
-	if err := kvmodel.Decode(p, string(kvs[0].Key), kvs[0].Value, kvs[0].ModRevision); err != nil {
 		return err
 	}
 	st.parent = p
 	for i, l := range leaves {
-		counted[l.child] = resp.Responses[i+1].GetResponseRange().Count > 0
+		counted[l.child] = done[i]
 	}
 	return nil
-}
-
-func mustEncode(e kvmodel.Entity) []byte {
-	b, err := kvmodel.Encode(e)
-	if err != nil {
-		panic(err)
-	}
-	return b
 }

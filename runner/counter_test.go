@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/jobx/jobx/internal/testenv/etcdtest"
@@ -25,14 +26,33 @@ func TestLeafBatchCommitsWithTheParentsDecrement(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &counters{store: store, parents: map[string]*counterState{}}
+	req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: wf, InvocationID: parent.ID, State: kvmodel.StatePending}
+	if err := store.Create(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	// leaf i is child i's fused leaf commit, decided on child i as stored
+	// (holds) or as at a revision it is no longer at.
 	leaf := func(i int, holds bool) *leafCommit {
 		id := kvmodel.ChildID(parent.ID, i)
-		cmp := clientv3.Compare(clientv3.CreateRevision("/test/guard"), "=", 0)
-		if !holds {
-			cmp = clientv3.Compare(clientv3.CreateRevision("/test/guard"), "!=", 0)
+		m := &kvmodel.Invocation{ID: id, WorkflowName: wf, RequestID: req.ID, ParentInvocationID: kvmodel.StrPtr(parent.ID),
+			StepName: "chunk", Direction: kvmodel.DirectionMap, State: kvmodel.StatePending}
+		if err := store.Create(ctx, m); err != nil && !errors.Is(err, kvmodel.ErrExists) {
+			t.Fatal(err)
 		}
-		return &leafCommit{child: id, cmps: []clientv3.Cmp{cmp},
-			ops: kvmodel.DatasetOps(wf, id, kvmodel.PostReduce, []byte(`["k",1]`+"\n"))}
+		if err := store.Get(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		seen := kvmodel.Seen{Invocation: m, Request: req}
+		if !holds {
+			stale := *m
+			stale.SetRevision(m.Revision() - 1)
+			seen.Invocation = &stale
+		}
+		done := *m
+		done.State = kvmodel.StateDone
+		red := kvmodel.NewReduceInvocation(&done)
+		red.State = kvmodel.StateDone
+		return &leafCommit{child: id, tr: kvmodel.FusedLeaf(seen, &done, nil, red, []byte(`["k",1]`+"\n"), 0)}
 	}
 	committed := func(l *leafCommit) bool {
 		resp, err := cli.Get(ctx, kvmodel.DatasetPrefix(wf, l.child, kvmodel.PostReduce), clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -63,7 +83,7 @@ func TestLeafBatchCommitsWithTheParentsDecrement(t *testing.T) {
 	if !l0.committed || l1.committed || !l2.committed || dup.committed {
 		t.Fatalf("committed: %v %v %v, duplicate %v; want true false true, false", l0.committed, l1.committed, l2.committed, dup.committed)
 	}
-	if resp, err := cli.Get(ctx, countedKey(wf, plain), clientv3.WithCountOnly()); err != nil || resp.Count != 1 {
+	if resp, err := cli.Get(ctx, kvmodel.CountedKey(wf, plain), clientv3.WithCountOnly()); err != nil || resp.Count != 1 {
 		t.Fatalf("child 4 not counted: %v", err)
 	}
 	if !committed(l0) || committed(l1) || !committed(l2) || waiting() != 2 {

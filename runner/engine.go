@@ -255,7 +255,7 @@ func (r *Runner) load(ctx context.Context, msg queue.Message, log *slog.Logger) 
 func (r *Runner) handlerFor(ctx context.Context, wf, name, role string) (*kvmodel.Handler, *kvmodel.Failure, error) {
 	h, err := r.catalog.Handler(ctx, wf, name)
 	if errors.Is(err, kvmodel.ErrNotFound) {
-		return nil, &kvmodel.Failure{Kind: "definition", Message: fmt.Sprintf("the %s handler %q does not exist in workflow %q", role, name, wf), Handler: name}, nil
+		return nil, &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Message: fmt.Sprintf("the %s handler %q does not exist in workflow %q", role, name, wf), Handler: name}, nil
 	}
 	return h, nil, err
 }
@@ -263,7 +263,7 @@ func (r *Runner) handlerFor(ctx context.Context, wf, name, role string) (*kvmode
 func (r *Runner) stepFor(ctx context.Context, wf, name string) (*kvmodel.Step, *kvmodel.Failure, error) {
 	s, err := r.catalog.Step(ctx, wf, name)
 	if errors.Is(err, kvmodel.ErrNotFound) {
-		return nil, &kvmodel.Failure{Kind: "definition", Message: fmt.Sprintf("step %q does not exist in workflow %q", name, wf), Step: name}, nil
+		return nil, &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Message: fmt.Sprintf("step %q does not exist in workflow %q", name, wf), Step: name}, nil
 	}
 	return s, nil, err
 }
@@ -281,14 +281,14 @@ func (r *Runner) runMap(ctx context.Context, t *task) error {
 	}
 	args, err := kvmodel.DecodePairItems(t.data)
 	if err != nil {
-		return r.fail(ctx, t, &kvmodel.Failure{Kind: "data", Message: "arguments dataset: " + err.Error()})
+		return r.fail(ctx, t, &kvmodel.Failure{Kind: kvmodel.FailureData, Message: "arguments dataset: " + err.Error()})
 	}
 	out := &mapperOutput{}
 	if f, err := r.invoke(ctx, t, h, pairLines(args), out); f != nil || err != nil {
 		return r.failOr(ctx, t, f, err)
 	}
 	if out.directive == nil {
-		return r.fail(ctx, t, &kvmodel.Failure{Kind: "protocol", Handler: h.Name, Message: `the mapper wrote no directive: its first stdout line must be {"jobx":"return"} or {"jobx":"map","step":"<step>"}`})
+		return r.fail(ctx, t, &kvmodel.Failure{Kind: kvmodel.FailureProtocol, Handler: h.Name, Message: `the mapper wrote no directive: its first stdout line must be {"jobx":"return"} or {"jobx":"map","step":"<step>"}`})
 	}
 	if out.directive.Jobx == "map" {
 		return r.commitBranch(ctx, t, h, out.directive.Step, out.pairs)
@@ -329,28 +329,16 @@ func (r *Runner) done(t *task, handler string) *kvmodel.Invocation {
 	return &d
 }
 
-func newReduceInvocation(m *kvmodel.Invocation) *kvmodel.Invocation {
-	return &kvmodel.Invocation{
-		ID: kvmodel.ReduceID(m.ID), WorkflowName: m.WorkflowName, RequestID: m.RequestID,
-		ParentInvocationID: kvmodel.StrPtr(m.ID), StepName: m.StepName,
-		Direction: kvmodel.DirectionReduce, State: kvmodel.StatePending, CreatedTimestamp: kvmodel.Now(),
-	}
-}
-
-func (r *Runner) unchanged(t *task) []clientv3.Cmp {
-	inv := clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.inv)), "=", t.inv.Revision())
-	if t.fresh {
-		// Not written since its creation (a delete and re-creation would
-		// need a new id: ids are never reused).
-		inv = clientv3.Compare(clientv3.Version(kvmodel.Key(t.inv)), "=", 1)
-	}
-	return []clientv3.Cmp{inv, clientv3.Compare(clientv3.ModRevision(kvmodel.Key(t.req)), "=", t.req.Revision())}
+// seen is what t's transitions were decided on: they commit only if
+// neither its invocation nor its request changed since.
+func (t *task) seen() kvmodel.Seen {
+	return kvmodel.Seen{Invocation: t.inv, Request: t.req, Fresh: t.fresh}
 }
 
 // commitLeaf records a leaf mapper's combined output and creates its reduce
 // invocation, then queues the reduction.
 func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, step *kvmodel.Step, data []byte) error {
-	red := newReduceInvocation(t.inv)
+	red := kvmodel.NewReduceInvocation(t.inv)
 	if ok, err := r.recordLeaf(ctx, t, h, data, red); !ok || err != nil {
 		return err
 	}
@@ -361,16 +349,13 @@ func (r *Runner) commitLeaf(ctx context.Context, t *task, h *kvmodel.Handler, st
 // output and its pending reduce invocation red (whose revision it sets).
 // ok is false when the invocation or its request changed meanwhile.
 func (r *Runner) recordLeaf(ctx context.Context, t *task, h *kvmodel.Handler, data []byte, red *kvmodel.Invocation) (ok bool, err error) {
-	resp, err := r.store.Commit(ctx, r.unchanged(t),
-		kvmodel.DatasetOps(t.inv.WorkflowName, t.inv.ID, kvmodel.PostCombine, data),
-		[]kvmodel.Op{kvmodel.PutOp(r.done(t, h.Name)), kvmodel.PutOp(red)})
+	err = r.store.RecordLeaf(ctx, t.seen(), r.done(t, h.Name), data, red)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return false, t.changed()
+	}
 	if err != nil {
 		return false, err
 	}
-	if !resp.Succeeded {
-		return false, t.changed()
-	}
-	red.SetRevision(resp.Header.Revision)
 	r.count(t, h, "done")
 	return true, nil
 }
@@ -392,37 +377,26 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return r.failOr(ctx, t, f, err)
 	}
 	ids := make([]string, len(pairs))
+	children := make([]*kvmodel.Invocation, len(pairs))
+	args := make([][]byte, len(pairs))
 	fresh := make([]*queue.Fresh, len(pairs))
 	reqJSON, _ := kvmodel.Encode(t.req) // as stored at t.req's revision; nil: no copies
-	var bulk []kvmodel.Op
 	now := kvmodel.Now()
 	for i, p := range pairs {
 		ids[i] = kvmodel.ChildID(t.inv.ID, i)
-		child := &kvmodel.Invocation{
+		children[i] = &kvmodel.Invocation{
 			ID: ids[i], WorkflowName: wf, RequestID: t.inv.RequestID, ParentInvocationID: kvmodel.StrPtr(t.inv.ID),
 			StepName: next, Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: now,
 		}
-		put, args := kvmodel.PutOp(child), kvmodel.AppendPairItem(nil, p)
-		bulk = append(bulk, put)
-		bulk = append(bulk, kvmodel.DatasetOps(wf, ids[i], kvmodel.Arguments, args)...)
-		fresh[i] = queue.NewFresh(put.Value, reqJSON, t.req.Revision(), args)
+		args[i] = kvmodel.AppendPairItem(nil, p)
+		fresh[i] = queue.NewFresh(kvmodel.PutOp(children[i]).Value, reqJSON, t.req.Revision(), args[i])
 	}
-	bulk = append(bulk, kvmodel.MappedOps(wf, t.inv.ID, ids)...)
-	d := r.done(t, h.Name)
-	d.MappedCount, d.MappedWaiting = kvmodel.IntPtr(len(ids)), kvmodel.IntPtr(len(ids))
-	d.MappedStep = next
-	final := []kvmodel.Op{kvmodel.PutOp(d)}
-	var red *kvmodel.Invocation
-	if len(ids) == 0 {
-		red = newReduceInvocation(t.inv)
-		final = append(final, kvmodel.PutOp(red))
+	red, err := r.store.RecordBranch(ctx, t.seen(), r.done(t, h.Name), next, children, args)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return t.changed()
 	}
-	resp, err := r.store.Commit(ctx, r.unchanged(t), bulk, final)
 	if err != nil {
 		return err
-	}
-	if !resp.Succeeded {
-		return t.changed()
 	}
 	r.count(t, h, "done")
 	t.log.Debug("branched", "to_step", next, "children", len(ids))
@@ -492,7 +466,7 @@ func (r *Runner) runReduce(ctx context.Context, t *task) error {
 	} else {
 		var err error
 		if groups, err = kvmodel.DecodeGroupItems(t.data); err != nil {
-			return r.fail(ctx, t, &kvmodel.Failure{Kind: "data", Message: "post_combine dataset: " + err.Error()})
+			return r.fail(ctx, t, &kvmodel.Failure{Kind: kvmodel.FailureData, Message: "post_combine dataset: " + err.Error()})
 		}
 	}
 	step, f, err := r.stepFor(ctx, wf, t.inv.StepName)
@@ -553,25 +527,15 @@ func (r *Runner) commitReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 			return r.failOr(ctx, t, f, err)
 		}
 	}
-	resp, err := r.store.Commit(ctx, r.unchanged(t), kvmodel.DatasetOps(wf, t.m.ID, kvmodel.PostReduce, data), r.reductionOps(t, h))
+	err := r.store.RecordReduction(ctx, t.seen(), r.done(t, h.Name), t.m, data, r.opts.Retention)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return nil // a duplicate finished it, or the request ended
+	}
 	if err != nil {
 		return err
 	}
-	if !resp.Succeeded {
-		return nil // a duplicate finished it, or the request ended
-	}
 	r.count(t, h, "done")
 	return r.reduced(ctx, t)
-}
-
-// reductionOps are the ops that record reduce invocation t of t.m as done
-// by h, and at the root end the request.
-func (r *Runner) reductionOps(t *task, h *kvmodel.Handler) []kvmodel.Op {
-	ops := []kvmodel.Op{kvmodel.PutOp(r.done(t, h.Name)), kvmodel.ReducedOp(t.inv.WorkflowName, t.m.ID, t.inv.ID)}
-	if t.m.Parent() == "" {
-		ops = append(ops, r.completeRequest(t.req)...)
-	}
-	return ops
 }
 
 // reduced follows a committed reduction of t.m: at the root it finishes
@@ -593,12 +557,7 @@ func (r *Runner) countDone(ctx context.Context, wf, parent, m string) error {
 	if err != nil || zero == nil {
 		return err
 	}
-	return r.publishReduce(ctx, zero, newReduceInvocation(zero))
-}
-
-// completeRequest returns the ops that mark a request done.
-func (r *Runner) completeRequest(req *kvmodel.Request) []kvmodel.Op {
-	return kvmodel.EndOps(req, nil, r.opts.Retention)
+	return r.publishReduce(ctx, zero, kvmodel.NewReduceInvocation(zero))
 }
 
 // checkOffered fails with a no_capability Failure when no live runner
@@ -613,7 +572,7 @@ func (r *Runner) checkOffered(ctx context.Context, wf, handler string) (*kvmodel
 	if (r.serves(wf) && slices.Contains(r.opts.Capabilities, c)) || r.registry.Offers(ctx, wf, c) {
 		return nil, nil
 	}
-	return &kvmodel.Failure{Kind: "no_capability", Handler: h.Name,
+	return &kvmodel.Failure{Kind: kvmodel.FailureNoCapability, Handler: h.Name,
 		Message: fmt.Sprintf("no live runner offers capability %q, which handler %s requires", c, h.Name)}, nil
 }
 
@@ -627,28 +586,13 @@ func (r *Runner) failOr(ctx context.Context, t *task, f *kvmodel.Failure, err er
 
 // fail records an invocation's failure and fails its request, once.
 func (r *Runner) fail(ctx context.Context, t *task, f *kvmodel.Failure) error {
-	f.InvocationID, f.Direction = t.inv.ID, t.inv.Direction
-	if f.Step == "" {
-		f.Step = t.inv.StepName
-	}
 	t.log.Warn("invocation failed", "kind", f.Kind, "handler", f.Handler, "err", f.Message)
-	inv := *t.inv
-	inv.State, inv.Failure, inv.FinishedTimestamp = kvmodel.StateFailed, f, kvmodel.Now()
-	text := f.Message
-	if f.StderrTail != "" {
-		text += "\n--- stderr (tail) ---\n" + f.StderrTail
-	}
-	inv.Error = &text
-	inv.HandlerName = f.Handler
-	req := *t.req
-	req.FailedInvocationID = kvmodel.StrPtr(t.inv.ID)
-	final := append([]kvmodel.Op{kvmodel.PutOp(&inv)}, kvmodel.EndOps(&req, f, r.opts.Retention)...)
-	resp, err := r.store.Commit(ctx, r.unchanged(t), nil, final)
-	if err == nil && !resp.Succeeded {
+	err := r.store.FailInvocation(ctx, t.seen(), f, r.opts.Retention)
+	if errors.Is(err, kvmodel.ErrConflict) {
 		return t.changed()
 	}
 	if err == nil {
-		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+f.Kind).Inc()
+		r.metrics.invocations.WithLabelValues(t.inv.WorkflowName, t.inv.StepName, f.Handler, t.inv.Direction, "failed_"+string(f.Kind)).Inc()
 		r.notify(ctx, t.inv.WorkflowName, notifications.Event{Kind: notifications.RequestFailed, Name: "jobx.request", Level: "error",
 			Message:   fmt.Sprintf("%s invocation [%s] under request [%s] failed. HANDLER=[%s]: %s", t.inv.Direction, t.inv.ID, t.req.ID, f.Handler, f.Message),
 			RequestID: t.req.ID, InvocationID: t.inv.ID, Handler: f.Handler})
@@ -668,7 +612,7 @@ func (r *Runner) failForInfra(ctx context.Context, msg queue.Message, attempts i
 		return err
 	}
 	return r.fail(ctx, t, &kvmodel.Failure{
-		Kind: "infrastructure", Attempts: attempts,
+		Kind: kvmodel.FailureInfrastructure, Attempts: attempts,
 		Message: fmt.Sprintf("gave up after %d attempts: %v", attempts, cause),
 	})
 }
@@ -764,15 +708,15 @@ func (r *Runner) reducedFollowUps(ctx context.Context, m *kvmodel.Invocation) er
 func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin []byte, out collector) (*kvmodel.Failure, error) {
 	prog, err := r.progs.get(h)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Handler: h.Name, Message: err.Error()}, nil
 	}
 	limits, err := r.limits(ctx, h)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "definition", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureDefinition, Handler: h.Name, Message: err.Error()}, nil
 	}
 	vars, err := r.scopes.Vars(ctx, h)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureScope, Handler: h.Name, Message: err.Error()}, nil
 	}
 	session := t.inv.ID
 	if t.inv.Direction == kvmodel.DirectionReduce {
@@ -780,7 +724,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	}
 	senv, err := scope.Env(vars)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "scope", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureScope, Handler: h.Name, Message: err.Error()}, nil
 	}
 	token, revoke := r.svc.Issue(&services.Grant{Workflow: h.WorkflowName, Session: session, Writable: t.inv.Direction == kvmodel.DirectionMap,
 		Request: t.req.ID, Handler: h.Name, Invocation: t.inv.ID})
@@ -789,7 +733,7 @@ func (r *Runner) invoke(ctx context.Context, t *task, h *kvmodel.Handler, stdin 
 	env = append(env, "JOBX_SERVICES=unix:"+r.svc.Socket(), "JOBX_SESSION_URL=unix:"+r.svc.Socket(), "JOBX_TOKEN="+token)
 	fsys, err := r.fss.Open(h.WorkflowName)
 	if err != nil {
-		return &kvmodel.Failure{Kind: "filesystem", Handler: h.Name, Message: err.Error()}, nil
+		return &kvmodel.Failure{Kind: kvmodel.FailureFilesystem, Handler: h.Name, Message: err.Error()}, nil
 	}
 	if fsys != nil {
 		env = append(env, "JOBX_FS=1")
@@ -861,21 +805,21 @@ func failureOf(h *kvmodel.Handler, out *sandbox.Outcome, protoErr error, l sandb
 	code := out.ExitCode
 	switch {
 	case out.TimedOut:
-		f.Kind, f.Message = "timeout", fmt.Sprintf("handler %s timed out after %s and was killed", h.Name, l.Timeout)
+		f.Kind, f.Message = kvmodel.FailureTimeout, fmt.Sprintf("handler %s timed out after %s and was killed", h.Name, l.Timeout)
 	case out.OOMKilled:
-		f.Kind, f.Message = "oom", fmt.Sprintf("handler %s exceeded its memory limit (%d bytes) and was killed", h.Name, l.Memory)
+		f.Kind, f.Message = kvmodel.FailureOOM, fmt.Sprintf("handler %s exceeded its memory limit (%d bytes) and was killed", h.Name, l.Memory)
 	case out.OutputExceeded:
-		f.Kind, f.Message = "output_limit", fmt.Sprintf("handler %s wrote more than %d bytes of output and was killed", h.Name, l.MaxOutput)
+		f.Kind, f.Message = kvmodel.FailureOutputLimit, fmt.Sprintf("handler %s wrote more than %d bytes of output and was killed", h.Name, l.MaxOutput)
 	case errors.As(protoErr, new(*kvmodel.LimitError)):
-		f.Kind, f.Message = "item_limit", fmt.Sprintf("handler %s wrote a dataset item over its limit: %v", h.Name, protoErr)
+		f.Kind, f.Message = kvmodel.FailureItemLimit, fmt.Sprintf("handler %s wrote a dataset item over its limit: %v", h.Name, protoErr)
 	case out.Signal != "":
-		f.Kind, f.Message, f.Signal = "crashed", fmt.Sprintf("handler %s was killed by signal %s", h.Name, out.Signal), out.Signal
+		f.Kind, f.Message, f.Signal = kvmodel.FailureCrashed, fmt.Sprintf("handler %s was killed by signal %s", h.Name, out.Signal), out.Signal
 		f.ExitCode = &code
 	case out.ExitCode != 0:
-		f.Kind, f.Message = "handler_failed", fmt.Sprintf("handler %s exited with status %d", h.Name, out.ExitCode)
+		f.Kind, f.Message = kvmodel.FailureHandlerFailed, fmt.Sprintf("handler %s exited with status %d", h.Name, out.ExitCode)
 		f.ExitCode = &code
 	case protoErr != nil:
-		f.Kind, f.Message = "protocol", fmt.Sprintf("handler %s broke the output protocol: %v", h.Name, protoErr)
+		f.Kind, f.Message = kvmodel.FailureProtocol, fmt.Sprintf("handler %s broke the output protocol: %v", h.Name, protoErr)
 	default:
 		return nil
 	}

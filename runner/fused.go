@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -39,7 +40,7 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 		return r.commitLeaf(ctx, t, h, step, data) // the queued reduction reports it
 	}
 	m := r.done(t, h.Name)
-	red := newReduceInvocation(t.inv)
+	red := kvmodel.NewReduceInvocation(t.inv)
 	// The reduction logs as its own run would: its direction and id, not
 	// the map message's.
 	log := r.log.With("workflow", wf, "request_id", t.msg.RequestID, "invocation_id", red.ID,
@@ -68,13 +69,11 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 	for _, p := range out.pairs {
 		reduced = kvmodel.AppendPairItem(reduced, p)
 	}
-	bulk := append(kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostCombine, data), kvmodel.DatasetOps(wf, t.inv.ID, kvmodel.PostReduce, reduced)...)
-	final := append([]kvmodel.Op{kvmodel.PutOp(m)}, r.reductionOps(rt, rh)...)
-	cmps := r.unchanged(t)
-	if ops := append(bulk[:len(bulk):len(bulk)], final...); parent != "" && leafFits(cmps, ops) {
+	tr := kvmodel.FusedLeaf(t.seen(), m, data, r.done(rt, rh.Name), reduced, r.opts.Retention)
+	if parent != "" && leafFits(tr) {
 		// With its parent's decrement, batched with its siblings'
 		// (counter.go).
-		committed, zero, err := r.counters.commitLeaf(ctx, wf, parent, m.ID, cmps, ops)
+		committed, zero, err := r.counters.commitLeaf(ctx, wf, parent, m.ID, tr)
 		if err != nil {
 			return err
 		}
@@ -84,16 +83,14 @@ func (r *Runner) mapAndReduce(ctx context.Context, t *task, h *kvmodel.Handler, 
 		r.count(t, h, "done")
 		r.count(rt, rh, "done")
 		if zero != nil {
-			return r.publishReduce(ctx, zero, newReduceInvocation(zero))
+			return r.publishReduce(ctx, zero, kvmodel.NewReduceInvocation(zero))
 		}
 		return nil
 	}
-	resp, err := r.store.Commit(ctx, cmps, bulk, final)
-	if err != nil {
-		return err
-	}
-	if !resp.Succeeded {
+	if _, err := r.store.Do(ctx, tr); errors.Is(err, kvmodel.ErrConflict) {
 		return t.changed()
+	} else if err != nil {
+		return err
 	}
 	r.count(t, h, "done")
 	r.count(rt, rh, "done")

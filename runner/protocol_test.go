@@ -106,7 +106,7 @@ func TestAnItemOverTheLimitFailsAsItemLimit(t *testing.T) {
 	w.Write([]byte(`["k","` + strings.Repeat("x", kvmodel.MaxItemBytes) + "\"]\n"))
 	f := failureOf(h, &sandbox.Outcome{}, w.Close(), sandbox.Limits{})
 	want := fmt.Sprintf("handler map_big wrote a dataset item over its limit: stdout line 1 is %d bytes, over the %d-byte dataset item limit", kvmodel.MaxItemBytes+8, kvmodel.MaxItemBytes)
-	if f == nil || f.Kind != "item_limit" || f.Message != want {
+	if f == nil || f.Kind != kvmodel.FailureItemLimit || f.Message != want {
 		t.Fatalf("want item_limit %q, got %+v", want, f)
 	}
 }

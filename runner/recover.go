@@ -42,7 +42,7 @@ import (
 //     the pending requests older than StallAfter; a request whose tree has
 //     not changed for StallAfter gets its frontier published again.
 //
-// A request older than RequestDeadline fails with kind "deadline".
+// A request older than RequestDeadline fails with kvmodel.FailureDeadline.
 type recovery struct {
 	r *Runner
 	// seen remembers, per pending request, the tree's fingerprint and when
@@ -472,11 +472,13 @@ func (f *frontier) publish(ctx context.Context, r *Runner, req *kvmodel.Request)
 // expire fails a request that outlived RequestDeadline.
 func (rc *recovery) expire(ctx context.Context, req *kvmodel.Request) error {
 	r := rc.r
-	f := &kvmodel.Failure{Kind: "deadline",
+	f := &kvmodel.Failure{Kind: kvmodel.FailureDeadline,
 		Message: fmt.Sprintf("the request did not finish within %s (jobx runner --request-deadline)", r.opts.RequestDeadline)}
-	ops := kvmodel.EndOps(req, f, r.opts.Retention)
-	resp, err := r.store.Commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(kvmodel.Key(req)), "=", req.Revision())}, nil, ops)
-	if err != nil || !resp.Succeeded {
+	err := r.store.FailRequest(ctx, req, f, r.opts.Retention)
+	if errors.Is(err, kvmodel.ErrConflict) {
+		return nil // it ended, or moved on, since it was read
+	}
+	if err != nil {
 		return err
 	}
 	r.log.Warn("request failed: past its deadline", "workflow", req.WorkflowName, "request_id", req.ID, "deadline", r.opts.RequestDeadline)

@@ -256,7 +256,7 @@ func (a *app) finish(status int, raw []byte) error {
 
 // printFailure prints a failed request's structured error.
 func printFailure(w io.Writer, id string, f *kvmodel.Failure) {
-	fmt.Fprintf(w, "request %s failed: %s\n", id, orDefault(f.Kind, "unknown"))
+	fmt.Fprintf(w, "request %s failed: %s\n", id, orDefault(string(f.Kind), "unknown"))
 	line := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(w, "  %-12s %s\n", k+":", v)
