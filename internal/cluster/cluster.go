@@ -64,7 +64,8 @@ type clusterRunner struct {
 // Start starts a cluster: etcd, nsqd, the etcd client, Options.Load, the
 // gateway, then the runners, each component's Run in a goroutine the
 // cluster owns. ctx bounds the start only; the cluster runs until Close.
-// When a step fails, what started before it is closed.
+// When a step fails, what started before it is closed and the error is a
+// *StartError naming the step.
 func Start(ctx context.Context, o *Options) (c *Cluster, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -87,7 +88,7 @@ func Start(ctx context.Context, o *Options) (c *Cluster, err error) {
 			eo.Dir = o.Dir
 		}
 		if c.etcd, err = embedded.StartEtcd(ctx, eo); err != nil {
-			return nil, err
+			return nil, &StartError{Component: Etcd, Err: err}
 		}
 		c.endpoints = []string{c.etcd.Endpoint}
 	}
@@ -101,7 +102,7 @@ func Start(ctx context.Context, o *Options) (c *Cluster, err error) {
 			no.Log = c.log
 		}
 		if c.nsqd, err = embedded.StartNSQD(ctx, no); err != nil {
-			return nil, err
+			return nil, &StartError{Component: NSQD, Err: err}
 		}
 		c.nsqds = []string{c.nsqd.TCPAddr}
 	}
@@ -111,23 +112,23 @@ func Start(ctx context.Context, o *Options) (c *Cluster, err error) {
 			dial = dialEtcd
 		}
 		if c.cli, err = dial(c.endpoints); err != nil {
-			return nil, fmt.Errorf("etcd client: %w", err)
+			return nil, &StartError{Component: Client, Err: err}
 		}
 		c.ownCli = true
 	}
 	c.store = kvmodel.NewStore(c.cli)
 	if o.Load != nil {
 		if err := o.Load(ctx, c.store); err != nil {
-			return nil, err
+			return nil, &StartError{Component: Load, Err: err}
 		}
 	}
 
 	if err := c.StartGateway(ctx, c.gwOpts.Addr); err != nil {
-		return nil, err
+		return nil, &StartError{Component: Gateway, Err: err}
 	}
 	for _, ro := range o.Runners {
 		if _, err := c.AddRunner(ctx, ro); err != nil {
-			return nil, err
+			return nil, &StartError{Component: Runner, Err: err}
 		}
 	}
 	return c, nil
