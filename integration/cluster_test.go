@@ -18,6 +18,7 @@ import (
 	jxcluster "github.com/jobx/jobx/internal/cluster"
 	"github.com/jobx/jobx/internal/handlersync"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
@@ -98,7 +99,7 @@ func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, st
 		f(o)
 	}
 	if o.Sandbox == nil {
-		o.Sandbox = testenv.Sandbox(c.t, o.Dir)
+		o.Sandbox = testbox.Sandbox(c.t, o.Dir)
 	}
 	r, err := c.jx.AddRunner(context.Background(), o)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/jobx/jobx/internal/cluster"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/runner"
 )
 
@@ -21,7 +22,7 @@ func startCluster(t *testing.T, c *cli) string {
 	}
 	ro := runner.NewOptions()
 	ro.Dir, ro.Concurrency = t.TempDir(), 2
-	ro.Sandbox = testenv.Sandbox(t, ro.Dir)
+	ro.Sandbox = testbox.Sandbox(t, ro.Dir)
 	o := cluster.NewOptions()
 	o.Dir, o.Log, o.Runners = t.TempDir(), testenv.Logger(t), []*runner.Options{ro}
 	o.EtcdEndpoints, o.Client = []string{c.endpoint}, c.store.Client()
