@@ -134,9 +134,9 @@ func Start(ctx context.Context, o *Options) (c *Cluster, err error) {
 	return c, nil
 }
 
-// StartGateway starts a gateway with the cluster's gateway options on addr
-// (host:port; "" is the options' address), after StopGateway: a gateway
-// restarted on the same address. Start starts the first.
+// StartGateway starts a gateway with Options.Gateway on addr (host:port;
+// "": Options.Gateway.Addr). Start starts the first; after StopGateway it
+// starts another, on the address the first had, say, to restart it.
 func (c *Cluster) StartGateway(ctx context.Context, addr string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -61,7 +61,7 @@ type Options struct {
 
 // NewOptions returns the options of a cluster on loopback ports the kernel
 // picks, with gateway.NewOptions' defaults otherwise and no runner. Dir
-// must still be set.
+// must still be set, unless etcd and nsqd are both external.
 func NewOptions() *Options {
 	gw := gateway.NewOptions()
 	gw.Addr = "127.0.0.1:0"
