@@ -115,3 +115,43 @@ func TestStartRefusesOptionsItCannotUse(t *testing.T) {
 		})
 	}
 }
+
+// On an external etcd and nsqd the cluster leaves the caller's client open
+// when it closes, and a stopped gateway starts again on its address.
+func TestAClusterOnExternalServersLeavesTheirClientOpen(t *testing.T) {
+	endpoint, cli := testenv.Etcd(t)
+	o := cluster.NewOptions()
+	o.EtcdEndpoints, o.Client, o.NSQDs, o.Log = []string{endpoint}, cli, []string{testenv.NSQD(t)}, testenv.Logger(t)
+	c, err := cluster.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.EtcdEmbedded() || c.NSQDEmbedded() || c.Client() != cli {
+		t.Errorf("embedded etcd %v, nsqd %v; the caller's client used: %v", c.EtcdEmbedded(), c.NSQDEmbedded(), c.Client() == cli)
+	}
+	addr := c.Gateway().Addr()
+	if err := c.StopGateway(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartGateway(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(c.URL() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if c.URL() != "http://"+addr || resp.StatusCode != http.StatusOK {
+		t.Errorf("restarted gateway at %s: %d", c.URL(), resp.StatusCode)
+	}
+
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "/cluster-test", "still open"); err != nil {
+		t.Errorf("the caller's client after Close: %v", err)
+	}
+}
