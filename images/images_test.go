@@ -6,7 +6,7 @@ import (
 
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/jobx/jobx/images"
-	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 )
 
 func TestBuildIsReproducibleAndCached(t *testing.T) {
@@ -68,8 +68,8 @@ func TestImportRecordsTheArchiveNamesAndLoadUnpacks(t *testing.T) {
 		t.Fatalf("list: %+v", list)
 	}
 
-	testenv.RequireContainerd(t)
-	addr := testenv.Containerd(t)
+	testbox.RequireContainerd(t)
+	addr := testbox.Containerd(t)
 	cli, err := client.New(addr, client.WithDefaultNamespace("jobx-images-test"))
 	if err != nil {
 		t.Fatal(err)

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/gateway"
+	jxcluster "github.com/jobx/jobx/internal/cluster"
 	"github.com/jobx/jobx/internal/handlersync"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
@@ -25,9 +27,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// cluster is an in-process jobx: real etcd and nsqd, one gateway, runners.
+// cluster is an in-process jobx (internal/cluster) with the test's
+// helpers: real etcd and nsqd, one gateway, runners.
 type cluster struct {
 	t     *testing.T
+	jx    *jxcluster.Cluster
 	etcd  string // endpoint
 	cli   *clientv3.Client
 	store *kvmodel.Store
@@ -36,9 +40,6 @@ type cluster struct {
 	url   string
 	mu    sync.Mutex
 	n     int
-
-	gwOpts      []func(*gateway.Options)
-	stopGateway func()
 }
 
 func startCluster(t *testing.T, gwOpts ...func(*gateway.Options)) *cluster {
@@ -56,32 +57,31 @@ func startClusterWithNSQD(t *testing.T, nsqd string, gwOpts ...func(*gateway.Opt
 // startClusterOn is startCluster on a given etcd (and a client of it) and nsqd.
 func startClusterOn(t *testing.T, endpoint string, cli *clientv3.Client, nsqd string, gwOpts ...func(*gateway.Options)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, etcd: endpoint, cli: cli, store: kvmodel.NewStore(cli), nsqd: nsqd, gwOpts: gwOpts}
-	c.startGateway("127.0.0.1:0")
-	return c
+	o := jxcluster.NewOptions()
+	o.EtcdEndpoints, o.Client, o.NSQDs, o.Log = []string{endpoint}, cli, []string{nsqd}, testenv.Logger(t)
+	o.Gateway.BlockingTimeout = 60 * time.Second
+	for _, f := range gwOpts {
+		f(o.Gateway)
+	}
+	jx, err := jxcluster.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { jx.Close() })
+	return &cluster{t: t, jx: jx, etcd: endpoint, cli: cli, store: jx.Store(), nsqd: nsqd, gw: jx.Gateway(), url: jx.URL()}
 }
 
-// startGateway starts the cluster's gateway on addr; stopGateway stops it.
+// startGateway starts the cluster's gateway on addr, after stopGateway.
 func (c *cluster) startGateway(addr string) {
 	c.t.Helper()
-	o := gateway.NewOptions()
-	o.Addr, o.Etcd, o.NSQDs, o.Log = addr, c.cli, []string{c.nsqd}, testenv.Logger(c.t)
-	o.BlockingTimeout = 60 * time.Second
-	for _, f := range c.gwOpts {
-		f(o)
-	}
-	gw, err := gateway.New(context.Background(), o)
-	if err != nil {
+	if err := c.jx.StartGateway(context.Background(), addr); err != nil {
 		c.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); gw.Run(ctx) }()
-	var once sync.Once
-	c.stopGateway = func() { once.Do(func() { cancel(); <-done; gw.Close() }) }
-	c.t.Cleanup(c.stopGateway)
-	c.gw, c.url = gw, "http://"+gw.Addr()
+	c.gw, c.url = c.jx.Gateway(), c.jx.URL()
 }
+
+// stopGateway stops the cluster's gateway.
+func (c *cluster) stopGateway() { c.jx.StopGateway() }
 
 // addRunner starts a runner; it is stopped when the test ends. stop stops it early.
 func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, stop func()) {
@@ -92,24 +92,21 @@ func (c *cluster) addRunner(mods ...func(*runner.Options)) (r *runner.Runner, st
 	c.mu.Unlock()
 	o := runner.NewOptions()
 	o.ID = fmt.Sprintf("runner%d", n)
-	o.Etcd, o.NSQDs, o.Dir, o.Log = c.cli, []string{c.nsqd}, filepath.Join(c.t.TempDir(), o.ID), testenv.Logger(c.t)
+	o.Dir, o.Log = filepath.Join(c.t.TempDir(), o.ID), testenv.Logger(c.t)
 	o.RequeueDelay = 50 * time.Millisecond
 	o.Grace = 5 * time.Second
 	for _, f := range mods {
 		f(o)
 	}
 	if o.Sandbox == nil {
-		o.Sandbox = testenv.Sandbox(c.t, o.Dir)
+		o.Sandbox = testbox.Sandbox(c.t, o.Dir)
 	}
-	r, err := runner.New(context.Background(), o)
+	r, err := c.jx.AddRunner(context.Background(), o)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); r.Run(ctx) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done; r.Close() }) }
+	// Registered after the sandbox's cleanup, so it runs before it.
+	stop = func() { c.jx.StopRunner(r) }
 	c.t.Cleanup(stop)
 	select {
 	case <-r.Ready():

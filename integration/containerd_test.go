@@ -18,6 +18,7 @@ import (
 	"github.com/jobx/jobx/images"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
@@ -34,7 +35,7 @@ func containerdRunner(t *testing.T, c *cluster, mods ...func(*ctrd.Options)) *ru
 // containerdRunnerWith is containerdRunner with runner options of its own.
 func containerdRunnerWith(t *testing.T, c *cluster, rmod func(*runner.Options), mods ...func(*ctrd.Options)) *runner.Runner {
 	t.Helper()
-	addr := testenv.Containerd(t)
+	addr := testbox.Containerd(t)
 	agentDir, _ := os.MkdirTemp("", "jobx-agent-")
 	t.Cleanup(func() { os.RemoveAll(agentDir) })
 	agent := filepath.Join(agentDir, "jobx-agent")
@@ -176,7 +177,7 @@ func TestKilledContainerdRunnerLeavesNoStaleContainers(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build jobx-agent: %v: %s", err, out)
 	}
-	addr := testenv.Containerd(t)
+	addr := testbox.Containerd(t)
 	c := startCluster(t)
 	c.leafWorkflow("wf")
 	imagesDir := filepath.Join(os.TempDir(), "jobx-test-images")

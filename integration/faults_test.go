@@ -19,6 +19,7 @@ import (
 	"github.com/jobx/jobx/gateway"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/runner"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
@@ -309,7 +310,7 @@ func (p *runnerProc) stop(sig syscall.Signal) {
 func TestFaultRunnerKilled(t *testing.T) {
 	bin := jobxBinary(t)
 	ctrd, images := "", ""
-	if testenv.SkipContainerd() == "" {
+	if testbox.SkipContainerd() == "" {
 		// Runs last: a shim of a task whose creation a killed runner
 		// abandoned has no container to remove, and outlived the tests.
 		t.Cleanup(func() {
@@ -317,8 +318,8 @@ func TestFaultRunnerKilled(t *testing.T) {
 				t.Errorf("shims of the test's containerd still run after it stopped: %v", left)
 			}
 		})
-		ctrd = testenv.Containerd(t)
-		images = testenv.Images(t).Dir()
+		ctrd = testbox.Containerd(t)
+		images = testbox.Images(t).Dir()
 		// Runs after the runners stop: a runner restarted in the last round
 		// and stopped before it was up never removed what its killed
 		// predecessor left (its next start would), so the test does.

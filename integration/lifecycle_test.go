@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/runner"
 	"go.uber.org/goleak"
 )
@@ -25,7 +26,7 @@ func TestARunnerThatCannotServeItsMetricsLeavesNothingRunning(t *testing.T) {
 	o := runner.NewOptions()
 	o.ID, o.MetricsAddr = "metrics-taken", taken.Addr().String()
 	o.Etcd, o.NSQDs, o.Dir, o.Log = c.cli, []string{c.nsqd}, filepath.Join(t.TempDir(), o.ID), testenv.Logger(t)
-	o.Sandbox = testenv.Sandbox(t, o.Dir)
+	o.Sandbox = testbox.Sandbox(t, o.Dir)
 	// Everything running before the runner, this test's cluster included,
 	// is not the runner's.
 	before := goleak.IgnoreCurrent()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 )
 
 // TestMakeRunLinesWork starts `jobx up` with every example loaded, as
@@ -23,7 +24,7 @@ import (
 // the job computes.
 func TestMakeRunLinesWork(t *testing.T) {
 	sandboxes := []string{"namespace", "none"}
-	if testenv.SkipContainerd() == "" {
+	if testbox.SkipContainerd() == "" {
 		sandboxes = append(sandboxes, "containerd")
 	}
 	examples, err := filepath.Glob("../examples/*/workflow.yaml")
@@ -40,7 +41,7 @@ func TestMakeRunLinesWork(t *testing.T) {
 			}
 			if sb == "containerd" {
 				// Nothing answers at --containerd: jobx up starts its private one.
-				args = append(args, "--containerd", filepath.Join(t.TempDir(), "none.sock"), "--images-dir", testenv.Images(t).Dir())
+				args = append(args, "--containerd", filepath.Join(t.TempDir(), "none.sock"), "--images-dir", testbox.Images(t).Dir())
 			}
 			p := &upProc{t: t, args: args, url: "http://" + addrs[0]}
 			t.Cleanup(func() {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 )
 
 // A restarted node resumes what its previous life left and removes what it
@@ -36,7 +37,7 @@ type upProc struct {
 // containerd, where the containerd tests run (as root, or under CI), else
 // namespace.
 func upSandbox() string {
-	if testenv.SkipContainerd() == "" {
+	if testbox.SkipContainerd() == "" {
 		return "containerd"
 	}
 	return "namespace"
@@ -55,7 +56,7 @@ func newUpProc(t *testing.T, sandbox string) *upProc {
 		"--load", wf, "--log-level", "info", "--sandbox", sandbox}
 	if sandbox == "containerd" {
 		// Nothing answers at --containerd: jobx up starts its private one.
-		args = append(args, "--containerd", filepath.Join(t.TempDir(), "none.sock"), "--images-dir", testenv.Images(t).Dir())
+		args = append(args, "--containerd", filepath.Join(t.TempDir(), "none.sock"), "--images-dir", testbox.Images(t).Dir())
 	}
 	p := &upProc{t: t, args: args, url: "http://" + addrs[0]}
 	t.Cleanup(func() {

@@ -23,6 +23,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/sandbox/namespace"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -152,7 +153,7 @@ func startSoak(t *testing.T, bin string) *soak {
 		t.Logf("the namespace sandbox cannot run here; the soak's default sandbox is none: %v", err)
 		kinds[0] = "none"
 	}
-	if testenv.SkipContainerd() == "" {
+	if testbox.SkipContainerd() == "" {
 		kinds = append(kinds, "containerd")
 	}
 	dir := t.TempDir()
@@ -243,8 +244,8 @@ func (s *soak) startRunner(b *soakBox, dir string) {
 		"--retention", retention.String(),
 		"--pool-idle-timeout", poolIdle.String(), "--grace", "5s", "--log-level", "warn", "--sandbox", b.kind}
 	if b.kind == "containerd" {
-		sock := testenv.Containerd(t)
-		args = append(args, "--containerd", sock, "--images-dir", testenv.Images(t).Dir())
+		sock := testbox.Containerd(t)
+		args = append(args, "--containerd", sock, "--images-dir", testbox.Images(t).Dir())
 		cli, err := containerd.New(sock)
 		if err != nil {
 			t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/jobx/jobx/internal/testenv/etcdtest"
+	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -16,7 +16,7 @@ import (
 // again, and the batch that brings the parent to zero creates its reduce
 // invocation and reports it.
 func TestLeafBatchCommitsWithTheParentsDecrement(t *testing.T) {
-	_, cli := etcdtest.Start(t)
+	_, cli := testenv.Etcd(t)
 	store := kvmodel.NewStore(cli)
 	ctx := context.Background()
 	const wf = "wf"

@@ -6,9 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/cluster"
 	"github.com/jobx/jobx/internal/manifest"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/runner"
 )
 
@@ -16,38 +17,22 @@ import (
 // fresh nsqd, loads testdata/dev, and returns the gateway URL.
 func startCluster(t *testing.T, c *cli) string {
 	t.Helper()
-	nsqd := testenv.NSQD(t)
 	if _, err := manifest.Apply(t.Context(), c.store, filepath.Join("testdata", "dev"), testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-
-	gopts := gateway.NewOptions()
-	gopts.Addr, gopts.Etcd, gopts.NSQDs, gopts.Log = "127.0.0.1:0", c.store.Client(), []string{nsqd}, testenv.Logger(t)
-	gw, err := gateway.New(ctx, gopts)
+	ro := runner.NewOptions()
+	ro.Dir, ro.Concurrency = t.TempDir(), 2
+	ro.Sandbox = testbox.Sandbox(t, ro.Dir)
+	o := cluster.NewOptions()
+	o.Dir, o.Log, o.Runners = t.TempDir(), testenv.Logger(t), []*runner.Options{ro}
+	o.EtcdEndpoints, o.Client = []string{c.endpoint}, c.store.Client()
+	jx, err := cluster.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ropts := runner.NewOptions()
-	ropts.Etcd, ropts.NSQDs, ropts.Dir, ropts.Log, ropts.Concurrency = c.store.Client(), []string{nsqd}, t.TempDir(), testenv.Logger(t), 2
-	ropts.Sandbox = testenv.Sandbox(t, ropts.Dir)
-	r, err := runner.New(ctx, ropts)
-	if err != nil {
-		gw.Close()
-		t.Fatal(err)
-	}
-	go func() { gw.Run(ctx); done <- struct{}{} }()
-	go func() { r.Run(ctx); done <- struct{}{} }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		<-done
-		r.Close()
-		gw.Close()
-	})
-	<-r.Ready()
-	return "http://" + gw.Addr()
+	t.Cleanup(func() { jx.Close() })
+	<-jx.Runners()[0].Ready()
+	return jx.URL()
 }
 
 func TestSubmitPrintsResultPairs(t *testing.T) {

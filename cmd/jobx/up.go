@@ -8,14 +8,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/jobx/jobx/gateway"
+	"github.com/jobx/jobx/internal/cluster"
 	"github.com/jobx/jobx/internal/embedded"
 	"github.com/jobx/jobx/internal/manifest"
-	"github.com/jobx/jobx/kvmodel"
 	"github.com/jobx/jobx/processors"
-	"github.com/jobx/jobx/runner"
 	"github.com/jobx/jobx/sharedfs"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -78,37 +78,7 @@ then the gateway, nsqd and etcd); a second exits at once.`,
 	return cmd
 }
 
-// cluster is what `jobx up` started, closed in reverse order.
-type cluster struct {
-	etcd     *embedded.Etcd
-	nsqd     *embedded.NSQD
-	cli      *clientv3.Client
-	gw       *gateway.Gateway
-	runners  []*runner.Runner
-	etcdURLs []string
-	nsqdAddr []string
-}
-
-// close releases everything in order: runners, gateway, client, nsqd, etcd.
-func (c *cluster) close() {
-	for _, r := range c.runners {
-		r.Close()
-	}
-	if c.gw != nil {
-		c.gw.Close()
-	}
-	if c.cli != nil {
-		c.cli.Close()
-	}
-	if c.nsqd != nil {
-		c.nsqd.Close()
-	}
-	if c.etcd != nil {
-		c.etcd.Close()
-	}
-}
-
-func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err error) {
+func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) error {
 	if o.runners < 0 {
 		return fmt.Errorf("--runners must not be negative")
 	}
@@ -122,12 +92,12 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	c := &cluster{}
-	defer c.close()
 	log := a.log.With("component", "up")
 
+	co := cluster.NewOptions()
+	co.Dir, co.Log = dataDir, a.log
 	if a.root.PersistentFlags().Changed("etcd") {
-		if c.etcdURLs, err = a.etcdEndpoints(); err != nil {
+		if co.EtcdEndpoints, err = a.etcdEndpoints(); err != nil {
 			return err
 		}
 	} else {
@@ -135,40 +105,39 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		if err != nil {
 			return fmt.Errorf("--etcd-quota: %w", err)
 		}
-		c.etcd, err = embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: dataDir, ClientAddr: o.etcdListen, PeerAddr: "127.0.0.1:0", QuotaBackendBytes: quota})
-		if err != nil {
-			return fmt.Errorf("embedded etcd (--etcd-listen %s): %w", o.etcdListen, err)
-		}
-		c.etcdURLs = []string{c.etcd.Endpoint}
+		co.Etcd = embedded.EtcdOptions{ClientAddr: o.etcdListen, PeerAddr: "127.0.0.1:0", QuotaBackendBytes: quota}
 	}
 	if a.root.PersistentFlags().Changed("nsqd") {
-		if c.nsqdAddr, err = a.nsqdAddrs(); err != nil {
+		if co.NSQDs, err = a.nsqdAddrs(); err != nil {
 			return err
 		}
 	} else {
-		c.nsqd, err = embedded.StartNSQD(ctx, embedded.NSQDOptions{Dir: dataDir, TCPAddr: o.nsqdListen, HTTPAddr: "127.0.0.1:0", Log: a.log.With("component", "nsqd")})
-		if err != nil {
-			return fmt.Errorf("in-process nsqd (--nsqd-listen %s): %w", o.nsqdListen, err)
-		}
-		c.nsqdAddr = []string{c.nsqd.TCPAddr}
+		co.NSQD = embedded.NSQDOptions{TCPAddr: o.nsqdListen, HTTPAddr: "127.0.0.1:0", Log: a.log.With("component", "nsqd")}
 	}
-	if c.cli, err = newEtcdClient(c.etcdURLs, a.etcdTLS); err != nil {
-		return err
-	}
-
+	co.Dial = func(endpoints []string) (*clientv3.Client, error) { return newEtcdClient(endpoints, a.etcdTLS) }
 	gw := *o.gw
-	gw.Addr, gw.Etcd, gw.NSQDs, gw.Log = o.http, c.cli, c.nsqdAddr, a.log
-	if c.gw, err = gateway.New(ctx, &gw); err != nil {
-		return err
-	}
-	fsCfg := o.rf.opts.FS
-	if fsCfg.Backend == "" {
-		fsCfg = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
+	gw.Addr = o.http
+	co.Gateway = &gw
+	c, err := cluster.Start(ctx, co)
+	if err != nil {
+		return o.startError(err)
 	}
 	// One private containerd for every runner, in a directory kept across
 	// restarts (when none answers at --containerd and the sandbox is one).
 	private := &privateContainerd{dir: filepath.Join(dataDir, "containerd")}
-	defer private.close()
+	var boxes []*builtSandbox
+	defer func() {
+		c.Close() // the runners first: they use the sandboxes
+		for _, sb := range slices.Backward(boxes) {
+			sb.close()
+		}
+		private.close()
+	}()
+
+	fsCfg := o.rf.opts.FS
+	if fsCfg.Backend == "" {
+		fsCfg = sharedfs.Config{Backend: sharedfs.BackendLocal, Dir: filepath.Join(dataDir, "fs")}
+	}
 	for i := range o.runners {
 		ro := *o.rf.opts
 		ro.ID = fmt.Sprintf("up-%d", i+1)
@@ -176,10 +145,7 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		if err := o.rf.useScopeClass(&ro, filepath.Join(dataDir, "scope-class")); err != nil {
 			return err
 		}
-		ro.Etcd, ro.NSQDs, ro.Log = c.cli, c.nsqdAddr, a.log
-		if c.nsqd != nil {
-			ro.NSQDHTTP = []string{c.nsqd.HTTPAddr}
-		}
+		ro.Log = a.log
 		if ro.FS.Backend == "" {
 			ro.FS = fsCfg
 		}
@@ -191,87 +157,68 @@ func (a *app) up(ctx context.Context, cmd *cobra.Command, o *upOptions) (err err
 		if err != nil {
 			return err
 		}
-		defer sb.close()
+		boxes = append(boxes, sb)
 		ro.Sandbox = sb.box
-		r, err := runner.New(ctx, &ro)
-		if err != nil {
+		if _, err := c.AddRunner(ctx, &ro); err != nil {
 			return err
 		}
-		c.runners = append(c.runners, r)
 	}
 
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	errc := make(chan error, 1+len(c.runners))
-	go func() { errc <- wrap("gateway", c.gw.Run(runCtx)) }()
-	for i, r := range c.runners {
-		go func() { errc <- wrap(fmt.Sprintf("runner %d", i+1), r.Run(runCtx)) }()
-	}
-	running := 1 + len(c.runners)
-	// wait stops every component and returns the first error.
-	wait := func(first error) error {
-		stop()
-		for ; running > 0; running-- {
-			if err := <-errc; first == nil && err != nil {
-				first = err
-			}
-		}
-		return first
-	}
-
-	gwURL := "http://" + c.gw.Addr()
-	fmt.Fprintf(a.stdout, "etcd:    %s%s\n", strings.Join(c.etcdURLs, ","), embeddedNote(c.etcd != nil))
-	fmt.Fprintf(a.stdout, "nsqd:    %s%s\n", strings.Join(c.nsqdAddr, ","), embeddedNote(c.nsqd != nil))
+	gwURL := c.URL()
+	fmt.Fprintf(a.stdout, "etcd:    %s%s\n", strings.Join(c.EtcdEndpoints(), ","), embeddedNote(c.EtcdEmbedded()))
+	fmt.Fprintf(a.stdout, "nsqd:    %s%s\n", strings.Join(c.NSQDs(), ","), embeddedNote(c.NSQDEmbedded()))
 	fmt.Fprintf(a.stdout, "gateway: %s\n", gwURL)
-	fmt.Fprintf(a.stdout, "runners: %d\n", len(c.runners))
+	fmt.Fprintf(a.stdout, "runners: %d\n", len(c.Runners()))
 	fmt.Fprintf(a.stdout, "data:    %s\n", dataDir)
 
-	st := kvmodel.NewStore(c.cli)
 	for _, dir := range o.loads {
-		res, err := manifest.Apply(ctx, st, dir, a.cliLog())
+		res, err := manifest.Apply(ctx, c.Store(), dir, a.cliLog())
 		if err != nil {
-			return wait(fmt.Errorf("--load %s: %w", dir, err))
+			return fmt.Errorf("--load %s: %w", dir, err)
 		}
 		fmt.Fprintf(a.stdout, "\nloaded %s: workflow %s (%s)\n", dir, res.Workflow.Name, res.Workflow.Action)
 		if n, err := uploadFiles(dir, fsCfg, res.Workflow.Name); err != nil {
-			return wait(fmt.Errorf("--load %s: %w", dir, err))
+			return fmt.Errorf("--load %s: %w", dir, err)
 		} else if n > 0 {
 			fmt.Fprintf(a.stdout, "  %d files of %s in the workflow's shared files\n", n, filepath.Join(dir, "files"))
 		}
 		for _, j := range res.Manifest.Jobs {
-			printJobLines(a.stdout, gwURL, res.Manifest.Workflow, j, c.etcdURLs)
+			printJobLines(a.stdout, gwURL, res.Manifest.Workflow, j, c.EtcdEndpoints())
 		}
 	}
-	for _, r := range c.runners {
+	for _, r := range c.Runners() {
 		select {
 		case <-r.Ready():
-		case err := <-errc:
-			running--
-			return wait(err)
+		case err := <-c.Err():
+			return err
 		case <-ctx.Done():
-			return wait(nil)
+			return c.Close()
 		}
 	}
 	fmt.Fprintf(a.stdout, "\njobx is up; press Ctrl-C to stop\n")
-	log.Info("up", "gateway", gwURL, "etcd", c.etcdURLs, "nsqd", c.nsqdAddr)
+	log.Info("up", "gateway", gwURL, "etcd", c.EtcdEndpoints(), "nsqd", c.NSQDs())
 
 	select {
 	case <-ctx.Done():
-		return wait(nil)
-	case err := <-errc:
-		running--
-		if err == nil {
-			err = errors.New("a component stopped unexpectedly")
-		}
-		return wait(err)
+		return c.Close()
+	case err := <-c.Err():
+		return err
 	}
 }
 
-func wrap(what string, err error) error {
-	if err == nil {
-		return nil
+// startError names the flag of the embedded etcd or nsqd that could not
+// start.
+func (o *upOptions) startError(err error) error {
+	var se *cluster.StartError
+	if errors.As(err, &se) {
+		switch se.Component {
+		case cluster.Etcd:
+			return fmt.Errorf("embedded etcd (--etcd-listen %s): %w", o.etcdListen, se.Err)
+		case cluster.NSQD:
+			return fmt.Errorf("in-process nsqd (--nsqd-listen %s): %w", o.nsqdListen, se.Err)
+		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return err
 }
 
 func embeddedNote(embedded bool) string {

@@ -1,36 +1,48 @@
 // Package testenv starts real etcd and nsqd servers for tests, on loopback
-// ports chosen by the kernel, in the test's temporary directory.
+// ports chosen by the kernel, in the test's temporary directory. It imports
+// no sandbox implementation, so that every package's tests (the sandboxes'
+// and the runner's included) can use it; the sandboxes tests run handlers
+// in, and a private containerd, are testbox's.
 package testenv
 
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jobx/jobx/internal/embedded"
-	"github.com/jobx/jobx/internal/testenv/etcdtest"
-	"github.com/jobx/jobx/sandbox"
-	"github.com/jobx/jobx/sandbox/namespace"
-	"github.com/jobx/jobx/sandbox/none"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
-// Etcd starts an embedded etcd (fast ticks, no fsync) and returns its
-// endpoint and a client; both are closed when the test ends.
+// Etcd starts an embedded etcd (fast ticks, no fsync) on loopback ports
+// the kernel picks and returns its endpoint and a client; both are closed
+// when the test ends.
 func Etcd(t testing.TB) (string, *clientv3.Client) {
 	t.Helper()
-	return etcdtest.Start(t)
+	return EtcdWithQuota(t, 0)
 }
 
-// EtcdWithQuota is Etcd with etcd's --quota-backend-bytes set to quota,
-// for tests of a full etcd (NOSPACE).
+// EtcdWithQuota is Etcd with etcd's --quota-backend-bytes set to quota
+// (0: etcd's default, 2 GiB), for tests of a full etcd (NOSPACE).
 func EtcdWithQuota(t testing.TB, quota int64) (string, *clientv3.Client) {
 	t.Helper()
-	return etcdtest.StartWithQuota(t, quota)
+	e, err := embedded.StartEtcd(context.Background(), embedded.EtcdOptions{
+		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Fast: true, QuotaBackendBytes: quota,
+	})
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return e.Endpoint, cli
 }
 
 // NSQD starts an in-process nsqd and returns its TCP address.
@@ -79,40 +91,4 @@ func (w *tWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	}
 	return len(p), nil
-}
-
-// Sandbox returns the sandbox a test runner uses when the test picks none:
-// the namespace sandbox (the default of jobx up and jobx runner where no
-// containerd answers) for a runner whose directory is runnerDir, closed
-// when the test ends (after the runners the test stopped in its own
-// cleanups registered later). Where bubblewrap cannot run it fails under
-// CI=true and, elsewhere, falls back to the none sandbox with a note in the
-// test's log.
-func Sandbox(t testing.TB, runnerDir string) sandbox.Sandbox {
-	t.Helper()
-	if err := namespace.Check(context.Background(), "", 65534, 65534); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the namespace sandbox cannot run here, and CI must run it: %v", err)
-		}
-		t.Logf("the namespace sandbox cannot run here; this test's runner uses the none sandbox: %v", err)
-		sb, err := none.New(none.Options{Dir: filepath.Join(runnerDir, "sandbox"), Zygotes: 2, Log: Logger(t)})
-		if err != nil {
-			t.Fatalf("sandbox: %v", err)
-		}
-		t.Cleanup(func() { sb.Close() })
-		return sb
-	}
-	dir, err := os.MkdirTemp("", "jxn-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	o := namespace.NewOptions()
-	o.Dir, o.HandlersDir, o.AgentPath, o.Log = dir, filepath.Join(runnerDir, "handlers"), Agent(t), Logger(t)
-	sb, err := namespace.New(context.Background(), o)
-	if err != nil {
-		t.Fatalf("namespace sandbox: %v", err)
-	}
-	t.Cleanup(func() { sb.Close() })
-	return sb
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jobx/jobx/internal/testenv/etcdtest"
+	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/kvmodel"
 )
 
@@ -21,7 +21,7 @@ import (
 // with the token of a writable grant on session "m" of workflow "wf".
 func startServices(t *testing.T) (*Endpoint, string) {
 	t.Helper()
-	_, cli := etcdtest.Start(t)
+	_, cli := testenv.Etcd(t)
 	dir, err := os.MkdirTemp("", "jobx-svc") // socket paths hold at most 107 bytes
 	if err != nil {
 		t.Fatal(err)

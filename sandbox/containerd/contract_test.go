@@ -10,6 +10,7 @@ import (
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/sandbox"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
 	"github.com/jobx/jobx/sandbox/sandboxtest"
@@ -18,7 +19,7 @@ import (
 // TestContract runs the sandbox contract, escape probes included, on a
 // private containerd.
 func TestContract(t *testing.T) {
-	addr := testenv.Containerd(t)
+	addr := testbox.Containerd(t)
 	var dirs []string
 	var nss []string
 	sandboxtest.Run(t, sandboxtest.Env{
@@ -32,7 +33,7 @@ func TestContract(t *testing.T) {
 			dirs = append(dirs, dir)
 			o := ctrd.NewOptions()
 			o.Address, o.RunnerID, o.Dir, o.HandlersDir = addr, filepath.Base(dir), filepath.Join(dir, "sb"), handlers
-			o.AgentPath, o.Images, o.Log = testenv.Agent(t), testenv.Images(t), testenv.Logger(t)
+			o.AgentPath, o.Images, o.Log = testenv.Agent(t), testbox.Images(t), testenv.Logger(t)
 			sb, err := ctrd.New(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/internal/tmpfs"
 	"github.com/jobx/jobx/sandbox"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
@@ -24,7 +24,7 @@ import (
 // removes them; a shim it does not find again (its task unknown) is
 // killed; and Close kills whatever still runs on the daemon.
 func TestADaemonStartedAgainOnItsDirectoryRemovesWhatTheDeadOneLeft(t *testing.T) {
-	testenv.RequireContainerd(t)
+	testbox.RequireContainerd(t)
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "jxd-")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/jobx/jobx/internal/testenv"
+	"github.com/jobx/jobx/internal/testenv/testbox"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all"
 	"github.com/jobx/jobx/sandbox"
@@ -29,7 +30,7 @@ type env struct {
 
 func newEnv(t testing.TB, mods ...func(*ctrd.Options)) *env {
 	t.Helper()
-	addr := testenv.Containerd(t)
+	addr := testbox.Containerd(t)
 	return newEnvAt(t, addr, mods...)
 }
 
@@ -42,7 +43,7 @@ func newEnvAt(t testing.TB, addr string, mods ...func(*ctrd.Options)) *env {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	o := ctrd.NewOptions()
 	o.Address, o.RunnerID, o.Dir, o.HandlersDir = addr, "test", filepath.Join(dir, "sb"), filepath.Join(dir, "handlers")
-	o.AgentPath, o.Images, o.Log = testenv.Agent(t), testenv.Images(t), testenv.Logger(t)
+	o.AgentPath, o.Images, o.Log = testenv.Agent(t), testbox.Images(t), testenv.Logger(t)
 	for _, m := range mods {
 		m(o)
 	}
@@ -368,7 +369,7 @@ func TestMemoryBudgetBoundsThePool(t *testing.T) {
 }
 
 func TestStaleContainersOfACrashedRunAreRemoved(t *testing.T) {
-	addr := testenv.Containerd(t)
+	addr := testbox.Containerd(t)
 	e := newEnvAt(t, addr)
 	e.mustSucceed("wf", "map/echo.sh", sandboxtest.EchoSh, "", sandbox.Limits{})
 	ctx := context.Background()

@@ -32,7 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jobx/jobx/internal/testenv/etcdtest"
+	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/processors"
 	_ "github.com/jobx/jobx/processors/all" // the suite runs every language
 	"github.com/jobx/jobx/sandbox"
@@ -811,7 +811,7 @@ func (s *suite) escapeProbes(t *testing.T) {
 // port.
 func startEtcd(t testing.TB) int {
 	t.Helper()
-	endpoint, _ := etcdtest.Start(t)
+	endpoint, _ := testenv.Etcd(t)
 	_, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(endpoint, "http://"), "https://"))
 	if err != nil {
 		t.Fatalf("etcd endpoint %q: %v", endpoint, err)

@@ -1,8 +1,11 @@
-package testenv
+// Package testbox gives tests the sandboxes their runners run handlers in:
+// the default one (namespace, or none where bubblewrap cannot run), a
+// private containerd for the containerd sandbox, and jobx's images. It is
+// apart from testenv so that testenv imports no sandbox implementation.
+package testbox
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -11,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/jobx/jobx/images"
+	"github.com/jobx/jobx/internal/testenv"
 	ctrd "github.com/jobx/jobx/sandbox/containerd"
 )
 
@@ -26,7 +30,7 @@ func Containerd(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	var log Buffer
+	var log testenv.Buffer
 	d, err := StartContainerd(dir, &log)
 	if err != nil {
 		unavailable(t, err)
@@ -80,47 +84,6 @@ func RequireContainerd(t testing.TB) {
 	if why := SkipContainerd(); why != "" {
 		t.Skip(why)
 	}
-}
-
-var agentOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-// Agent builds the static jobx-agent binary once per test process and
-// returns its path; JOBX_AGENT names a binary built beforehand instead (a
-// test binary run as another user, which cannot use the go command's
-// caches).
-func Agent(t testing.TB) string {
-	t.Helper()
-	agentOnce.Do(func() {
-		if p := os.Getenv("JOBX_AGENT"); p != "" {
-			agentOnce.path = p
-			return
-		}
-		dir, err := os.MkdirTemp("", "jobx-agent-")
-		if err != nil {
-			agentOnce.err = err
-			return
-		}
-		agentOnce.path, agentOnce.err = BuildAgent(filepath.Join(dir, "jobx-agent"))
-	})
-	if agentOnce.err != nil {
-		t.Fatalf("build jobx-agent: %v", agentOnce.err)
-	}
-	return agentOnce.path
-}
-
-// BuildAgent builds cmd/jobx-agent (static) to out with the go command;
-// it must run inside the jobx module.
-func BuildAgent(out string) (string, error) {
-	cmd := exec.Command("go", "build", "-o", out, "github.com/jobx/jobx/cmd/jobx-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w: %s", err, b)
-	}
-	return out, nil
 }
 
 var imagesOnce struct {
