@@ -2,30 +2,13 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/jobx/jobx/internal/queue"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// nsqdStats is the part of nsqd's GET /stats?format=json a runner reads.
-type nsqdStats struct {
-	StartTime int64 `json:"start_time"` // unix seconds
-	Topics    []struct {
-		Name         string `json:"topic_name"`
-		Depth        int64  `json:"depth"`
-		MessageCount uint64 `json:"message_count"` // since nsqd started
-		Channels     []struct {
-			Name     string `json:"channel_name"`
-			Depth    int64  `json:"depth"`
-			InFlight int64  `json:"in_flight_count"`
-			Deferred int64  `json:"deferred_count"`
-		} `json:"channels"`
-	} `json:"topics"`
-}
 
 // pollDepth samples, every interval, the depth of the runner's channel on
 // each topic it consumes from the nsqd HTTP addresses in Options.NSQDHTTP,
@@ -37,7 +20,7 @@ func (r *Runner) pollDepth(ctx context.Context, interval time.Duration) {
 	for {
 		depth := map[string]float64{}
 		for _, addr := range r.opts.NSQDHTTP {
-			st, err := fetchStats(ctx, client, addr)
+			st, err := queue.FetchStats(ctx, client, addr)
 			if err != nil {
 				r.log.Debug("nsqd stats", "addr", addr, "err", err)
 				continue
@@ -65,21 +48,4 @@ func (r *Runner) pollDepth(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
-}
-
-func fetchStats(ctx context.Context, client *http.Client, addr string) (*nsqdStats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats?format=json&include_clients=false", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /stats: %s", resp.Status)
-	}
-	st := &nsqdStats{}
-	return st, json.NewDecoder(resp.Body).Decode(st)
 }

@@ -197,35 +197,22 @@ func (e *engineEnv) mapperRuns() int {
 func (e *engineEnv) settled(n uint64) {
 	e.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	topic := kvmodel.MapTopic("wf", kvmodel.TopicCapability(""))
 	for {
-		var st struct {
-			Topics []struct {
-				Depth    int64 `json:"depth"`
-				Channels []struct {
-					Depth        int64  `json:"depth"`
-					InFlight     int64  `json:"in_flight_count"`
-					Deferred     int64  `json:"deferred_count"`
-					MessageCount uint64 `json:"message_count"`
-				} `json:"channels"`
-			} `json:"topics"`
-		}
-		resp, err := http.Get("http://" + e.nsqd + "/stats?format=json&topic=" + kvmodel.MapTopic("wf", kvmodel.TopicCapability("")))
+		st, err := queue.FetchStats(e.t.Context(), http.DefaultClient, e.nsqd)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if len(st.Topics) == 1 && len(st.Topics[0].Channels) == 1 {
-			tp, ch := st.Topics[0], st.Topics[0].Channels[0]
-			if tp.Depth == 0 && ch.Depth == 0 && ch.InFlight == 0 && ch.Deferred == 0 && ch.MessageCount >= n {
+		for _, tp := range st.Topics {
+			if tp.Name != topic || len(tp.Channels) != 1 {
+				continue
+			}
+			if ch := tp.Channels[0]; tp.Depth == 0 && ch.Depth == 0 && ch.InFlight == 0 && ch.Deferred == 0 && ch.MessageCount >= n {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("nsqd's map topic did not settle after %d messages within 30s: %+v", n, st)
+			e.t.Fatalf("nsqd's map topic did not settle after %d messages within 30s: %+v", n, st.Topics)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -297,23 +284,13 @@ func TestEngine(t *testing.T) {
 		e.settled(0)
 		runs := e.mapperRuns()
 		stats := func() (uint64, error) {
-			resp, err := http.Get("http://" + e.nsqd + "/stats?format=json")
+			st, err := queue.FetchStats(t.Context(), http.DefaultClient, e.nsqd)
 			if err != nil {
 				return 0, err
 			}
-			defer resp.Body.Close()
-			var st struct {
-				Topics []struct {
-					Name     string `json:"topic_name"`
-					Channels []struct {
-						MessageCount uint64 `json:"message_count"`
-					} `json:"channels"`
-				} `json:"topics"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&st)
 			for _, tp := range st.Topics {
-				if tp.Name == kvmodel.MapTopic("wf", kvmodel.TopicCapability("")) {
-					return tp.Channels[0].MessageCount, err
+				if tp.Name == kvmodel.MapTopic("wf", kvmodel.TopicCapability("")) && len(tp.Channels) == 1 {
+					return tp.Channels[0].MessageCount, nil
 				}
 			}
 			return 0, fmt.Errorf("no map topic in nsqd's stats")

@@ -1,4 +1,4 @@
-package runner
+package recovery
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/jobx/jobx/internal/queue"
 )
 
 // queueWatch is the recovery runner's view of the cluster's nsqd. Each look
@@ -51,14 +53,14 @@ type queueView struct {
 	complete bool
 }
 
-func newQueueWatch(o *Options) *queueWatch {
-	if len(o.NSQDHTTP) == 0 && len(o.Lookupds) == 0 {
+func newQueueWatch(nsqdHTTP, lookupds []string, channel string) *queueWatch {
+	if len(nsqdHTTP) == 0 && len(lookupds) == 0 {
 		return nil
 	}
 	// A new connection each look: an answer comes from the nsqd listening
 	// now, never from a connection kept to an earlier one.
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	return &queueWatch{static: o.NSQDHTTP, lookupds: o.Lookupds, channel: o.Channel, client: client, nsqd: map[string]*nsqdLife{}}
+	return &queueWatch{static: nsqdHTTP, lookupds: lookupds, channel: channel, client: client, nsqd: map[string]*nsqdLife{}}
 }
 
 // look reads every nsqd once. ended says, for each nsqd whose life ended
@@ -94,7 +96,7 @@ func (w *queueWatch) look(ctx context.Context) (v queueView, ended []string) {
 			l = &nsqdLife{alive: true}
 			w.nsqd[a] = l
 		}
-		st, err := fetchStats(ctx, w.client, a)
+		st, err := queue.FetchStats(ctx, w.client, a)
 		if err != nil {
 			if !l.alive {
 				continue // declared dead already

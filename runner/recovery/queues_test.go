@@ -1,4 +1,4 @@
-package runner
+package recovery
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func TestQueueWatchSeesQueuesAndTheEndOfAnNSQDsLife(t *testing.T) {
 	}
 	n := start()
 	defer func() { n.Close() }()
-	w := newQueueWatch(&Options{NSQDHTTP: []string{addrs[1]}, Channel: "jobx"})
+	w := newQueueWatch([]string{addrs[1]}, nil, "jobx")
 	ctx := context.Background()
 	look := func() (queueView, []string) {
 		t.Helper()
@@ -81,33 +81,9 @@ func TestQueueWatchSeesQueuesAndTheEndOfAnNSQDsLife(t *testing.T) {
 
 	// One configured but dead before the first look may have taken
 	// messages published to it (by a gateway) with it.
-	gone := newQueueWatch(&Options{NSQDHTTP: testenv.FreeAddrs(t, 1), Channel: "jobx"})
+	gone := newQueueWatch(testenv.FreeAddrs(t, 1), nil, "jobx")
 	gone.look(ctx)
 	if _, ended := gone.look(ctx); len(ended) != 1 {
 		t.Fatalf("an nsqd dead before the first look: ended %v", ended)
-	}
-}
-
-// A runner holds one message per invocation: a second one for an
-// invocation it holds is a duplicate; once released, it may hold it again.
-func TestHoldingsRefuseAnInvocationHeldAlready(t *testing.T) {
-	var h holdings
-	if !h.hold("t1", "a") || !h.hold("t1", "b") || !h.hold("t2", "c") {
-		t.Fatal("distinct invocations refused")
-	}
-	if h.hold("t1", "a") {
-		t.Fatal("an invocation held twice")
-	}
-	got := h.snapshot()
-	if !slices.Equal(got["t1"], []string{"a", "b"}) || !slices.Equal(got["t2"], []string{"c"}) {
-		t.Fatalf("snapshot %v", got)
-	}
-	h.release("t1", "a")
-	h.release("t2", "c")
-	if !h.hold("t1", "a") {
-		t.Fatal("a released invocation refused")
-	}
-	if got := h.snapshot(); len(got) != 1 || len(got["t1"]) != 2 {
-		t.Fatalf("snapshot after release %v", got)
 	}
 }

@@ -1,9 +1,16 @@
-package runner
+// Package recovery is the runner's recovery role: one runner of a cluster,
+// elected in etcd, finds the requests whose queue messages were lost or
+// whose work stopped moving, publishes their pending invocations again,
+// and fails the requests past their deadline.
+//
+//	go recovery.Run(ctx, recovery.Options{ID: id, Store: store, ...})
+package recovery
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -44,7 +51,8 @@ import (
 //
 // A request older than RequestDeadline fails with kvmodel.FailureDeadline.
 type recovery struct {
-	r *Runner
+	o   Options
+	log *slog.Logger
 	// seen remembers, per pending request, the tree's fingerprint and when
 	// it was first seen with it.
 	seen   map[string]stallMark
@@ -82,11 +90,48 @@ type lostMark struct {
 	sent  bool // published again
 }
 
-// recoverLoop campaigns for the recovery role and sweeps while it holds it.
-func (r *Runner) recoverLoop(ctx context.Context) {
-	rc := &recovery{r: r, seen: map[string]stallMark{}, now: time.Now}
-	if r.opts.StallAfter > 0 {
-		if rc.queues = newQueueWatch(&r.opts); rc.queues == nil {
+// Publisher queues invocations again, as the runner routes them.
+type Publisher interface {
+	// PublishMaps queues map invocations ids of step.
+	PublishMaps(ctx context.Context, requestID, wf string, step *kvmodel.Step, ids []string) error
+	// PublishReduce queues reduce invocation red of map invocation m.
+	PublishReduce(ctx context.Context, m, red *kvmodel.Invocation) error
+}
+
+// Options configure the recovery role; the durations are the runner's
+// flags of the same names.
+type Options struct {
+	ID       string // the runner's, its value in the election
+	Store    *kvmodel.Store
+	Catalog  *kvmodel.Catalog
+	Registry *kvmodel.Registry // what the live runners hold
+	Publish  Publisher
+	// Notify sends a workflow's notification (a request past its
+	// deadline); Recovered counts the messages published again. Both may
+	// be nil.
+	Notify    func(ctx context.Context, wf string, e notifications.Event)
+	Recovered func(n int)
+
+	StallAfter, RequestDeadline, Retention, LeaseTTL, MsgTimeout time.Duration
+	// Channel, NSQDHTTP and Lookupds give the queue view (see queueWatch).
+	Channel            string
+	NSQDHTTP, Lookupds []string
+	Log                *slog.Logger
+}
+
+// Run campaigns for the recovery role and sweeps while it holds it, until
+// ctx is cancelled.
+func Run(ctx context.Context, o Options) {
+	if o.Notify == nil {
+		o.Notify = func(context.Context, string, notifications.Event) {}
+	}
+	if o.Recovered == nil {
+		o.Recovered = func(int) {}
+	}
+	rc := &recovery{o: o, log: o.Log, seen: map[string]stallMark{}, now: time.Now}
+	r := rc
+	if o.StallAfter > 0 {
+		if rc.queues = newQueueWatch(o.NSQDHTTP, o.Lookupds, o.Channel); rc.queues == nil {
 			r.log.Debug("recovery: no nsqd HTTP address (--nsqd-http, --lookupd): lost work is published again once no runner held it for 2 x --msg-timeout")
 		}
 	}
@@ -104,21 +149,21 @@ func (r *Runner) recoverLoop(ctx context.Context) {
 // lead becomes the cluster's recovery runner, then sweeps until its etcd
 // session ends.
 func (rc *recovery) lead(ctx context.Context) error {
-	r := rc.r
-	sess, err := concurrency.NewSession(r.store.Client(), concurrency.WithTTL(int(max(r.opts.LeaseTTL/time.Second, 2))), concurrency.WithContext(ctx))
+	r := rc
+	sess, err := concurrency.NewSession(r.o.Store.Client(), concurrency.WithTTL(int(max(r.o.LeaseTTL/time.Second, 2))), concurrency.WithContext(ctx))
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 	el := concurrency.NewElection(sess, kvmodel.JobxRoot+"recovery/")
 	rc.takeOver(ctx, el, sess)
-	if err := el.Campaign(ctx, r.opts.ID); err != nil {
+	if err := el.Campaign(ctx, r.o.ID); err != nil {
 		return err
 	}
 	r.log.Debug("recovery: this runner sweeps for lost and stalled requests")
 	clear(rc.seen) // what another runner saw is unknown here: start afresh
 	rc.loss, rc.lastStall = nil, rc.now()
-	if r.opts.StallAfter > 0 {
+	if r.o.StallAfter > 0 {
 		rc.lost(ctx, "this runner took the recovery role: the queues were not watched meanwhile")
 	}
 	t := time.NewTicker(rc.tick())
@@ -141,7 +186,7 @@ func (rc *recovery) lead(ctx context.Context) error {
 // Runner ids are unique in a cluster (a restarted runner removes the
 // sandboxes its id left, too).
 func (rc *recovery) takeOver(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) {
-	r := rc.r
+	r := rc
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := el.Leader(ctx)
@@ -149,11 +194,11 @@ func (rc *recovery) takeOver(ctx context.Context, el *concurrency.Election, sess
 		return
 	}
 	kv := resp.Kvs[0]
-	if string(kv.Value) != r.opts.ID || clientv3.LeaseID(kv.Lease) == sess.Lease() {
+	if string(kv.Value) != r.o.ID || clientv3.LeaseID(kv.Lease) == sess.Lease() {
 		return
 	}
 	key := string(kv.Key)
-	tr, err := r.store.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
+	tr, err := r.o.Store.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
 	if err == nil && tr.Succeeded {
 		r.log.Info("recovery: took the role over from an earlier life of this runner")
 	}
@@ -165,7 +210,7 @@ func (rc *recovery) tick() time.Duration { return min(time.Second, rc.every()) }
 
 // step looks at the queues, then runs each rule that is due.
 func (rc *recovery) step(ctx context.Context) {
-	r := rc.r
+	r := rc
 	if rc.queues != nil {
 		v, ended := rc.queues.look(ctx)
 		rc.view = &v
@@ -190,15 +235,15 @@ func (rc *recovery) step(ctx context.Context) {
 // are its suspects, and only what was written before now can have been
 // lost.
 func (rc *recovery) lost(ctx context.Context, why string) {
-	r := rc.r
+	r := rc
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := r.store.Client().Get(gctx, kvmodel.JobxRoot+"recovery/", clientv3.WithCountOnly())
+	resp, err := r.o.Store.Client().Get(gctx, kvmodel.JobxRoot+"recovery/", clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
 		r.log.Warn("recovery: messages may have been lost, but etcd does not answer; the stall rule will find them", "why", why, "err", err)
 		return
 	}
-	reqs, err := kvmodel.List[kvmodel.Request](ctx, r.store)
+	reqs, err := kvmodel.List[kvmodel.Request](ctx, r.o.Store)
 	if err != nil {
 		r.log.Warn("recovery: messages may have been lost, but the requests cannot be listed; the stall rule will find them", "why", why, "err", err)
 		return
@@ -221,16 +266,16 @@ func (rc *recovery) lost(ctx context.Context, why string) {
 
 // sweepLost applies the lost-work rule to every suspect once.
 func (rc *recovery) sweepLost(ctx context.Context) {
-	r := rc.r
+	r := rc
 	w := rc.loss
-	if len(w.suspects) == 0 || rc.now().Sub(w.at) > r.opts.StallAfter {
+	if len(w.suspects) == 0 || rc.now().Sub(w.at) > r.o.StallAfter {
 		if len(w.suspects) > 0 {
 			r.log.Info("recovery: lost work not found within --stall-after of the loss; the stall rule goes on", "requests", len(w.suspects))
 		}
 		rc.loss = nil
 		return
 	}
-	held, perTopic := r.registry.Holding()
+	held, perTopic := r.o.Registry.Holding()
 	for key, s := range w.suspects {
 		done, err := rc.recoverLost(ctx, s, held, perTopic)
 		if err != nil && ctx.Err() == nil {
@@ -246,9 +291,9 @@ func (rc *recovery) sweepLost(ctx context.Context) {
 // lost. done is true once the request has nothing pending from before the
 // loss.
 func (rc *recovery) recoverLost(ctx context.Context, s suspect, held map[string]bool, perTopic map[string]int) (done bool, err error) {
-	r, w, now := rc.r, rc.loss, rc.now()
+	r, w, now := rc, rc.loss, rc.now()
 	req := &kvmodel.Request{WorkflowName: s.wf, ID: s.id}
-	if err := r.store.Get(ctx, req); err != nil {
+	if err := r.o.Store.Get(ctx, req); err != nil {
 		return errors.Is(err, kvmodel.ErrNotFound), err
 	}
 	if req.IsDone {
@@ -256,7 +301,7 @@ func (rc *recovery) recoverLost(ctx context.Context, s suspect, held map[string]
 	}
 	need := settle
 	if rc.view == nil {
-		need = max(settle, 2*r.opts.MsgTimeout)
+		need = max(settle, 2*r.o.MsgTimeout)
 	}
 	var send frontier
 	var sent []*lostMark
@@ -281,7 +326,7 @@ func (rc *recovery) recoverLost(ctx context.Context, s suspect, held map[string]
 		}
 		return nil
 	}
-	err = r.store.WalkTree(ctx, s.wf, req.InvocationID, func(n kvmodel.Node) error {
+	err = r.o.Store.WalkTree(ctx, s.wf, req.InvocationID, func(n kvmodel.Node) error {
 		var f frontier
 		f.add(n)
 		for _, m := range f.maps {
@@ -304,10 +349,10 @@ func (rc *recovery) recoverLost(ctx context.Context, s suspect, held map[string]
 	if n := len(send.maps) + len(send.reduces); n > 0 {
 		r.log.Warn("lost queue messages: publishing the request's pending invocations again", "workflow", s.wf, "request_id", s.id,
 			"messages", n, "lost_since", now.Sub(w.at).Round(time.Millisecond))
-		if err := send.publish(ctx, r, req); err != nil {
+		if err := send.publish(ctx, rc, req); err != nil {
 			return false, err
 		}
-		r.metrics.recovered.Add(float64(n))
+		r.o.Recovered(n)
 		for _, m := range sent {
 			m.sent = true
 		}
@@ -331,7 +376,7 @@ func (rc *recovery) nowhere(topic string, perTopic map[string]int) bool {
 // topic returns the topic of the map or reduce messages of a step, as
 // publishMaps and publishReduce route them.
 func (rc *recovery) topic(ctx context.Context, wf, stepName, direction string) (string, error) {
-	c := rc.r.catalog
+	c := rc.o.Catalog
 	step, err := c.Step(ctx, wf, stepName)
 	if err != nil {
 		return "", err
@@ -350,7 +395,7 @@ func (rc *recovery) topic(ctx context.Context, wf, stepName, direction string) (
 // every is the sweep period: a quarter of StallAfter, or with recovery off
 // a tenth of RequestDeadline (at most a minute).
 func (rc *recovery) every() time.Duration {
-	o := rc.r.opts
+	o := rc.o
 	d := o.StallAfter / 4
 	if o.StallAfter == 0 {
 		d = min(o.RequestDeadline/10, time.Minute)
@@ -360,8 +405,8 @@ func (rc *recovery) every() time.Duration {
 
 // sweep looks at every pending request once.
 func (rc *recovery) sweep(ctx context.Context) error {
-	r := rc.r
-	reqs, err := kvmodel.List[kvmodel.Request](ctx, r.store)
+	r := rc
+	reqs, err := kvmodel.List[kvmodel.Request](ctx, r.o.Store)
 	if err != nil {
 		return err
 	}
@@ -376,13 +421,13 @@ func (rc *recovery) sweep(ctx context.Context) error {
 			continue
 		}
 		age := now.Sub(created)
-		if r.opts.RequestDeadline > 0 && age > r.opts.RequestDeadline {
+		if r.o.RequestDeadline > 0 && age > r.o.RequestDeadline {
 			if err := rc.expire(ctx, req); err != nil {
 				r.log.Warn("recovery: fail a request past its deadline", "workflow", req.WorkflowName, "request_id", req.ID, "err", err)
 			}
 			continue
 		}
-		if r.opts.StallAfter == 0 || age < r.opts.StallAfter {
+		if r.o.StallAfter == 0 || age < r.o.StallAfter {
 			continue
 		}
 		key := req.WorkflowName + "/" + req.ID
@@ -402,10 +447,10 @@ func (rc *recovery) sweep(ctx context.Context) error {
 // check walks one request's tree; when it has not changed for StallAfter it
 // publishes the frontier again.
 func (rc *recovery) check(ctx context.Context, key string, req *kvmodel.Request, now time.Time) error {
-	r := rc.r
+	r := rc
 	var fp [2]int64
 	var front frontier
-	err := r.store.WalkTree(ctx, req.WorkflowName, req.InvocationID, func(n kvmodel.Node) error {
+	err := r.o.Store.WalkTree(ctx, req.WorkflowName, req.InvocationID, func(n kvmodel.Node) error {
 		for _, inv := range []*kvmodel.Invocation{n.Map, n.Reduce} {
 			if inv != nil {
 				fp[0] = max(fp[0], inv.Revision())
@@ -423,15 +468,15 @@ func (rc *recovery) check(ctx context.Context, key string, req *kvmodel.Request,
 		rc.seen[key] = stallMark{fingerprint: fp, since: now}
 		return nil
 	}
-	if now.Sub(mark.since) < r.opts.StallAfter {
+	if now.Sub(mark.since) < r.o.StallAfter {
 		return nil
 	}
 	rc.seen[key] = stallMark{fingerprint: fp, since: now} // at most once per StallAfter
 	n := len(front.maps) + len(front.reduces)
 	r.log.Warn("request stalled: publishing its pending invocations again", "workflow", req.WorkflowName, "request_id", req.ID,
 		"unchanged_for", now.Sub(mark.since).Round(time.Millisecond), "messages", n)
-	r.metrics.recovered.Add(float64(n))
-	return front.publish(ctx, r, req)
+	r.o.Recovered(n)
+	return front.publish(ctx, rc, req)
 }
 
 // frontier is what a stalled tree waits for: pending map invocations whose
@@ -454,35 +499,35 @@ func (f *frontier) add(n kvmodel.Node) {
 	}
 }
 
-func (f *frontier) publish(ctx context.Context, r *Runner, req *kvmodel.Request) error {
+func (f *frontier) publish(ctx context.Context, r *recovery, req *kvmodel.Request) error {
 	var errs []error
 	for _, m := range f.maps {
-		step, err := r.catalog.Step(ctx, req.WorkflowName, m.StepName)
+		step, err := r.o.Catalog.Step(ctx, req.WorkflowName, m.StepName)
 		if err == nil {
-			err = r.publishMaps(ctx, req.ID, req.WorkflowName, step, []string{m.ID})
+			err = r.o.Publish.PublishMaps(ctx, req.ID, req.WorkflowName, step, []string{m.ID})
 		}
 		errs = append(errs, err)
 	}
 	for _, p := range f.reduces {
-		errs = append(errs, r.publishReduce(ctx, p[0], p[1]))
+		errs = append(errs, r.o.Publish.PublishReduce(ctx, p[0], p[1]))
 	}
 	return errors.Join(errs...)
 }
 
 // expire fails a request that outlived RequestDeadline.
 func (rc *recovery) expire(ctx context.Context, req *kvmodel.Request) error {
-	r := rc.r
+	r := rc
 	f := &kvmodel.Failure{Kind: kvmodel.FailureDeadline,
-		Message: fmt.Sprintf("the request did not finish within %s (jobx runner --request-deadline)", r.opts.RequestDeadline)}
-	err := r.store.FailRequest(ctx, req, f, r.opts.Retention)
+		Message: fmt.Sprintf("the request did not finish within %s (jobx runner --request-deadline)", r.o.RequestDeadline)}
+	err := r.o.Store.FailRequest(ctx, req, f, r.o.Retention)
 	if errors.Is(err, kvmodel.ErrConflict) {
 		return nil // it ended, or moved on, since it was read
 	}
 	if err != nil {
 		return err
 	}
-	r.log.Warn("request failed: past its deadline", "workflow", req.WorkflowName, "request_id", req.ID, "deadline", r.opts.RequestDeadline)
-	r.notify(ctx, req.WorkflowName, notifications.Event{Kind: notifications.RequestFailed, Name: "jobx.request", Level: "error",
+	r.log.Warn("request failed: past its deadline", "workflow", req.WorkflowName, "request_id", req.ID, "deadline", r.o.RequestDeadline)
+	r.o.Notify(ctx, req.WorkflowName, notifications.Event{Kind: notifications.RequestFailed, Name: "jobx.request", Level: "error",
 		Message: fmt.Sprintf("request [%s] failed: %s", req.ID, f.Message), RequestID: req.ID})
 	return nil
 }
