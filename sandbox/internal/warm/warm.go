@@ -30,9 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jobx/jobx/internal/spawn"
 	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/sandbox"
-	"github.com/jobx/jobx/sandbox/internal/spawn"
 	"golang.org/x/sys/unix"
 )
 
