@@ -170,7 +170,7 @@ func (c *Child) Wait() (Status, error) {
 	case rep.ExitCode != nil:
 		return Status{Code: *rep.ExitCode, Parked: rep.Parked && *rep.ExitCode == 0, Idle: rep.Idle, Lane: rep.Lane}, nil
 	}
-	return Status{}, fmt.Errorf("reply without exit_code or signal: %+v", rep)
+	return Status{}, fmt.Errorf("reply without exit_code or signal: %s", rep)
 }
 
 // Kill hangs up, which makes the server kill the child's process group.

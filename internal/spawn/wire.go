@@ -1,5 +1,7 @@
 package spawn
 
+import "encoding/json"
+
 // Request asks the agent to run one process.
 type Request struct {
 	Argv []string `json:"argv"`
@@ -62,4 +64,10 @@ type Reply struct {
 	// Lane: the kept child's control socket comes with this line, as its
 	// one file descriptor.
 	Lane bool `json:"lane,omitempty"`
+}
+
+// String returns the reply as it goes on the wire, for error messages.
+func (r Reply) String() string {
+	b, _ := json.Marshal(r)
+	return string(b)
 }

@@ -240,7 +240,7 @@ func (z *Zygote) statusOf(pid int) (ExitStatus, error) {
 	case reply.ExitCode != nil:
 		return ExitStatus{Code: *reply.ExitCode}, nil
 	}
-	return fail(fmt.Errorf("unexpected reply %+v", reply))
+	return fail(fmt.Errorf("unexpected reply %s", reply))
 }
 
 // Keeps reports whether the zygote's client holds a kept child (a lane)
