@@ -1,18 +1,15 @@
 package python
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
-	"syscall"
 	"time"
+
+	"github.com/jobx/jobx/internal/spawn"
 )
 
 // A lane is a kept (parked) child whose control socket the zygote handed
@@ -77,9 +74,7 @@ func laneFrom(pid, fd int) *lane {
 // spawnOnLane sends the run (its request line and three fds) to a child
 // kept for key, the last kept first. It returns nil when none is kept or
 // none takes it (a child that died meanwhile is retired).
-func (z *Zygote) spawnOnLane(ctx context.Context, key laneKey, line []byte, files []*os.File) *Child {
-	oob := syscall.UnixRights(int(files[0].Fd()), int(files[1].Fd()), int(files[2].Fd()))
-	defer runtime.KeepAlive(files)
+func (z *Zygote) spawnOnLane(ctx context.Context, key laneKey, msg spawn.ZygoteRequest, files []*os.File) *Child {
 	for {
 		z.mu.Lock()
 		ls := z.lanes[key]
@@ -95,17 +90,12 @@ func (z *Zygote) spawnOnLane(ctx context.Context, key laneKey, line []byte, file
 		}
 		z.mu.Unlock()
 
-		deadline, ok := ctx.Deadline()
-		if !ok {
-			deadline = time.Now().Add(10 * time.Second)
-		}
-		l.conn.SetWriteDeadline(deadline)
-		if _, _, err := l.conn.WriteMsgUnix(line, oob, nil); err != nil {
+		sc, err := spawn.Resume(ctx, l.conn, l.pid, msg, files[0], files[1], files[2])
+		if err != nil {
 			l.retire(z.killGroup)
 			continue
 		}
-		l.conn.SetWriteDeadline(time.Time{})
-		c := &Child{pid: l.pid, z: z, conn: l.conn, r: &lineReader{conn: l.conn}, key: key, onLane: true}
+		c := &Child{pid: l.pid, z: z, sc: sc, lane: l.conn, key: key}
 		z.mu.Lock()
 		if z.closed {
 			z.mu.Unlock()
@@ -237,25 +227,12 @@ func (z *Zygote) statusOf(pid int) (ExitStatus, error) {
 		}
 		return ExitStatus{}, fmt.Errorf("wait for pid %d: %w", pid, err)
 	}
-	conn, err := net.DialTimeout("unix", z.sock, 10*time.Second)
-	if err != nil {
-		return fail(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := fmt.Fprintf(conn, "{\"status_of\": %d}\n", pid); err != nil {
-		return fail(err)
-	}
-	r := &lineReader{conn: conn.(*net.UnixConn)}
-	b, err := r.readLine()
-	if err != nil {
-		return fail(err)
-	}
-	var reply replyMsg
-	if err := json.Unmarshal(b, &reply); err != nil {
-		return fail(err)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reply, err := spawn.Query(ctx, z.sock, spawn.StatusQuery{Pid: pid})
 	switch {
+	case err != nil:
+		return fail(err)
 	case reply.Error != "":
 		return fail(errors.New(reply.Error))
 	case reply.Signal != nil:
@@ -263,56 +240,7 @@ func (z *Zygote) statusOf(pid int) (ExitStatus, error) {
 	case reply.ExitCode != nil:
 		return ExitStatus{Code: *reply.ExitCode}, nil
 	}
-	return fail(fmt.Errorf("unexpected reply %q", b))
-}
-
-// lineReader reads newline-terminated replies from a unix socket, keeping
-// the file descriptors that come with them (a lane's socket).
-type lineReader struct {
-	conn *net.UnixConn
-	buf  []byte
-	fds  []int
-}
-
-// readLine returns the next line, newline included; io.EOF when the
-// socket closed before one was complete.
-func (l *lineReader) readLine() ([]byte, error) {
-	for {
-		if i := bytes.IndexByte(l.buf, '\n'); i >= 0 {
-			line := l.buf[: i+1 : i+1]
-			l.buf = l.buf[i+1:]
-			return line, nil
-		}
-		var b [512]byte
-		oob := make([]byte, syscall.CmsgSpace(4*4))
-		n, oobn, _, _, err := l.conn.ReadMsgUnix(b[:], oob)
-		if oobn > 0 {
-			if msgs, perr := syscall.ParseSocketControlMessage(oob[:oobn]); perr == nil {
-				for _, m := range msgs {
-					if fds, rerr := syscall.ParseUnixRights(&m); rerr == nil {
-						for _, fd := range fds {
-							syscall.CloseOnExec(fd)
-						}
-						l.fds = append(l.fds, fds...)
-					}
-				}
-			}
-		}
-		l.buf = append(l.buf, b[:n]...)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, io.EOF
-		}
-	}
-}
-
-// takeFDs returns the descriptors received so far; the caller owns them.
-func (l *lineReader) takeFDs() []int {
-	fds := l.fds
-	l.fds = nil
-	return fds
+	return fail(fmt.Errorf("unexpected reply %s", reply))
 }
 
 // Keeps reports whether the zygote's client holds a kept child (a lane)

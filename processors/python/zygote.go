@@ -3,7 +3,6 @@ package python
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +10,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jobx/jobx/internal/spawn"
 )
 
 // ErrZygoteDead is returned (wrapped) by Spawn and Child.Wait when the zygote
@@ -60,12 +60,7 @@ type Zygote struct {
 
 // Rlimits are resource limits applied to a child; zero fields are left as
 // inherited.
-type Rlimits struct {
-	AS    int64 `json:"as,omitempty"`    // address space, bytes
-	CPU   int64 `json:"cpu,omitempty"`   // CPU time, seconds
-	NProc int64 `json:"nproc,omitempty"` // processes of the user (not enforced for root)
-	FSize int64 `json:"fsize,omitempty"` // largest file written, bytes
-}
+type Rlimits = spawn.Rlimits
 
 // SpawnRequest describes one invocation run on the zygote.
 type SpawnRequest struct {
@@ -276,26 +271,6 @@ func (z *Zygote) deadErr() error {
 	}
 }
 
-type spawnMsg struct {
-	HandlerPath string            `json:"handler_path"`
-	HandlerType string            `json:"handler_type"`
-	Env         map[string]string `json:"env"`
-	Cwd         string            `json:"cwd,omitempty"`
-	Rlimits     Rlimits           `json:"rlimits"`
-	Reuse       string            `json:"reuse,omitempty"`
-	// Lane asks for the kept child's control socket (see lane).
-	Lane bool `json:"lane,omitempty"`
-}
-
-type replyMsg struct {
-	Pid      *int   `json:"pid"`
-	ExitCode *int   `json:"exit_code"`
-	Signal   *int   `json:"signal"`
-	Error    string `json:"error"`
-	Parked   bool   `json:"parked"`
-	Lane     bool   `json:"lane"`
-}
-
 // Spawn forks a child of the zygote running req's handler. ctx bounds the
 // hand-over only; bound the run with Child.Kill. It is safe for concurrent
 // use.
@@ -309,17 +284,12 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 	if err := z.deadErr(); err != nil {
 		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
 	}
-	msg := spawnMsg{HandlerPath: req.HandlerPath, HandlerType: req.HandlerType,
-		Env: map[string]string{}, Cwd: req.Dir, Rlimits: req.Rlimits, Reuse: req.Reuse, Lane: req.Reuse != ""}
+	msg := spawn.ZygoteRequest{HandlerPath: req.HandlerPath, HandlerType: req.HandlerType,
+		Env: map[string]string{}, Dir: req.Dir, Rlimits: req.Rlimits, Reuse: req.Reuse, Lane: req.Reuse != ""}
 	for _, kv := range req.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		msg.Env[k] = v
 	}
-	line, err := json.Marshal(msg)
-	if err != nil {
-		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
-	}
-	line = append(line, '\n')
 
 	files := []*os.File{req.Stdin, req.Stdout, req.Stderr}
 	for i, f := range files {
@@ -335,68 +305,35 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 
 	key := laneKey{reuse: req.Reuse, path: req.HandlerPath, typ: req.HandlerType}
 	if req.Reuse != "" {
-		if c := z.spawnOnLane(ctx, key, line, files); c != nil {
+		if c := z.spawnOnLane(ctx, key, msg, files); c != nil {
 			return c, nil
 		}
 	}
 
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", z.sock)
+	sc, err := spawn.Start(ctx, z.sock, msg, files[0], files[1], files[2])
 	if err != nil {
-		if derr := z.deadErr(); derr != nil {
-			err = derr
-		}
-		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
-	}
-	uc := conn.(*net.UnixConn)
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(10 * time.Second)
-	}
-	uc.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Now()) })
-	defer stop()
-
-	// Fd puts the files in blocking mode, which the child needs.
-	oob := syscall.UnixRights(int(files[0].Fd()), int(files[1].Fd()), int(files[2].Fd()))
-	_, _, err = uc.WriteMsgUnix(line, oob, nil)
-	runtime.KeepAlive(files)
-	r := &lineReader{conn: uc}
-	var reply replyMsg
-	if err == nil {
-		var b []byte
-		if b, err = r.readLine(); err == nil {
-			err = json.Unmarshal(b, &reply)
-		}
-	}
-	if err == nil && reply.Error != "" {
-		err = errors.New(reply.Error)
-	} else if err == nil && reply.Pid == nil {
-		err = errors.New("zygote sent no pid")
-	}
-	if err != nil {
-		uc.Close()
 		if errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 			select {
 			case <-z.dead:
 			case <-time.After(100 * time.Millisecond):
 			}
+		}
+		if errors.Is(err, spawn.ErrServerGone) || ctx.Err() != nil {
 			if derr := z.deadErr(); derr != nil {
 				err = derr
+				if ctx.Err() != nil {
+					err = fmt.Errorf("%w: %w", ctx.Err(), err)
+				}
 			}
-		}
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w: %w", ctx.Err(), err)
 		}
 		return nil, fmt.Errorf("spawn %s: %w", req.HandlerPath, err)
 	}
-	uc.SetDeadline(time.Time{})
-	c := &Child{pid: *reply.Pid, z: z, conn: uc, r: r, key: key}
+	c := &Child{pid: sc.Pid, z: z, sc: sc, key: key}
 	z.mu.Lock()
 	if z.closed {
 		z.mu.Unlock()
 		c.Kill()
-		uc.Close()
+		sc.Close()
 		return nil, fmt.Errorf("spawn %s: %w (closed)", req.HandlerPath, ErrZygoteDead)
 	}
 	z.children[c] = struct{}{}
@@ -408,13 +345,13 @@ func (z *Zygote) Spawn(ctx context.Context, req SpawnRequest) (*Child, error) {
 // more) to release its connection; Kill may be called concurrently with
 // Wait.
 type Child struct {
-	pid  int
-	z    *Zygote
-	conn *net.UnixConn // to the zygote, or the child's own (a lane)
-	r    *lineReader
+	pid int
+	z   *Zygote
+	sc  *spawn.Child // on the zygote's connection, or on lane
+	// lane is the kept child's own socket when the run went straight to
+	// it; nil when the run went through the zygote.
+	lane *net.UnixConn
 	key  laneKey // its reuse key, when it has one
-	// onLane: the run went straight to a kept child (conn is its lane).
-	onLane bool
 
 	waitOnce sync.Once
 	status   ExitStatus
@@ -436,34 +373,30 @@ func (c *Child) Wait() (ExitStatus, error) {
 }
 
 func (c *Child) wait() {
-	var reply replyMsg
-	b, err := c.r.readLine()
-	if err == nil {
-		err = json.Unmarshal(b, &reply)
-	}
+	st, err := c.sc.Wait()
 	switch {
-	case err != nil && c.onLane:
+	case errors.Is(err, spawn.ErrServerGone) && c.lane != nil:
 		// It ended without a status (killed, or crashed), or sent
 		// garbage: the zygote reaps it and says how it ended.
 		c.Kill()
 		c.status, c.err = c.z.statusOf(c.pid)
-	case err != nil:
+	case errors.Is(err, spawn.ErrServerGone):
 		c.Kill()
 		c.err = fmt.Errorf("wait for pid %d: %w: %v", c.pid, ErrZygoteDead, err)
-	case reply.Signal != nil:
-		c.status = ExitStatus{Code: -1, Signal: *reply.Signal}
-	case reply.ExitCode != nil:
-		c.status = ExitStatus{Code: *reply.ExitCode, Parked: reply.Parked && *reply.ExitCode == 0}
+	case err != nil:
+		c.err = fmt.Errorf("wait for pid %d: %w", c.pid, err)
+	case st.Signal != 0:
+		c.status = ExitStatus{Code: -1, Signal: st.Signal}
 	default:
-		c.err = fmt.Errorf("wait for pid %d: unexpected reply %q", c.pid, b)
+		c.status = ExitStatus{Code: st.Code, Parked: st.Parked}
 	}
-	fds := c.r.takeFDs()
+	fds := c.sc.TakeFDs()
 	var kept *lane
 	switch {
 	case !c.status.Parked:
-	case c.onLane:
-		kept = &lane{pid: c.pid, conn: c.conn}
-	case reply.Lane:
+	case c.lane != nil:
+		kept = &lane{pid: c.pid, conn: c.lane}
+	case st.Lane:
 		if len(fds) == 1 {
 			kept = laneFrom(c.pid, fds[0])
 			fds = nil
@@ -480,8 +413,8 @@ func (c *Child) wait() {
 	c.mu.Lock()
 	c.exited = true
 	c.mu.Unlock()
-	if kept == nil || kept.conn != c.conn {
-		c.conn.Close()
+	if kept == nil || c.lane == nil {
+		c.sc.Close()
 	}
 	c.z.mu.Lock()
 	delete(c.z.children, c)

@@ -1,16 +1,10 @@
 // Package agent is the init process of jobx's warm containers: a small
 // fork/exec server (built as the static binary cmd/jobx-agent) that runs one
 // handler process per request, with file descriptors passed over a unix
-// socket. It speaks the protocol of the Python zygote
-// (processors/python/zygote.go):
-//
-//   - the client connects and sends one JSON line (a Request) with three
-//     file descriptors attached (SCM_RIGHTS): the child's stdin, stdout and
-//     stderr;
-//   - the agent replies {"pid": N} once the child runs (or {"error": "..."})
-//     and later {"exit_code": c} or {"signal": s};
-//   - a client that hangs up before the child ends gets the child's process
-//     group killed.
+// socket. It is the Go server of the fork-server protocol of internal/spawn
+// (spawn.Request in, spawn.Reply out), which the Python zygote speaks too; a
+// client that hangs up before its child ends gets the child's process group
+// killed.
 //
 // As PID 1 it also reaps orphans, and it may supervise a Python zygote
 // (Options.Zygote): when the zygote dies, the agent exits, and so does the
@@ -19,8 +13,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,35 +25,9 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jobx/jobx/internal/spawn"
 	"golang.org/x/sys/unix"
 )
-
-// Request asks the agent to run one process.
-type Request struct {
-	Argv []string `json:"argv"`
-	// Env is the child's whole environment, KEY=value; PATH in it is used
-	// to find Argv[0] when it has no slash.
-	Env []string `json:"env"`
-	// Dir is the working directory; empty keeps the agent's.
-	Dir     string  `json:"cwd,omitempty"`
-	Rlimits Rlimits `json:"rlimits"`
-}
-
-// Rlimits are resource limits applied to the child (zero: inherited).
-type Rlimits struct {
-	AS    int64 `json:"as,omitempty"`
-	CPU   int64 `json:"cpu,omitempty"`
-	NProc int64 `json:"nproc,omitempty"`
-	FSize int64 `json:"fsize,omitempty"`
-}
-
-// Reply is one line from the agent.
-type Reply struct {
-	Pid      *int   `json:"pid,omitempty"`
-	ExitCode *int   `json:"exit_code,omitempty"`
-	Signal   *int   `json:"signal,omitempty"`
-	Error    string `json:"error,omitempty"`
-}
 
 // Options configure Serve.
 type Options struct {
@@ -246,53 +212,28 @@ func (a *agent) killAll() {
 	}
 }
 
-func reply(conn *net.UnixConn, r Reply) error {
-	b, _ := json.Marshal(r)
-	_, err := conn.Write(append(b, '\n'))
-	return err
-}
-
 // serve handles one request connection.
 func (a *agent) serve(conn *net.UnixConn) {
 	defer conn.Close()
-	var files []*os.File
+	var req spawn.Request
+	files, err := spawn.ReadRequest(conn, &req)
 	defer func() {
-		for _, f := range files {
+		for _, f := range files { // nil once the child has them
 			f.Close()
 		}
 	}()
-	buf := make([]byte, 64*1024)
-	oob := make([]byte, syscall.CmsgSpace(3*4))
-	var line []byte
-	for !bytes.Contains(line, []byte{'\n'}) {
-		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-		if oobn > 0 {
-			msgs, perr := syscall.ParseSocketControlMessage(oob[:oobn])
-			if perr == nil {
-				for _, m := range msgs {
-					fds, _ := syscall.ParseUnixRights(&m)
-					for _, fd := range fds {
-						files = append(files, os.NewFile(uintptr(fd), "fd"))
-					}
-				}
-			}
-		}
-		line = append(line, buf[:n]...)
-		if err != nil || n == 0 || len(line) > 1<<24 {
-			return
-		}
+	if errors.Is(err, spawn.ErrBadRequest) {
+		spawn.WriteReply(conn, spawn.Reply{Error: err.Error()})
 	}
-	var req Request
-	if err := json.Unmarshal(line[:bytes.IndexByte(line, '\n')], &req); err != nil {
-		reply(conn, Reply{Error: "bad request: " + err.Error()})
+	if err != nil {
 		return
 	}
 	if len(files) != 3 {
-		reply(conn, Reply{Error: fmt.Sprintf("bad request: want 3 file descriptors, got %d", len(files))})
+		spawn.WriteReply(conn, spawn.Reply{Error: fmt.Sprintf("bad request: want 3 file descriptors, got %d", len(files))})
 		return
 	}
 	if len(req.Argv) == 0 {
-		reply(conn, Reply{Error: "bad request: no argv"})
+		spawn.WriteReply(conn, spawn.Reply{Error: "bad request: no argv"})
 		return
 	}
 	path := ""
@@ -303,7 +244,7 @@ func (a *agent) serve(conn *net.UnixConn) {
 	}
 	argv0, err := lookPath(req.Argv[0], path)
 	if err != nil {
-		reply(conn, Reply{Error: err.Error()})
+		spawn.WriteReply(conn, spawn.Reply{Error: err.Error()})
 		return
 	}
 	pid, ch, err := a.start(argv0, req.Argv, req.Env, req.Dir, []uintptr{files[0].Fd(), files[1].Fd(), files[2].Fd()}, true)
@@ -312,11 +253,11 @@ func (a *agent) serve(conn *net.UnixConn) {
 	}
 	files = nil
 	if err != nil {
-		reply(conn, Reply{Error: fmt.Sprintf("start %s: %v", req.Argv[0], err)})
+		spawn.WriteReply(conn, spawn.Reply{Error: fmt.Sprintf("start %s: %v", req.Argv[0], err)})
 		return
 	}
 	setRlimits(pid, req.Rlimits)
-	if err := reply(conn, Reply{Pid: &pid}); err != nil {
+	if err := spawn.WriteReply(conn, spawn.Reply{Pid: &pid}); err != nil {
 		killGroup(pid)
 	}
 	// A hang-up (or any read) before the child ends kills its group.
@@ -335,10 +276,10 @@ func (a *agent) serve(conn *net.UnixConn) {
 	a.forget(pid)
 	if ws.Signaled() {
 		s := int(ws.Signal())
-		reply(conn, Reply{Signal: &s})
+		spawn.WriteReply(conn, spawn.Reply{Signal: &s})
 	} else {
 		c := ws.ExitStatus()
-		reply(conn, Reply{ExitCode: &c})
+		spawn.WriteReply(conn, spawn.Reply{ExitCode: &c})
 	}
 }
 
@@ -359,7 +300,7 @@ func killGroup(pid int) {
 	}
 }
 
-func setRlimits(pid int, l Rlimits) {
+func setRlimits(pid int, l spawn.Rlimits) {
 	for _, r := range []struct {
 		res int
 		v   int64

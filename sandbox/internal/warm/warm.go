@@ -30,9 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jobx/jobx/internal/spawn"
 	"github.com/jobx/jobx/processors/python"
 	"github.com/jobx/jobx/sandbox"
-	"github.com/jobx/jobx/sandbox/internal/spawn"
 	"golang.org/x/sys/unix"
 )
 
@@ -316,9 +316,9 @@ func (b *Box) Run(ctx context.Context, r Run) (*sandbox.Outcome, func() bool, er
 		for i, a := range spec.Program.Argv {
 			argv[i] = r.Rewrite(a)
 		}
-		msg := map[string]any{"argv": argv, "env": env, "cwd": scratch,
-			"rlimits": map[string]int64{"as": r.Rlimits.AS, "nproc": r.Rlimits.NProc, "fsize": r.Rlimits.FSize}}
-		c, err := spawn.Start(ctx, b.AgentSocket, msg, pipes.Stdin, pipes.Stdout, pipes.Stderr)
+		req := spawn.Request{Argv: argv, Env: env, Dir: scratch,
+			Rlimits: spawn.Rlimits{AS: r.Rlimits.AS, NProc: r.Rlimits.NProc, FSize: r.Rlimits.FSize}}
+		c, err := spawn.Start(ctx, b.AgentSocket, req, pipes.Stdin, pipes.Stdout, pipes.Stderr)
 		pipes.CloseChildEnds()
 		if err != nil {
 			if errors.Is(err, spawn.ErrServerGone) {
