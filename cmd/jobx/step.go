@@ -280,7 +280,7 @@ func (a *app) warnUnofferedCapabilities(ctx context.Context, st *kvmodel.Store, 
 		if name == "" || st.Get(ctx, h) != nil {
 			continue
 		}
-		c := kvmodel.TopicCapability(h.RequiredCapability)
+		c := h.Capability()
 		offered := false
 		for _, r := range runners {
 			offered = offered || r.Serves(s.WorkflowName, c)
