@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,8 +44,9 @@ func startCluster(t *testing.T, c *cli) string {
 		cancel()
 		<-done
 		<-done
-		r.Close()
-		gw.Close()
+		if err := errors.Join(r.Close(), gw.Close()); err != nil {
+			t.Error(err)
+		}
 	})
 	<-r.Ready()
 	return "http://" + gw.Addr()
