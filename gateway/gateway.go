@@ -53,33 +53,36 @@ type Gateway struct {
 	srv     *http.Server
 
 	closeOnce sync.Once
+	closeErr  error // Close's result
 }
 
 // New validates opts, loads the catalog, connects the publisher and binds
-// the listen address (so Addr is known before Run).
-func New(ctx context.Context, opts *Options) (*Gateway, error) {
+// the listen address (so Addr is known before Run). When it fails, it
+// releases whatever it had started.
+func New(ctx context.Context, opts *Options) (_ *Gateway, err error) {
 	o := *opts
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
 	g := &Gateway{opts: o, log: o.Log.With("component", "gateway"), store: kvmodel.NewStore(o.Etcd), metrics: newMetrics()}
-	var err error
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
 	if g.pub, err = queue.NewPublisherWith(queue.PublisherOptions{NSQDs: o.NSQDs, Lookupds: o.Lookupds, TLS: o.NSQTLS, Log: g.log}); err != nil {
 		return nil, err
 	}
 	if g.catalog, err = kvmodel.NewCatalog(ctx, g.store, g.log); err != nil {
-		g.pub.Close()
 		return nil, err
 	}
 	if g.runners, err = kvmodel.NewRegistry(ctx, g.store, g.log); err != nil {
-		g.Close()
 		return nil, err
 	}
 	g.cleanup = newDeliveredCleanups(g.store, g.log)
 	g.engine = g.routes()
 	if o.Addr != "" {
 		if g.ln, err = net.Listen("tcp", o.Addr); err != nil {
-			g.Close()
 			return nil, fmt.Errorf("gateway: listen on %s: %w", o.Addr, err)
 		}
 	}
@@ -127,11 +130,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// Close releases the catalog, the publisher and the listener. It is idempotent.
-func (g *Gateway) Close() {
+// Close releases what New started. Call it once Run has returned (cancel
+// Run's context first): Close does not wait for requests in flight. It
+// shuts down in this order:
+//
+//  1. closes the listener, if Run has not already (no new connections);
+//  2. stops the catalog's and the runner registry's etcd watches;
+//  3. stops the delivered-request cleanups, writing the ones still queued;
+//  4. stops the NSQ publisher.
+//
+// It returns the first error, and is idempotent: later calls return the
+// first call's result. The etcd client in Options is the caller's to close.
+func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		if g.ln != nil {
-			g.ln.Close()
+			if err := g.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				g.closeErr = fmt.Errorf("gateway: close listener: %w", err)
+			}
 		}
 		if g.catalog != nil {
 			g.catalog.Close()
@@ -146,6 +161,7 @@ func (g *Gateway) Close() {
 			g.pub.Close()
 		}
 	})
+	return g.closeErr
 }
 
 func (g *Gateway) routes() *gin.Engine {

@@ -258,10 +258,8 @@ func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmode
 		if err != nil {
 			return nil, &apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
 		}
-		c := kvmodel.TopicCapability(h.RequiredCapability)
-		if !g.runners.Offers(ctx, wf, c) {
-			return &kvmodel.Failure{Kind: kvmodel.FailureNoCapability, Handler: h.Name, Step: step.Name,
-				Message: fmt.Sprintf("no live runner offers capability %q for workflow %q, which handler %s of step %s requires; start one with: jobx runner --capabilities %s", c, wf, h.Name, step.Name, c)}, nil
+		if f := g.runners.Unoffered(ctx, wf, step.Name, h); f != nil {
+			return f, nil
 		}
 	}
 	return nil, nil

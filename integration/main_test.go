@@ -10,13 +10,23 @@ import (
 	"testing"
 
 	"github.com/jobx/jobx/internal/testenv"
+	"go.uber.org/goleak"
 )
 
+// TestMain runs the tests, writes the fault report and, when they passed,
+// fails if any goroutine outlives them (goleak), as the runner and gateway
+// packages' own tests do.
 func TestMain(m *testing.M) {
 	testenv.RunDaemonIfAsked() // a testenv.Proc child runs its daemon here
 	code := m.Run()
 	if err := writeFaultReport(); err != nil {
 		fmt.Fprintln(os.Stderr, "fault report:", err)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines outlived the tests:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

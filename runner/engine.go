@@ -191,12 +191,10 @@ func (r *Runner) checkOffered(ctx context.Context, wf, handler string) (*kvmodel
 	if f != nil || err != nil {
 		return f, err
 	}
-	c := kvmodel.TopicCapability(h.RequiredCapability)
-	if (r.serves(wf) && slices.Contains(r.opts.Capabilities, c)) || r.registry.Offers(ctx, wf, c) {
+	if r.serves(wf) && slices.Contains(r.opts.Capabilities, h.Capability()) {
 		return nil, nil
 	}
-	return &kvmodel.Failure{Kind: kvmodel.FailureNoCapability, Handler: h.Name,
-		Message: fmt.Sprintf("no live runner offers capability %q, which handler %s requires", c, h.Name)}, nil
+	return r.registry.Unoffered(ctx, wf, "", h), nil
 }
 
 // count records a committed invocation outcome.

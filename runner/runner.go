@@ -66,14 +66,16 @@ type Runner struct {
 	subErr    error
 
 	closeOnce sync.Once
+	closeErr  error // Close's result
 	// notifying tracks handler NOTIFY deliveries; Close waits for them.
 	notifying sync.WaitGroup
 	// parentSteps caches the step names of branching invocations.
 	parentSteps stepNames
 }
 
-// New validates opts, loads the catalog and prepares the sandbox.
-func New(ctx context.Context, opts *Options) (*Runner, error) {
+// New validates opts, loads the catalog and prepares the sandbox. When it
+// fails, it releases whatever it had started.
+func New(ctx context.Context, opts *Options) (_ *Runner, err error) {
 	o := *opts
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -95,29 +97,29 @@ func New(ctx context.Context, opts *Options) (*Runner, error) {
 	r.sender = &notifications.Sender{SMTP: r.smtp(), Log: r.log}
 	r.fss = services.NewFilesystems(o.FS, o.FSConfigDir)
 	r.runCtx, r.runCancel = context.WithCancel(context.Background())
-	var err error
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
 	if r.pub, err = queue.NewPublisherWith(queue.PublisherOptions{NSQDs: o.NSQDs, Lookupds: o.Lookupds, TLS: o.NSQTLS, Log: r.log}); err != nil {
 		return nil, err
 	}
 	if r.catalog, err = kvmodel.NewCatalog(ctx, r.store, r.log); err != nil {
-		r.pub.Close()
 		return nil, err
 	}
 	if r.registry, err = kvmodel.NewRegistry(ctx, r.store, r.log); err != nil {
-		r.Close()
 		return nil, err
 	}
 	sock := o.ServicesSocket
 	if sock == "" {
 		if r.svcDir, err = os.MkdirTemp("", "jobx-svc-"); err != nil {
-			r.Close()
 			return nil, err
 		}
 		os.Chmod(r.svcDir, 0o755)
 		sock = filepath.Join(r.svcDir, "services.sock")
 	}
 	if r.svc, err = services.Start(services.Options{Store: r.store, Filesystems: r.fss, Socket: sock, Log: r.log, Notify: r.postNotify}); err != nil {
-		r.Close()
 		return nil, err
 	}
 	r.sandbox = o.Sandbox
@@ -309,10 +311,23 @@ func (r *Runner) drain() {
 	}
 }
 
-// Close stops everything Run started and releases the sandbox (if the
-// runner created it), the catalog and the publisher. It is idempotent.
+// Close releases what New started. Call it once Run has returned (cancel
+// Run's context first). It shuts down in this order:
+//
+//  1. stops the NSQ consumers, if Run's drain has not, and cancels the
+//     handler runs still going;
+//  2. waits for the handlers' NOTIFY deliveries;
+//  3. stops the catalog's and the runner registry's etcd watches;
+//  4. stops the NSQ publisher;
+//  5. shuts down the handler services' server (2 s for calls in flight)
+//     and removes its socket;
+//  6. closes the workflows' shared filesystems, then removes the services
+//     directory if New made it.
+//
+// It returns the error of closing the shared filesystems, if any, and is
+// idempotent: later calls return the first call's result. The sandbox and
+// the etcd client in Options are the caller's to close.
 func (r *Runner) Close() error {
-	var err error
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.stopping = true
@@ -334,12 +349,14 @@ func (r *Runner) Close() error {
 		if r.svc != nil {
 			r.svc.Close()
 		}
-		r.fss.Close()
+		if err := r.fss.Close(); err != nil {
+			r.closeErr = fmt.Errorf("runner: close shared filesystems: %w", err)
+		}
 		if r.svcDir != "" {
 			os.RemoveAll(r.svcDir)
 		}
 	})
-	return err
+	return r.closeErr
 }
 
 // cleanupLoop prunes requests whose retention has passed.

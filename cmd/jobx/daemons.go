@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,8 +60,8 @@ blocking requests in flight finish; a second exits at once.`,
 			if err != nil {
 				return err
 			}
-			defer g.Close()
-			return g.Run(cmd.Context())
+			runErr := g.Run(cmd.Context())
+			return errors.Join(runErr, g.Close())
 		},
 	}
 	f := cmd.Flags()
@@ -302,8 +303,8 @@ exits at once.`,
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			return r.Run(cmd.Context())
+			runErr := r.Run(cmd.Context())
+			return errors.Join(runErr, r.Close())
 		},
 	}
 	rf = a.addRunnerFlags(cmd, true)

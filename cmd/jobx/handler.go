@@ -183,7 +183,8 @@ gets arguments=list and a combiner or reducer results=list.`,
 			if _, err := requireWorkflow(ctx, st, wf); err != nil {
 				return err
 			}
-			t, ok := roleType(typ)
+			role, ok := kvmodel.RoleOf(typ)
+			t := role.HandlerType
 			if !ok {
 				return fmt.Errorf("handler type %q: want mapper, combiner or reducer", typ)
 			}

@@ -145,8 +145,13 @@ func (a *app) noneSandbox(o *runner.Options) (*builtSandbox, error) {
 
 // namespaceSandbox is the namespace sandbox, with the pool settings of the
 // --max-sandboxes and --pool-* flags.
-func (a *app) namespaceSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options) (*builtSandbox, error) {
+func (a *app) namespaceSandbox(ctx context.Context, rf *runnerFlags, o *runner.Options) (_ *builtSandbox, err error) {
 	sb := &builtSandbox{}
+	defer func() {
+		if err != nil {
+			sb.close()
+		}
+	}()
 	// Socket paths are short, and the sandbox user must reach the
 	// directory: one under the system's temporary directory.
 	dir, err := os.MkdirTemp("", "jxn-")
@@ -156,7 +161,6 @@ func (a *app) namespaceSandbox(ctx context.Context, rf *runnerFlags, o *runner.O
 	sb.cleanup = append(sb.cleanup, func() { os.RemoveAll(dir) })
 	agentPath, err := rf.agentPath()
 	if err != nil {
-		sb.close()
 		return nil, err
 	}
 	no := namespace.NewOptions()
@@ -172,7 +176,6 @@ func (a *app) namespaceSandbox(ctx context.Context, rf *runnerFlags, o *runner.O
 	no.SharedDir = sharedDirOf(o.FS)
 	box, err := namespace.New(ctx, no)
 	if err != nil {
-		sb.close()
 		return nil, err
 	}
 	a.log.Info("handlers run in the namespace sandbox", "limits", box.Limits())

@@ -10,63 +10,33 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// roles are a step's handler slots: the flag/role name and the handler
-// type each needs.
-var roles = []struct{ role, typ string }{
-	{"map", kvmodel.HandlerMapper},
-	{"combine", kvmodel.HandlerCombiner},
-	{"reduce", kvmodel.HandlerReducer},
-}
-
-// roleType returns the handler type for a role or a handler type name
-// ("map" or "mapper" -> "mapper").
-func roleType(s string) (string, bool) {
-	for _, r := range roles {
-		if s == r.role || s == r.typ {
-			return r.typ, true
-		}
-	}
-	return "", false
-}
-
-// checkHandler fails unless handler name exists in wf with type typ.
-func checkHandler(ctx context.Context, st *kvmodel.Store, wf, name, role, typ string) error {
+// checkHandler fails unless handler name exists in wf and may fill role r.
+func checkHandler(ctx context.Context, st *kvmodel.Store, wf, name string, r kvmodel.StepRole) error {
 	h := &kvmodel.Handler{WorkflowName: wf, Name: name}
-	if err := kvmodel.ValidateName(role+" handler name", name); err != nil {
+	if err := kvmodel.ValidateName(r.Name+" handler name", name); err != nil {
 		return err
 	}
 	if err := st.Get(ctx, h); err != nil {
-		return notFound(err, "%s handler %q of workflow %s", role, name, wf)
+		return notFound(err, "%s handler %q of workflow %s", r.Name, name, wf)
 	}
-	if h.HandlerType != typ {
-		return fmt.Errorf("%s handler %q is a %s, not a %s", role, name, h.HandlerType, typ)
-	}
-	return nil
+	return kvmodel.CheckRole(r, h)
 }
 
 // checkStepHandlers checks every handler a step names. The error of a bad
 // map, combine or reduce handler exits with 1, 2 or 3, as
 // mr_kv_step_create did.
 func checkStepHandlers(ctx context.Context, st *kvmodel.Store, s *kvmodel.Step) error {
-	for i, name := range []string{s.MapHandlerName, s.CombineHandlerName, s.ReduceHandlerName} {
-		if name == "" && roles[i].role == "combine" {
+	i := 0
+	for r, name := range s.Roles() {
+		i++
+		if name == "" && r.Optional {
 			continue
 		}
-		if err := checkHandler(ctx, st, s.WorkflowName, name, roles[i].role, roles[i].typ); err != nil {
-			return &codedError{fmt.Errorf("step %s: %w", s.Name, err), i + 1}
+		if err := checkHandler(ctx, st, s.WorkflowName, name, r); err != nil {
+			return &codedError{fmt.Errorf("step %s: %w", s.Name, err), i}
 		}
 	}
 	return nil
-}
-
-func stepHandler(s *kvmodel.Step, typ string) *string {
-	switch typ {
-	case kvmodel.HandlerMapper:
-		return &s.MapHandlerName
-	case kvmodel.HandlerCombiner:
-		return &s.CombineHandlerName
-	}
-	return &s.ReduceHandlerName
 }
 
 func (a *app) stepCmd() *cobra.Command {
@@ -180,8 +150,8 @@ func (a *app) stepSetHandlerCmd() *cobra.Command {
 			changed := false
 			for flag, v := range map[string]string{"map": m, "combine": c, "reduce": r} {
 				if cmd.Flags().Changed(flag) {
-					typ, _ := roleType(flag)
-					*stepHandler(s, typ) = v
+					r, _ := kvmodel.RoleOf(flag)
+					*s.HandlerOf(r) = v
 					changed = true
 				}
 			}
@@ -215,11 +185,11 @@ combine, reduce).`,
 		Args:    cobra.ExactArgs(4),
 		RunE: a.storeCmd(func(cmd *cobra.Command, ctx context.Context, st *kvmodel.Store, args []string) error {
 			wf, from, to := args[0], args[2], args[3]
-			typ, ok := roleType(args[1])
+			role, ok := kvmodel.RoleOf(args[1])
 			if !ok {
 				return fmt.Errorf("handler type %q: want mapper, combiner or reducer", args[1])
 			}
-			if err := checkHandler(ctx, st, wf, to, "new", typ); err != nil {
+			if err := checkHandler(ctx, st, wf, to, role); err != nil {
 				return err
 			}
 			steps, err := kvmodel.List[kvmodel.Step](ctx, st, wf)
@@ -228,7 +198,7 @@ combine, reduce).`,
 			}
 			n := 0
 			for _, s := range steps {
-				h := stepHandler(s, typ)
+				h := s.HandlerOf(role)
 				if *h != from {
 					continue
 				}
@@ -239,7 +209,7 @@ combine, reduce).`,
 						return fmt.Errorf("step %s: %w", s.Name, err)
 					}
 				}
-				fmt.Fprintf(a.stdout, "step %s: %s %s -> %s\n", s.Name, typ, from, to)
+				fmt.Fprintf(a.stdout, "step %s: %s %s -> %s\n", s.Name, role.HandlerType, from, to)
 			}
 			suffix := ""
 			if dryRun {
@@ -257,9 +227,9 @@ combine, reduce).`,
 func (a *app) printSteps(steps []*kvmodel.Step) error {
 	by := map[string]map[string][]string{"mapper": {}, "combiner": {}, "reducer": {}}
 	for _, s := range steps {
-		for _, r := range roles {
-			if h := *stepHandler(s, r.typ); h != "" {
-				by[r.typ][h] = append(by[r.typ][h], s.Name)
+		for r, h := range s.Roles() {
+			if h != "" {
+				by[r.HandlerType][h] = append(by[r.HandlerType][h], s.Name)
 			}
 		}
 	}
@@ -305,12 +275,12 @@ func (a *app) warnUnofferedCapabilities(ctx context.Context, st *kvmodel.Store, 
 	if err != nil {
 		return
 	}
-	for _, name := range []string{s.MapHandlerName, s.CombineHandlerName, s.ReduceHandlerName} {
+	for _, name := range s.Roles() {
 		h := &kvmodel.Handler{WorkflowName: s.WorkflowName, Name: name}
 		if name == "" || st.Get(ctx, h) != nil {
 			continue
 		}
-		c := kvmodel.TopicCapability(h.RequiredCapability)
+		c := h.Capability()
 		offered := false
 		for _, r := range runners {
 			offered = offered || r.Serves(s.WorkflowName, c)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,7 +36,8 @@ type EtcdOptions struct {
 // Etcd is a running embedded etcd.
 type Etcd struct {
 	e        *embed.Etcd
-	Endpoint string // http://host:port
+	once     sync.Once // Close's
+	Endpoint string    // http://host:port
 }
 
 // StartEtcd starts etcd and waits until it serves.
@@ -53,7 +55,7 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	}
 }
 
-func startEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
+func startEtcd(ctx context.Context, o EtcdOptions) (_ *Etcd, err error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(o.Dir, "etcd")
 	cfg.Name = "jobx"
@@ -84,23 +86,25 @@ func startEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start etcd in %s: %w", cfg.Dir, err)
 	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		e.Close()
 		return nil, fmt.Errorf("etcd: %w", err)
 	case <-time.After(30 * time.Second):
-		e.Close()
 		return nil, fmt.Errorf("etcd did not become ready within 30s")
 	case <-ctx.Done():
-		e.Close()
 		return nil, ctx.Err()
 	}
 	return &Etcd{e: e, Endpoint: "http://" + e.Clients[0].Addr().String()}, nil
 }
 
-// Close stops etcd.
-func (e *Etcd) Close() { e.e.Close() }
+// Close stops etcd. It is idempotent.
+func (e *Etcd) Close() { e.once.Do(e.e.Close) }
 
 // pickedPort says whether addr (or def, when addr is empty) asks for a
 // port to be picked.
@@ -159,6 +163,7 @@ type NSQDOptions struct {
 // NSQD is a running in-process nsqd.
 type NSQD struct {
 	n        *nsqd.NSQD
+	once     sync.Once // Close's
 	TCPAddr  string
 	HTTPAddr string
 }
@@ -211,8 +216,9 @@ func StartNSQD(ctx context.Context, o NSQDOptions) (*NSQD, error) {
 	return &NSQD{n: n, TCPAddr: n.RealTCPAddr().String(), HTTPAddr: n.RealHTTPAddr().String()}, nil
 }
 
-// Close stops nsqd, persisting queued messages to its data directory.
-func (n *NSQD) Close() { n.n.Exit() }
+// Close stops nsqd, persisting queued messages to its data directory. It
+// is idempotent.
+func (n *NSQD) Close() { n.once.Do(n.n.Exit) }
 
 // Depth returns the number of messages queued on topic, 0 when nsqd has
 // no such topic.
@@ -227,8 +233,9 @@ func (n *NSQD) Depth(topic string) int64 {
 // Lookupd is a running in-process nsqlookupd.
 type Lookupd struct {
 	l        *nsqlookupd.NSQLookupd
-	TCPAddr  string // where nsqd register
-	HTTPAddr string // the HTTP API (GET /nodes, /lookup)
+	once     sync.Once // Close's
+	TCPAddr  string    // where nsqd register
+	HTTPAddr string    // the HTTP API (GET /nodes, /lookup)
 }
 
 // StartLookupd starts an nsqlookupd on loopback ports of its own choosing.
@@ -248,8 +255,8 @@ func StartLookupd(log *slog.Logger) (*Lookupd, error) {
 	return &Lookupd{l: l, TCPAddr: l.RealTCPAddr().String(), HTTPAddr: l.RealHTTPAddr().String()}, nil
 }
 
-// Close stops nsqlookupd.
-func (l *Lookupd) Close() { l.l.Exit() }
+// Close stops nsqlookupd. It is idempotent.
+func (l *Lookupd) Close() { l.once.Do(l.l.Exit) }
 
 func orDefault(s, d string) string {
 	if s == "" {

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -403,11 +404,9 @@ func stepUses(steps []*kvmodel.Step) (map[string][]string, int64) {
 	var rev int64
 	for _, s := range steps {
 		rev = max(rev, s.Revision())
-		for _, u := range []struct{ handler, as string }{
-			{s.MapHandlerName, "map"}, {s.CombineHandlerName, "combine"}, {s.ReduceHandlerName, "reduce"},
-		} {
-			if u.handler != "" {
-				uses[u.handler] = append(uses[u.handler], fmt.Sprintf("%s (%s)", s.Name, u.as))
+		for r, name := range s.Roles() {
+			if name != "" {
+				uses[name] = append(uses[name], fmt.Sprintf("%s (%s)", s.Name, r.Name))
 			}
 		}
 	}
@@ -416,22 +415,18 @@ func stepUses(steps []*kvmodel.Step) (map[string][]string, int64) {
 
 // typeWarnings flags steps that will use a handler of the wrong type.
 func typeWarnings(steps []*kvmodel.Step, want []loaded, have map[string]*kvmodel.Handler) []string {
-	types := map[string]string{}
-	for name, h := range have {
-		types[name] = h.HandlerType
-	}
+	handlers := make(map[string]*kvmodel.Handler, len(have)+len(want))
+	maps.Copy(handlers, have)
 	for _, l := range want {
-		types[l.handler.Name] = l.handler.HandlerType
+		handlers[l.handler.Name] = l.handler
 	}
 	var out []string
 	for _, s := range steps {
-		for _, u := range []struct{ handler, as, typ string }{
-			{s.MapHandlerName, "map", kvmodel.HandlerMapper},
-			{s.CombineHandlerName, "combine", kvmodel.HandlerCombiner},
-			{s.ReduceHandlerName, "reduce", kvmodel.HandlerReducer},
-		} {
-			if t, ok := types[u.handler]; ok && t != u.typ {
-				out = append(out, fmt.Sprintf("step %s uses %s as its %s handler, but it is a %s", s.Name, u.handler, u.as, t))
+		for r, name := range s.Roles() {
+			if h, ok := handlers[name]; ok {
+				if err := s.CheckRole(r, h); err != nil {
+					out = append(out, err.Error())
+				}
 			}
 		}
 	}

@@ -125,13 +125,7 @@ func Apply(ctx context.Context, store *kvmodel.Store, dir string, log *slog.Logg
 		}
 	}
 	for _, s := range m.Steps {
-		want := &kvmodel.Step{
-			Name: s.Name, WorkflowName: m.Workflow, Description: s.Description,
-			MapHandlerName: s.Map, CombineHandlerName: s.Combine, ReduceHandlerName: s.Reduce,
-		}
-		if want.Description == "" {
-			want.Description = s.Name
-		}
+		want := s.step(m.Workflow)
 		a, err := upsert(ctx, store, want, func(old *kvmodel.Step) bool {
 			return old.Description == want.Description && old.MapHandlerName == want.MapHandlerName &&
 				old.CombineHandlerName == want.CombineHandlerName && old.ReduceHandlerName == want.ReduceHandlerName
@@ -194,19 +188,19 @@ func (m *Manifest) validate(types map[string]string, steps map[string]bool, hasH
 		if err := kvmodel.ValidateName("step name", s.Name); err != nil {
 			fail(s.Line, "%v", err)
 		}
-		for _, h := range []struct{ role, name, typ string }{
-			{"map", s.Map, kvmodel.HandlerMapper},
-			{"combine", s.Combine, kvmodel.HandlerCombiner},
-			{"reduce", s.Reduce, kvmodel.HandlerReducer},
-		} {
-			switch t, ok := types[h.name]; {
-			case h.name == "" && h.role == "combine":
-			case h.name == "":
-				fail(s.Line, "step %s: missing %q (a %s handler name)", s.Name, h.role, h.typ)
+		step := s.step(m.Workflow)
+		for r, name := range step.Roles() {
+			t, ok := types[name]
+			switch {
+			case name == "" && r.Optional:
+			case name == "":
+				fail(s.Line, "step %s: missing %q (a %s handler name)", s.Name, r.Name, r.HandlerType)
 			case !ok:
-				fail(s.Line, "step %s: %s handler %q does not exist %s", s.Name, h.role, h.name, where)
-			case t != h.typ:
-				fail(s.Line, "step %s: %s handler %q is a %s, not a %s", s.Name, h.role, h.name, t, h.typ)
+				fail(s.Line, "step %s: %s handler %q does not exist %s", s.Name, r.Name, name, where)
+			default:
+				if err := step.CheckRole(r, &kvmodel.Handler{Name: name, HandlerType: t}); err != nil {
+					fail(s.Line, "%v", err)
+				}
 			}
 		}
 		if s.Combine != "" && (s.Combine == s.Map || s.Combine == s.Reduce) {

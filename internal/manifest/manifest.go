@@ -75,6 +75,15 @@ type Step struct {
 	Reduce      string `yaml:"reduce"`
 }
 
+// step returns s as the kvmodel.Step of workflow wf; an empty description
+// is the step's name.
+func (s Step) step(wf string) *kvmodel.Step {
+	return &kvmodel.Step{
+		Name: s.Name, WorkflowName: wf, Description: cmp.Or(s.Description, s.Name),
+		MapHandlerName: s.Map, CombineHandlerName: s.Combine, ReduceHandlerName: s.Reduce,
+	}
+}
+
 // Job is one entry of jobs:.
 type Job struct {
 	Name        string `yaml:"-"`
