@@ -14,7 +14,11 @@ import (
 // each topic it consumes from the nsqd HTTP addresses in Options.NSQDHTTP,
 // into jobx_queue_depth (messages waiting, summed over the nsqd).
 func (r *Runner) pollDepth(ctx context.Context, interval time.Duration) {
-	client := &http.Client{Timeout: 5 * time.Second}
+	// A transport of its own, its idle connections closed on return: the
+	// default one would keep a connection (and its goroutines) to each
+	// nsqd after the runner stopped.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	defer client.CloseIdleConnections()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

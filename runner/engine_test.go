@@ -186,6 +186,10 @@ func (e *engineEnv) result(req *kvmodel.Request) string {
 	return strings.Join(out, " ")
 }
 
+// noKeepAlive reads nsqd's stats without leaving connections (and their
+// goroutines, which goleak would report) behind.
+var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // mapperRuns counts the mapper runs so far.
 func (e *engineEnv) mapperRuns() int {
 	b, _ := os.ReadFile(e.runs)
@@ -199,7 +203,7 @@ func (e *engineEnv) settled(n uint64) {
 	deadline := time.Now().Add(30 * time.Second)
 	topic := kvmodel.MapTopic("wf", kvmodel.TopicCapability(""))
 	for {
-		st, err := queue.FetchStats(e.t.Context(), http.DefaultClient, e.nsqd)
+		st, err := queue.FetchStats(e.t.Context(), noKeepAlive, e.nsqd)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -284,7 +288,7 @@ func TestEngine(t *testing.T) {
 		e.settled(0)
 		runs := e.mapperRuns()
 		stats := func() (uint64, error) {
-			st, err := queue.FetchStats(t.Context(), http.DefaultClient, e.nsqd)
+			st, err := queue.FetchStats(t.Context(), noKeepAlive, e.nsqd)
 			if err != nil {
 				return 0, err
 			}

@@ -59,11 +59,9 @@ type Runner struct {
 	runCtx    context.Context
 	runCancel context.CancelFunc
 
-	mu        sync.Mutex // guards consumers and stopping
-	consumers map[string]*nsq.Consumer
+	mu        sync.Mutex               // guards consumers and stopping
+	consumers map[string]*nsq.Consumer // by topic (consumer.go)
 	stopping  bool
-	paused    bool
-	subErr    error
 
 	closeOnce sync.Once
 	closeErr  error // Close's result
@@ -227,90 +225,6 @@ func (r *Runner) serves(wf string) bool {
 	return len(r.opts.Workflows) == 0 || slices.Contains(r.opts.Workflows, wf)
 }
 
-// subscribe starts consumers for a workflow's map and reduce topics of
-// every offered capability. It is idempotent.
-func (r *Runner) subscribe(wf string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.stopping {
-		return nil
-	}
-	added := 0
-	for _, c := range r.opts.Capabilities {
-		if err := kvmodel.ValidateTopicPair(wf, c); err != nil {
-			return err
-		}
-		for _, topic := range []string{kvmodel.MapTopic(wf, c), kvmodel.ReduceTopic(wf, c)} {
-			if _, ok := r.consumers[topic]; ok {
-				continue
-			}
-			cons, err := r.consume(topic)
-			if err != nil {
-				return err
-			}
-			r.consumers[topic] = cons
-			added++
-		}
-	}
-	if added > 0 {
-		r.log.Info("serving workflow", "workflow", wf)
-	}
-	return nil
-}
-
-func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
-	cfg := queue.Config(r.opts.NSQTLS)
-	// Twice as many messages as handler runs: while Concurrency of them
-	// run handlers, the others load their data or record their results
-	// (fsync'd etcd writes), instead of holding a run's place.
-	cfg.MaxInFlight = 2 * r.opts.Concurrency
-	cfg.MaxAttempts = 0          // the runner counts attempts itself
-	cfg.OutputBufferSize = -1    // unbuffered: nsqd writes each message at once
-	cfg.OutputBufferTimeout = -1 // (a buffer would hold messages up to 250 ms)
-	cfg.LookupdPollInterval = 5 * time.Second
-	cfg.MsgTimeout = r.opts.MsgTimeout
-	cfg.ClientID = r.opts.ID // nsqd's /stats and nsqadmin name the runner
-	cons, err := nsq.NewConsumer(topic, r.opts.Channel, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("consumer for %s: %w", topic, err)
-	}
-	cons.SetLogger(queue.NSQLogger(r.log), nsq.LogLevelWarning)
-	cons.AddConcurrentHandlers(nsq.HandlerFunc(func(m *nsq.Message) error { return r.handleMessage(topic, m) }), 2*r.opts.Concurrency)
-	if len(r.opts.Lookupds) > 0 {
-		err = cons.ConnectToNSQLookupds(r.opts.Lookupds)
-	} else {
-		err = cons.ConnectToNSQDs(r.opts.NSQDs)
-	}
-	if err != nil {
-		cons.Stop()
-		return nil, fmt.Errorf("connect consumer for %s: %w", topic, err)
-	}
-	return cons, nil
-}
-
-// drain stops the consumers and waits for in-flight handlers up to Grace.
-func (r *Runner) drain() {
-	r.mu.Lock()
-	r.stopping = true
-	consumers := make([]*nsq.Consumer, 0, len(r.consumers))
-	for _, c := range r.consumers {
-		consumers = append(consumers, c)
-		c.Stop()
-	}
-	r.mu.Unlock()
-	timer := time.NewTimer(r.opts.Grace)
-	defer timer.Stop()
-	for _, c := range consumers {
-		select {
-		case <-c.StopChan:
-		case <-timer.C:
-			r.log.Warn("drain grace elapsed; killing in-flight handlers", "grace", r.opts.Grace)
-			r.runCancel()
-			<-c.StopChan
-		}
-	}
-}
-
 // Close releases what New started. Call it once Run has returned (cancel
 // Run's context first). It shuts down in this order:
 //
@@ -435,20 +349,6 @@ func (r *Runner) announce(ctx context.Context) {
 		if lost {
 			r.log.Error("lost the registry lease (etcd unreachable); not taking work until it is back")
 			r.setPaused(true)
-		}
-	}
-}
-
-// setPaused stops (or resumes) delivery of new messages on every consumer.
-func (r *Runner) setPaused(paused bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.paused = paused
-	for _, c := range r.consumers {
-		if paused {
-			c.ChangeMaxInFlight(0)
-		} else {
-			c.ChangeMaxInFlight(r.opts.Concurrency)
 		}
 	}
 }
