@@ -178,13 +178,7 @@ func (c *Cluster) StopGateway() error {
 	if gw == nil {
 		return nil
 	}
-	return errors.Join(run.stop(), closeGateway(gw))
-}
-
-// closeGateway closes gw.
-func closeGateway(gw *gateway.Gateway) error {
-	gw.Close()
-	return nil
+	return errors.Join(run.stop(), gw.Close())
 }
 
 // AddRunner starts a runner with a copy of o, whose etcd client, nsqd
