@@ -250,13 +250,13 @@ func (g *Gateway) result(ctx context.Context, req *kvmodel.Request) ([]json.RawM
 // missingCapability returns a no_capability Failure when no live runner
 // offers a capability that the initial step's handlers require.
 func (g *Gateway) missingCapability(ctx context.Context, wf string, step *kvmodel.Step) (*kvmodel.Failure, error) {
-	for _, name := range []string{step.MapHandlerName, step.CombineHandlerName, step.ReduceHandlerName} {
+	for role, name := range step.Roles() {
 		if name == "" {
 			continue
 		}
 		h, err := g.catalog.Handler(ctx, wf, name)
 		if err != nil {
-			return nil, &apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names handler %q, which does not exist", step.Name, name)}
+			return nil, &apiError{http.StatusConflict, string(kvmodel.FailureDefinition), fmt.Sprintf("step %q names %s handler %q, which does not exist", step.Name, role.Name, name)}
 		}
 		if f := g.runners.Unoffered(ctx, wf, step.Name, h); f != nil {
 			return f, nil
