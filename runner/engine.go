@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"time"
 
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The invocation engine, by phase: consumer.go takes a message from NSQ
@@ -106,57 +104,25 @@ func freshTask(msg queue.Message, log *slog.Logger) (*task, error) {
 // load reads the invocation, its request and (in the same transaction) the
 // data the invocation consumes first.
 func (r *Runner) load(ctx context.Context, msg queue.Message, log *slog.Logger) (*task, error) {
-	wf := msg.WorkflowName
-	inv := &kvmodel.Invocation{WorkflowName: wf, ID: msg.InvocationID}
-	req := &kvmodel.Request{WorkflowName: wf, ID: msg.RequestID}
-	ops := []clientv3.Op{clientv3.OpGet(kvmodel.Key(inv)), clientv3.OpGet(kvmodel.Key(req))}
-	sorted := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-	var m *kvmodel.Invocation
-	switch {
-	case msg.JobClass == kvmodel.DirectionMap:
-		ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(wf, inv.ID, kvmodel.Arguments), sorted...))
-	case msg.MapInvocationID != "":
-		m = &kvmodel.Invocation{WorkflowName: wf, ID: msg.MapInvocationID}
-		ops = append(ops, clientv3.OpGet(kvmodel.DatasetPrefix(wf, m.ID, kvmodel.PostCombine), sorted...), clientv3.OpGet(kvmodel.Key(m)))
+	reduces := ""
+	if msg.JobClass != kvmodel.DirectionMap {
+		reduces = msg.MapInvocationID
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := r.store.Client().Txn(rctx).Then(ops...).Commit()
-	cancel()
+	w, err := r.store.ReadWork(ctx, msg.WorkflowName, msg.RequestID, msg.InvocationID, reduces)
 	if err != nil {
 		return nil, fmt.Errorf("load invocation: %w", err)
 	}
-	get := func(i int) []*mvccKV { return kvsOf(resp.Responses[i]) }
-	reqKV := get(1)
-	if len(reqKV) == 0 {
+	if w.Request == nil {
 		log.Info("request no longer exists (cleaned up); dropping message")
 		return nil, nil
 	}
-	if err := kvmodel.Decode(req, string(reqKV[0].Key), reqKV[0].Value, reqKV[0].ModRevision); err != nil {
-		return nil, err
-	}
-	invKV := get(0)
-	if len(invKV) == 0 {
-		if req.IsDone {
+	if w.Invocation == nil {
+		if w.Request.IsDone {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("invocation %s of a live request is missing", inv.ID)
+		return nil, fmt.Errorf("invocation %s of a live request is missing", msg.InvocationID)
 	}
-	if err := kvmodel.Decode(inv, string(invKV[0].Key), invKV[0].Value, invKV[0].ModRevision); err != nil {
-		return nil, err
-	}
-	t := &task{msg: msg, inv: inv, req: req, log: log.With("step", inv.StepName)}
-	if len(resp.Responses) > 2 {
-		t.data = joinValues(get(2))
-	}
-	if m != nil {
-		if mKV := get(3); len(mKV) > 0 {
-			if err := kvmodel.Decode(m, string(mKV[0].Key), mKV[0].Value, mKV[0].ModRevision); err != nil {
-				return nil, err
-			}
-			t.m = m
-		}
-	}
-	return t, nil
+	return &task{msg: msg, inv: w.Invocation, req: w.Request, log: log.With("step", w.Invocation.StepName), data: w.Data, m: w.Map}, nil
 }
 
 // handlerFor resolves a step's handler, as a definition failure of the
