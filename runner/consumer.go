@@ -141,10 +141,7 @@ func (r *Runner) subscribe(wf string) error {
 
 func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 	cfg := queue.Config(r.opts.NSQTLS)
-	// Twice as many messages as handler runs: while Concurrency of them
-	// run handlers, the others load their data or record their results
-	// (fsync'd etcd writes), instead of holding a run's place.
-	cfg.MaxInFlight = 2 * r.opts.Concurrency
+	cfg.MaxInFlight = r.maxInFlight()
 	cfg.MaxAttempts = 0          // the runner counts attempts itself
 	cfg.OutputBufferSize = -1    // unbuffered: nsqd writes each message at once
 	cfg.OutputBufferTimeout = -1 // (a buffer would hold messages up to 250 ms)
@@ -156,7 +153,7 @@ func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 		return nil, fmt.Errorf("consumer for %s: %w", topic, err)
 	}
 	cons.SetLogger(queue.NSQLogger(r.log), nsq.LogLevelWarning)
-	cons.AddConcurrentHandlers(nsq.HandlerFunc(func(m *nsq.Message) error { return r.handleMessage(topic, m) }), 2*r.opts.Concurrency)
+	cons.AddConcurrentHandlers(nsq.HandlerFunc(func(m *nsq.Message) error { return r.handleMessage(topic, m) }), r.maxInFlight())
 	if len(r.opts.Lookupds) > 0 {
 		err = cons.ConnectToNSQLookupds(r.opts.Lookupds)
 	} else {
@@ -168,6 +165,12 @@ func (r *Runner) consume(topic string) (*nsq.Consumer, error) {
 	}
 	return cons, nil
 }
+
+// maxInFlight is how many messages a consumer holds at once: twice as many
+// as handler runs, so that while Concurrency of them run handlers the
+// others load their data or record their results (fsync'd etcd writes)
+// instead of holding a run's place. Resuming after a pause restores it.
+func (r *Runner) maxInFlight() int { return 2 * r.opts.Concurrency }
 
 // drain stops the consumers and waits for in-flight handlers up to Grace.
 func (r *Runner) drain() {
@@ -200,7 +203,7 @@ func (r *Runner) setPaused(paused bool) {
 		if paused {
 			c.ChangeMaxInFlight(0)
 		} else {
-			c.ChangeMaxInFlight(r.opts.Concurrency)
+			c.ChangeMaxInFlight(r.maxInFlight())
 		}
 	}
 }

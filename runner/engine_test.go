@@ -229,6 +229,44 @@ func TestEngine(t *testing.T) {
 		return kvmodel.Pair{Key: kj, Value: json.RawMessage(fmt.Sprint(v))}
 	}
 
+	t.Run("each consumer holds twice as many messages as handler runs, once announced too", func(t *testing.T) {
+		// The registry announcement resumes the consumers (as after a lost
+		// lease); a resume once set Concurrency, half of what consume sets.
+		want := 2 * NewOptions().Concurrency
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := noKeepAlive.Get("http://" + e.nsqd + "/stats?format=json&topic=" + kvmodel.MapTopic("wf", kvmodel.TopicCapability("")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st struct {
+				Topics []struct {
+					Channels []struct {
+						Clients []struct {
+							Ready int `json:"ready_count"`
+						} `json:"clients"`
+					} `json:"channels"`
+				} `json:"topics"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := -1
+			if len(st.Topics) == 1 && len(st.Topics[0].Channels) == 1 && len(st.Topics[0].Channels[0].Clients) == 1 {
+				got = st.Topics[0].Channels[0].Clients[0].Ready
+			}
+			if got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the map topic's consumer is ready for %d messages, want %d", got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	t.Run("a leaf request is mapped and reduced, and ends done with the reducer's pairs", func(t *testing.T) {
 		for _, fresh := range []bool{false, true} {
 			req, _ := e.submit("leaf", fresh, pair("a", 1), pair("b", 2), pair("a", 3))
