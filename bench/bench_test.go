@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,18 +125,29 @@ func TestQuickRunMatchesTheBaseline(t *testing.T) {
 	}
 }
 
-// TestCeleryPeerMatchesTheBaseline runs the peer on a few documents: a
-// private redis-server and a Celery worker, both gone afterwards.
+// TestCeleryPeerMatchesTheBaseline runs the peer on a few documents and
+// requests: a private redis-server and a Celery worker, both gone
+// afterwards.
 func TestCeleryPeerMatchesTheBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server and a Celery worker")
 	}
+	testPeer(t, "Celery", celeryAvailable, benchCelery)
+}
+
+// testPeer runs a peer over 10 and 40 documents and a few trivial requests
+// at 1 and 4 clients, and checks its counts and figures. Where the peer
+// is not installed it skips, but fails under CI=true: make test installs
+// the peers through make bench-deps.
+func testPeer(t *testing.T, name string, available func(context.Context, string) string,
+	bench func(context.Context, string, *baseline, string, peerWork) (*peerResult, error)) {
+	t.Helper()
 	cfg := defaultConfig()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if why := celeryAvailable(ctx, cfg.CeleryPython); why != "" {
+	if why := available(ctx, cfg.PeerPython); why != "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("the Celery peer must run in CI (make test installs it through make bench-deps): %s", why)
+			t.Fatalf("the %s peer must run in CI (make test installs it through make bench-deps): %s", name, why)
 		}
 		t.Skip(why)
 	}
@@ -145,19 +157,36 @@ func TestCeleryPeerMatchesTheBaseline(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := generateDocs(40, 1000, 300, 7)
-	r, err := benchCelery(ctx, cfg.CeleryPython, bl, filepath.Join(dir, "celery"), docs, []int{10, 40}, 3)
+	small := smallSpec{Clients: []int{1, 4}, Requests: 20, Warmup: 2}
+	r, err := bench(ctx, cfg.PeerPython, bl, filepath.Join(dir, "peer"), peerWork{docs: docs, sizes: []int{10, 40}, warmDocs: 3, small: small})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var notes strings.Builder
+	r.writeNotes(&notes)
+	for _, l := range r.Small {
+		fmt.Fprintf(&notes, "%d clients: %+v\n", l.Clients, *l)
+	}
+	t.Log("\n" + notes.String())
+	if err := checkPeer(r, docs); err != nil {
+		t.Error(err)
+	}
+	if r.Name != name || len(r.Runs) != 2 {
+		t.Fatalf("want %s's two runs: %+v", name, r)
+	}
 	for _, run := range r.Runs {
-		if d := diffCounts(run.Counts, countWords(docs[:run.Docs])); d != "" {
-			t.Errorf("Celery's count over %d documents: %s", run.Docs, d)
-		}
 		if run.WallS <= 0 || run.Tasks != run.Docs+1 {
 			t.Errorf("run %+v: want a positive wall time and one task per document and one more", run)
 		}
 	}
-	if r.WorkerStart <= 0 || r.Version == "" || r.Redis == "" {
-		t.Errorf("want the worker's start time and the versions: %+v", r)
+	for _, c := range small.Clients {
+		l := r.small(c)
+		if l == nil || l.Requests != small.Requests || l.P50MS <= 0 || l.P99MS < l.P50MS || l.PerS <= 0 {
+			t.Errorf("trivial requests at %d clients: %+v", c, l)
+		}
+	}
+	// A worker process or two and the driver, at some MiB each.
+	if r.StartS <= 0 || r.Version == "" || r.Python == "" || r.Processes < 2 || r.PeakRSSWordcount < 20 || r.PeakRSS < r.PeakRSSWordcount {
+		t.Errorf("want the start time, the versions and the processes' memory: %+v", r)
 	}
 }

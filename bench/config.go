@@ -33,13 +33,15 @@ type config struct {
 	// ScaleSizes are the word-count sizes, ascending, of the scaling runs
 	// on a cluster of separate processes.
 	ScaleSizes []int
-	// Celery adds the peer: the word count on Celery, at Docs and at
-	// each of CelerySizes (the scaling sizes), run by CeleryPython.
-	Celery       bool
-	CelerySizes  []int
-	CeleryPython string
-	Log          *slog.Logger
-	Stdout       io.Writer
+	// Celery adds the peer: the word count on it, at Docs and at each of
+	// PeerSizes (the scaling sizes), then Small, all run by PeerPython.
+	Celery     bool
+	PeerSizes  []int
+	PeerPython string
+	// Small is the small-requests scenario, on jobx and on the peers.
+	Small  smallSpec
+	Log    *slog.Logger
+	Stdout io.Writer
 }
 
 func defaultConfig() *config {
@@ -59,8 +61,9 @@ func defaultConfig() *config {
 		BaselineRuns:  5,
 		ScaleSizes:    []int{500, 2000, 8000},
 		Celery:        true,
-		CelerySizes:   []int{500, 2000, 8000},
-		CeleryPython:  "/usr/bin/python3",
+		PeerSizes:     []int{500, 2000, 8000},
+		PeerPython:    "/usr/bin/python3",
+		Small:         smallSpec{Clients: []int{1, 16, 64}, Requests: 1000, Warmup: 50},
 		Stdout:        os.Stdout,
 	}
 }
@@ -74,4 +77,5 @@ func (c *config) quick() {
 	c.BaselineRuns = 1
 	c.ScaleSizes = []int{25, 100}
 	c.Celery = false
+	c.Small.Requests, c.Small.Warmup = 50, 5
 }

@@ -18,7 +18,7 @@ import (
 
 // figure is one reported measurement. Baseline and Ratio (Value/Baseline)
 // are null where there is no baseline; Celery and CeleryRatio
-// (Value/Celery) where the peer did not run the same work; Target,
+// (Value/Celery) where that peer did not run the same work; Target,
 // MeetsTarget and MissedBy only where the project sets a target.
 type figure struct {
 	Label       string   `json:"label"`
@@ -50,12 +50,18 @@ func (f *figure) vs(baseline float64) *figure {
 	return f
 }
 
-// vsCelery sets the peer's figure and the ratio to it.
-func (f *figure) vsCelery(celery float64) *figure {
-	f.Celery = &celery
-	if celery > 0 {
-		r := f.Value / celery
-		f.CeleryRatio = &r
+// vsPeer sets peer p's figure v and the ratio to it.
+func (f *figure) vsPeer(p *peerResult, v float64) *figure {
+	var r *float64
+	if v > 0 {
+		x := f.Value / v
+		r = &x
+	}
+	switch p.Name {
+	case "Celery":
+		f.Celery, f.CeleryRatio = &v, r
+	default:
+		panic("bench: no column for peer " + p.Name)
 	}
 	return f
 }
@@ -131,10 +137,12 @@ type results struct {
 	PeakRSSZygotes           *figure `json:"peak_rss_python_zygotes"`
 	// Sandboxes are the sandboxes side by side.
 	Sandboxes *sandboxFigures `json:"sandboxes,omitempty"`
-	// Celery is the peer's run; CelerySkipped says why there is none.
-	Celery        *celeryResult `json:"celery,omitempty"`
-	CelerySkipped string        `json:"celery_skipped,omitempty"`
-	Scaling       *scaling      `json:"scaling,omitempty"`
+	// Celery is the peer's run; CelerySkipped says why it did not run.
+	Celery        *peerResult `json:"celery,omitempty"`
+	CelerySkipped string      `json:"celery_skipped,omitempty"`
+	// Small is the small-requests scenario (the peers' levels are theirs).
+	Small   *smallRequests `json:"small_requests,omitempty"`
+	Scaling *scaling       `json:"scaling,omitempty"`
 	// WordcountMatchesBaseline is true when jobx's word counts equal the
 	// baseline's (and Go's) exactly; a run where they differ fails.
 	WordcountMatchesBaseline bool `json:"wordcount_matches_baseline"`
@@ -161,17 +169,22 @@ func (r *results) writeNotes(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d cores (%s), Go %s, Python %s, kernel %s, %s; load average %.1f at the start, %.1f at the end.\n",
 		m.NProc, m.CPUModel, m.GoVersion, m.Python, m.Kernel, m.Date, m.LoadStart, m.LoadEnd)
 	fmt.Fprintln(w, "baseline: the same Python handlers in one Python process (bench/baseline.py), same run.")
-	switch {
-	case r.Celery != nil:
-		c := r.Celery
-		fmt.Fprintf(w, "Celery %s on %s, redis-server %s: %s. Worker start (exec to first ping answered) %.2f s, not in the wall times.\n",
-			c.Version, c.Python, c.Redis, c.Setup, c.WorkerStart)
-		if run := c.run(r.Sizes.Docs); run != nil {
-			fmt.Fprintf(w, "Celery word count %d docs: %d tasks, %.0f tasks/s (jobx runs 2 invocations per document, Celery 1 task).\n",
-				run.Docs, run.Tasks, float64(run.Tasks)/run.WallS)
+	for _, p := range []struct {
+		r       *peerResult
+		name    string
+		skipped string
+	}{{r.Celery, "Celery", r.CelerySkipped}} {
+		if p.r == nil {
+			if p.skipped != "" {
+				fmt.Fprintf(w, "%s: skipped: %s\n", p.name, p.skipped)
+			}
+			continue
 		}
-	case r.CelerySkipped != "":
-		fmt.Fprintln(w, "Celery: skipped:", r.CelerySkipped)
+		p.r.writeNotes(w)
+	}
+	if r.Small != nil {
+		fmt.Fprintf(w, "small requests: %d warm-up and %d measured blocking trivial requests per number of clients; jobx's: %s, from the bench process over one HTTP client.\n",
+			r.Small.Spec.Warmup, r.Small.Spec.Requests, r.Small.Job)
 	}
 	if r.Scaling != nil {
 		fmt.Fprintln(w, "scaling:", r.Scaling.Cluster+"; peak RSS is VmHWM, reset before each size's run.")
@@ -189,12 +202,12 @@ func (r *results) writeTable(w io.Writer) error {
 		return formatRatio(*r)
 	}
 	for _, f := range r.figures() {
-		base, peer, target := "", "", ""
+		base, celery, target := "", "", ""
 		if f.Baseline != nil {
 			base = formatValue(*f.Baseline, f.Unit)
 		}
 		if f.Celery != nil {
-			peer = formatValue(*f.Celery, f.Unit)
+			celery = formatValue(*f.Celery, f.Unit)
 		}
 		if f.MeetsTarget != nil {
 			target = f.Target + ": met"
@@ -202,7 +215,8 @@ func (r *results) writeTable(w io.Writer) error {
 				target = fmt.Sprintf("%s: MISSED by %.2fx", f.Target, *f.MissedBy)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio), peer, ratio(f.CeleryRatio), target)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio),
+			celery, ratio(f.CeleryRatio), target)
 	}
 	return tw.Flush()
 }
