@@ -120,7 +120,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	}
 	var small *smallRequests
 	if cfg.Small.Requests > 0 {
-		fmt.Fprintf(os.Stderr, "bench: small requests, %d warm-up + %d trivial requests at each of %v clients\n", cfg.Small.Warmup, cfg.Small.Requests, cfg.Small.Clients)
+		fmt.Fprintf(os.Stderr, "bench: small requests, %d warm-up per client + %d trivial requests at each of %v clients\n", cfg.Small.Warmup, cfg.Small.Requests, cfg.Small.Clients)
 		if small, err = benchSmall(ctx, c.url, cfg.Small); err != nil {
 			return nil, fmt.Errorf("small requests: %w", err)
 		}
@@ -176,6 +176,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 		skipped   *string
 	}{
 		{"Celery", cfg.Celery, celeryAvailable, benchCelery, &r.Celery, &r.CelerySkipped},
+		{"Dask", cfg.Dask, daskAvailable, benchDask, &r.Dask, &r.DaskSkipped},
 	} {
 		if !p.on {
 			continue
@@ -206,7 +207,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	}
 
 	if len(cfg.ScaleSizes) > 0 {
-		if r.Scaling, err = benchScaling(ctx, cfg, filepath.Join(dir, "scale"), bl, all, r.Celery); err != nil {
+		if r.Scaling, err = benchScaling(ctx, cfg, filepath.Join(dir, "scale"), bl, all, r.Celery, r.Dask); err != nil {
 			return nil, fmt.Errorf("scaling: %w", err)
 		}
 	}
@@ -217,7 +218,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	}
 	if r.Small != nil {
 		fmt.Fprintln(cfg.Stdout)
-		if err := r.Small.write(cfg.Stdout, []*peerResult{r.Celery}); err != nil {
+		if err := r.Small.write(cfg.Stdout, []*peerResult{r.Celery, r.Dask}); err != nil {
 			return nil, err
 		}
 	}

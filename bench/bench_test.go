@@ -135,6 +135,15 @@ func TestCeleryPeerMatchesTheBaseline(t *testing.T) {
 	testPeer(t, "Celery", celeryAvailable, benchCelery)
 }
 
+// TestDaskPeerMatchesTheBaseline runs the peer on a few documents and
+// requests: a LocalCluster of two worker processes, gone afterwards.
+func TestDaskPeerMatchesTheBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Dask LocalCluster")
+	}
+	testPeer(t, "Dask", daskAvailable, benchDask)
+}
+
 // testPeer runs a peer over 10 and 40 documents and a few trivial requests
 // at 1 and 4 clients, and checks its counts and figures. Where the peer
 // is not installed it skips, but fails under CI=true: make test installs

@@ -33,9 +33,11 @@ type config struct {
 	// ScaleSizes are the word-count sizes, ascending, of the scaling runs
 	// on a cluster of separate processes.
 	ScaleSizes []int
-	// Celery adds the peer: the word count on it, at Docs and at each of
-	// PeerSizes (the scaling sizes), then Small, all run by PeerPython.
+	// Celery and Dask add the peers: the word count on each, at Docs and
+	// at each of PeerSizes (the scaling sizes), then Small, all run by
+	// PeerPython.
 	Celery     bool
+	Dask       bool
 	PeerSizes  []int
 	PeerPython string
 	// Small is the small-requests scenario, on jobx and on the peers.
@@ -61,9 +63,10 @@ func defaultConfig() *config {
 		BaselineRuns:  5,
 		ScaleSizes:    []int{500, 2000, 8000},
 		Celery:        true,
+		Dask:          true,
 		PeerSizes:     []int{500, 2000, 8000},
 		PeerPython:    "/usr/bin/python3",
-		Small:         smallSpec{Clients: []int{1, 16, 64}, Requests: 1000, Warmup: 50},
+		Small:         smallSpec{Clients: []int{1, 16, 64}, Requests: 1000, Warmup: 5},
 		Stdout:        os.Stdout,
 	}
 }
@@ -77,5 +80,6 @@ func (c *config) quick() {
 	c.BaselineRuns = 1
 	c.ScaleSizes = []int{25, 100}
 	c.Celery = false
-	c.Small.Requests, c.Small.Warmup = 50, 5
+	c.Dask = false
+	c.Small.Requests, c.Small.Warmup = 50, 2
 }

@@ -1,22 +1,22 @@
 """jobx bench peers: the part of the drivers that Celery's and Dask's share.
 
 A driver reads on stdin {"docs": [[name, text], ...], "sizes": [n, ...],
-"warmup_docs": n, "ready_timeout_s": s, "timeout_s": s, "small": {"clients":
-[c, ...], "requests": n, "warmup": n}} and writes on stdout {"version": v,
-"ready_unix": t, "wordcount_end_unix": t, "runs": [{"docs": n, "tasks": n +
-1, "wall_s": s, "submit_s": s, "client_cpu_s": s, "result": [[word, count],
-...]}, ...], "small": [{"clients": c, "requests": n, "wall_s": s,
-"latencies_ms": [...]}, ...]}.
+"warmup_docs": n, "ready_timeout_s": s, "timeout_s": s, "small":
+{"clients": [c, ...], "requests": n, "warmup_per_client": n}} and writes
+on stdout {"version": v, "ready_unix": t, "wordcount_end_unix": t, "runs":
+[{"docs": n, "tasks": n + 1, "wall_s": s, "submit_s": s, "client_cpu_s": s,
+"result": [[word, count], ...]}, ...], "small": [{"clients": c, "requests":
+n, "wall_s": s, "latencies_ms": [...]}, ...]}.
 
 run() does the timing: one unmeasured word count over the first warmup_docs
 documents, then one over the first n documents for each size (wall_s from
 submitting to having the result, submit_s until the submitting call
 returned, client_cpu_s this process's CPU meanwhile); then, for each number
-of clients, warmup unmeasured and then requests measured blocking trivial
-requests, each client sending its next request as soon as its last one is
-answered (wall_s from the first request's start to the last's answer). A
-driver's clients are threads (burst_threads) or asyncio tasks
-(burst_tasks), whichever its peer's client library serves best.
+of clients c, warmup_per_client * c unmeasured and then requests measured
+blocking trivial requests, each client sending its next request as soon as
+its last one is answered (wall_s from the first request's start to the
+last's answer). A driver's clients are threads (burst_threads) or asyncio
+tasks (burst_tasks), whichever its peer's client library serves best.
 """
 
 import asyncio
@@ -104,8 +104,8 @@ async def run(spec, version, wordcount, burst):
     small = []
     s = spec.get('small') or {}
     for clients in s.get('clients') or []:
-        if s['warmup']:
-            await burst(clients, s['warmup'])
+        if s['warmup_per_client']:
+            await burst(clients, s['warmup_per_client'] * clients)
         lat, wall = await burst(clients, s['requests'])
         small.append({'clients': clients, 'requests': s['requests'], 'wall_s': wall, 'latencies_ms': lat})
     json.dump({'version': version, 'ready_unix': ready, 'wordcount_end_unix': wordcount_end, 'runs': runs, 'small': small}, sys.stdout)

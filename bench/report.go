@@ -18,7 +18,8 @@ import (
 
 // figure is one reported measurement. Baseline and Ratio (Value/Baseline)
 // are null where there is no baseline; Celery and CeleryRatio
-// (Value/Celery) where that peer did not run the same work; Target,
+// (Value/Celery), Dask and DaskRatio (Value/Dask) where that peer did not
+// run the same work; Target,
 // MeetsTarget and MissedBy only where the project sets a target.
 type figure struct {
 	Label       string   `json:"label"`
@@ -28,6 +29,8 @@ type figure struct {
 	Ratio       *float64 `json:"ratio"`
 	Celery      *float64 `json:"celery,omitempty"`
 	CeleryRatio *float64 `json:"ratio_to_celery,omitempty"`
+	Dask        *float64 `json:"dask,omitempty"`
+	DaskRatio   *float64 `json:"ratio_to_dask,omitempty"`
 	Target      string   `json:"target,omitempty"`
 	MeetsTarget *bool    `json:"meets_target,omitempty"`
 	// MissedBy is how far a missed target is, as a factor above 1 (the
@@ -60,6 +63,8 @@ func (f *figure) vsPeer(p *peerResult, v float64) *figure {
 	switch p.Name {
 	case "Celery":
 		f.Celery, f.CeleryRatio = &v, r
+	case "Dask":
+		f.Dask, f.DaskRatio = &v, r
 	default:
 		panic("bench: no column for peer " + p.Name)
 	}
@@ -137,9 +142,12 @@ type results struct {
 	PeakRSSZygotes           *figure `json:"peak_rss_python_zygotes"`
 	// Sandboxes are the sandboxes side by side.
 	Sandboxes *sandboxFigures `json:"sandboxes,omitempty"`
-	// Celery is the peer's run; CelerySkipped says why it did not run.
+	// Celery and Dask are the peers' runs; CelerySkipped and DaskSkipped
+	// say why one did not run.
 	Celery        *peerResult `json:"celery,omitempty"`
 	CelerySkipped string      `json:"celery_skipped,omitempty"`
+	Dask          *peerResult `json:"dask,omitempty"`
+	DaskSkipped   string      `json:"dask_skipped,omitempty"`
 	// Small is the small-requests scenario (the peers' levels are theirs).
 	Small   *smallRequests `json:"small_requests,omitempty"`
 	Scaling *scaling       `json:"scaling,omitempty"`
@@ -173,7 +181,7 @@ func (r *results) writeNotes(w io.Writer) {
 		r       *peerResult
 		name    string
 		skipped string
-	}{{r.Celery, "Celery", r.CelerySkipped}} {
+	}{{r.Celery, "Celery", r.CelerySkipped}, {r.Dask, "Dask", r.DaskSkipped}} {
 		if p.r == nil {
 			if p.skipped != "" {
 				fmt.Fprintf(w, "%s: skipped: %s\n", p.name, p.skipped)
@@ -183,7 +191,7 @@ func (r *results) writeNotes(w io.Writer) {
 		p.r.writeNotes(w)
 	}
 	if r.Small != nil {
-		fmt.Fprintf(w, "small requests: %d warm-up and %d measured blocking trivial requests per number of clients; jobx's: %s, from the bench process over one HTTP client.\n",
+		fmt.Fprintf(w, "small requests: %d warm-up requests per client, then %d measured blocking trivial requests, at each number of clients; jobx's: %s, from the bench process over one HTTP client.\n",
 			r.Small.Spec.Warmup, r.Small.Spec.Requests, r.Small.Job)
 	}
 	if r.Scaling != nil {
@@ -194,7 +202,7 @@ func (r *results) writeNotes(w io.Writer) {
 // writeTable prints the figures as an aligned plain-text table.
 func (r *results) writeTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "benchmark\tjobx\tbaseline\tjobx/baseline\tCelery\tjobx/Celery\ttarget")
+	fmt.Fprintln(tw, "benchmark\tjobx\tbaseline\tjobx/baseline\tCelery\tjobx/Celery\tDask\tjobx/Dask\ttarget")
 	ratio := func(r *float64) string {
 		if r == nil {
 			return ""
@@ -202,12 +210,15 @@ func (r *results) writeTable(w io.Writer) error {
 		return formatRatio(*r)
 	}
 	for _, f := range r.figures() {
-		base, celery, target := "", "", ""
+		base, celery, dask, target := "", "", "", ""
 		if f.Baseline != nil {
 			base = formatValue(*f.Baseline, f.Unit)
 		}
 		if f.Celery != nil {
 			celery = formatValue(*f.Celery, f.Unit)
+		}
+		if f.Dask != nil {
+			dask = formatValue(*f.Dask, f.Unit)
 		}
 		if f.MeetsTarget != nil {
 			target = f.Target + ": met"
@@ -215,8 +226,8 @@ func (r *results) writeTable(w io.Writer) error {
 				target = fmt.Sprintf("%s: MISSED by %.2fx", f.Target, *f.MissedBy)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio),
-			celery, ratio(f.CeleryRatio), target)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio),
+			celery, ratio(f.CeleryRatio), dask, ratio(f.DaskRatio), target)
 	}
 	return tw.Flush()
 }

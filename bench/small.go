@@ -10,13 +10,14 @@ import (
 	"time"
 )
 
-// smallSpec is the small-requests scenario: at each number of clients,
-// Warmup unmeasured, then Requests measured blocking trivial requests, each
-// client sending its next request as soon as its last one is answered.
+// smallSpec is the small-requests scenario: at each number of clients c,
+// Warmup*c unmeasured (each client's first requests, which may bring up a
+// worker), then Requests measured blocking trivial requests, each client
+// sending its next request as soon as its last one is answered.
 type smallSpec struct {
 	Clients  []int `json:"clients"`
 	Requests int   `json:"requests"`
-	Warmup   int   `json:"warmup"`
+	Warmup   int   `json:"warmup_per_client"`
 }
 
 // smallLevel is the trivial requests at one number of clients.
@@ -56,7 +57,7 @@ func benchSmall(ctx context.Context, url string, spec smallSpec) (*smallRequests
 	cl := &client{url: url, http: &http.Client{Timeout: time.Minute, Transport: tr}}
 	s := &smallRequests{Spec: spec, Job: "trivial: a leaf Python mapper yielding one pair, the default combiner, a Python reducer, both reuse: handler"}
 	for _, clients := range spec.Clients {
-		if _, _, err := burstTrivial(ctx, cl, clients, spec.Warmup); err != nil {
+		if _, _, err := burstTrivial(ctx, cl, clients, spec.Warmup*clients); err != nil {
 			return nil, err
 		}
 		lat, wall, err := burstTrivial(ctx, cl, clients, spec.Requests)
