@@ -118,7 +118,16 @@ func TestQuickRunMatchesTheBaseline(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline", "scaling"} {
+	if s := r.Small; s == nil || len(s.Jobx) != len(cfg.Small.Clients) {
+		t.Errorf("want the small requests at each of %v clients: %+v", cfg.Small.Clients, s)
+	} else {
+		for _, l := range s.Jobx {
+			if l.Requests != cfg.Small.Requests || l.P50MS <= 0 || l.P99MS < l.P50MS || l.PerS <= 0 {
+				t.Errorf("small requests at %d clients: %+v", l.Clients, l)
+			}
+		}
+	}
+	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline", "scaling", "small_requests"} {
 		if _, ok := doc[k]; !ok {
 			t.Errorf("no %q in the JSON", k)
 		}
