@@ -44,9 +44,10 @@ type smallRequests struct {
 }
 
 // benchSmall runs the scenario on jobx's trivial job (a leaf mapper and a
-// reducer, reuse: handler) through the gateway at url, from this process,
-// over one HTTP client whose connections every client reuses.
-func benchSmall(ctx context.Context, url string, spec smallSpec) (*smallRequests, error) {
+// reducer, reuse: handler) through the gateway at url, whose runner is on
+// the sandbox kind box, from this process, over one HTTP client whose
+// connections every client reuses.
+func benchSmall(ctx context.Context, url, box string, spec smallSpec) (*smallRequests, error) {
 	largest := 1
 	for _, c := range spec.Clients {
 		largest = max(largest, c)
@@ -55,7 +56,7 @@ func benchSmall(ctx context.Context, url string, spec smallSpec) (*smallRequests
 	tr.MaxIdleConnsPerHost = largest
 	defer tr.CloseIdleConnections()
 	cl := &client{url: url, http: &http.Client{Timeout: time.Minute, Transport: tr}}
-	s := &smallRequests{Spec: spec, Job: "trivial: a leaf Python mapper yielding one pair, the default combiner, a Python reducer, both reuse: handler"}
+	s := &smallRequests{Spec: spec, Job: "trivial: a leaf Python mapper yielding one pair, the default combiner, a Python reducer, both reuse: handler, on the " + box + " sandbox"}
 	for _, clients := range spec.Clients {
 		if _, _, err := burstTrivial(ctx, cl, clients, spec.Warmup*clients); err != nil {
 			return nil, err
@@ -82,9 +83,7 @@ func burstTrivial(ctx context.Context, cl *client, clients, n int) ([]time.Durat
 	)
 	start := time.Now()
 	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				mu.Lock()
 				if left == 0 || err != nil {
@@ -93,21 +92,16 @@ func burstTrivial(ctx context.Context, cl *client, clients, n int) ([]time.Durat
 				}
 				left--
 				mu.Unlock()
-				var d time.Duration
-				ds, e := measureTrivial(ctx, cl, trivialJob, 0, 1) // checks the answer
-				if e == nil {
-					d = ds[0]
-				}
+				d, e := measureTrivial(ctx, cl, trivialJob, 0, 1) // checks the answer
 				mu.Lock()
-				if e != nil && err == nil {
-					err = e
-				}
 				if e == nil {
-					lat = append(lat, d)
+					lat = append(lat, d[0])
+				} else if err == nil {
+					err = e
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return lat, time.Since(start), err
