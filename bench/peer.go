@@ -141,7 +141,6 @@ func runPeerDriver(ctx context.Context, python, script, dir string, env []string
 	}
 	rss.add(cmd.Process.Pid)
 	err = cmd.Wait()
-	rss.exited(cmd.Process.Pid, cmd.ProcessState)
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	name := strings.TrimSuffix(filepath.Base(script), ".py")
 	if err != nil {

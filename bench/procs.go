@@ -126,7 +126,8 @@ func waitFor(d *daemon, within time.Duration, ready func() error) error {
 // it reads the VmHWM of each root and of every process descending from one,
 // and keeps each process's last value (a VmHWM only grows), so a sample's
 // total is the sum of the peaks of every process seen so far, the ones
-// that already exited included. close stops it; it must be called once.
+// that already exited included (as of their last sample, at most one
+// interval before they exited). close stops it; it must be called once.
 type rssSampler struct {
 	interval time.Duration
 	stopc    chan struct{}
@@ -169,19 +170,6 @@ func (s *rssSampler) add(pid int) {
 	s.roots = append(s.roots, pid)
 	s.mu.Unlock()
 	s.sample()
-}
-
-// exited records the peak of an exited root from its rusage (wait4's
-// ru_maxrss), which covers the time since the last sample.
-func (s *rssSampler) exited(pid int, st *os.ProcessState) {
-	ru, ok := st.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.last[pid] = max(s.last[pid], ru.Maxrss<<10)
-	s.record()
 }
 
 func (s *rssSampler) sample() {
