@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -206,5 +207,28 @@ func testPeer(t *testing.T, name string, available func(context.Context, string)
 	// A worker process or two and the driver, at some MiB each.
 	if r.StartS <= 0 || r.Version == "" || r.Python == "" || r.Processes < 2 || r.PeakRSSWordcount < 20 || r.PeakRSS < r.PeakRSSWordcount {
 		t.Errorf("want the start time, the versions and the processes' memory: %+v", r)
+	}
+}
+
+// TestRSSSamplerSumsATreesPeaks samples a shell and its child: both are
+// counted, each at a positive peak.
+func TestRSSSamplerSumsATreesPeaks(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 5 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	s := sampleRSS(10 * time.Millisecond)
+	s.add(cmd.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.peak().procs < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.close()
+	if p := s.peak(); p.procs != 2 || p.bytes <= 0 {
+		t.Fatalf("want the shell and its sleep, at a positive peak: %+v", p)
+	}
+	if early := s.peakUntil(time.Time{}); early.bytes > s.peak().bytes {
+		t.Fatalf("an earlier total %d exceeds the last %d", early.bytes, s.peak().bytes)
 	}
 }
