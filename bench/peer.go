@@ -112,11 +112,11 @@ func writePeerFiles(bl *baseline, files map[string][]byte) ([]string, error) {
 }
 
 // runPeerDriver runs a peer's driver (python script in dir, with env) in a
-// process group of its own, for a peer started at started, hands it w and extra on stdin, and returns
-// what it measured, its counts checked for form but not yet compared.
-// rss samples the driver's process tree beside what it already holds;
-// the group is killed when the driver has exited, so no worker it started
-// outlives it.
+// process group of its own, hands it w and extra on stdin, and returns what
+// it measured (its start counted from started; its counts checked for form
+// but not yet compared) and when its word counts ended. rss samples the
+// driver's process tree beside what it already holds. The group is killed
+// once the driver has exited, so no worker it started outlives it.
 func runPeerDriver(ctx context.Context, python, script, dir string, env []string, started time.Time, w peerWork, extra map[string]any, rss *rssSampler) (*peerResult, time.Time, error) {
 	pairs := make([][2]string, len(w.docs))
 	for i, d := range w.docs {
