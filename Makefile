@@ -43,9 +43,9 @@ endef
 deps:
 	$(call install_missing,$(DEB_DEPS))
 
-## bench-deps: the benchmark's peer, Celery with a Redis broker (started privately by the
-## harness; the packages' services are not used)
-BENCH_DEB_DEPS = py.celery:python3-celery py.redis:python3-redis redis-server:redis-server
+## bench-deps: the benchmark's peers, Celery with a Redis broker, and Dask distributed (both
+## started privately by the harness; the packages' services are not used)
+BENCH_DEB_DEPS = py.celery:python3-celery py.redis:python3-redis redis-server:redis-server py.distributed:python3-distributed
 bench-deps: deps
 	$(call install_missing,$(BENCH_DEB_DEPS))
 

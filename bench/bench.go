@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -117,9 +118,16 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 			zrss += n
 		}
 	}
+	var small *smallRequests
+	if cfg.Small.Requests > 0 {
+		fmt.Fprintf(os.Stderr, "bench: small requests, %d warm-up per client + %d trivial requests at each of %v clients\n", cfg.Small.Warmup, cfg.Small.Requests, cfg.Small.Clients)
+		if small, err = benchSmall(ctx, c.url, c.sandbox, cfg.Small); err != nil {
+			return nil, fmt.Errorf("small requests: %w", err)
+		}
+	}
 	c.Close()
 
-	r := &results{Machine: describeMachine(), WordcountMatchesBaseline: true}
+	r := &results{Machine: describeMachine(), WordcountMatchesBaseline: true, Small: small}
 	r.Sizes = sizes{
 		Mode: cfg.Mode, TrivialWarmup: cfg.Warmup, TrivialRequests: cfg.Requests, Docs: cfg.Docs, DocBytes: cfg.DocBytes,
 		Vocabulary: cfg.Vocabulary, Seed: cfg.Seed, WordcountBody: wc.RequestSize, BaselineWCRuns: cfg.BaselineRuns,
@@ -152,34 +160,54 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 		}
 	}
 
-	if cfg.Celery {
-		if why := celeryAvailable(ctx, cfg.CeleryPython); why != "" {
-			r.CelerySkipped = why
-			fmt.Fprintf(os.Stderr, "bench: Celery skipped: %s\n", why)
-		} else {
-			sizes := append([]int{cfg.Docs}, cfg.CelerySizes...)
-			slices.Sort(sizes)
-			sizes = slices.Compact(sizes)
-			fmt.Fprintf(os.Stderr, "bench: Celery: redis-server and a worker of %d processes; word count over %v documents\n", celeryConcurrency, sizes)
-			if r.Celery, err = benchCelery(ctx, cfg.CeleryPython, bl, filepath.Join(dir, "celery"), all, sizes, cfg.WarmDocs); err != nil {
-				return nil, fmt.Errorf("celery: %w", err)
-			}
-			for _, run := range r.Celery.Runs {
-				if d := diffCounts(run.Counts, countWords(all[:run.Docs])); d != "" {
-					return nil, fmt.Errorf("CELERY WORD COUNT MISMATCH over %d documents: %s", run.Docs, d)
-				}
-			}
-			p := r.Celery.run(cfg.Docs)
-			if d := diffCounts(p.Counts, blCounts); d != "" {
-				return nil, fmt.Errorf("CELERY WORD COUNT MISMATCH: Celery's result differs from the baseline's: %s", d)
-			}
-			r.WordcountWall.vsCelery(p.WallS).target("< Celery's", r.WordcountWall.Value < p.WallS, r.WordcountWall.Value/p.WallS)
-			r.WordcountDocsPerS.vsCelery(float64(p.Docs) / p.WallS)
+	peerSizes := append([]int{cfg.Docs}, cfg.PeerSizes...)
+	slices.Sort(peerSizes)
+	peerSizes = slices.Compact(peerSizes)
+	work := peerWork{docs: all, sizes: peerSizes, warmDocs: cfg.WarmDocs, small: cfg.Small}
+	if cfg.Small.Requests == 0 {
+		work.small.Clients = nil
+	}
+	for _, p := range []struct {
+		name      string
+		on        bool
+		available func(context.Context, string) string
+		bench     func(context.Context, string, *baseline, string, peerWork) (*peerResult, error)
+		result    **peerResult
+		skipped   *string
+	}{
+		{"Celery", cfg.Celery, celeryAvailable, benchCelery, &r.Celery, &r.CelerySkipped},
+		{"Dask", cfg.Dask, daskAvailable, benchDask, &r.Dask, &r.DaskSkipped},
+	} {
+		if !p.on {
+			continue
 		}
+		if why := p.available(ctx, cfg.PeerPython); why != "" {
+			*p.skipped = why
+			fmt.Fprintf(os.Stderr, "bench: %s skipped: %s\n", p.name, why)
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s: word count over %v documents, then trivial requests at %v clients\n", p.name, peerSizes, work.small.Clients)
+		peer, err := p.bench(ctx, cfg.PeerPython, bl, filepath.Join(dir, strings.ToLower(p.name)), work)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", strings.ToLower(p.name), err)
+		}
+		if err := checkPeer(peer, all); err != nil {
+			return nil, err
+		}
+		run := peer.run(cfg.Docs)
+		if d := diffCounts(run.Counts, blCounts); d != "" {
+			return nil, fmt.Errorf("%s WORD COUNT MISMATCH: its result differs from the baseline's: %s", strings.ToUpper(p.name), d)
+		}
+		r.WordcountWall.vsPeer(peer, run.WallS)
+		r.WordcountDocsPerS.vsPeer(peer, float64(run.Docs)/run.WallS)
+		*p.result = peer
+	}
+	if p := r.Celery.run(cfg.Docs); p != nil {
+		r.WordcountWall.target("< Celery's", r.WordcountWall.Value < p.WallS, r.WordcountWall.Value/p.WallS)
 	}
 
 	if len(cfg.ScaleSizes) > 0 {
-		if r.Scaling, err = benchScaling(ctx, cfg, filepath.Join(dir, "scale"), bl, all, r.Celery); err != nil {
+		if r.Scaling, err = benchScaling(ctx, cfg, filepath.Join(dir, "scale"), bl, all, r.Celery, r.Dask); err != nil {
 			return nil, fmt.Errorf("scaling: %w", err)
 		}
 	}
@@ -187,6 +215,12 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	r.Machine.LoadStart, r.Machine.LoadEnd = loadStart, loadAverage()
 	if err := r.writeTable(cfg.Stdout); err != nil {
 		return nil, err
+	}
+	if r.Small != nil {
+		fmt.Fprintln(cfg.Stdout)
+		if err := r.Small.write(cfg.Stdout, []*peerResult{r.Celery, r.Dask}); err != nil {
+			return nil, err
+		}
 	}
 	if r.Sandboxes != nil {
 		fmt.Fprintln(cfg.Stdout)

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,25 +119,54 @@ func TestQuickRunMatchesTheBaseline(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline", "scaling"} {
+	if s := r.Small; s == nil || len(s.Jobx) != len(cfg.Small.Clients) {
+		t.Errorf("want the small requests at each of %v clients: %+v", cfg.Small.Clients, s)
+	} else {
+		for _, l := range s.Jobx {
+			if l.Requests != cfg.Small.Requests || l.P50MS <= 0 || l.P99MS < l.P50MS || l.PerS <= 0 {
+				t.Errorf("small requests at %d clients: %+v", l.Clients, l)
+			}
+		}
+	}
+	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline", "scaling", "small_requests"} {
 		if _, ok := doc[k]; !ok {
 			t.Errorf("no %q in the JSON", k)
 		}
 	}
 }
 
-// TestCeleryPeerMatchesTheBaseline runs the peer on a few documents: a
-// private redis-server and a Celery worker, both gone afterwards.
+// TestCeleryPeerMatchesTheBaseline runs the peer on a few documents and
+// requests: a private redis-server and a Celery worker, both gone
+// afterwards.
 func TestCeleryPeerMatchesTheBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server and a Celery worker")
 	}
+	testPeer(t, "Celery", celeryAvailable, benchCelery)
+}
+
+// TestDaskPeerMatchesTheBaseline runs the peer on a few documents and
+// requests: a LocalCluster of two worker processes, gone afterwards.
+func TestDaskPeerMatchesTheBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Dask LocalCluster")
+	}
+	testPeer(t, "Dask", daskAvailable, benchDask)
+}
+
+// testPeer runs a peer over 10 and 40 documents and a few trivial requests
+// at 1 and 4 clients, and checks its counts and figures. Where the peer
+// is not installed it skips, but fails under CI=true: make test installs
+// the peers through make bench-deps.
+func testPeer(t *testing.T, name string, available func(context.Context, string) string,
+	bench func(context.Context, string, *baseline, string, peerWork) (*peerResult, error)) {
+	t.Helper()
 	cfg := defaultConfig()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if why := celeryAvailable(ctx, cfg.CeleryPython); why != "" {
+	if why := available(ctx, cfg.PeerPython); why != "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("the Celery peer must run in CI (make test installs it through make bench-deps): %s", why)
+			t.Fatalf("the %s peer must run in CI (make test installs it through make bench-deps): %s", name, why)
 		}
 		t.Skip(why)
 	}
@@ -145,19 +176,59 @@ func TestCeleryPeerMatchesTheBaseline(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := generateDocs(40, 1000, 300, 7)
-	r, err := benchCelery(ctx, cfg.CeleryPython, bl, filepath.Join(dir, "celery"), docs, []int{10, 40}, 3)
+	small := smallSpec{Clients: []int{1, 4}, Requests: 20, Warmup: 2}
+	r, err := bench(ctx, cfg.PeerPython, bl, filepath.Join(dir, "peer"), peerWork{docs: docs, sizes: []int{10, 40}, warmDocs: 3, small: small})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var notes strings.Builder
+	r.writeNotes(&notes)
+	for _, l := range r.Small {
+		fmt.Fprintf(&notes, "%d clients: %+v\n", l.Clients, *l)
+	}
+	t.Log("\n" + notes.String())
+	if err := checkPeer(r, docs); err != nil {
+		t.Error(err)
+	}
+	if r.Name != name || len(r.Runs) != 2 {
+		t.Fatalf("want %s's two runs: %+v", name, r)
+	}
 	for _, run := range r.Runs {
-		if d := diffCounts(run.Counts, countWords(docs[:run.Docs])); d != "" {
-			t.Errorf("Celery's count over %d documents: %s", run.Docs, d)
-		}
 		if run.WallS <= 0 || run.Tasks != run.Docs+1 {
 			t.Errorf("run %+v: want a positive wall time and one task per document and one more", run)
 		}
 	}
-	if r.WorkerStart <= 0 || r.Version == "" || r.Redis == "" {
-		t.Errorf("want the worker's start time and the versions: %+v", r)
+	for _, c := range small.Clients {
+		l := r.small(c)
+		if l == nil || l.Requests != small.Requests || l.P50MS <= 0 || l.P99MS < l.P50MS || l.PerS <= 0 {
+			t.Errorf("trivial requests at %d clients: %+v", c, l)
+		}
+	}
+	// A worker process or two and the driver, at some MiB each.
+	if r.StartS <= 0 || r.Version == "" || r.Python == "" || r.Processes < 2 || r.PeakRSSWordcount < 20 || r.PeakRSS < r.PeakRSSWordcount {
+		t.Errorf("want the start time, the versions and the processes' memory: %+v", r)
+	}
+}
+
+// TestRSSSamplerSumsATreesPeaks samples a shell and its child: both are
+// counted, each at a positive peak.
+func TestRSSSamplerSumsATreesPeaks(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 5 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	s := sampleRSS(10 * time.Millisecond)
+	s.add(cmd.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.peak().procs < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.close()
+	if p := s.peak(); p.procs != 2 || p.bytes <= 0 {
+		t.Fatalf("want the shell and its sleep, at a positive peak: %+v", p)
+	}
+	if early := s.peakUntil(time.Time{}); early.bytes > s.peak().bytes {
+		t.Fatalf("an earlier total %d exceeds the last %d", early.bytes, s.peak().bytes)
 	}
 }

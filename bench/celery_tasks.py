@@ -6,7 +6,8 @@ jobx's own runtime module): count is step count of the benchmark workflow
 (map_count_words, the default grouping, reduce_sum) over one document, and
 sum_counts is the root reduction (the default grouping of all documents'
 pairs, reduce_sum). The word count is chord(count.s(name, text) for each
-document)(sum_counts.s()).
+document)(sum_counts.s()). echo is the trivial request: a task that returns
+its argument as one pair, as the jobx bench's trivial job does.
 
 Environment: JOBX_BENCH_BROKER (a redis:// URL, broker and result backend)
 and JOBX_BENCH_SPEC (the baseline spec file: runtime, handlers, steps).
@@ -42,3 +43,9 @@ def sum_counts(results):
     """The root reduction: every document's pairs grouped by word, summed."""
     pairs = [p for r in results for p in r]
     return _handlers.pairs_of(_handlers.fns['reduce_sum'](baseline.group(pairs)))
+
+
+@app.task(name='jobx_bench.echo')
+def echo(key, value):
+    """The trivial request: [[key, value]], with no handler run."""
+    return [[key, value]]

@@ -33,16 +33,17 @@ type config struct {
 	// ScaleSizes are the word-count sizes, ascending, of the scaling runs
 	// on a cluster of separate processes.
 	ScaleSizes []int
-	// Celery adds the peer: the word count on Celery, at Docs and at
-	// each of CelerySizes, run by CeleryPython. CelerySizes stop at 2,000
-	// documents: Celery 5.2's client subscribes to every task's result and
-	// drains those messages slower than the tasks finish, so a chord of
-	// 8,000 took many minutes.
-	Celery       bool
-	CelerySizes  []int
-	CeleryPython string
-	Log          *slog.Logger
-	Stdout       io.Writer
+	// Celery and Dask add the peers: the word count on each, at Docs and
+	// at each of PeerSizes (the scaling sizes), then Small, all run by
+	// PeerPython.
+	Celery     bool
+	Dask       bool
+	PeerSizes  []int
+	PeerPython string
+	// Small is the small-requests scenario, on jobx and on the peers.
+	Small  smallSpec
+	Log    *slog.Logger
+	Stdout io.Writer
 }
 
 func defaultConfig() *config {
@@ -62,8 +63,10 @@ func defaultConfig() *config {
 		BaselineRuns:  5,
 		ScaleSizes:    []int{500, 2000, 8000},
 		Celery:        true,
-		CelerySizes:   []int{500, 2000},
-		CeleryPython:  "/usr/bin/python3",
+		Dask:          true,
+		PeerSizes:     []int{500, 2000, 8000},
+		PeerPython:    "/usr/bin/python3",
+		Small:         smallSpec{Clients: []int{1, 16, 64}, Requests: 1000, Warmup: 5},
 		Stdout:        os.Stdout,
 	}
 }
@@ -77,4 +80,6 @@ func (c *config) quick() {
 	c.BaselineRuns = 1
 	c.ScaleSizes = []int{25, 100}
 	c.Celery = false
+	c.Dask = false
+	c.Small.Requests, c.Small.Warmup = 50, 2
 }

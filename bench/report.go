@@ -18,7 +18,8 @@ import (
 
 // figure is one reported measurement. Baseline and Ratio (Value/Baseline)
 // are null where there is no baseline; Celery and CeleryRatio
-// (Value/Celery) where the peer did not run the same work; Target,
+// (Value/Celery), Dask and DaskRatio (Value/Dask) where that peer did not
+// run the same work; Target,
 // MeetsTarget and MissedBy only where the project sets a target.
 type figure struct {
 	Label       string   `json:"label"`
@@ -28,6 +29,8 @@ type figure struct {
 	Ratio       *float64 `json:"ratio"`
 	Celery      *float64 `json:"celery,omitempty"`
 	CeleryRatio *float64 `json:"ratio_to_celery,omitempty"`
+	Dask        *float64 `json:"dask,omitempty"`
+	DaskRatio   *float64 `json:"ratio_to_dask,omitempty"`
 	Target      string   `json:"target,omitempty"`
 	MeetsTarget *bool    `json:"meets_target,omitempty"`
 	// MissedBy is how far a missed target is, as a factor above 1 (the
@@ -50,12 +53,20 @@ func (f *figure) vs(baseline float64) *figure {
 	return f
 }
 
-// vsCelery sets the peer's figure and the ratio to it.
-func (f *figure) vsCelery(celery float64) *figure {
-	f.Celery = &celery
-	if celery > 0 {
-		r := f.Value / celery
-		f.CeleryRatio = &r
+// vsPeer sets peer p's figure v and the ratio to it.
+func (f *figure) vsPeer(p *peerResult, v float64) *figure {
+	var r *float64
+	if v > 0 {
+		x := f.Value / v
+		r = &x
+	}
+	switch p.Name {
+	case "Celery":
+		f.Celery, f.CeleryRatio = &v, r
+	case "Dask":
+		f.Dask, f.DaskRatio = &v, r
+	default:
+		panic("bench: no column for peer " + p.Name)
 	}
 	return f
 }
@@ -131,10 +142,15 @@ type results struct {
 	PeakRSSZygotes           *figure `json:"peak_rss_python_zygotes"`
 	// Sandboxes are the sandboxes side by side.
 	Sandboxes *sandboxFigures `json:"sandboxes,omitempty"`
-	// Celery is the peer's run; CelerySkipped says why there is none.
-	Celery        *celeryResult `json:"celery,omitempty"`
-	CelerySkipped string        `json:"celery_skipped,omitempty"`
-	Scaling       *scaling      `json:"scaling,omitempty"`
+	// Celery and Dask are the peers' runs; CelerySkipped and DaskSkipped
+	// say why one did not run.
+	Celery        *peerResult `json:"celery,omitempty"`
+	CelerySkipped string      `json:"celery_skipped,omitempty"`
+	Dask          *peerResult `json:"dask,omitempty"`
+	DaskSkipped   string      `json:"dask_skipped,omitempty"`
+	// Small is the small-requests scenario (the peers' levels are theirs).
+	Small   *smallRequests `json:"small_requests,omitempty"`
+	Scaling *scaling       `json:"scaling,omitempty"`
 	// WordcountMatchesBaseline is true when jobx's word counts equal the
 	// baseline's (and Go's) exactly; a run where they differ fails.
 	WordcountMatchesBaseline bool `json:"wordcount_matches_baseline"`
@@ -161,17 +177,22 @@ func (r *results) writeNotes(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d cores (%s), Go %s, Python %s, kernel %s, %s; load average %.1f at the start, %.1f at the end.\n",
 		m.NProc, m.CPUModel, m.GoVersion, m.Python, m.Kernel, m.Date, m.LoadStart, m.LoadEnd)
 	fmt.Fprintln(w, "baseline: the same Python handlers in one Python process (bench/baseline.py), same run.")
-	switch {
-	case r.Celery != nil:
-		c := r.Celery
-		fmt.Fprintf(w, "Celery %s on %s, redis-server %s: %s. Worker start (exec to first ping answered) %.2f s, not in the wall times.\n",
-			c.Version, c.Python, c.Redis, c.Setup, c.WorkerStart)
-		if run := c.run(r.Sizes.Docs); run != nil {
-			fmt.Fprintf(w, "Celery word count %d docs: %d tasks, %.0f tasks/s (jobx runs 2 invocations per document, Celery 1 task).\n",
-				run.Docs, run.Tasks, float64(run.Tasks)/run.WallS)
+	for _, p := range []struct {
+		r       *peerResult
+		name    string
+		skipped string
+	}{{r.Celery, "Celery", r.CelerySkipped}, {r.Dask, "Dask", r.DaskSkipped}} {
+		if p.r == nil {
+			if p.skipped != "" {
+				fmt.Fprintf(w, "%s: skipped: %s\n", p.name, p.skipped)
+			}
+			continue
 		}
-	case r.CelerySkipped != "":
-		fmt.Fprintln(w, "Celery: skipped:", r.CelerySkipped)
+		p.r.writeNotes(w)
+	}
+	if r.Small != nil {
+		fmt.Fprintf(w, "small requests: %d warm-up requests per client, then %d measured blocking trivial requests, at each number of clients; jobx's: %s, from the bench process over one HTTP client.\n",
+			r.Small.Spec.Warmup, r.Small.Spec.Requests, r.Small.Job)
 	}
 	if r.Scaling != nil {
 		fmt.Fprintln(w, "scaling:", r.Scaling.Cluster+"; peak RSS is VmHWM, reset before each size's run.")
@@ -181,7 +202,7 @@ func (r *results) writeNotes(w io.Writer) {
 // writeTable prints the figures as an aligned plain-text table.
 func (r *results) writeTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "benchmark\tjobx\tbaseline\tjobx/baseline\tCelery\tjobx/Celery\ttarget")
+	fmt.Fprintln(tw, "benchmark\tjobx\tbaseline\tjobx/baseline\tCelery\tjobx/Celery\tDask\tjobx/Dask\ttarget")
 	ratio := func(r *float64) string {
 		if r == nil {
 			return ""
@@ -189,12 +210,15 @@ func (r *results) writeTable(w io.Writer) error {
 		return formatRatio(*r)
 	}
 	for _, f := range r.figures() {
-		base, peer, target := "", "", ""
+		base, celery, dask, target := "", "", "", ""
 		if f.Baseline != nil {
 			base = formatValue(*f.Baseline, f.Unit)
 		}
 		if f.Celery != nil {
-			peer = formatValue(*f.Celery, f.Unit)
+			celery = formatValue(*f.Celery, f.Unit)
+		}
+		if f.Dask != nil {
+			dask = formatValue(*f.Dask, f.Unit)
 		}
 		if f.MeetsTarget != nil {
 			target = f.Target + ": met"
@@ -202,7 +226,8 @@ func (r *results) writeTable(w io.Writer) error {
 				target = fmt.Sprintf("%s: MISSED by %.2fx", f.Target, *f.MissedBy)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio), peer, ratio(f.CeleryRatio), target)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Label, formatValue(f.Value, f.Unit), base, ratio(f.Ratio),
+			celery, ratio(f.CeleryRatio), dask, ratio(f.DaskRatio), target)
 	}
 	return tw.Flush()
 }

@@ -127,8 +127,9 @@ type scaling struct {
 
 // benchScaling runs the word count over the first n documents for each n
 // in cfg.ScaleSizes (ascending) on a separate-process cluster, each beside
-// the baseline over the same documents and, where it ran, Celery.
-func benchScaling(ctx context.Context, cfg *config, dir string, bl *baseline, docs []document, peer *celeryResult) (*scaling, error) {
+// the baseline over the same documents and the peers that ran (nil ones
+// did not).
+func benchScaling(ctx context.Context, cfg *config, dir string, bl *baseline, docs []document, peers ...*peerResult) (*scaling, error) {
 	fmt.Fprintln(os.Stderr, "bench: scaling: building jobx, starting etcd and nsqd here, jobx gateway and jobx runner as processes")
 	c, err := startProcCluster(ctx, dir, cfg)
 	if err != nil {
@@ -178,8 +179,10 @@ func benchScaling(ctx context.Context, cfg *config, dir string, bl *baseline, do
 		r.Wall = newFigure(label+", wall", wc.Wall.Seconds(), "s").vs(blWall)
 		perInv := float64(wc.Wall.Microseconds()) / 1000 / float64(inv)
 		r.PerInvocation = newFigure(fmt.Sprintf("%s, per invocation (%d)", label, inv), perInv, "ms").vs(blWall * 1000 / float64(inv))
-		if p := peer.run(n); p != nil {
-			r.Wall.vsCelery(p.WallS)
+		for _, p := range peers {
+			if run := p.run(n); run != nil {
+				r.Wall.vsPeer(p, run.WallS)
+			}
 		}
 		gw, err := peakRSS(c.gw.pid())
 		if err != nil {
