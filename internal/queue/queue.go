@@ -4,6 +4,7 @@
 package queue
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,14 +181,6 @@ func (p *Publisher) loop() {
 	}
 }
 
-// lookupdNodes is the part of nsqlookupd's GET /nodes answer jobx reads.
-type lookupdNodes struct {
-	Producers []struct {
-		BroadcastAddress string `json:"broadcast_address"`
-		TCPPort          int    `json:"tcp_port"`
-	} `json:"producers"`
-}
-
 // refresh asks every nsqlookupd for its nsqd and records their union. When
 // none answers, the previous list stays.
 func (p *Publisher) refresh() {
@@ -196,14 +188,14 @@ func (p *Publisher) refresh() {
 	var nodes []string
 	answered := 0
 	for _, l := range p.opts.Lookupds {
-		got, err := p.nodes(l)
+		got, err := LookupNodes(context.Background(), p.http, l)
 		if err != nil {
 			p.opts.Log.Warn("nsqlookupd does not answer", "lookupd", l, "err", err)
 			continue
 		}
 		answered++
-		for _, n := range got {
-			if !seen[n] {
+		for _, nd := range got {
+			if n := nd.TCP; n != "" && !seen[n] {
 				seen[n] = true
 				nodes = append(nodes, n)
 			}
@@ -225,33 +217,6 @@ func (p *Publisher) refresh() {
 			delete(p.producers, addr)
 		}
 	}
-}
-
-func (p *Publisher) nodes(lookupd string) ([]string, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+lookupd+"/nodes", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /nodes: %s", resp.Status)
-	}
-	var n lookupdNodes
-	if err := json.NewDecoder(resp.Body).Decode(&n); err != nil {
-		return nil, fmt.Errorf("GET /nodes: %w", err)
-	}
-	var out []string
-	for _, pr := range n.Producers {
-		if pr.BroadcastAddress != "" && pr.TCPPort > 0 {
-			out = append(out, net.JoinHostPort(pr.BroadcastAddress, strconv.Itoa(pr.TCPPort)))
-		}
-	}
-	return out, nil
 }
 
 // Targets returns the nsqd addresses publishing uses now: the discovered

@@ -2,12 +2,9 @@ package recovery
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jobx/jobx/internal/queue"
@@ -149,52 +146,20 @@ func (w *queueWatch) listed(ctx context.Context) ([]string, error) {
 	var lastErr error
 	answered := false
 	for _, l := range w.lookupds {
-		nodes, err := w.nodes(ctx, l)
+		nodes, err := queue.LookupNodes(ctx, w.client, l)
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		answered = true
-		for _, n := range nodes {
-			if !slices.Contains(out, n) {
+		for _, nd := range nodes {
+			if n := nd.HTTP; n != "" && !slices.Contains(out, n) {
 				out = append(out, n)
 			}
 		}
 	}
 	if !answered {
 		return nil, lastErr
-	}
-	return out, nil
-}
-
-func (w *queueWatch) nodes(ctx context.Context, lookupd string) ([]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+lookupd+"/nodes", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
-	resp, err := w.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /nodes: %s", resp.Status)
-	}
-	var n struct {
-		Producers []struct {
-			BroadcastAddress string `json:"broadcast_address"`
-			HTTPPort         int    `json:"http_port"`
-		} `json:"producers"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&n); err != nil {
-		return nil, fmt.Errorf("GET /nodes: %w", err)
-	}
-	var out []string
-	for _, p := range n.Producers {
-		if p.BroadcastAddress != "" && p.HTTPPort > 0 {
-			out = append(out, net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.HTTPPort)))
-		}
 	}
 	return out, nil
 }
