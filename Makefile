@@ -53,7 +53,7 @@ bench-deps: deps
 run: deps build
 	./bin/jobx up --data-dir $(DATA) --http $(HTTP) $(addprefix --load ,$(EXAMPLES))
 
-## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd, the Celery
+## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd, the peers
 ## peer of the benchmark) with -race;
 ## prints the fault matrix's counts (its fast subset runs here) and the 2-minute soak's report
 FAULT_REPORT = $(CURDIR)/bin/fault-report.txt
@@ -103,8 +103,8 @@ vet:
 	$(GO) vet ./...
 
 ## bench: latency, throughput and scaling (500, 2,000, 8,000 documents) beside an in-process Python
-## baseline and Celery (the peer) on the same word count; prints a table and writes
-## bench/out/results.json
+## baseline and the peers (Celery, Dask distributed) on the same word count, and small requests at
+## 1, 16 and 64 clients; prints a table and writes bench/out/results.json
 bench: bench-deps
 	$(GO) run ./bench -out bench/out/results.json
 

@@ -291,6 +291,9 @@ func (r *Runner) cleanupLoop(ctx context.Context) {
 			continue
 		}
 		for _, c := range due {
+			if ctx.Err() != nil {
+				return // stopping: the rest waits for the next runner
+			}
 			n, err := r.store.PruneRequest(ctx, c.Workflow, c.Request, false)
 			if err != nil {
 				r.log.Warn("cleanup", "workflow", c.Workflow, "request_id", c.Request, "err", err)
