@@ -54,7 +54,7 @@ run: deps build
 	./bin/jobx up --data-dir $(DATA) --http $(HTTP) $(addprefix --load ,$(EXAMPLES))
 
 ## test: gofmt check, go vet, and every test (unit and integration, real etcd and nsqd, the peers
-## peer of the benchmark) with -race;
+## of the benchmark) with -race;
 ## prints the fault matrix's counts (its fast subset runs here) and the 2-minute soak's report
 FAULT_REPORT = $(CURDIR)/bin/fault-report.txt
 test: bench-deps fmt-check vet
