@@ -77,14 +77,37 @@ func (s *Store) CompleteCleanup(ctx context.Context, c DueCleanup) error {
 // when etcd takes it. A request that is already gone is not an error. A request
 // marked Keep is left alone unless force is set.
 func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (invocations int, err error) {
-	req := &Request{WorkflowName: wf, ID: id}
-	if err := s.Get(ctx, req); errors.Is(err, ErrNotFound) {
-		return 0, nil
-	} else if err != nil {
-		return 0, err
+	invocations, summarized, err := s.prune(ctx, wf, id, force, "")
+	if summarized {
+		s.TrimHistory(ctx, wf)
 	}
-	if req.Keep && !force {
-		return 0, nil
+	return invocations, err
+}
+
+// Clean carries out cleanup c: it prunes c's request as PruneRequest does
+// (a kept request is left alone) and removes c from the queue, in the
+// prune's last transaction with the request's summary. summarized reports
+// whether the summary went into the workflow's history, whose bound the
+// caller then keeps with TrimHistory, once for a batch of cleanups.
+func (s *Store) Clean(ctx context.Context, c DueCleanup) (invocations int, summarized bool, err error) {
+	return s.prune(ctx, c.Workflow, c.Request, false, c.Key)
+}
+
+// prune deletes request id of workflow wf and what it made (see
+// PruneRequest), and the cleanup key done when it is not "". The last
+// transaction also writes the request's summary; when etcd refuses that
+// (out of space, NOSPACE, where only deletes work, and a cleanup must work
+// then above all) it deletes without it.
+func (s *Store) prune(ctx context.Context, wf, id string, force bool, done string) (invocations int, summarized bool, err error) {
+	var last []Op
+	if done != "" {
+		last = append(last, Op{Key: done, Delete: true})
+	}
+	req := &Request{WorkflowName: wf, ID: id}
+	if err := s.Get(ctx, req); errors.Is(err, ErrNotFound) || (err == nil && req.Keep && !force) {
+		return 0, false, s.Apply(ctx, last)
+	} else if err != nil {
+		return 0, false, err
 	}
 	var ops []Op
 	queue := []string{req.InvocationID}
@@ -93,7 +116,7 @@ func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (in
 		queue = queue[1:]
 		children, err := s.Children(ctx, wf, m)
 		if err != nil {
-			return invocations, err
+			return invocations, false, err
 		}
 		queue = append(queue, children...)
 		invocations++
@@ -106,20 +129,15 @@ func (s *Store) PruneRequest(ctx context.Context, wf, id string, force bool) (in
 		)
 		if len(ops) >= 4*MaxTxnOps {
 			if err := s.Apply(ctx, ops); err != nil {
-				return invocations, err
+				return invocations, false, err
 			}
 			ops = ops[:0]
 		}
 	}
 	ops = append(ops, Op{Key: Key(req), Delete: true})
-	if err := s.Apply(ctx, ops); err != nil {
-		return invocations, err
+	ops = append(ops, last...)
+	if sum, err := recentOp(req); err == nil && s.Apply(ctx, append(ops, sum)) == nil {
+		return invocations, true, nil
 	}
-	// Its summary stays in the workflow's history (recent.go), best
-	// effort: only deletes work while etcd is out of space (NOSPACE), and
-	// a cleanup must work then above all.
-	if sum, err := recentOp(req); err == nil && s.Apply(ctx, []Op{sum}) == nil {
-		s.trimRecent(ctx, wf)
-	}
-	return invocations, nil
+	return invocations, false, s.Apply(ctx, ops)
 }

@@ -73,8 +73,8 @@ func (s *Store) RecentRequests(ctx context.Context, wf string, limit int64) ([]R
 	return out, nil
 }
 
-// trimRecent deletes workflow wf's summaries past the newest MaxRecent.
-func (s *Store) trimRecent(ctx context.Context, wf string) error {
+// TrimHistory deletes workflow wf's summaries past the newest MaxRecent.
+func (s *Store) TrimHistory(ctx context.Context, wf string) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	prefix := RecentPrefix(wf)

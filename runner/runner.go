@@ -290,20 +290,28 @@ func (r *Runner) cleanupLoop(ctx context.Context) {
 			}
 			continue
 		}
+		trim := map[string]bool{} // the workflows whose histories grew
 		for _, c := range due {
 			if ctx.Err() != nil {
-				return // stopping: the rest waits for the next runner
+				break // stopping: the rest waits for the next runner
 			}
-			n, err := r.store.PruneRequest(ctx, c.Workflow, c.Request, false)
+			n, sum, err := r.store.Clean(ctx, c)
 			if err != nil {
 				r.log.Warn("cleanup", "workflow", c.Workflow, "request_id", c.Request, "err", err)
 				continue
 			}
-			if err := r.store.CompleteCleanup(ctx, c); err != nil {
-				r.log.Warn("cleanup", "workflow", c.Workflow, "request_id", c.Request, "err", err)
-				continue
+			if sum {
+				trim[c.Workflow] = true
 			}
 			r.log.Debug("request cleaned up", "workflow", c.Workflow, "request_id", c.Request, "invocations", n)
+		}
+		// The histories' bound, kept once per batch: a trim reads a
+		// workflow's summaries (keys only), and etcd walks what it deleted
+		// since the last compaction to do so.
+		for wf := range trim {
+			if err := r.store.TrimHistory(ctx, wf); err != nil && ctx.Err() == nil {
+				r.log.Debug("trim the request history", "workflow", wf, "err", err)
+			}
 		}
 	}
 }
