@@ -88,15 +88,22 @@ func (b *box) socket() string {
 	return filepath.Join(b.hostDir, "run", "agent.sock")
 }
 
+// imageTimeout bounds finding and unpacking a sandbox's image.
+const imageTimeout = 5 * time.Minute
+
 // create starts a warm container for k and waits until its agent (and
 // zygote) accept connections.
 func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
-	ctx, cancel := context.WithTimeout(s.nsCtx(ctx), s.opts.Ready)
-	defer cancel()
-	img, err := s.image(ctx, k.image)
+	// The image under a bound of its own: its first unpack, on a busy
+	// machine, takes longer than Ready gives a start.
+	ictx, icancel := context.WithTimeout(s.nsCtx(ctx), imageTimeout)
+	img, err := s.image(ictx, k.image)
+	icancel()
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(s.nsCtx(ctx), s.opts.Ready)
+	defer cancel()
 	b := &box{id: "jx-" + warm.RandomHex(6), key: k, dead: make(chan struct{})}
 	b.hostDir = filepath.Join(s.opts.Dir, "c", b.id)
 	for _, d := range []string{"run", "scratch"} {
