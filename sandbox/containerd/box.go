@@ -237,6 +237,9 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The cgroup files every run reads, through kept descriptors.
+	procs := warm.CgroupProcs(b.cgroups.pids, b.cgroups.v2)
+	oom := warm.OOMEvents(b.cgroups.memory, b.cgroups.v2)
 	b.Box = &warm.Box{
 		ID: b.id, Agent: agent, Zygote: zygote, AgentSocket: filepath.Join(b.hostDir, "run", "agent.sock"),
 		Dead: b.dead, Scratch: scratch,
@@ -247,11 +250,12 @@ func (s *Sandbox) create(ctx context.Context, k key) (_ *box, err error) {
 			return root.Lchown(name, s.opts.UID, s.opts.GID)
 		},
 		Procs: func() []int {
-			pids, _ := b.cgroups.procs()
+			pids, _ := procs.Pids()
 			return pids
 		},
-		OOMKills: func() int64 { return b.cgroups.oomKills() + b.oom.Load() },
+		OOMKills: func() int64 { return oom.OOMKills() + b.oom.Load() },
 		LogTail:  b.logTail,
+		Kept:     []*warm.Kept{procs, oom},
 	}
 	if zygote != 0 {
 		b.ZygoteSocket = filepath.Join(b.hostDir, "run", "zygote.sock")
@@ -408,13 +412,6 @@ func cgroupsOf(pid int) (cgroupPaths, error) {
 	}
 	return c, nil
 }
-
-func (c cgroupPaths) procs() ([]int, error) {
-	return warm.ReadPids(filepath.Join(c.pids, "cgroup.procs"))
-}
-
-// oomKills returns the cgroup's count of OOM kills.
-func (c cgroupPaths) oomKills() int64 { return warm.OOMKills(c.memory, c.v2) }
 
 // withoutCloneParent refuses clone's CLONE_PARENT in the spec's seccomp
 // profile, as the namespace sandbox's filter does: the sweep between runs

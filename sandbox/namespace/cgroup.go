@@ -27,6 +27,11 @@ type cgroups struct {
 	memory string   // the directory with memory.oom_control (v1) or memory.events (v2)
 	procs  string   // a directory whose cgroup.procs lists the domain's processes
 	v2     bool
+
+	// procsFile and oomFile read procs' cgroup.procs and memory's OOM
+	// count through kept descriptors (a domain reads them around every
+	// run); remove closes them.
+	procsFile, oomFile *warm.Kept
 }
 
 // cgroupsAvailable says whether this process can make cgroups: it is root
@@ -87,6 +92,7 @@ func newCgroups(parent, name string, memory, pids int64, cpu float64) (_ *cgroup
 				return nil, err
 			}
 		}
+		cg.keep()
 		return cg, nil
 	}
 	ctls := []string{"memory", "pids"}
@@ -115,7 +121,14 @@ func newCgroups(parent, name string, memory, pids int64, cpu float64) (_ *cgroup
 			return nil, err
 		}
 	}
+	cg.keep()
 	return cg, nil
+}
+
+// keep makes the kept readers of cg's cgroup.procs and OOM count.
+func (cg *cgroups) keep() {
+	cg.procsFile = warm.CgroupProcs(cg.procs, cg.v2)
+	cg.oomFile = warm.OOMEvents(cg.memory, cg.v2)
 }
 
 // mkdirControllers makes the v2 cgroups from the root down to dir, each
@@ -154,17 +167,21 @@ func (cg *cgroups) add(pid int) error {
 
 // oomKills returns the count of the domain's processes killed by its
 // memory limit.
-func (cg *cgroups) oomKills() int64 { return warm.OOMKills(cg.memory, cg.v2) }
+func (cg *cgroups) oomKills() int64 { return cg.oomFile.OOMKills() }
 
 // pids returns the host pids of the domain's processes.
 func (cg *cgroups) pids() ([]int, error) {
-	return warm.ReadPids(filepath.Join(cg.procs, "cgroup.procs"))
+	return cg.procsFile.Pids()
 }
 
 // remove kills what is left in the domain's cgroups and removes them,
 // waiting up to a second for the processes to go.
 func (cg *cgroups) remove() error {
 	var errs []error
+	if cg.procsFile != nil {
+		cg.procsFile.Close()
+		cg.oomFile.Close()
+	}
 	for _, d := range cg.dirs {
 		if err := removeCgroup(d); err != nil {
 			errs = append(errs, err)

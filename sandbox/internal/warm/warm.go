@@ -24,9 +24,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -64,8 +63,14 @@ type Box struct {
 	Procs    func() []int
 	OOMKills func() int64
 	LogTail  func() string
+	// Kept are the files Procs and OOMKills read through kept
+	// descriptors; Close closes them.
+	Kept []*Kept
 
 	zygote *python.Zygote
+	// zygoteKids reads the zygote's children (made at the first read).
+	kidsOnce   sync.Once
+	zygoteKids *Kept
 
 	// scratch names the box's clean scratch directory, left by a run that
 	// did not touch it, with the ctime it had when made ("" when none).
@@ -90,6 +95,28 @@ func (b *Box) Close() {
 	if b.Scratch != nil {
 		b.Scratch.Close()
 	}
+	for _, k := range b.Kept {
+		k.Close()
+	}
+	if b.zygoteKids != nil {
+		b.zygoteKids.Close()
+	}
+}
+
+// zygoteChildren returns the host pids of the zygote's children. The
+// zygote is single-threaded by construction (a fork server that runs no
+// handler code, out of reach of the handlers: not dumpable), so its one
+// thread's children file lists them all, read through a kept descriptor
+// bound to the zygote itself. Were it ever to start a thread, the children
+// of that thread would be missing here and so killed by KillExtra: the
+// box would fail loudly, never keep a process it should not.
+func (b *Box) zygoteChildren() []int {
+	b.kidsOnce.Do(func() {
+		z := strconv.Itoa(b.Zygote)
+		b.zygoteKids = NewKept("/proc/" + z + "/task/" + z + "/children")
+	})
+	kids, _ := b.zygoteKids.Pids()
+	return kids
 }
 
 // Alive reports whether the box can still run invocations.
@@ -165,8 +192,7 @@ func (b *Box) KillExtra() int {
 	keep := map[int]bool{b.Agent: true}
 	if b.Zygote != 0 {
 		keep[b.Zygote] = true
-		kids, _ := Children(b.Zygote)
-		for _, k := range kids {
+		for _, k := range b.zygoteChildren() {
 			keep[k] = true
 		}
 	}
@@ -439,27 +465,6 @@ func ZygoteOf(agent int) int {
 		cmd, err := os.ReadFile("/proc/" + strconv.Itoa(k) + "/cmdline")
 		if err == nil && bytes.Contains(cmd, []byte("jobx_runtime.py\x00zygote\x00")) {
 			return k
-		}
-	}
-	return 0
-}
-
-// OOMKills returns the count of processes that the memory limit of the
-// cgroup in directory memory has killed (cgroup v1's memory.oom_control,
-// v2's memory.events).
-func OOMKills(memory string, v2 bool) int64 {
-	name := "memory.oom_control"
-	if v2 {
-		name = "memory.events"
-	}
-	data, err := os.ReadFile(filepath.Join(memory, name))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
 		}
 	}
 	return 0
