@@ -210,33 +210,36 @@ func (s *Store) RecordLeaf(ctx context.Context, seen Seen, done *Invocation, com
 // with its arguments args[i]: their list, in order, on the parent, and its
 // mapped_count and mapped_waiting at len(children). With no children,
 // nothing would count the parent down: its reduce invocation is created at
-// once and returned (nil otherwise).
-func (s *Store) RecordBranch(ctx context.Context, seen Seen, done *Invocation, step string, children []*Invocation, args [][]byte) (*Invocation, error) {
+// once and returned (nil otherwise). stored holds each child's value as
+// written, for the copies a queue message carries.
+func (s *Store) RecordBranch(ctx context.Context, seen Seen, done *Invocation, step string, children []*Invocation, args [][]byte) (red *Invocation, stored [][]byte, err error) {
 	wf := done.WorkflowName
 	ids := make([]string, len(children))
+	stored = make([][]byte, len(children))
 	var bulk []Op
 	for i, c := range children {
 		ids[i] = c.ID
-		bulk = append(bulk, PutOp(c))
+		put := PutOp(c)
+		stored[i] = put.Value
+		bulk = append(bulk, put)
 		bulk = append(bulk, DatasetOps(wf, c.ID, Arguments, args[i])...)
 	}
 	bulk = append(bulk, MappedOps(wf, done.ID, ids)...)
 	d := *done
 	d.MappedCount, d.MappedWaiting, d.MappedStep = IntPtr(len(ids)), IntPtr(len(ids)), step
 	final := []Op{PutOp(&d)}
-	var red *Invocation
 	if len(ids) == 0 {
 		red = NewReduceInvocation(done)
 		final = append(final, PutOp(red))
 	}
 	rev, err := s.Do(ctx, &Transition{what: "record branch " + done.ID, conds: seen.conds(), bulk: bulk, final: final, failed: ErrConflict})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if red != nil {
 		red.SetRevision(rev)
 	}
-	return red, nil
+	return red, stored, nil
 }
 
 // RecordReduction records reduce invocation seen.Invocation as done (done

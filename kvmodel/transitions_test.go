@@ -160,7 +160,7 @@ func TestRecordingAnInvocation(t *testing.T) {
 					ParentInvocationID: kvmodel.StrPtr(root.ID), StepName: "chunk", Direction: kvmodel.DirectionMap, State: kvmodel.StatePending})
 				args = append(args, []byte(`["k",1]`+"\n"))
 			}
-			red, err := st.RecordBranch(ctx, kvmodel.Seen{Invocation: root, Request: req}, done(root), "chunk", children, args)
+			red, stored, err := st.RecordBranch(ctx, kvmodel.Seen{Invocation: root, Request: req}, done(root), "chunk", children, args)
 			if err != nil || red != nil {
 				t.Fatalf("reduce invocation %v, err %v; want none", red, err)
 			}
@@ -171,10 +171,15 @@ func TestRecordingAnInvocation(t *testing.T) {
 			if ids, err := st.Children(ctx, "wf", root.ID); err != nil || len(ids) != 3 || ids[2] != children[2].ID {
 				t.Fatalf("children: %v, %v", ids, err)
 			}
+			for i, c := range children { // what it returns is what it wrote
+				if v, _ := kvmodel.Encode(get(t, st, &kvmodel.Invocation{WorkflowName: "wf", ID: c.ID})); string(v) != string(stored[i]) {
+					t.Fatalf("child %d: returned %s, stored %s", i, stored[i], v)
+				}
+			}
 		}},
 		{"a branch to no children creates its reduce invocation at once", func(t *testing.T) {
 			req, root := started(t, st)
-			red, err := st.RecordBranch(ctx, kvmodel.Seen{Invocation: root, Request: req}, done(root), "chunk", nil, nil)
+			red, _, err := st.RecordBranch(ctx, kvmodel.Seen{Invocation: root, Request: req}, done(root), "chunk", nil, nil)
 			if err != nil || red == nil || red.Revision() == 0 {
 				t.Fatalf("reduce invocation %v, err %v", red, err)
 			}
@@ -297,7 +302,7 @@ func branched(t *testing.T, st *kvmodel.Store, n int) (*kvmodel.Invocation, []st
 		children = append(children, &kvmodel.Invocation{ID: ids[i], WorkflowName: "wf", RequestID: req.ID,
 			ParentInvocationID: kvmodel.StrPtr(root.ID), StepName: "chunk", Direction: kvmodel.DirectionMap, State: kvmodel.StatePending})
 	}
-	if _, err := st.RecordBranch(context.Background(), kvmodel.Seen{Invocation: root, Request: req}, done(root), "chunk", children, make([][]byte, n)); err != nil {
+	if _, _, err := st.RecordBranch(context.Background(), kvmodel.Seen{Invocation: root, Request: req}, done(root), "chunk", children, make([][]byte, n)); err != nil {
 		t.Fatal(err)
 	}
 	return get(t, st, &kvmodel.Invocation{WorkflowName: "wf", ID: root.ID}), ids

@@ -114,8 +114,6 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 	ids := make([]string, len(pairs))
 	children := make([]*kvmodel.Invocation, len(pairs))
 	args := make([][]byte, len(pairs))
-	fresh := make([]*queue.Fresh, len(pairs))
-	reqJSON, _ := kvmodel.Encode(t.req) // as stored at t.req's revision; nil: no copies
 	now := kvmodel.Now()
 	for i, p := range pairs {
 		ids[i] = kvmodel.ChildID(t.inv.ID, i)
@@ -124,14 +122,20 @@ func (r *Runner) commitBranch(ctx context.Context, t *task, h *kvmodel.Handler, 
 			StepName: next, Direction: kvmodel.DirectionMap, State: kvmodel.StatePending, CreatedTimestamp: now,
 		}
 		args[i] = kvmodel.AppendPairItem(nil, p)
-		fresh[i] = queue.NewFresh(kvmodel.PutOp(children[i]).Value, reqJSON, t.req.Revision(), args[i])
 	}
-	red, err := r.store.RecordBranch(ctx, t.seen(), r.done(t, h.Name), next, children, args)
+	red, stored, err := r.store.RecordBranch(ctx, t.seen(), r.done(t, h.Name), next, children, args)
 	if errors.Is(err, kvmodel.ErrConflict) {
 		return t.changed()
 	}
 	if err != nil {
 		return err
+	}
+	// Each child's fresh copy: the child as stored, its request as stored
+	// at t.req's revision (nil: no copies), its arguments.
+	reqJSON, _ := kvmodel.Encode(t.req)
+	fresh := make([]*queue.Fresh, len(pairs))
+	for i := range pairs {
+		fresh[i] = queue.NewFresh(stored[i], reqJSON, t.req.Revision(), args[i])
 	}
 	r.count(t, h, "done")
 	t.log.Debug("branched", "to_step", next, "children", len(ids))
