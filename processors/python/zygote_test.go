@@ -546,3 +546,53 @@ yield 'pid', os.getpid()
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A kept child's run sees exactly its own environment, in os.environ and
+// in the processes it starts, whether or not the run before changed it.
+func TestZygoteReusedRunSeesItsOwnEnv(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import os, subprocess
+names = ('CHANGED', 'REMOVED', 'KEPT', 'LEAKED')
+yield 'py', [os.environ.get(n, 'unset') for n in names]
+out = subprocess.check_output(['/bin/sh', '-c', 'echo "${CHANGED-unset} ${REMOVED-unset} ${KEPT-unset} ${LEAKED-unset}"'])
+yield 'sh', out.decode().split()
+for k, v in results:
+    if k == 'touch':
+        os.environ['LEAKED'] = 'yes'
+        os.environ['CHANGED'] = 'by-handler'
+        del os.environ['KEPT']
+`
+	prog := proctest.Install(t, python.Processor{}, "env", "reducer", body)
+	z := startZygote(t, prog)
+	var pid int
+	for i, run := range []struct {
+		stdin string
+		env   []string
+		want  string
+	}{
+		{"", []string{"CHANGED=one", "REMOVED=here", "KEPT=k"}, "one here k unset"},
+		// The run before left the environment as it was given.
+		{`["touch", [1]]` + "\n", []string{"CHANGED=two", "KEPT=k"}, "two unset k unset"},
+		// The run before changed it; this one asks for the same as that.
+		{"", []string{"CHANGED=two", "KEPT=k"}, "two unset k unset"},
+		{"", []string{"CHANGED=four", "REMOVED=back"}, "four back unset unset"},
+	} {
+		res, err := spawnReuse(t, z, prog, "env", "reducer", run.stdin, run.env...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pid = res.pid
+		}
+		if res.pid != pid || !res.status.Parked {
+			t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, pid, res.status, res.stderr)
+		}
+		w := `["` + strings.ReplaceAll(run.want, " ", `","`) + `"]`
+		if got, want := strings.Join(res.stdout, "|"), `["py",`+w+`]|["sh",`+w+`]`; got != want {
+			t.Errorf("run %d: %s, want %s; stderr %s", i, got, want, res.stderr)
+		}
+	}
+}
