@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import types
@@ -332,14 +333,40 @@ def _join(*parts):
     return '/'.join(parts)
 
 
+LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
+
+# The handler name, handler and formatter of the last make_logger, with
+# their attributes as made: a kept child's next run puts them back as made
+# instead of making new ones (most of a logger's cost).
+_log_made = None
+
+
 def make_logger(handler_name):
+    """LOG: a logger writing to this run's stderr at the level of
+    JOBX_LOG_LEVEL, with nothing a previous run of the process set on it
+    or its handler and formatter."""
+    global _log_made
     logger = logging.getLogger('MR_HANDLER.RAW.%s' % handler_name)
+    made = _log_made
+    if made is None or made[0] != handler_name:
+        h = logging.StreamHandler(sys.stderr)
+        f = logging.Formatter(LOG_FORMAT)
+        h.setFormatter(f)
+        made = _log_made = (handler_name, h, dict(h.__dict__), f, dict(f.__dict__),
+                            f._style, dict(f._style.__dict__))
+    _, h, h_attrs, f, f_attrs, style, style_attrs = made
+    for obj, attrs in ((h, h_attrs), (f, f_attrs), (style, style_attrs)):
+        obj.__dict__.clear()
+        obj.__dict__.update(attrs)
+    # Fresh where a previous run could have changed them in place (or
+    # left a thread holding the lock).
+    h.filters = []
+    h.lock = threading.RLock()
+    h.stream = sys.stderr
     logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-    logger.addHandler(h)
+    logger.disabled = False
+    logger.filters = []
+    logger.handlers = [h]
     logger.setLevel(os.environ.get('JOBX_LOG_LEVEL', 'DEBUG').upper())
     return logger
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -593,6 +594,75 @@ for k, v in results:
 		w := `["` + strings.ReplaceAll(run.want, " ", `","`) + `"]`
 		if got, want := strings.Join(res.stdout, "|"), `["py",`+w+`]|["sh",`+w+`]`; got != want {
 			t.Errorf("run %d: %s, want %s; stderr %s", i, got, want, res.stderr)
+		}
+	}
+}
+
+// A kept child's LOG writes to that run's stderr, in the format and at the
+// JOBX_LOG_LEVEL of that run, whatever the run before did to the logger, its
+// handler or its formatter; print() goes to the run's stderr too.
+func TestZygoteReusedRunLogsAsFresh(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import logging, os, sys
+LOG.debug('debug %s', os.environ['RUN'])
+LOG.info('info %s', os.environ['RUN'])
+print('print', os.environ['RUN'])
+for k, v in results:
+    if k == 'tamper':
+        h = LOG.handlers[0]
+        h.setLevel(logging.CRITICAL)
+        h.addFilter(lambda r: False)
+        h.formatter._style._fmt = 'BAD %(message)s'
+        h.formatter.datefmt = '%Y'
+        h.terminator = '!'
+        LOG.addFilter(lambda r: False)
+        LOG.addHandler(logging.StreamHandler(sys.stderr))
+        LOG.propagate = True
+        LOG.disabled = True
+return []
+`
+	prog := proctest.Install(t, python.Processor{}, "logs", "reducer", body)
+	z := startZygote(t, prog)
+	stamp := `\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}`
+	line := func(level, msg string) string {
+		return stamp + " " + level + " MR_HANDLER.RAW.logs: " + msg
+	}
+	var pid int
+	for i, run := range []struct {
+		stdin, level string
+		want         []string
+	}{
+		{`["tamper", [1]]` + "\n", "DEBUG", []string{line("DEBUG", "debug 0"), line("INFO", "info 0"), "print 0"}},
+		{"", "INFO", []string{line("INFO", "info 1"), "print 1"}},
+		{"", "warning", []string{"print 2"}},
+		{"", "", []string{line("DEBUG", "debug 3"), line("INFO", "info 3"), "print 3"}},
+	} {
+		env := []string{"RUN=" + strconv.Itoa(i)}
+		if run.level != "" {
+			env = append(env, "JOBX_LOG_LEVEL="+run.level)
+		}
+		res, err := spawnReuse(t, z, prog, "logs", "reducer", run.stdin, env...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pid = res.pid
+		}
+		if res.pid != pid || !res.status.Parked {
+			t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, pid, res.status, res.stderr)
+		}
+		got := proctest.Lines(res.stderr)
+		if len(got) != len(run.want) {
+			t.Errorf("run %d: stderr %q, want %q", i, got, run.want)
+			continue
+		}
+		for j, re := range run.want {
+			if !regexp.MustCompile("^" + re + "$").MatchString(got[j]) {
+				t.Errorf("run %d: stderr line %d is %q, want %q", i, j, got[j], re)
+			}
 		}
 	}
 }
