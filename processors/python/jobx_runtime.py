@@ -31,6 +31,7 @@ import resource
 import random  # noqa: F401  (pre-imported so that forked children are warm)
 import selectors
 import signal
+import _signal  # signal.signal without its conversions to and from enums
 import socket
 import subprocess
 import sys
@@ -555,10 +556,12 @@ def invoke(code, handler_type, handler_name, stdin, out):
     return 0
 
 
-def run(path, handler_type, handler_name, code=None):
+def run(path, handler_type, handler_name, code=None, stdin=None):
     """The whole of `run` mode, also used by forked zygote children. Protocol
     output goes to the original stdout; fd 1 is then pointed at stderr so that
-    print() and subprocesses cannot corrupt the protocol."""
+    print() and subprocesses cannot corrupt the protocol. stdin is a text
+    stream over fd 0 to read the items from (a zygote child's sys.stdin);
+    without it one is opened."""
     try:
         if handler_type not in HANDLER_TYPES:
             raise LoadError('JOBX_HANDLER_TYPE must be mapper, combiner or reducer, got %r'
@@ -574,7 +577,8 @@ def run(path, handler_type, handler_name, code=None):
     out = os.fdopen(os.dup(1), 'w', encoding='utf-8', buffering=1 << 16)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    stdin = open(0, 'r', encoding='utf-8', closefd=False)
+    if stdin is None:
+        stdin = open(0, 'r', encoding='utf-8', closefd=False)
     status = invoke(code, handler_type, handler_name, stdin, out)
     try:
         out.flush()
@@ -1136,14 +1140,21 @@ class Zygote(object):
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 _close(null)
+                # What the run's streams still hold (a flush that failed)
+                # goes to /dev/null now, not into the next run's output
+                # when they are dropped.
+                for stream in self.stdio:
+                    try:
+                        stream.close()
+                    except BaseException:
+                        pass
+                reply = PARKED_REPLY
             else:
                 for fd in (0, 1, 2):
                     _close(fd)
-            reply = {'exit_code': status}
-            if park:
-                reply['parked'] = True
+                reply = (json.dumps({'exit_code': status}) + '\n').encode()
             try:
-                sock.sendall((json.dumps(reply) + '\n').encode())
+                sock.sendall(reply)
             except OSError:
                 return status
             if not park:
@@ -1155,9 +1166,8 @@ class Zygote(object):
         open."""
         gc.enable()
         _set_dumpable(True)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for sig, disposition in CHILD_SIGNALS:
+            _signal.signal(sig, disposition)
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
         if keep >= 3:
@@ -1165,9 +1175,12 @@ class Zygote(object):
             os.closerange(keep + 1, _max_fd())
         else:
             os.closerange(3, _max_fd())
+        # No stream over fd 1: run() writes the protocol on a dup of it
+        # and points stdout at stderr, and nothing writes to it before.
         sys.stdin = open(0, 'r', encoding='utf-8', closefd=False)
-        sys.stdout = open(1, 'w', encoding='utf-8', closefd=False)
         sys.stderr = open(2, 'w', encoding='utf-8', closefd=False, buffering=1)
+        sys.stdout = sys.stderr
+        self.stdio = (sys.stdin, sys.stderr)
         try:
             _set_environ({str(k): str(v) for k, v in (req.get('env') or {}).items()})
             if req.get('cwd'):
@@ -1177,7 +1190,8 @@ class Zygote(object):
             sys.stderr.write('jobx: cannot set up the invocation: %s\n' % e)
             return 2
         handler_type = req['handler_type']
-        return run(req['handler_path'], handler_type, os.environ.get('JOBX_HANDLER', ''), code)
+        return run(req['handler_path'], handler_type, os.environ.get('JOBX_HANDLER', ''), code,
+                   stdin=sys.stdin)
 
     def reap(self, pid):
         conn, pidfd = self.children.pop(pid)
@@ -1291,6 +1305,13 @@ def _set_environ(env):
         _last_data = dict(data)
 
 
+# The dispositions a child sets before each run (a previous run's handler
+# may have changed them), as plain ints for _signal.signal.
+CHILD_SIGNALS = tuple((int(sig), int(signal.SIG_DFL)) for sig in (
+    signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)) + (
+    (int(signal.SIGPIPE), int(signal.SIG_IGN)),)
+
+
 def apply_rlimits(limits):
     for name, value in limits.items():
         if name not in RLIMITS:
@@ -1298,6 +1319,10 @@ def apply_rlimits(limits):
         if value:
             resource.setrlimit(RLIMITS[name], (int(value), int(value)))
 
+
+# PARKED_REPLY is a kept child's status line (a child is kept only after
+# a run that exited 0).
+PARKED_REPLY = (json.dumps({'exit_code': 0, 'parked': True}) + '\n').encode()
 
 # MAX_USES bounds the invocations one reused child runs.
 MAX_USES = 1000

@@ -666,3 +666,36 @@ return []
 		}
 	}
 }
+
+// Nothing a kept child's run left in its streams reaches the next run's
+// output: here stderr text that its flush at the end could not write.
+func TestZygoteReusedRunGetsNothingTheRunBeforeLeftBuffered(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import os, sys
+print('print', os.environ['RUN'])
+for k, v in results:
+    if k == 'strand':
+        sys.stderr.write('stranded')  # no newline: buffered
+        os.close(2)
+return []
+`
+	prog := proctest.Install(t, python.Processor{}, "strand", "reducer", body)
+	z := startZygote(t, prog)
+	first, err := spawnReuse(t, z, prog, "strand", "reducer", `["strand", [1]]`+"\n", "RUN=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.status.Parked {
+		t.Fatalf("first run not kept: %+v %s", first.status, first.stderr)
+	}
+	second, err := spawnReuse(t, z, prog, "strand", "reducer", "", "RUN=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.pid != first.pid || second.stderr != "print 1\n" {
+		t.Errorf("second run (pid %d, first %d): stderr %q, want %q", second.pid, first.pid, second.stderr, "print 1\n")
+	}
+}
