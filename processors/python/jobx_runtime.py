@@ -31,9 +31,11 @@ import resource
 import random  # noqa: F401  (pre-imported so that forked children are warm)
 import selectors
 import signal
+import _signal  # signal.signal without its conversions to and from enums
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import types
@@ -332,14 +334,40 @@ def _join(*parts):
     return '/'.join(parts)
 
 
+LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
+
+# The handler name, handler and formatter of the last make_logger, with
+# their attributes as made: a kept child's next run puts them back as made
+# instead of making new ones (most of a logger's cost).
+_log_made = None
+
+
 def make_logger(handler_name):
+    """LOG: a logger writing to this run's stderr at the level of
+    JOBX_LOG_LEVEL, with nothing a previous run of the process set on it
+    or its handler and formatter."""
+    global _log_made
     logger = logging.getLogger('MR_HANDLER.RAW.%s' % handler_name)
+    made = _log_made
+    if made is None or made[0] != handler_name:
+        h = logging.StreamHandler(sys.stderr)
+        f = logging.Formatter(LOG_FORMAT)
+        h.setFormatter(f)
+        made = _log_made = (handler_name, h, dict(h.__dict__), f, dict(f.__dict__),
+                            f._style, dict(f._style.__dict__))
+    _, h, h_attrs, f, f_attrs, style, style_attrs = made
+    for obj, attrs in ((h, h_attrs), (f, f_attrs), (style, style_attrs)):
+        obj.__dict__.clear()
+        obj.__dict__.update(attrs)
+    # Fresh where a previous run could have changed them in place (or
+    # left a thread holding the lock).
+    h.filters = []
+    h.lock = threading.RLock()
+    h.stream = sys.stderr
     logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-    logger.addHandler(h)
+    logger.disabled = False
+    logger.filters = []
+    logger.handlers = [h]
     logger.setLevel(os.environ.get('JOBX_LOG_LEVEL', 'DEBUG').upper())
     return logger
 
@@ -528,10 +556,12 @@ def invoke(code, handler_type, handler_name, stdin, out):
     return 0
 
 
-def run(path, handler_type, handler_name, code=None):
+def run(path, handler_type, handler_name, code=None, stdin=None):
     """The whole of `run` mode, also used by forked zygote children. Protocol
     output goes to the original stdout; fd 1 is then pointed at stderr so that
-    print() and subprocesses cannot corrupt the protocol."""
+    print() and subprocesses cannot corrupt the protocol. stdin is a text
+    stream over fd 0 to read the items from (a zygote child's sys.stdin);
+    without it one is opened."""
     try:
         if handler_type not in HANDLER_TYPES:
             raise LoadError('JOBX_HANDLER_TYPE must be mapper, combiner or reducer, got %r'
@@ -547,7 +577,8 @@ def run(path, handler_type, handler_name, code=None):
     out = os.fdopen(os.dup(1), 'w', encoding='utf-8', buffering=1 << 16)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    stdin = open(0, 'r', encoding='utf-8', closefd=False)
+    if stdin is None:
+        stdin = open(0, 'r', encoding='utf-8', closefd=False)
     status = invoke(code, handler_type, handler_name, stdin, out)
     try:
         out.flush()
@@ -1109,14 +1140,21 @@ class Zygote(object):
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 _close(null)
+                # What the run's streams still hold (a flush that failed)
+                # goes to /dev/null now, not into the next run's output
+                # when they are dropped.
+                for stream in self.stdio:
+                    try:
+                        stream.close()
+                    except BaseException:
+                        pass
+                reply = PARKED_REPLY
             else:
                 for fd in (0, 1, 2):
                     _close(fd)
-            reply = {'exit_code': status}
-            if park:
-                reply['parked'] = True
+                reply = (json.dumps({'exit_code': status}) + '\n').encode()
             try:
-                sock.sendall((json.dumps(reply) + '\n').encode())
+                sock.sendall(reply)
             except OSError:
                 return status
             if not park:
@@ -1128,9 +1166,8 @@ class Zygote(object):
         open."""
         gc.enable()
         _set_dumpable(True)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for sig, disposition in CHILD_SIGNALS:
+            _signal.signal(sig, disposition)
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
         if keep >= 3:
@@ -1138,9 +1175,12 @@ class Zygote(object):
             os.closerange(keep + 1, _max_fd())
         else:
             os.closerange(3, _max_fd())
+        # No stream over fd 1: run() writes the protocol on a dup of it
+        # and points stdout at stderr, and nothing writes to it before.
         sys.stdin = open(0, 'r', encoding='utf-8', closefd=False)
-        sys.stdout = open(1, 'w', encoding='utf-8', closefd=False)
         sys.stderr = open(2, 'w', encoding='utf-8', closefd=False, buffering=1)
+        sys.stdout = sys.stderr
+        self.stdio = (sys.stdin, sys.stderr)
         try:
             _set_environ({str(k): str(v) for k, v in (req.get('env') or {}).items()})
             if req.get('cwd'):
@@ -1150,7 +1190,8 @@ class Zygote(object):
             sys.stderr.write('jobx: cannot set up the invocation: %s\n' % e)
             return 2
         handler_type = req['handler_type']
-        return run(req['handler_path'], handler_type, os.environ.get('JOBX_HANDLER', ''), code)
+        return run(req['handler_path'], handler_type, os.environ.get('JOBX_HANDLER', ''), code,
+                   stdin=sys.stdin)
 
     def reap(self, pid):
         conn, pidfd = self.children.pop(pid)
@@ -1226,17 +1267,49 @@ RLIMITS = {'as': resource.RLIMIT_AS, 'cpu': resource.RLIMIT_CPU,
            'nproc': resource.RLIMIT_NPROC, 'fsize': resource.RLIMIT_FSIZE}
 
 
+# The env _set_environ applied last, and a copy of os.environ's bytes
+# (CPython's os.environ._data) right after: while they still match, the
+# next run's env is applied from its difference to the last one, without
+# walking os.environ (each key and value of which it encodes or decodes).
+_last_env = None
+_last_data = None
+
+
 def _set_environ(env):
     """Makes os.environ (and the C environment under it) exactly env,
     touching only what differs: a kept child's next run differs in a few
     variables, and os.environ.clear() alone costs O(n^2) (each popitem
-    lists every key), a third of a small run's CPU."""
+    lists every key), a third of a small run's CPU. env maps str to str."""
+    global _last_env, _last_data
     cur = os.environ
-    for k in [k for k in cur if k not in env]:
-        del cur[k]
-    for k, v in env.items():
-        if cur.get(k) != v:
-            cur[k] = v
+    data = getattr(cur, '_data', None)
+    if type(data) is not dict:
+        data = None
+    if data is not None and _last_env is not None and data == _last_data:
+        # Nothing changed os.environ since the last run's was set (the
+        # handler did not), so it is _last_env, in both.
+        last = _last_env
+        for k in [k for k in last if k not in env]:
+            del cur[k]
+        for k, v in env.items():
+            if last.get(k) != v:
+                cur[k] = v
+    else:
+        for k in [k for k in cur if k not in env]:
+            del cur[k]
+        for k, v in env.items():
+            if cur.get(k) != v:
+                cur[k] = v
+    if data is not None:
+        _last_env = dict(env)
+        _last_data = dict(data)
+
+
+# The dispositions a child sets before each run (a previous run's handler
+# may have changed them), as plain ints for _signal.signal.
+CHILD_SIGNALS = tuple((int(sig), int(signal.SIG_DFL)) for sig in (
+    signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)) + (
+    (int(signal.SIGPIPE), int(signal.SIG_IGN)),)
 
 
 def apply_rlimits(limits):
@@ -1246,6 +1319,10 @@ def apply_rlimits(limits):
         if value:
             resource.setrlimit(RLIMITS[name], (int(value), int(value)))
 
+
+# PARKED_REPLY is a kept child's status line (a child is kept only after
+# a run that exited 0).
+PARKED_REPLY = (json.dumps({'exit_code': 0, 'parked': True}) + '\n').encode()
 
 # MAX_USES bounds the invocations one reused child runs.
 MAX_USES = 1000

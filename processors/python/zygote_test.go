@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -544,5 +545,157 @@ yield 'pid', os.getpid()
 			t.Fatalf("kept child %d alive after Close", last.pid)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A kept child's run sees exactly its own environment, in os.environ and
+// in the processes it starts, whether or not the run before changed it.
+func TestZygoteReusedRunSeesItsOwnEnv(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import os, subprocess
+names = ('CHANGED', 'REMOVED', 'KEPT', 'LEAKED')
+yield 'py', [os.environ.get(n, 'unset') for n in names]
+out = subprocess.check_output(['/bin/sh', '-c', 'echo "${CHANGED-unset} ${REMOVED-unset} ${KEPT-unset} ${LEAKED-unset}"'])
+yield 'sh', out.decode().split()
+for k, v in results:
+    if k == 'touch':
+        os.environ['LEAKED'] = 'yes'
+        os.environ['CHANGED'] = 'by-handler'
+        del os.environ['KEPT']
+`
+	prog := proctest.Install(t, python.Processor{}, "env", "reducer", body)
+	z := startZygote(t, prog)
+	var pid int
+	for i, run := range []struct {
+		stdin string
+		env   []string
+		want  string
+	}{
+		{"", []string{"CHANGED=one", "REMOVED=here", "KEPT=k"}, "one here k unset"},
+		// The run before left the environment as it was given.
+		{`["touch", [1]]` + "\n", []string{"CHANGED=two", "KEPT=k"}, "two unset k unset"},
+		// The run before changed it; this one asks for the same as that.
+		{"", []string{"CHANGED=two", "KEPT=k"}, "two unset k unset"},
+		{"", []string{"CHANGED=four", "REMOVED=back"}, "four back unset unset"},
+	} {
+		res, err := spawnReuse(t, z, prog, "env", "reducer", run.stdin, run.env...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pid = res.pid
+		}
+		if res.pid != pid || !res.status.Parked {
+			t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, pid, res.status, res.stderr)
+		}
+		w := `["` + strings.ReplaceAll(run.want, " ", `","`) + `"]`
+		if got, want := strings.Join(res.stdout, "|"), `["py",`+w+`]|["sh",`+w+`]`; got != want {
+			t.Errorf("run %d: %s, want %s; stderr %s", i, got, want, res.stderr)
+		}
+	}
+}
+
+// A kept child's LOG writes to that run's stderr, in the format and at the
+// JOBX_LOG_LEVEL of that run, whatever the run before did to the logger, its
+// handler or its formatter; print() goes to the run's stderr too.
+func TestZygoteReusedRunLogsAsFresh(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import logging, os, sys
+LOG.debug('debug %s', os.environ['RUN'])
+LOG.info('info %s', os.environ['RUN'])
+print('print', os.environ['RUN'])
+for k, v in results:
+    if k == 'tamper':
+        h = LOG.handlers[0]
+        h.setLevel(logging.CRITICAL)
+        h.addFilter(lambda r: False)
+        h.formatter._style._fmt = 'BAD %(message)s'
+        h.formatter.datefmt = '%Y'
+        h.terminator = '!'
+        LOG.addFilter(lambda r: False)
+        LOG.addHandler(logging.StreamHandler(sys.stderr))
+        LOG.propagate = True
+        LOG.disabled = True
+return []
+`
+	prog := proctest.Install(t, python.Processor{}, "logs", "reducer", body)
+	z := startZygote(t, prog)
+	stamp := `\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}`
+	line := func(level, msg string) string {
+		return stamp + " " + level + " MR_HANDLER.RAW.logs: " + msg
+	}
+	var pid int
+	for i, run := range []struct {
+		stdin, level string
+		want         []string
+	}{
+		{`["tamper", [1]]` + "\n", "DEBUG", []string{line("DEBUG", "debug 0"), line("INFO", "info 0"), "print 0"}},
+		{"", "INFO", []string{line("INFO", "info 1"), "print 1"}},
+		{"", "warning", []string{"print 2"}},
+		{"", "", []string{line("DEBUG", "debug 3"), line("INFO", "info 3"), "print 3"}},
+	} {
+		env := []string{"RUN=" + strconv.Itoa(i)}
+		if run.level != "" {
+			env = append(env, "JOBX_LOG_LEVEL="+run.level)
+		}
+		res, err := spawnReuse(t, z, prog, "logs", "reducer", run.stdin, env...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pid = res.pid
+		}
+		if res.pid != pid || !res.status.Parked {
+			t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, pid, res.status, res.stderr)
+		}
+		got := proctest.Lines(res.stderr)
+		if len(got) != len(run.want) {
+			t.Errorf("run %d: stderr %q, want %q", i, got, run.want)
+			continue
+		}
+		for j, re := range run.want {
+			if !regexp.MustCompile("^" + re + "$").MatchString(got[j]) {
+				t.Errorf("run %d: stderr line %d is %q, want %q", i, j, got[j], re)
+			}
+		}
+	}
+}
+
+// Nothing a kept child's run left in its streams reaches the next run's
+// output: here stderr text that its flush at the end could not write.
+func TestZygoteReusedRunGetsNothingTheRunBeforeLeftBuffered(t *testing.T) {
+	body := `"""
+**
+handler_type: reducer
+"""
+import os, sys
+print('print', os.environ['RUN'])
+for k, v in results:
+    if k == 'strand':
+        sys.stderr.write('stranded')  # no newline: buffered
+        os.close(2)
+return []
+`
+	prog := proctest.Install(t, python.Processor{}, "strand", "reducer", body)
+	z := startZygote(t, prog)
+	first, err := spawnReuse(t, z, prog, "strand", "reducer", `["strand", [1]]`+"\n", "RUN=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.status.Parked {
+		t.Fatalf("first run not kept: %+v %s", first.status, first.stderr)
+	}
+	second, err := spawnReuse(t, z, prog, "strand", "reducer", "", "RUN=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.pid != first.pid || second.stderr != "print 1\n" {
+		t.Errorf("second run (pid %d, first %d): stderr %q, want %q", second.pid, first.pid, second.stderr, "print 1\n")
 	}
 }
