@@ -1,34 +1,15 @@
 package sandbox_test
 
 import (
-	"bytes"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jobx/jobx/internal/testenv"
 	"github.com/jobx/jobx/sandbox"
 )
-
-// syncBuffer is a bytes.Buffer the pumps may write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // start runs argv as a handler on p's child ends, then closes them here.
 func start(t *testing.T, p *sandbox.Pipes, argv ...string) *exec.Cmd {
@@ -51,7 +32,7 @@ func TestPipesCarryAHandlersStdio(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	var out, errs syncBuffer
+	var out, errs testenv.Buffer
 	cmd := start(t, p, "/bin/sh", "-c", `cat; echo oops >&2`)
 	input := strings.Repeat("line of input\n", 20000) // beyond a pipe's buffer
 	p.Pump(strings.NewReader(input), sandbox.NewStreams(&sandbox.RunSpec{Stdout: &out, Stderr: &errs}, func() {}))
@@ -74,7 +55,7 @@ func TestPipesFinishStopsThePumpsALeftoverHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	var out syncBuffer
+	var out testenv.Buffer
 	cmd := start(t, p, "/bin/sh", "-c", `echo done; sleep 30 &`)
 	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	p.Pump(nil, sandbox.NewStreams(&sandbox.RunSpec{Stdout: &out}, func() {}))

@@ -98,6 +98,21 @@ func spawnReuse(t testing.TB, z *python.Zygote, prog processors.Program, reuse, 
 	return spawned{stdout: proctest.Lines(string(outb)), stderr: string(errb), status: st, pid: c.Pid()}, err
 }
 
+// keptChild fails the test unless run i (res, err) ran on the child the
+// first run ran on (whose pid *pid records) and left it kept.
+func keptChild(t *testing.T, i int, res spawned, err error, pid *int) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i == 0 {
+		*pid = res.pid
+	}
+	if res.pid != *pid || !res.status.Parked {
+		t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, *pid, res.status, res.stderr)
+	}
+}
+
 func TestZygoteRunsConcurrentInvocations(t *testing.T) {
 	prog := installTestdata(t, "split.py")
 	z := startZygote(t, prog)
@@ -582,15 +597,7 @@ for k, v in results:
 		{"", []string{"CHANGED=four", "REMOVED=back"}, "four back unset unset"},
 	} {
 		res, err := spawnReuse(t, z, prog, "env", "reducer", run.stdin, run.env...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			pid = res.pid
-		}
-		if res.pid != pid || !res.status.Parked {
-			t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, pid, res.status, res.stderr)
-		}
+		keptChild(t, i, res, err, &pid)
 		w := `["` + strings.ReplaceAll(run.want, " ", `","`) + `"]`
 		if got, want := strings.Join(res.stdout, "|"), `["py",`+w+`]|["sh",`+w+`]`; got != want {
 			t.Errorf("run %d: %s, want %s; stderr %s", i, got, want, res.stderr)
@@ -645,15 +652,7 @@ return []
 			env = append(env, "JOBX_LOG_LEVEL="+run.level)
 		}
 		res, err := spawnReuse(t, z, prog, "logs", "reducer", run.stdin, env...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			pid = res.pid
-		}
-		if res.pid != pid || !res.status.Parked {
-			t.Fatalf("run %d: pid %d (first %d), %+v: not the kept child; stderr %s", i, res.pid, pid, res.status, res.stderr)
-		}
+		keptChild(t, i, res, err, &pid)
 		got := proctest.Lines(res.stderr)
 		if len(got) != len(run.want) {
 			t.Errorf("run %d: stderr %q, want %q", i, got, run.want)
