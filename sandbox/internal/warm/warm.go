@@ -68,9 +68,11 @@ type Box struct {
 	Kept []*Kept
 
 	zygote *python.Zygote
-	// zygoteKids reads the zygote's children (made at the first read).
-	kidsOnce   sync.Once
+	// zygoteKids reads the zygote's children (made at the first read;
+	// closed, and never opened again, once the box is closed).
+	kidsMu     sync.Mutex
 	zygoteKids *Kept
+	closed     bool
 
 	// scratch names the box's clean scratch directory, left by a run that
 	// did not touch it, with the ctime it had when made ("" when none).
@@ -98,9 +100,12 @@ func (b *Box) Close() {
 	for _, k := range b.Kept {
 		k.Close()
 	}
+	b.kidsMu.Lock()
+	b.closed = true
 	if b.zygoteKids != nil {
 		b.zygoteKids.Close()
 	}
+	b.kidsMu.Unlock()
 }
 
 // zygoteChildren returns the host pids of the zygote's children. The
@@ -111,11 +116,19 @@ func (b *Box) Close() {
 // of that thread would be missing here and so killed by KillExtra: the
 // box would fail loudly, never keep a process it should not.
 func (b *Box) zygoteChildren() []int {
-	b.kidsOnce.Do(func() {
+	b.kidsMu.Lock()
+	if b.zygoteKids == nil {
 		z := strconv.Itoa(b.Zygote)
 		b.zygoteKids = NewKept("/proc/" + z + "/task/" + z + "/children")
-	})
-	kids, _ := b.zygoteKids.Pids()
+		if b.closed {
+			// A sweep after Close (a settle that outlived the box) opens
+			// nothing: its read fails and the box is going anyway.
+			b.zygoteKids.Close()
+		}
+	}
+	k := b.zygoteKids
+	b.kidsMu.Unlock()
+	kids, _ := k.Pids()
 	return kids
 }
 

@@ -80,3 +80,39 @@ func TestKillExtraKillsWhatIsNotTheZygotes(t *testing.T) {
 		t.Fatalf("the stray process: %v", err)
 	}
 }
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// A box keeps one descriptor for its zygote's children from its first
+// sweep, and closes it with the box; a sweep after Close opens none.
+func TestABoxKeepsItsZygoteDescriptorUntilClosed(t *testing.T) {
+	zygote, fork := startForker(t)
+	kid := fork()
+	before := openFDs(t)
+	b := &Box{Agent: os.Getpid(), Zygote: zygote, Procs: func() []int { return []int{zygote, kid} }}
+	if n := b.KillExtra(); n != 0 {
+		t.Fatalf("KillExtra killed %d of the zygote's own", n)
+	}
+	b.KillExtra()
+	if n := openFDs(t); n != before+1 {
+		t.Fatalf("%d descriptors open after two sweeps, want %d (one kept)", n, before+1)
+	}
+	b.Close()
+	if n := openFDs(t); n != before {
+		t.Fatalf("%d descriptors open after Close, want %d", n, before)
+	}
+	late := &Box{Agent: os.Getpid(), Zygote: zygote, Procs: func() []int { return nil }}
+	late.Close()
+	late.KillExtra()
+	if n := openFDs(t); n != before {
+		t.Fatalf("a sweep after Close left %d descriptors open, want %d", n, before)
+	}
+}
