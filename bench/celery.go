@@ -32,10 +32,7 @@ func celeryAvailable(ctx context.Context, python string) string {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return "redis-server is not installed (make bench-deps)"
 	}
-	if out, err := exec.CommandContext(ctx, python, "-c", "import celery, redis").CombinedOutput(); err != nil {
-		return fmt.Sprintf("%s cannot import celery and redis (make bench-deps): %s", python, strings.TrimSpace(string(out)))
-	}
-	return ""
+	return cannotImport(ctx, python, "celery, redis", "celery and redis")
 }
 
 // benchCelery runs w on Celery: a private redis-server (loopback, a free

@@ -5,9 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -27,10 +25,7 @@ const daskWorkers = 2
 
 // daskAvailable says why the Dask peer cannot run here, or "".
 func daskAvailable(ctx context.Context, python string) string {
-	if out, err := exec.CommandContext(ctx, python, "-c", "import distributed").CombinedOutput(); err != nil {
-		return fmt.Sprintf("%s cannot import distributed (make bench-deps): %s", python, strings.TrimSpace(string(out)))
-	}
-	return ""
+	return cannotImport(ctx, python, "distributed", "distributed")
 }
 
 // benchDask runs w on Dask distributed: the driver starts a LocalCluster

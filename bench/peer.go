@@ -91,6 +91,15 @@ type peerWork struct {
 	small    smallSpec
 }
 
+// cannotImport says why python cannot import modules (a comma-separated
+// import list), naming them as what, or "" when it can.
+func cannotImport(ctx context.Context, python, modules, what string) string {
+	if out, err := exec.CommandContext(ctx, python, "-c", "import "+modules).CombinedOutput(); err != nil {
+		return fmt.Sprintf("%s cannot import %s (make bench-deps): %s", python, what, strings.TrimSpace(string(out)))
+	}
+	return ""
+}
+
 // writePeerFiles writes the peers' Python (files, peer_driver.py) and the
 // handlers' spec (peer_spec.json) into bl's directory and returns the
 // environment the peer's processes run with.

@@ -31,20 +31,11 @@ type Stats struct {
 // FetchStats reads the stats of the nsqd whose HTTP address is addr,
 // without its clients.
 func FetchStats(ctx context.Context, client *http.Client, addr string) (*Stats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats?format=json&include_clients=false", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /stats: %s", resp.Status)
-	}
 	st := &Stats{}
-	return st, json.NewDecoder(resp.Body).Decode(st)
+	if err := getJSON(ctx, client, addr, "/stats", "?format=json&include_clients=false", "", st); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // Node is an nsqd that nsqlookupd lists: its TCP and HTTP addresses, ""
@@ -54,19 +45,6 @@ type Node struct{ TCP, HTTP string }
 // LookupNodes returns the nsqd that the nsqlookupd whose HTTP address is
 // lookupd lists (GET /nodes).
 func LookupNodes(ctx context.Context, client *http.Client, lookupd string) ([]Node, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+lookupd+"/nodes", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /nodes: %s", resp.Status)
-	}
 	var n struct {
 		Producers []struct {
 			BroadcastAddress string `json:"broadcast_address"`
@@ -74,8 +52,8 @@ func LookupNodes(ctx context.Context, client *http.Client, lookupd string) ([]No
 			HTTPPort         int    `json:"http_port"`
 		} `json:"producers"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&n); err != nil {
-		return nil, fmt.Errorf("GET /nodes: %w", err)
+	if err := getJSON(ctx, client, lookupd, "/nodes", "", "application/vnd.nsq; version=1.0", &n); err != nil {
+		return nil, err
 	}
 	var out []Node
 	for _, p := range n.Producers {
@@ -92,4 +70,28 @@ func LookupNodes(ctx context.Context, client *http.Client, lookupd string) ([]No
 		out = append(out, nd)
 	}
 	return out, nil
+}
+
+// getJSON decodes into v the JSON that GET path (with query) answers on
+// the HTTP address addr, sending accept as Accept unless it is "".
+func getJSON(ctx context.Context, client *http.Client, addr, path, query, accept string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path+query, nil)
+	if err != nil {
+		return err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	return nil
 }
