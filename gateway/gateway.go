@@ -48,6 +48,7 @@ type Gateway struct {
 	metrics *metrics
 	pub     *queue.Publisher
 	cleanup *deliveredCleanups
+	waiters *waiters
 	engine  *gin.Engine
 	ln      net.Listener
 	srv     *http.Server
@@ -77,6 +78,9 @@ func New(ctx context.Context, opts *Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	if g.runners, err = kvmodel.NewRegistry(ctx, g.store, g.log); err != nil {
+		return nil, err
+	}
+	if g.waiters, err = startWaiters(ctx, o.Etcd, g.log); err != nil {
 		return nil, err
 	}
 	g.cleanup = newDeliveredCleanups(g.store, g.log)
@@ -135,7 +139,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 // shuts down in this order:
 //
 //  1. closes the listener, if Run has not already (no new connections);
-//  2. stops the catalog's and the runner registry's etcd watches;
+//  2. stops the catalog's, the runner registry's and the blocking
+//     requests' etcd watches (a wait still registered ends in an error);
 //  3. stops the delivered-request cleanups, writing the ones still queued;
 //  4. stops the NSQ publisher.
 //
@@ -153,6 +158,9 @@ func (g *Gateway) Close() error {
 		}
 		if g.runners != nil {
 			g.runners.Close()
+		}
+		if g.waiters != nil {
+			g.waiters.close()
 		}
 		if g.cleanup != nil {
 			g.cleanup.close()

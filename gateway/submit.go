@@ -11,8 +11,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jobx/jobx/internal/queue"
 	"github.com/jobx/jobx/kvmodel"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // submit handles POST /job/:workflow/:job.
@@ -92,21 +90,17 @@ func (g *Gateway) submit(c *gin.Context) {
 	for _, p := range body.Arguments {
 		args = kvmodel.AppendPairItem(args, p)
 	}
-	var watch clientv3.WatchChan
+	var wait *waiter
 	wctx, cancel := context.WithTimeout(ctx, g.opts.BlockingTimeout)
 	defer cancel()
 	if blocking && missing == nil {
-		// Watch before the request exists, from the current revision: such
-		// a watch is in step with the store, and etcd sends it each change
-		// at once. One that starts at a past revision (the creation's, once
-		// anything else was written since) is caught up by a loop that
-		// runs every 100 ms: a trivial request then waited up to 100 ms for
-		// its end.
-		watch = g.store.Client().Watch(clientv3.WithRequireLeader(wctx), kvmodel.Key(req), clientv3.WithCreatedNotify())
-		if wr, ok := <-watch; !ok || wr.Err() != nil || !wr.Created {
-			c.Error(fmt.Errorf("watch request %s: %w", reqID, errors.Join(wr.Err(), wctx.Err(), errors.New("the watch did not start"))))
+		// Registered before the request exists: the gateway's watch of
+		// the requests (waiters) then sees its every change.
+		if wait, err = g.waiters.add(req); err != nil {
+			c.Error(fmt.Errorf("wait for request %s: %w", reqID, err))
 			return
 		}
+		defer g.waiters.remove(req)
 	}
 	if missing != nil {
 		// Reported, not parked: the request exists, already failed.
@@ -141,73 +135,16 @@ func (g *Gateway) submit(c *gin.Context) {
 		c.JSON(http.StatusAccepted, gin.H{"request_id": reqID, "status_url": loc, "result": nil})
 		return
 	}
-	done, err := g.waitDone(wctx, watch, req)
+	done, err := wait.wait(wctx)
 	if err != nil {
 		if errors.Is(wctx.Err(), context.DeadlineExceeded) {
 			c.Error(&apiError{http.StatusGatewayTimeout, "timeout", fmt.Sprintf("request %s did not finish within %s; it goes on: GET /request/%s/%s", reqID, g.opts.BlockingTimeout, wf, reqID)})
 			return
 		}
-		c.Error(err)
+		c.Error(fmt.Errorf("wait for request %s: %w", reqID, err))
 		return
 	}
 	g.respondDone(c, done, true)
-}
-
-// waitDone waits for the request to be done, on watch (a watch of its key).
-// When etcd compacted the history the watch needs (ErrCompacted: the watch
-// fell behind, or resumed after a lost connection past a compaction), it
-// reads the request again and, unless that read shows it done, watches on
-// from the read's revision: no change after the read is missed.
-func (g *Gateway) waitDone(ctx context.Context, watch clientv3.WatchChan, req *kvmodel.Request) (*kvmodel.Request, error) {
-	for {
-		done, err := watchDone(ctx, watch, req)
-		if !errors.Is(err, rpctypes.ErrCompacted) {
-			return done, err
-		}
-		g.log.Info("blocking wait behind a compaction of etcd's history; reading the request again", "workflow", req.WorkflowName, "request_id", req.ID)
-		resp, err := g.store.Client().Get(ctx, kvmodel.Key(req))
-		if err != nil {
-			return nil, fmt.Errorf("read request %s again: %w", req.ID, err)
-		}
-		if len(resp.Kvs) == 0 {
-			return nil, fmt.Errorf("request %s was deleted while waiting", req.ID)
-		}
-		kv := resp.Kvs[0]
-		r := &kvmodel.Request{}
-		if err := kvmodel.Decode(r, string(kv.Key), kv.Value, kv.ModRevision); err != nil {
-			return nil, err
-		}
-		if r.IsDone {
-			return r, nil
-		}
-		watch = g.store.Client().Watch(clientv3.WithRequireLeader(ctx), kvmodel.Key(req), clientv3.WithRev(resp.Header.Revision+1))
-	}
-}
-
-// watchDone returns the request once watch shows it done; a watch error
-// (rpctypes.ErrCompacted among them) is returned wrapped.
-func watchDone(ctx context.Context, watch clientv3.WatchChan, req *kvmodel.Request) (*kvmodel.Request, error) {
-	for wr := range watch {
-		if err := wr.Err(); err != nil {
-			return nil, fmt.Errorf("watch request: %w", err)
-		}
-		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				return nil, fmt.Errorf("request %s was deleted while waiting", req.ID)
-			}
-			r := &kvmodel.Request{}
-			if err := kvmodel.Decode(r, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision); err != nil {
-				return nil, err
-			}
-			if r.IsDone {
-				return r, nil
-			}
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return nil, errors.New("watch ended before the request was done")
 }
 
 // respondDone answers with a done request's result or error. delivered

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,7 +23,7 @@ type rereads struct {
 }
 
 func (h rereads) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "blocking wait behind a compaction of etcd's history; reading the request again" {
+	if r.Message == "the requests' watch fell behind a compaction of etcd's history; reading the waited-for requests again" {
 		h.n.Add(1)
 		select {
 		case h.seen <- struct{}{}:
@@ -65,7 +67,8 @@ func compactAll(t *testing.T, cli *clientv3.Client) int64 {
 // (the gateway lost its etcd connection meanwhile) reads the request again
 // and still gets its end: when the request ended before the compaction
 // (the read finds it done) and when it ends after the read (the watch
-// resumed from the read's revision sees it).
+// resumed from before the read sees it). A request nobody waits for, ended
+// meanwhile, ends no wait.
 func TestBlockingWaitSurvivesACompaction(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -81,18 +84,26 @@ func TestBlockingWaitSurvivesACompaction(t *testing.T) {
 			n := &atomic.Int32{}
 			seen := make(chan struct{}, 1)
 			log := slog.New(rereads{testenv.Logger(t).Handler(), n, seen})
-			g := &Gateway{log: log, store: kvmodel.NewStore(gwCli)}
 			st := kvmodel.NewStore(cli)
-
-			req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", InvocationID: kvmodel.NewID(), IsBlocking: true, State: kvmodel.StatePending}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			watch := gwCli.Watch(clientv3.WithRequireLeader(ctx), kvmodel.Key(req), clientv3.WithCreatedNotify())
-			if wr := <-watch; !wr.Created {
-				t.Fatalf("watch not created: %v", wr.Err())
-			}
-			if err := st.Create(ctx, req); err != nil {
+			ws, err := startWaiters(ctx, gwCli, log)
+			if err != nil {
 				t.Fatal(err)
+			}
+			defer ws.close()
+
+			req := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", InvocationID: kvmodel.NewID(), IsBlocking: true, State: kvmodel.StatePending}
+			other := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", InvocationID: kvmodel.NewID(), State: kvmodel.StatePending}
+			wait, err := ws.add(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.remove(req)
+			for _, r := range []*kvmodel.Request{req, other} {
+				if err := st.Create(ctx, r); err != nil {
+					t.Fatal(err)
+				}
 			}
 			type result struct {
 				req *kvmodel.Request
@@ -100,7 +111,7 @@ func TestBlockingWaitSurvivesACompaction(t *testing.T) {
 			}
 			res := make(chan result, 1)
 			go func() {
-				r, err := g.waitDone(ctx, watch, req)
+				r, err := wait.wait(ctx)
 				res <- result{r, err}
 			}()
 
@@ -109,8 +120,11 @@ func TestBlockingWaitSurvivesACompaction(t *testing.T) {
 			if tc.endDuring {
 				req.IsDone, req.State = true, tc.finalState
 			}
-			if err := st.Update(ctx, req); err != nil {
-				t.Fatal(err)
+			other.IsDone, other.State = true, kvmodel.StateDone
+			for _, r := range []*kvmodel.Request{req, other} {
+				if err := st.Update(ctx, r); err != nil {
+					t.Fatal(err)
+				}
 			}
 			compactAll(t, cli)
 			relay.Heal()
@@ -133,12 +147,80 @@ func TestBlockingWaitSurvivesACompaction(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("wait: %v", r.err)
 			}
-			if !r.req.IsDone || r.req.State != tc.finalState {
-				t.Fatalf("wait returned the request done=%v state=%q, want done in state %q", r.req.IsDone, r.req.State, tc.finalState)
+			if r.req.ID != req.ID || !r.req.IsDone || r.req.State != tc.finalState {
+				t.Fatalf("wait returned request %s done=%v state=%q, want %s done in state %q", r.req.ID, r.req.IsDone, r.req.State, req.ID, tc.finalState)
 			}
 			if n.Load() != 1 {
-				t.Errorf("the request was read again %d times, want once", n.Load())
+				t.Errorf("the requests were read again %d times, want once", n.Load())
 			}
 		})
+	}
+}
+
+// Many blocking waits share the gateway's one watch: each gets its own
+// request's end, whatever order the requests end in; a deleted request ends
+// its wait in an error; and closing the gateway's waits ends the ones left
+// and refuses new ones.
+func TestWaitsShareOneWatch(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	st := kvmodel.NewStore(cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, err := startWaiters(ctx, cli, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	reqs := make([]*kvmodel.Request, n)
+	waits := make([]*waiter, n)
+	for i := range reqs {
+		reqs[i] = &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", InvocationID: kvmodel.NewID(), IsBlocking: true, State: kvmodel.StatePending}
+		if waits[i], err = ws.add(reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Create(ctx, reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// End them last first, each in a state of its own; the last one is deleted.
+	for i := n - 1; i >= 0; i-- {
+		r := reqs[i]
+		if i == n-1 {
+			if _, err := cli.Delete(ctx, kvmodel.Key(r)); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		r.IsDone, r.State = true, fmt.Sprintf("state-%d", i)
+		if err := st.Update(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, w := range waits {
+		got, err := w.wait(ctx)
+		if i == n-1 {
+			if err == nil || !strings.Contains(err.Error(), "deleted") {
+				t.Errorf("wait for the deleted request: %+v, %v; want a deletion error", got, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("wait %d: %v", i, err)
+		}
+		if got.ID != reqs[i].ID || got.State != fmt.Sprintf("state-%d", i) {
+			t.Errorf("wait %d got request %s in state %q, want %s in state-%d", i, got.ID, got.State, reqs[i].ID, i)
+		}
+		ws.remove(reqs[i])
+	}
+	if len(ws.byKey) != 1 {
+		t.Errorf("%d waits registered after removing all but one, want 1", len(ws.byKey))
+	}
+
+	ws.close()
+	if _, err := waits[n-1].wait(ctx); err == nil {
+		t.Error("a wait still registered at close did not end in an error")
+	}
+	if _, err := ws.add(&kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf"}); err == nil {
+		t.Error("a closed gateway's waits took a new one")
 	}
 }
