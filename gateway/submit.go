@@ -167,8 +167,15 @@ func (g *Gateway) respondDone(c *gin.Context, req *kvmodel.Request, delivered bo
 	}
 }
 
-// result reads the root invocation's reduction: the request's pairs.
+// result is the root invocation's reduction, the request's pairs: those
+// the request carries (kvmodel.Request.Result), or else its dataset's.
 func (g *Gateway) result(ctx context.Context, req *kvmodel.Request) ([]json.RawMessage, error) {
+	if req.Result != nil {
+		var pairs []json.RawMessage
+		if err := json.Unmarshal(req.Result, &pairs); err == nil {
+			return pairs, nil
+		}
+	}
 	data, err := g.store.ReadDataset(ctx, req.WorkflowName, req.InvocationID, kvmodel.PostReduce)
 	if err != nil {
 		return nil, fmt.Errorf("result of request %s: %w", req.ID, err)

@@ -224,3 +224,28 @@ func TestWaitsShareOneWatch(t *testing.T) {
 		t.Error("a closed gateway's waits took a new one")
 	}
 }
+
+// A done request that carries its result is answered from it, without the
+// dataset; one that does not (a large result) is answered from its dataset.
+func TestResultFromTheRequestOrItsDataset(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	st := kvmodel.NewStore(cli)
+	g := &Gateway{log: testenv.Logger(t), store: st}
+	ctx := t.Context()
+
+	carried := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", InvocationID: kvmodel.NewID(), Result: []byte(`[["a",1],["b",[2]]]`)}
+	got, err := g.result(ctx, carried) // no dataset was written: a read would fail
+	if err != nil || len(got) != 2 || string(got[0]) != `["a",1]` || string(got[1]) != `["b",[2]]` {
+		t.Fatalf("carried result: %s, %v", got, err)
+	}
+
+	stored := &kvmodel.Request{ID: kvmodel.NewID(), WorkflowName: "wf", InvocationID: kvmodel.NewID()}
+	data := kvmodel.AppendPairItem(nil, kvmodel.Pair{Key: []byte(`"c"`), Value: []byte(`3`)})
+	if err := st.Apply(ctx, kvmodel.DatasetOps("wf", stored.InvocationID, kvmodel.PostReduce, data)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = g.result(ctx, stored)
+	if err != nil || len(got) != 1 || string(got[0]) != `["c",3]` {
+		t.Fatalf("dataset result: %s, %v", got, err)
+	}
+}

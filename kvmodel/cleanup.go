@@ -24,10 +24,18 @@ func CleanupOp(wf, id string, due time.Time) Op {
 // failed with f otherwise, and, unless the request is kept, schedule its
 // cleanup after retention. req itself is left as it is.
 func endOps(req *Request, f *Failure, retention time.Duration) []Op {
+	return endWithResult(req, f, nil, retention)
+}
+
+// endWithResult is endOps that also puts result (the root's reduction, as
+// stored) on the request, when it is small enough (MaxInlineResult).
+func endWithResult(req *Request, f *Failure, result []byte, retention time.Duration) []Op {
 	d := *req
 	d.IsDone, d.State, d.DoneTimestamp = true, StateDone, Now()
 	if f != nil {
 		d.State, d.Error = StateFailed, f
+	} else {
+		d.Result = inlineResult(result)
 	}
 	ops := []Op{PutOp(&d)}
 	if !req.Keep {

@@ -237,6 +237,33 @@ func AppendPairItem(buf []byte, p Pair) []byte {
 	return append(buf, "]}\n"...)
 }
 
+// MaxInlineResult bounds the result a done request carries itself
+// (Request.Result), in bytes of its dataset.
+const MaxInlineResult = 4 << 10
+
+// inlineResult is the pairs of dataset data as a JSON array of [key,
+// value], or nil when data is larger than MaxInlineResult or not a pair
+// dataset.
+func inlineResult(data []byte) json.RawMessage {
+	if len(data) > MaxInlineResult {
+		return nil
+	}
+	pairs, err := DecodePairItems(data)
+	if err != nil {
+		return nil
+	}
+	buf := make([]byte, 0, len(data)+2)
+	buf = append(buf, '[')
+	for i, p := range pairs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		j, _ := p.MarshalJSON()
+		buf = append(buf, j...)
+	}
+	return append(buf, ']')
+}
+
 // AppendGroupItem appends the dataset item {"k":k,"vl":[v...]} and a newline.
 func AppendGroupItem(buf []byte, g Group) []byte {
 	buf = append(buf, `{"k":`...)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -306,6 +307,12 @@ type Request struct {
 	Keep             bool     `json:"keep,omitempty"`
 	// Writer records what the job's result writer did.
 	Writer *WriterStatus `json:"result_writer,omitempty"`
+	// Result is a done request's result pairs, [[key, value], ...], when
+	// they take at most MaxInlineResult bytes as stored: written with the
+	// end of the request, a waiting gateway answers from the request's
+	// watch event without reading the result dataset, which holds them
+	// too. Nil: read the dataset.
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 func (r *Request) Class() string          { return "request" }

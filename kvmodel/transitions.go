@@ -252,15 +252,15 @@ func (s *Store) RecordReduction(ctx context.Context, seen Seen, done, m *Invocat
 		what:  "record reduction of " + m.ID,
 		conds: seen.conds(),
 		bulk:  DatasetOps(m.WorkflowName, m.ID, PostReduce, reduced),
-		final: reductionOps(seen.Request, done, m, retention), failed: ErrConflict,
+		final: reductionOps(seen.Request, done, m, reduced, retention), failed: ErrConflict,
 	})
 	return err
 }
 
-func reductionOps(req *Request, done, m *Invocation, retention time.Duration) []Op {
+func reductionOps(req *Request, done, m *Invocation, reduced []byte, retention time.Duration) []Op {
 	ops := []Op{PutOp(done), ReducedOp(m.WorkflowName, m.ID, done.ID)}
 	if m.Parent() == "" {
-		ops = append(ops, endOps(req, nil, retention)...)
+		ops = append(ops, endWithResult(req, nil, reduced, retention)...)
 	}
 	return ops
 }
@@ -276,7 +276,7 @@ func FusedLeaf(seen Seen, m *Invocation, combined []byte, red *Invocation, reduc
 		what:  "record leaf " + m.ID + " and its reduction",
 		conds: seen.conds(),
 		bulk:  append(DatasetOps(wf, m.ID, PostCombine, combined), DatasetOps(wf, m.ID, PostReduce, reduced)...),
-		final: append([]Op{PutOp(m)}, reductionOps(seen.Request, red, m, retention)...), failed: ErrConflict,
+		final: append([]Op{PutOp(m)}, reductionOps(seen.Request, red, m, reduced, retention)...), failed: ErrConflict,
 	}
 }
 

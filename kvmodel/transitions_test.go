@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -199,6 +200,47 @@ func TestRecordingAnInvocation(t *testing.T) {
 			}
 			if data, err := st.ReadDataset(ctx, "wf", root.ID, kvmodel.PostReduce); err != nil || string(data) != "r\n" {
 				t.Fatalf("post_reduce: %q, %v", data, err)
+			}
+		}},
+		{"the root's reduction puts a small result on its request, not a large one", func(t *testing.T) {
+			small := kvmodel.AppendPairItem(kvmodel.AppendPairItem(nil, kvmodel.Pair{Key: []byte(`"a"`), Value: []byte(`1`)}),
+				kvmodel.Pair{Key: []byte(`"b"`), Value: []byte(`{"n":[2]}`)})
+			var large []byte
+			for i := 0; len(large) <= kvmodel.MaxInlineResult; i++ {
+				large = kvmodel.AppendPairItem(large, kvmodel.Pair{Key: fmt.Appendf(nil, `"key-%d"`, i), Value: []byte(`"some value"`)})
+			}
+			for _, tc := range []struct {
+				name string
+				data []byte
+				want string // "": no result on the request
+			}{
+				{"small", small, `[["a",1],["b",{"n":[2]}]]`},
+				{"empty", nil, `[]`},
+				{"large", large, ""},
+			} {
+				for _, fused := range []bool{false, true} {
+					req, root := started(t, st)
+					red := kvmodel.NewReduceInvocation(root)
+					if fused {
+						if _, err := st.Do(ctx, kvmodel.FusedLeaf(kvmodel.Seen{Invocation: root, Request: req}, done(root), nil, done(red), tc.data, 0)); err != nil {
+							t.Fatal(err)
+						}
+					} else {
+						if err := st.RecordLeaf(ctx, kvmodel.Seen{Invocation: root, Request: req}, done(root), nil, red); err != nil {
+							t.Fatal(err)
+						}
+						if err := st.RecordReduction(ctx, kvmodel.Seen{Invocation: red, Request: req}, done(red), root, tc.data, 0); err != nil {
+							t.Fatal(err)
+						}
+					}
+					got := get(t, st, &kvmodel.Request{WorkflowName: "wf", ID: req.ID})
+					if string(got.Result) != tc.want {
+						t.Errorf("%s result, fused %v: request carries %q, want %q", tc.name, fused, got.Result, tc.want)
+					}
+					if data, err := st.ReadDataset(ctx, "wf", root.ID, kvmodel.PostReduce); err != nil || string(data) != string(tc.data) {
+						t.Errorf("%s result, fused %v: post_reduce %d bytes, %v; want the %d bytes written", tc.name, fused, len(data), err, len(tc.data))
+					}
+				}
 			}
 		}},
 		{"a reduction recorded twice is ErrConflict the second time", func(t *testing.T) {
