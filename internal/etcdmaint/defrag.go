@@ -167,10 +167,17 @@ func (o DefragOptions) disarmLevel(m MemberStatus) int64 {
 	return int64(o.DisarmBelow * float64(m.Quota))
 }
 
+// NearQuota is the share of its quota from which a member's database is
+// defragmented at half the Threshold: the nearer the file is to NOSPACE,
+// the less free space is left in it.
+const NearQuota = 0.7
+
 // Needs reports whether a pass defragments member m; nospace says whether
 // a NOSPACE alarm is raised in the cluster. A member needs it when
 //   - its fragmentation is above Threshold and its database is at least
 //     MinSize, or
+//   - its database is at least NearQuota of its quota and its
+//     fragmentation above half the Threshold, or
 //   - NOSPACE is raised and defragmenting is what stands between it and
 //     the disarm level: its database is at or above DisarmBelow of its
 //     quota while the data in use is below it (compaction has freed the
@@ -183,6 +190,9 @@ func (o DefragOptions) Needs(m MemberStatus, nospace bool) bool {
 		return false
 	}
 	if o.Threshold > 0 && m.DBSize >= o.MinSize && m.Fragmentation() > o.Threshold {
+		return true
+	}
+	if o.Threshold > 0 && m.Quota > 0 && float64(m.DBSize) >= NearQuota*float64(m.Quota) && m.Fragmentation() > o.Threshold/2 {
 		return true
 	}
 	level := o.disarmLevel(m)
