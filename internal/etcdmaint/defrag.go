@@ -176,8 +176,8 @@ const NearQuota = 0.7
 // a NOSPACE alarm is raised in the cluster. A member needs it when
 //   - its fragmentation is above Threshold and its database is at least
 //     MinSize, or
-//   - its database is at least NearQuota of its quota and its
-//     fragmentation above half the Threshold, or
+//   - its database is at least MinSize and NearQuota of its quota, and
+//     its fragmentation above half the Threshold, or
 //   - NOSPACE is raised and defragmenting is what stands between it and
 //     the disarm level: its database is at or above DisarmBelow of its
 //     quota while the data in use is below it (compaction has freed the
@@ -189,11 +189,14 @@ func (o DefragOptions) Needs(m MemberStatus, nospace bool) bool {
 	if !m.Answered() || m.DBSize <= 0 {
 		return false
 	}
-	if o.Threshold > 0 && m.DBSize >= o.MinSize && m.Fragmentation() > o.Threshold {
-		return true
-	}
-	if o.Threshold > 0 && m.Quota > 0 && float64(m.DBSize) >= NearQuota*float64(m.Quota) && m.Fragmentation() > o.Threshold/2 {
-		return true
+	if o.Threshold > 0 && m.DBSize >= o.MinSize {
+		threshold := o.Threshold
+		if m.Quota > 0 && float64(m.DBSize) >= NearQuota*float64(m.Quota) {
+			threshold /= 2
+		}
+		if m.Fragmentation() > threshold {
+			return true
+		}
 	}
 	level := o.disarmLevel(m)
 	return nospace && m.DBSize >= level && m.DBSizeInUse < level

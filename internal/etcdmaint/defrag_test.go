@@ -37,6 +37,7 @@ func TestNeedsDefragmentsPastTheThresholdAndFloorOrToEndNoSpace(t *testing.T) {
 		{"at 70% of its quota, a member fragmented past half the threshold needs it", o, member(720, 500), false, true},
 		{"at 70% of its quota, a member fragmented to half the threshold does not", o, member(720, 540), false, false},
 		{"below 70% of its quota, half the threshold is not enough", o, member(700, 490), false, false},
+		{"near its quota, a member below the floor does not", func() DefragOptions { o := o; o.MinSize = 2 << 30; return o }(), member(1000, 100), false, false},
 		{"threshold 0 turns the near-quota rule off too", DefragOptions{MinSize: 0, DisarmBelow: 0.8}, member(1000, 1), false, false},
 		{"under NOSPACE, a member compaction brought below the disarm level needs it, floor and threshold aside", DefragOptions{Threshold: 0.99, MinSize: 4 << 30, DisarmBelow: 0.8}, member(1024, 700), true, true},
 		{"under NOSPACE, a member still in use above the disarm level does not (compact first)", DefragOptions{Threshold: 0.99, DisarmBelow: 0.8}, member(1024, 900), true, false},
