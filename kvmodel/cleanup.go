@@ -24,22 +24,30 @@ func CleanupOp(wf, id string, due time.Time) Op {
 // failed with f otherwise, and, unless the request is kept, schedule its
 // cleanup after retention. req itself is left as it is.
 func endOps(req *Request, f *Failure, retention time.Duration) []Op {
-	return endWithResult(req, f, nil, retention)
-}
-
-// endWithResult is endOps that also puts result (the root's reduction, as
-// stored) on the request, when it is small enough (MaxInlineResult).
-func endWithResult(req *Request, f *Failure, result []byte, retention time.Duration) []Op {
 	d := *req
 	d.IsDone, d.State, d.DoneTimestamp = true, StateDone, Now()
 	if f != nil {
 		d.State, d.Error = StateFailed, f
-	} else {
-		d.Result = inlineResult(result)
 	}
-	ops := []Op{PutOp(&d)}
-	if !req.Keep {
-		ops = append(ops, CleanupOp(req.WorkflowName, req.ID, time.Now().Add(retention)))
+	return endedOps(&d, retention)
+}
+
+// doneOps is endOps for a request done with result, its root's reduction
+// as stored, which the request also carries when it is small enough
+// (MaxInlineResult).
+func doneOps(req *Request, result []byte, retention time.Duration) []Op {
+	d := *req
+	d.IsDone, d.State, d.DoneTimestamp = true, StateDone, Now()
+	d.Result = inlineResult(result)
+	return endedOps(&d, retention)
+}
+
+// endedOps writes ended request d and, unless it is kept, schedules its
+// cleanup after retention.
+func endedOps(d *Request, retention time.Duration) []Op {
+	ops := []Op{PutOp(d)}
+	if !d.Keep {
+		ops = append(ops, CleanupOp(d.WorkflowName, d.ID, time.Now().Add(retention)))
 	}
 	return ops
 }

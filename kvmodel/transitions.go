@@ -260,7 +260,7 @@ func (s *Store) RecordReduction(ctx context.Context, seen Seen, done, m *Invocat
 func reductionOps(req *Request, done, m *Invocation, reduced []byte, retention time.Duration) []Op {
 	ops := []Op{PutOp(done), ReducedOp(m.WorkflowName, m.ID, done.ID)}
 	if m.Parent() == "" {
-		ops = append(ops, endWithResult(req, nil, reduced, retention)...)
+		ops = append(ops, doneOps(req, reduced, retention)...)
 	}
 	return ops
 }
