@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jobx/jobx/kvmodel"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -100,17 +101,33 @@ func (w *waiters) remove(req *kvmodel.Request) {
 	w.mu.Unlock()
 }
 
-// deliver ends the wait on key, if any; a wait takes its first end only.
-func (w *waiters) deliver(key string, end waitEnd) {
+// waiting returns the wait registered for key, or nil.
+func (w *waiters) waiting(key string) *waiter {
 	w.mu.Lock()
-	wt := w.byKey[key]
-	w.mu.Unlock()
-	if wt == nil {
+	defer w.mu.Unlock()
+	return w.byKey[key]
+}
+
+// finish ends the wait with e; a wait takes its first end only.
+func (wt *waiter) finish(e waitEnd) {
+	select {
+	case wt.end <- e:
+	default:
+	}
+}
+
+// follow ends wt when kv, its request as etcd holds it (nil: deleted),
+// is done, gone or unreadable.
+func (wt *waiter) follow(key string, kv *mvccpb.KeyValue) {
+	if kv == nil {
+		wt.finish(waitEnd{err: errors.New("the request was deleted while waiting")})
 		return
 	}
-	select {
-	case wt.end <- end:
-	default:
+	r := &kvmodel.Request{}
+	if err := kvmodel.Decode(r, key, kv.Value, kv.ModRevision); err != nil {
+		wt.finish(waitEnd{err: err})
+	} else if r.IsDone {
+		wt.finish(waitEnd{req: r})
 	}
 }
 
@@ -150,23 +167,14 @@ func (w *waiters) run(ctx context.Context, watch clientv3.WatchChan, next int64)
 func (w *waiters) handle(evs []*clientv3.Event) {
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
-		w.mu.Lock()
-		_, waited := w.byKey[key]
-		w.mu.Unlock()
-		if !waited {
+		wt := w.waiting(key)
+		if wt == nil {
 			continue
 		}
 		if ev.Type == clientv3.EventTypeDelete {
-			w.deliver(key, waitEnd{err: errors.New("the request was deleted while waiting")})
-			continue
-		}
-		r := &kvmodel.Request{}
-		if err := kvmodel.Decode(r, key, ev.Kv.Value, ev.Kv.ModRevision); err != nil {
-			w.deliver(key, waitEnd{err: err})
-			continue
-		}
-		if r.IsDone {
-			w.deliver(key, waitEnd{req: r})
+			wt.follow(key, nil)
+		} else {
+			wt.follow(key, ev.Kv)
 		}
 	}
 }
@@ -210,17 +218,15 @@ func (w *waiters) resyncOnce(ctx context.Context) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("request %s: %w", key, err)
 		}
-		if len(resp.Kvs) == 0 {
-			w.deliver(key, waitEnd{err: errors.New("the request was deleted while waiting")})
-			continue
+		wt := w.waiting(key)
+		if wt == nil {
+			continue // its wait ended meanwhile
 		}
-		kv := resp.Kvs[0]
-		r := &kvmodel.Request{}
-		if err := kvmodel.Decode(r, key, kv.Value, kv.ModRevision); err != nil {
-			w.deliver(key, waitEnd{err: err})
-		} else if r.IsDone {
-			w.deliver(key, waitEnd{req: r})
+		var kv *mvccpb.KeyValue
+		if len(resp.Kvs) > 0 {
+			kv = resp.Kvs[0]
 		}
+		wt.follow(key, kv)
 	}
 	return head.Header.Revision, nil
 }
@@ -233,10 +239,7 @@ func (w *waiters) stop(err error) {
 	w.byKey = map[string]*waiter{}
 	w.mu.Unlock()
 	for _, wt := range waits {
-		select {
-		case wt.end <- waitEnd{err: err}:
-		default:
-		}
+		wt.finish(waitEnd{err: err})
 	}
 }
 
