@@ -24,22 +24,27 @@ func CleanupOp(wf, id string, due time.Time) Op {
 // failed with f otherwise, and, unless the request is kept, schedule its
 // cleanup after retention. req itself is left as it is.
 func endOps(req *Request, f *Failure, retention time.Duration) []Op {
-	d := *req
-	d.IsDone, d.State, d.DoneTimestamp = true, StateDone, Now()
-	if f != nil {
-		d.State, d.Error = StateFailed, f
-	}
-	return endedOps(&d, retention)
+	return endedOps(ended(req, f), retention)
 }
 
 // doneOps is endOps for a request done with result, its root's reduction
 // as stored, which the request also carries when it is small enough
 // (MaxInlineResult).
 func doneOps(req *Request, result []byte, retention time.Duration) []Op {
+	d := ended(req, nil)
+	d.Result = inlineResult(result)
+	return endedOps(d, retention)
+}
+
+// ended is a copy of req ended now, done when f is nil and failed with f
+// otherwise.
+func ended(req *Request, f *Failure) *Request {
 	d := *req
 	d.IsDone, d.State, d.DoneTimestamp = true, StateDone, Now()
-	d.Result = inlineResult(result)
-	return endedOps(&d, retention)
+	if f != nil {
+		d.State, d.Error = StateFailed, f
+	}
+	return &d
 }
 
 // endedOps writes ended request d and, unless it is kept, schedules its
