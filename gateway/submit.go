@@ -180,13 +180,9 @@ func (g *Gateway) result(ctx context.Context, req *kvmodel.Request) ([]json.RawM
 	if err != nil {
 		return nil, fmt.Errorf("result of request %s: %w", req.ID, err)
 	}
-	items, err := kvmodel.DecodePairItems(data)
+	pairs, err := kvmodel.DecodePairArrays(data)
 	if err != nil {
 		return nil, fmt.Errorf("result of request %s: %w", req.ID, err)
-	}
-	pairs := make([]json.RawMessage, len(items))
-	for i, p := range items {
-		pairs[i], _ = p.MarshalJSON()
 	}
 	return pairs, nil
 }

@@ -248,17 +248,16 @@ func inlineResult(data []byte) json.RawMessage {
 	if len(data) > MaxInlineResult {
 		return nil
 	}
-	pairs, err := DecodePairItems(data)
+	items, err := DecodePairArrays(data)
 	if err != nil {
 		return nil
 	}
 	buf := make([]byte, 0, len(data)+2)
 	buf = append(buf, '[')
-	for i, p := range pairs {
+	for i, j := range items {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		j, _ := p.MarshalJSON()
 		buf = append(buf, j...)
 	}
 	return append(buf, ']')
@@ -276,6 +275,18 @@ func AppendGroupItem(buf []byte, g Group) []byte {
 		buf = append(buf, v...)
 	}
 	return append(buf, "]}\n"...)
+}
+
+// DecodePairArrays parses a dataset of {"p":[k,v]} items into their [k,v]
+// arrays, as a request's result gives its pairs. On error it returns the
+// items before the bad one.
+func DecodePairArrays(data []byte) ([]json.RawMessage, error) {
+	pairs, err := DecodePairItems(data)
+	items := make([]json.RawMessage, len(pairs))
+	for i, p := range pairs {
+		items[i], _ = p.MarshalJSON()
+	}
+	return items, err
 }
 
 // DecodePairItems parses a dataset of {"p":[k,v]} items.

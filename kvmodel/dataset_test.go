@@ -70,3 +70,25 @@ func TestDecodePairItemsReadsWhatAppendPairItemWrites(t *testing.T) {
 		}
 	}
 }
+
+// DecodePairArrays gives a result's pairs as the API shows them: each
+// item's [key, value], compact, an empty result as an empty list, and the
+// items before a bad one with the error.
+func TestDecodePairArraysGivesEachItemsArray(t *testing.T) {
+	data := AppendPairItem(nil, Pair{Key: []byte(`"a"`), Value: []byte(`1`)})
+	data = append(data, "{ \"p\" : [\"b\", [1, 2]] }\n"...)
+	got, err := DecodePairArrays(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got[0]) != `["a",1]` || string(got[1]) != `["b",[1,2]]` {
+		t.Fatalf("got %q, want [\"a\",1] and [\"b\",[1,2]]", got)
+	}
+	if got, err := DecodePairArrays(nil); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("an empty dataset: got %q, %v; want an empty list", got, err)
+	}
+	got, err = DecodePairArrays(append(AppendPairItem(nil, Pair{Key: []byte(`"a"`), Value: []byte(`1`)}), "{\"p\":[\"x\"]}\n"...))
+	if err == nil || len(got) != 1 || string(got[0]) != `["a",1]` {
+		t.Fatalf("a bad second item: got %q, %v; want the first item and an error", got, err)
+	}
+}

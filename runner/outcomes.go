@@ -40,17 +40,12 @@ func (r *Runner) finishRequest(ctx context.Context, t *task) {
 
 func (r *Runner) writeResult(ctx context.Context, t *task, cfg kvmodel.WriterConfig) kvmodel.WriterStatus {
 	data, err := r.store.ReadDataset(ctx, t.req.WorkflowName, t.req.InvocationID, kvmodel.PostReduce)
-	var pairs []kvmodel.Pair
+	res := writers.Result{RequestID: t.req.ID, Workflow: t.req.WorkflowName, Job: t.req.JobName}
 	if err == nil {
-		pairs, err = kvmodel.DecodePairItems(data)
+		res.Pairs, err = kvmodel.DecodePairArrays(data)
 	}
 	if err != nil {
 		return kvmodel.WriterStatus{Kind: cfg.Kind, State: "failed", Error: "read the result: " + err.Error()}
-	}
-	res := writers.Result{RequestID: t.req.ID, Workflow: t.req.WorkflowName, Job: t.req.JobName}
-	for _, p := range pairs {
-		j, _ := p.MarshalJSON()
-		res.Pairs = append(res.Pairs, j)
 	}
 	return writers.Write(ctx, cfg, r.smtp(), res)
 }

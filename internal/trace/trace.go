@@ -292,12 +292,7 @@ func decodeItems(typ kvmodel.DatasetType, raw []byte) ([]json.RawMessage, error)
 		}
 		return out, err
 	}
-	pairs, err := kvmodel.DecodePairItems(raw)
-	for _, p := range pairs {
-		j, _ := p.MarshalJSON()
-		out = append(out, j)
-	}
-	return out, err
+	return kvmodel.DecodePairArrays(raw)
 }
 
 // Walk visits every invocation depth-first, map invocations before their
