@@ -9,7 +9,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -183,7 +182,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	if r.opts.CleanupInterval > 0 {
 		wg.Add(1)
-		go func() { defer wg.Done(); r.cleanupLoop(ctx) }()
+		c := &cleaner{store: r.store, log: r.log, page: cleanupPage, workers: cleanupWorkers}
+		go func() { defer wg.Done(); c.loop(ctx, r.opts.CleanupInterval) }()
 	}
 	if r.opts.StallAfter > 0 || r.opts.RequestDeadline > 0 {
 		wg.Add(1)
@@ -271,49 +271,6 @@ func (r *Runner) Close() error {
 		}
 	})
 	return r.closeErr
-}
-
-// cleanupLoop prunes requests whose retention has passed.
-func (r *Runner) cleanupLoop(ctx context.Context) {
-	t := time.NewTicker(r.opts.CleanupInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		due, err := r.store.DueCleanups(ctx, time.Now(), 100)
-		if err != nil {
-			if !errors.Is(err, context.Canceled) {
-				r.log.Warn("read cleanup queue", "err", err)
-			}
-			continue
-		}
-		trim := map[string]bool{} // the workflows whose histories grew
-		for _, c := range due {
-			if ctx.Err() != nil {
-				break // stopping: the rest waits for the next runner
-			}
-			n, sum, err := r.store.Clean(ctx, c)
-			if err != nil {
-				r.log.Warn("cleanup", "workflow", c.Workflow, "request_id", c.Request, "err", err)
-				continue
-			}
-			if sum {
-				trim[c.Workflow] = true
-			}
-			r.log.Debug("request cleaned up", "workflow", c.Workflow, "request_id", c.Request, "invocations", n)
-		}
-		// The histories' bound, kept once per batch: a trim reads a
-		// workflow's summaries (keys only), and etcd walks what it deleted
-		// since the last compaction to do so.
-		for wf := range trim {
-			if err := r.store.TrimHistory(ctx, wf); err != nil && ctx.Err() == nil {
-				r.log.Debug("trim the request history", "workflow", wf, "err", err)
-			}
-		}
-	}
 }
 
 // announce keeps the runner's registry entry alive and its load current.

@@ -1,0 +1,107 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jobx/jobx/kvmodel"
+)
+
+const (
+	// cleanupPage is how many due cleanups one read of the queue takes.
+	cleanupPage = 100
+	// cleanupWorkers is how many cleanups run at once: etcd commits the
+	// transactions of concurrent ones with one fsync.
+	cleanupWorkers = 8
+)
+
+// cleaner prunes the requests whose retention has passed (their cleanups
+// are due), at the pace requests end: every tick it works through the
+// whole queue of due cleanups, a page at a time, several at once. A pass
+// that took one page a tick would bound cleanups at a page a second, and
+// under a faster stream of requests etcd would fill up with ended ones.
+type cleaner struct {
+	store   *kvmodel.Store
+	log     *slog.Logger
+	page    int64
+	workers int
+}
+
+// loop runs a pass every interval until ctx ends.
+func (c *cleaner) loop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.pass(ctx)
+	}
+}
+
+// pass carries out the cleanups due now, page after page, until a page
+// comes back short of full or cleans nothing (etcd refuses, or every one
+// fails: the next pass tries again).
+func (c *cleaner) pass(ctx context.Context) {
+	for ctx.Err() == nil {
+		due, err := c.store.DueCleanups(ctx, time.Now(), c.page)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				c.log.Warn("read cleanup queue", "err", err)
+			}
+			return
+		}
+		if c.clean(ctx, due) == 0 || int64(len(due)) < c.page {
+			return
+		}
+	}
+}
+
+// clean carries out cleanups due, c.workers at a time, and keeps the
+// histories they added to within their bound; it returns how many it
+// carried out.
+func (c *cleaner) clean(ctx context.Context, due []kvmodel.DueCleanup) int {
+	var (
+		mu      sync.Mutex
+		cleaned int
+		trim    = map[string]bool{} // the workflows whose histories grew
+		wg      sync.WaitGroup
+		slots   = make(chan struct{}, c.workers)
+	)
+	for _, d := range due {
+		if ctx.Err() != nil {
+			break // stopping: the rest waits for the next runner
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			n, sum, err := c.store.Clean(ctx, d)
+			if err != nil {
+				c.log.Warn("cleanup", "workflow", d.Workflow, "request_id", d.Request, "err", err)
+				return
+			}
+			c.log.Debug("request cleaned up", "workflow", d.Workflow, "request_id", d.Request, "invocations", n)
+			mu.Lock()
+			defer mu.Unlock()
+			cleaned++
+			if sum {
+				trim[d.Workflow] = true
+			}
+		})
+	}
+	wg.Wait()
+	// The histories' bound, kept once per page: a trim reads a workflow's
+	// summaries (keys only), and etcd walks what it deleted since the last
+	// compaction to do so.
+	for wf := range trim {
+		if err := c.store.TrimHistory(ctx, wf); err != nil && ctx.Err() == nil {
+			c.log.Debug("trim the request history", "workflow", wf, "err", err)
+		}
+	}
+	return cleaned
+}
