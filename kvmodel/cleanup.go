@@ -2,11 +2,13 @@ package kvmodel
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -141,13 +143,7 @@ func (s *Store) prune(ctx context.Context, wf, id string, force bool, done strin
 		}
 		queue = append(queue, children...)
 		invocations++
-		ops = append(ops,
-			Op{Key: Key(&Invocation{WorkflowName: wf, ID: m}), Delete: true},
-			Op{Key: Key(&Invocation{WorkflowName: wf, ID: ReduceID(m)}), Delete: true},
-			DeletePrefixOp(QueueRoot+"dataset/"+wf+"/"+m+"/"),
-			DeletePrefixOp(RelationshipsPrefix(wf, m)),
-			DeletePrefixOp(SessionPrefix(wf, m)),
-		)
+		ops = append(ops, invocationOps(wf, m)...)
 		if len(ops) >= 4*MaxTxnOps {
 			if err := s.Apply(ctx, ops); err != nil {
 				return invocations, false, err
@@ -161,4 +157,170 @@ func (s *Store) prune(ctx context.Context, wf, id string, force bool, done strin
 		return invocations, true, nil
 	}
 	return invocations, false, s.Apply(ctx, ops)
+}
+
+// invocationOps delete map invocation m of workflow wf and what belongs to
+// it: its reduce invocation, datasets, relationships and session.
+func invocationOps(wf, m string) []Op {
+	return []Op{
+		{Key: Key(&Invocation{WorkflowName: wf, ID: m}), Delete: true},
+		{Key: Key(&Invocation{WorkflowName: wf, ID: ReduceID(m)}), Delete: true},
+		DeletePrefixOp(QueueRoot + "dataset/" + wf + "/" + m + "/"),
+		DeletePrefixOp(RelationshipsPrefix(wf, m)),
+		DeletePrefixOp(SessionPrefix(wf, m)),
+	}
+}
+
+// CleanMany carries out cleanups due as Clean carries out each, in fewer
+// round trips: one read of their requests, one read per level of their
+// invocation trees, and their deletes, each request's with its summary and
+// queue entry, packed into as few transactions as etcd's limits allow. A
+// request whose deletes would not fit one transaction, and those of a
+// transaction etcd refuses (out of space: Clean then drops the summary),
+// are cleaned one by one by Clean. It returns how many cleanups it
+// carried out, the workflows whose histories grew (the caller keeps their
+// bound with TrimHistory) and what failed.
+func (s *Store) CleanMany(ctx context.Context, due []DueCleanup) (cleaned int, summarized map[string]bool, errs []error) {
+	summarized = map[string]bool{}
+	type cleanup struct {
+		DueCleanup
+		req  *Request // nil: gone or kept, only the queue entry goes
+		ops  []Op
+		sum  bool
+		solo bool // too large to share a transaction
+	}
+	var (
+		all  []*cleanup
+		gets []clientv3.Op
+	)
+	for _, d := range due {
+		all = append(all, &cleanup{DueCleanup: d})
+		gets = append(gets, clientv3.OpGet(Key(&Request{WorkflowName: d.Workflow, ID: d.Request})))
+	}
+	resps, err := s.readMany(ctx, gets)
+	if err != nil {
+		return 0, summarized, []error{err}
+	}
+	type node struct {
+		c *cleanup
+		m string
+	}
+	var level []node
+	live := all[:0]
+	for i, c := range all {
+		if kvs := resps[i].GetResponseRange().Kvs; len(kvs) > 0 {
+			req := &Request{WorkflowName: c.Workflow, ID: c.Request}
+			if err := decodeInto(req, kvs[0].Value, kvs[0].ModRevision); err != nil {
+				errs = append(errs, fmt.Errorf("cleanup of request %s: %w", c.Request, err))
+				continue
+			}
+			if !req.Keep {
+				c.req = req
+				level = append(level, node{c, req.InvocationID})
+			}
+		}
+		live = append(live, c)
+	}
+	all = live
+	// The trees, a level at a time; a request past one transaction's
+	// worth of deletes is left to Clean, which splits them.
+	for len(level) > 0 {
+		gets = gets[:0]
+		for _, n := range level {
+			gets = append(gets, clientv3.OpGet(RelationshipsPrefix(n.c.Workflow, n.m)+"mapped/", clientv3.WithPrefix()))
+		}
+		if resps, err = s.readMany(ctx, gets); err != nil {
+			return cleaned, summarized, append(errs, err)
+		}
+		var next []node
+		for i, n := range level {
+			if n.c.solo {
+				continue
+			}
+			n.c.ops = append(n.c.ops, invocationOps(n.c.Workflow, n.m)...)
+			if len(n.c.ops) > MaxTxnOps-3 {
+				n.c.solo = true
+				continue
+			}
+			for _, kv := range resps[i].GetResponseRange().Kvs {
+				var ids []string
+				if err := json.Unmarshal(kv.Value, &ids); err != nil {
+					return cleaned, summarized, append(errs, fmt.Errorf("children of invocation %s: %s: %w", n.m, kv.Key, err))
+				}
+				for _, id := range ids {
+					next = append(next, node{n.c, id})
+				}
+			}
+		}
+		level = next
+	}
+	// Each request's deletes, then its queue entry and summary, packed.
+	var (
+		batch []*cleanup
+		ops   []Op
+		solo  []*cleanup
+	)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := s.Apply(ctx, ops); err != nil {
+			solo = append(solo, batch...)
+		} else {
+			for _, c := range batch {
+				cleaned++
+				if c.sum {
+					summarized[c.Workflow] = true
+				}
+			}
+		}
+		batch, ops = batch[:0], ops[:0]
+	}
+	for _, c := range all {
+		if c.solo {
+			solo = append(solo, c)
+			continue
+		}
+		if c.req != nil {
+			c.ops = append(c.ops, Op{Key: Key(c.req), Delete: true})
+			if sum, err := recentOp(c.req); err == nil {
+				c.ops, c.sum = append(c.ops, sum), true
+			}
+		}
+		c.ops = append(c.ops, Op{Key: c.Key, Delete: true})
+		if !fits(append(ops[:len(ops):len(ops)], c.ops...), 0) {
+			flush()
+		}
+		batch, ops = append(batch, c), append(ops, c.ops...)
+	}
+	flush()
+	for _, c := range solo {
+		if _, sum, err := s.Clean(ctx, c.DueCleanup); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup of request %s: %w", c.Request, err))
+		} else {
+			cleaned++
+			if sum {
+				summarized[c.Workflow] = true
+			}
+		}
+	}
+	return cleaned, summarized, errs
+}
+
+// readMany runs read ops in transactions of at most MaxTxnOps and returns
+// their responses in order.
+func (s *Store) readMany(ctx context.Context, ops []clientv3.Op) ([]*etcdserverpb.ResponseOp, error) {
+	var out []*etcdserverpb.ResponseOp
+	for len(ops) > 0 {
+		n := min(len(ops), MaxTxnOps)
+		tctx, cancel := s.ctx(ctx)
+		resp, err := s.cli.Txn(tctx).Then(ops[:n]...).Commit()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("read %d keys: %w", n, err)
+		}
+		out = append(out, resp.Responses...)
+		ops = ops[n:]
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,14 +14,15 @@ import (
 const (
 	// cleanupPage is how many due cleanups one read of the queue takes.
 	cleanupPage = 100
-	// cleanupWorkers is how many cleanups run at once: etcd commits the
-	// transactions of concurrent ones with one fsync.
-	cleanupWorkers = 8
+	// cleanupWorkers is how many batches of a page are cleaned at once:
+	// etcd commits the transactions of concurrent ones with one fsync.
+	cleanupWorkers = 4
 )
 
 // cleaner prunes the requests whose retention has passed (their cleanups
 // are due), at the pace requests end: every tick it works through the
-// whole queue of due cleanups, a page at a time, several at once. A pass
+// whole queue of due cleanups, a page at a time, in batches that each read
+// and delete many requests per round trip, several batches at once. A pass
 // that took one page a tick would bound cleanups at a page a second, and
 // under a faster stream of requests etcd would fill up with ended ones.
 type cleaner struct {
@@ -62,35 +64,30 @@ func (c *cleaner) pass(ctx context.Context) {
 	}
 }
 
-// clean carries out cleanups due, c.workers at a time, and keeps the
-// histories they added to within their bound; it returns how many it
-// carried out.
+// clean carries out cleanups due, split among c.workers batches that run
+// at once (kvmodel.Store.CleanMany), and keeps the histories they added to
+// within their bound; it returns how many it carried out.
 func (c *cleaner) clean(ctx context.Context, due []kvmodel.DueCleanup) int {
 	var (
 		mu      sync.Mutex
 		cleaned int
 		trim    = map[string]bool{} // the workflows whose histories grew
 		wg      sync.WaitGroup
-		slots   = make(chan struct{}, c.workers)
 	)
-	for _, d := range due {
-		if ctx.Err() != nil {
-			break // stopping: the rest waits for the next runner
-		}
-		slots <- struct{}{}
+	size := (len(due) + c.workers - 1) / c.workers
+	for batch := range slices.Chunk(due, max(size, 1)) {
 		wg.Go(func() {
-			defer func() { <-slots }()
-			n, sum, err := c.store.Clean(ctx, d)
-			if err != nil {
-				c.log.Warn("cleanup", "workflow", d.Workflow, "request_id", d.Request, "err", err)
-				return
+			n, sum, errs := c.store.CleanMany(ctx, batch)
+			for _, err := range errs {
+				if ctx.Err() == nil {
+					c.log.Warn("cleanup", "err", err)
+				}
 			}
-			c.log.Debug("request cleaned up", "workflow", d.Workflow, "request_id", d.Request, "invocations", n)
 			mu.Lock()
 			defer mu.Unlock()
-			cleaned++
-			if sum {
-				trim[d.Workflow] = true
+			cleaned += n
+			for wf := range sum {
+				trim[wf] = true
 			}
 		})
 	}
