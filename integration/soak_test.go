@@ -49,7 +49,9 @@ import (
 // The load, on each sandbox: clients of trivial jobs, of 200-document word
 // counts (300 KB of arguments), of a job whose handler fails, and of
 // non-blocking word counts never fetched (they expire), and a handler
-// update every 20 s (jobx handler sync of a changed file). Every 10 s a
+// update every 20 s (jobx handler sync of a changed file). After it, a
+// burst of trivial requests from 16 clients on each sandbox, hundreds a
+// second, whose requests must be gone from etcd soon after it (burst). Every 10 s a
 // line of the report gives the requests done, failed and lost, etcd's
 // database size and space in use, each process's RSS, goroutines and
 // descriptors, and each sandbox's processes, containers and scratch
@@ -70,6 +72,7 @@ func TestSoak(t *testing.T) {
 	s.log("  " + soakLegend)
 	s.log("  idle " + base.line())
 	s.run(d)
+	s.burst()
 	s.drain()
 	s.awaitIdle("the load's sandboxes to idle out")
 	end := s.sample(time.Since(s.start))
@@ -97,6 +100,8 @@ const (
 	failPause      = time.Second
 	nbDocs         = 20
 	nbPause        = 5 * time.Second
+	burstClients   = 16   // after the load, on each sandbox at once, ...
+	burstRequests  = 1500 // ... trivial requests in all
 )
 
 // The bounds check asserts (its comment says why these).
@@ -111,6 +116,8 @@ const (
 	goroutineSlack  = 40   // ... plus this
 	idleGoroutines  = 10   // goroutines back at idle, over the idle baseline
 	idleFDs         = 6    // descriptors back at idle, over the idle baseline
+
+	burstCleaned = 10 * time.Second // the burst's trivial requests are gone from etcd within this of its end
 )
 
 // soak is the system under test and what the test has seen of it.
@@ -143,7 +150,11 @@ type soakBox struct {
 }
 
 func startSoak(t *testing.T, bin string) *soak {
-	s := &soak{t: t, bin: bin, http: &http.Client{Timeout: lostAfter + time.Minute}, led: newLedger()}
+	// Idle connections enough for the burst's clients, as a client that
+	// sends that many requests at once would keep.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 2 * burstClients
+	s := &soak{t: t, bin: bin, http: &http.Client{Timeout: lostAfter + time.Minute, Transport: tr}, led: newLedger()}
 	s.docs, s.nbDocs = newDocSet(wordcountDocs, 1), newDocSet(nbDocs, 2)
 	kinds := []string{"namespace"}
 	if err := namespace.Check(context.Background(), "", 65534, 65534); err != nil {
@@ -357,6 +368,55 @@ func (s *soak) updateHandler(b *soakBox) {
 	if out, err := exec.Command(s.bin, "--etcd", s.etcd, "handler", "sync", b.wf, b.handlers).CombinedOutput(); err != nil {
 		s.t.Errorf("jobx handler sync %s: %v: %s", b.wf, err, out)
 	}
+}
+
+// burst sends burstRequests trivial requests to each sandbox from
+// burstClients clients, at once on every sandbox, hundreds a second (the
+// load sends a few dozen), and checks that their requests, each deleted
+// once its result is delivered, are gone from etcd within burstCleaned of
+// the burst's end: the cleanup keeps pace with the requests. (Until issue
+// 17 a runner cleaned 100 a second, and etcd filled up under any faster
+// stream.)
+func (s *soak) burst() {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, b := range s.boxes {
+		var n atomic.Int64
+		for range burstClients {
+			wg.Go(func() {
+				for x := n.Add(1); x <= burstRequests; x = n.Add(1) {
+					s.trivial(b, int(x))
+				}
+			})
+		}
+	}
+	wg.Wait()
+	took := time.Since(start)
+	left := func() int {
+		n := 0
+		for _, b := range s.boxes {
+			rs, err := kvmodel.List[kvmodel.Request](context.Background(), s.store, b.wf)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			for _, r := range rs {
+				if r.JobName == "trivial" {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	atEnd := left()
+	for n := atEnd; n > 0; n = left() {
+		if time.Since(start) > took+burstCleaned {
+			s.t.Errorf("%d of the burst's trivial requests are still in etcd %s after it ended (%d at its end): the cleanup falls behind", n, burstCleaned, atEnd)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s.log(fmt.Sprintf("  burst: %d trivial requests on each sandbox from %d clients in %s (%.0f/s in all); %d still in etcd at its end, none %s later",
+		burstRequests, burstClients, took.Round(time.Millisecond), float64(burstRequests*len(s.boxes))/took.Seconds(), atEnd, (time.Since(start) - took).Round(100*time.Millisecond)))
 }
 
 // drain waits until every accepted request has ended and expired, and no
