@@ -121,7 +121,7 @@ func run(ctx context.Context, cfg *config) (*results, error) {
 	var small *smallRequests
 	if cfg.Small.Requests > 0 {
 		fmt.Fprintf(os.Stderr, "bench: small requests, %d warm-up per client + %d trivial requests at each of %v clients\n", cfg.Small.Warmup, cfg.Small.Requests, cfg.Small.Clients)
-		if small, err = benchSmall(ctx, c.url, c.sandbox, cfg.Small); err != nil {
+		if small, err = benchSmall(ctx, c.url, c.sandbox, c.store, cfg.Small); err != nil {
 			return nil, fmt.Errorf("small requests: %w", err)
 		}
 	}

@@ -126,6 +126,9 @@ func TestQuickRunMatchesTheBaseline(t *testing.T) {
 			if l.Requests != cfg.Small.Requests || l.P50MS <= 0 || l.P99MS < l.P50MS || l.PerS <= 0 {
 				t.Errorf("small requests at %d clients: %+v", l.Clients, l)
 			}
+			if l.CleanedS < 0 {
+				t.Errorf("small requests at %d clients: %d requests were in etcd at the end, and some still %s later", l.Clients, l.LeftAtEnd, cleanupWait)
+			}
 		}
 	}
 	for _, k := range []string{"sizes", "wordcount_phases", "wordcount_matches_baseline", "scaling", "small_requests"} {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jobx/jobx/kvmodel"
 )
 
 // smallSpec is the small-requests scenario: at each number of clients c,
@@ -28,7 +30,17 @@ type smallLevel struct {
 	P50MS    float64 `json:"p50_ms"`
 	P99MS    float64 `json:"p99_ms"`
 	PerS     float64 `json:"requests_per_s"`
+	// LeftAtEnd is how many requests were still in etcd when the level's
+	// last one was answered (each is deleted once its result is
+	// delivered), CleanedS how long after that the last one went (-1: not
+	// within cleanupWait). jobx's levels only.
+	LeftAtEnd int     `json:"left_in_etcd_at_end,omitempty"`
+	CleanedS  float64 `json:"cleaned_s_after_end,omitempty"`
 }
+
+// cleanupWait bounds the wait, after a level, for its requests to be
+// cleaned up before the next level starts.
+const cleanupWait = time.Minute
 
 func newSmallLevel(clients int, latenciesMS []float64, wallS float64) *smallLevel {
 	s := summarize(latenciesMS)
@@ -46,8 +58,11 @@ type smallRequests struct {
 // benchSmall runs the scenario on jobx's trivial job (a leaf mapper and a
 // reducer, reuse: handler) through the gateway at url, whose runner is on
 // the sandbox kind box, from this process, over one HTTP client whose
-// connections every client reuses.
-func benchSmall(ctx context.Context, url, box string, spec smallSpec) (*smallRequests, error) {
+// connections every client reuses. After each level it counts the requests
+// still in etcd (store) and waits for the cleanup to remove them, so that
+// a level neither leaves its cleanup to the next nor hides a cleanup that
+// falls behind.
+func benchSmall(ctx context.Context, url, box string, store *kvmodel.Store, spec smallSpec) (*smallRequests, error) {
 	largest := 1
 	for _, c := range spec.Clients {
 		largest = max(largest, c)
@@ -65,9 +80,48 @@ func benchSmall(ctx context.Context, url, box string, spec smallSpec) (*smallReq
 		if err != nil {
 			return nil, err
 		}
-		s.Jobx = append(s.Jobx, newSmallLevel(clients, millis(lat), wall.Seconds()))
+		l := newSmallLevel(clients, millis(lat), wall.Seconds())
+		if l.LeftAtEnd, l.CleanedS, err = awaitCleanup(ctx, store); err != nil {
+			return nil, err
+		}
+		s.Jobx = append(s.Jobx, l)
 	}
 	return s, nil
+}
+
+// awaitCleanup counts the trivial job's requests in etcd, then
+// waits until none is left: it returns the count and the seconds it took
+// (-1 when some were still there after cleanupWait).
+func awaitCleanup(ctx context.Context, store *kvmodel.Store) (left int, took float64, err error) {
+	// The trivial job's requests: the word counts' are kept, for their
+	// phases.
+	count := func() (int, error) {
+		rs, err := kvmodel.List[kvmodel.Request](ctx, store, workflowName)
+		if err != nil {
+			return 0, fmt.Errorf("count the requests left: %w", err)
+		}
+		n := 0
+		for _, r := range rs {
+			if r.JobName == trivialJob {
+				n++
+			}
+		}
+		return n, nil
+	}
+	start := time.Now()
+	if left, err = count(); err != nil {
+		return 0, 0, err
+	}
+	for n := left; n > 0; {
+		if time.Since(start) > cleanupWait {
+			return left, -1, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n, err = count(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return left, time.Since(start).Seconds(), nil
 }
 
 // burstTrivial sends n trivial requests from clients goroutines and
@@ -111,15 +165,19 @@ func burstTrivial(ctx context.Context, cl *client, clients, n int) ([]time.Durat
 // each peer that ran, with jobx/peer ratios of p50 and of requests/s.
 func (s *smallRequests) write(w io.Writer, peers []*peerResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "small requests\tclients\tp50\tp99\trequests/s\tjobx/peer p50\tjobx/peer requests/s")
+	fmt.Fprintln(tw, "small requests\tclients\tp50\tp99\trequests/s\tjobx/peer p50\tjobx/peer requests/s\tleft in etcd at the end, all cleaned")
 	for _, j := range s.Jobx {
-		fmt.Fprintf(tw, "jobx\t%d\t%s\t%s\t%s\t\t\n", j.Clients, formatValue(j.P50MS, "ms"), formatValue(j.P99MS, "ms"), formatValue(j.PerS, "1/s"))
+		cleaned := "not within " + cleanupWait.String()
+		if j.CleanedS >= 0 {
+			cleaned = fmt.Sprintf("%.1f s later", j.CleanedS)
+		}
+		fmt.Fprintf(tw, "jobx\t%d\t%s\t%s\t%s\t\t\t%d, %s\n", j.Clients, formatValue(j.P50MS, "ms"), formatValue(j.P99MS, "ms"), formatValue(j.PerS, "1/s"), j.LeftAtEnd, cleaned)
 		for _, p := range peers {
 			l := p.small(j.Clients)
 			if l == nil {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Name, l.Clients, formatValue(l.P50MS, "ms"), formatValue(l.P99MS, "ms"), formatValue(l.PerS, "1/s"),
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", p.Name, l.Clients, formatValue(l.P50MS, "ms"), formatValue(l.P99MS, "ms"), formatValue(l.PerS, "1/s"),
 				formatRatio(j.P50MS/l.P50MS), formatRatio(j.PerS/l.PerS))
 		}
 	}
