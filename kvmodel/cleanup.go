@@ -2,7 +2,6 @@ package kvmodel
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -227,7 +226,7 @@ func (s *Store) CleanMany(ctx context.Context, due []DueCleanup) (cleaned int, s
 	for len(level) > 0 {
 		gets = gets[:0]
 		for _, n := range level {
-			gets = append(gets, clientv3.OpGet(RelationshipsPrefix(n.c.Workflow, n.m)+"mapped/", clientv3.WithPrefix()))
+			gets = append(gets, clientv3.OpGet(mappedPrefix(n.c.Workflow, n.m), clientv3.WithPrefix()))
 		}
 		if resps, err = s.readMany(ctx, gets); err != nil {
 			return cleaned, summarized, append(errs, err)
@@ -242,14 +241,12 @@ func (s *Store) CleanMany(ctx context.Context, due []DueCleanup) (cleaned int, s
 				n.c.solo = true
 				continue
 			}
-			for _, kv := range resps[i].GetResponseRange().Kvs {
-				var ids []string
-				if err := json.Unmarshal(kv.Value, &ids); err != nil {
-					return cleaned, summarized, append(errs, fmt.Errorf("children of invocation %s: %s: %w", n.m, kv.Key, err))
-				}
-				for _, id := range ids {
-					next = append(next, node{n.c, id})
-				}
+			children, err := decodeChildren(n.m, resps[i].GetResponseRange().Kvs)
+			if err != nil {
+				return cleaned, summarized, append(errs, err)
+			}
+			for _, id := range children {
+				next = append(next, node{n.c, id})
 			}
 		}
 		level = next

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -16,10 +17,15 @@ func RelationshipsPrefix(workflow, inv string) string {
 	return TreeRoot + "relationships/" + workflow + "/" + inv + "/"
 }
 
+// mappedPrefix is the prefix of the chunks that list parent's children.
+func mappedPrefix(workflow, parent string) string {
+	return RelationshipsPrefix(workflow, parent) + "mapped/"
+}
+
 // MappedOps returns the ops that record parent's children, in order, as
 // chunks of a JSON id array.
 func MappedOps(workflow, parent string, children []string) []Op {
-	prefix := RelationshipsPrefix(workflow, parent) + "mapped/"
+	prefix := mappedPrefix(workflow, parent)
 	var ops []Op
 	i := 0
 	for ; i*idsPerChunk < len(children); i++ {
@@ -33,12 +39,18 @@ func MappedOps(workflow, parent string, children []string) []Op {
 func (s *Store) Children(ctx context.Context, workflow, parent string) ([]string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, RelationshipsPrefix(workflow, parent)+"mapped/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	resp, err := s.cli.Get(ctx, mappedPrefix(workflow, parent), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, fmt.Errorf("children of invocation %s: %w", parent, err)
 	}
+	return decodeChildren(parent, resp.Kvs)
+}
+
+// decodeChildren is parent's children from kvs, its chunks under
+// mappedPrefix as read, in key order.
+func decodeChildren(parent string, kvs []*mvccpb.KeyValue) ([]string, error) {
 	var out []string
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		var ids []string
 		if err := json.Unmarshal(kv.Value, &ids); err != nil {
 			return nil, fmt.Errorf("children of invocation %s: %s: %w", parent, kv.Key, err)
